@@ -1,0 +1,35 @@
+# ckatlas: `make demo` runs the main job, `make test` the whole test suite.
+# Both build .venv from scratch on a machine with only Python and pip.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= demo-out
+
+.PHONY: install demo test test-fast bench clean
+
+$(BIN)/ckatlas: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(BIN)/ckatlas
+
+demo: install
+	$(BIN)/ckatlas demo --out $(OUT)
+
+# The whole suite, slow end-to-end tests included.
+test: install
+	$(BIN)/python -m pytest -m "slow or not slow" -q
+
+# Fast tests only (what a bare `pytest` runs).
+test-fast: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
+	$(BIN)/python benchmarks/bench_cka.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache
