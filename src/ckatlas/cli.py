@@ -65,7 +65,44 @@ def positive_float(text: str) -> float:
 # Each `_add_*` function registers one subcommand; `_COMMANDS` lists them in help order.
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "info",
+        "versions, devices and threads (paste it into a bug report)",
+        "Print the versions of ckatlas and its main dependencies, the devices PyTorch sees and the thread count.",
+        ["ckatlas info", "ckatlas info --json > env.json"],
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import json
+    import platform
+
+    import numpy
+    import torch
+
+    info = {
+        "ckatlas": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda": torch.cuda.is_available(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key:>13}: {value}")
+    return 0
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info]
 
 
 def build_parser() -> argparse.ArgumentParser:

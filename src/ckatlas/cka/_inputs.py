@@ -31,6 +31,8 @@ def as_features(x: Any, *, name: str = "X") -> torch.Tensor:
             raise CKAInputError(f"{name} must be a NumPy array or a torch.Tensor of shape (n, ...), got {type(x).__name__}") from exc
         if arr.dtype == object or arr.dtype.kind in "USV":
             raise CKAInputError(f"{name} must hold numbers, got an array of dtype {arr.dtype}")
+        if arr.ndim == 0:
+            raise CKAInputError(f"{name} is a scalar; expected an array of shape (n, ...) with one row per example")
         t = torch.from_numpy(np.ascontiguousarray(arr))
     if t.is_complex():
         raise CKAInputError(f"{name} is complex ({t.dtype}); CKA needs real-valued activations")

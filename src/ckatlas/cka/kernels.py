@@ -27,24 +27,47 @@ def gram_linear(x: Any, *, name: str = "X", center_features: bool = True) -> tor
             product accurate when activations share a large common component.
 
     Returns:
-        (n, n) float64 tensor on the device of `x`. A layer whose every feature is
-        constant over the examples gets an exactly zero Gram.
+        (n, n) float64 tensor on the device of `x`. The product itself is taken in
+        the activations' precision (float32 for float32/16 inputs). A layer whose
+        every feature is constant over the examples gets an exactly zero Gram.
     """
     t = as_features(x, name=name)
     check_finite(t, name)
-    if center_features:
-        t = centered_features(t)
-    return (t @ t.T).double()
+    if not center_features:
+        return (t @ t.T).double()
+    return _centered_gram(t, t.mean(dim=0, keepdim=True)).double()
+
+
+def _centered_gram(t: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    c = t - mean
+    gram = c @ c.T
+    # A constant layer leaves only the rounding error of its mean: trace(K) of order
+    # n * (eps * |mean|)^2. Only then is the exact (and slower) check worth doing.
+    tol = (64 * torch.finfo(t.dtype).eps) ** 2 * t.shape[0]
+    if t.device.type == "cpu":
+        if float(gram.diagonal().sum()) <= tol * float((mean * mean).sum()) and _is_constant(t):
+            gram.zero_()
+        return gram
+    suspicious = gram.diagonal().sum() <= tol * (mean * mean).sum()
+    return torch.where(suspicious & _constant_flag(t), torch.zeros_like(gram), gram)  # no host sync
+
+
+def _constant_flag(t: torch.Tensor) -> torch.Tensor:
+    return (t == t[:1]).all()
+
+
+def _is_constant(t: torch.Tensor) -> bool:
+    return bool(_constant_flag(t))
 
 
 def centered_features(t: torch.Tensor) -> torch.Tensor:
     """(n, p) features minus their mean over examples.
 
     Exactly zero when every feature is constant over the examples (a plain
-    subtraction of the rounded mean would leave noise that CKA would normalise
-    into a meaningless value).
+    subtraction of a rounded mean would leave noise that CKA would normalise into
+    a meaningless value).
     """
-    if bool((t == t[:1]).all()):
+    if _is_constant(t):
         return torch.zeros_like(t)
     return t - t.mean(dim=0, keepdim=True)
 

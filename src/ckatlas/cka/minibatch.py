@@ -4,10 +4,10 @@ For batches i = 1..k with linear-kernel Grams K_i (layer a) and L_i (layer b),
 
     CKA(a, b) = sum_i HSIC_1(K_i, L_i) / sqrt(sum_i HSIC_1(K_i, K_i) * sum_i HSIC_1(L_i, L_i))
 
-with HSIC_1 the unbiased estimator of Song et al. (2012). HSIC_1(K, L) equals
-<U(K), U(L)>_F / (n(n-3)) for the U-centred Grams U(.), and a U-centred Gram is
-symmetric with a zero diagonal, so each layer of a batch becomes one vector (its
-scaled upper triangle) and every layer pair comes from one matrix product.
+with HSIC_1 the unbiased estimator of Song et al. (2012). Each of its three terms
+is an inner product of per-layer summaries of a Gram (its upper triangle, its
+row sums), so every layer pair of a batch comes from one matrix product over the
+stacked summaries, in float64.
 """
 
 from __future__ import annotations
@@ -15,12 +15,20 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from ckatlas.cka._inputs import CKAInputError
-from ckatlas.cka.kernels import center_gram, gram_linear
+from ckatlas.cka.kernels import gram_linear
+
+class _GramPieces(NamedTuple):
+    """What HSIC_1 needs of one batch's Grams K (one row per layer), in float64."""
+
+    upper: torch.Tensor  # (L, n(n-1)/2) strict upper triangle of K
+    row_sums: torch.Tensor  # (L, n) K~1, row sums without the diagonal
+    total: torch.Tensor  # (L,) 1'K~1
+
 
 _STATE_TENSORS = ("hsic_ab", "hsic_aa", "hsic_bb", "batch_count", "batch_cka_sum", "batch_cka_sumsq")
 
@@ -106,22 +114,23 @@ class MinibatchCKA:
         produced (e.g. inside forward hooks) and drop the activations.
 
         Args:
-            grams_a: one (n, n) Gram per layer of model A, or a stacked (La, n, n) tensor.
+            grams_a: one symmetric (n, n) Gram per layer of model A (any float
+                dtype), or a stacked (La, n, n) tensor.
             grams_b: the same for model B (rectangular accumulators only).
         """
         self._check_sides(grams_a, grams_b)
-        va, n = self._vectors(grams_a, self.num_layers_a, "A")
+        pa, n = self._pieces(grams_a, self.num_layers_a, "A")
         if self.square:
-            h = va @ va.T
+            h = self._hsic(pa, pa, n)
             da = db = h.diagonal().clone()
         else:
-            vb, nb = self._vectors(grams_b, self.num_layers_b, "B")
+            pb, nb = self._pieces(grams_b, self.num_layers_b, "B")
             if nb != n:
                 raise CKAInputError(
                     f"model A's activations have n={n} examples but model B's have n={nb}: both must see the same minibatch"
                 )
-            h = va @ vb.T
-            da, db = (va * va).sum(1), (vb * vb).sum(1)
+            h = self._hsic(pa, pb, n)
+            da, db = self._self_hsic(pa, n), self._self_hsic(pb, n)
         self._accumulate(h, da, db, n)
 
     def _check_sides(self, a: Any, b: Any) -> None:
@@ -133,42 +142,56 @@ class MinibatchCKA:
         if not self.square and b is None:
             raise CKAInputError("this accumulator compares two models: update() needs the activations of model B too")
 
-    def _vectors(self, grams: Any, expected: int, side: str) -> tuple[torch.Tensor, int]:
-        """Stack Grams, U-centre them and return their scaled upper triangles (L, n(n-1)/2)."""
-        if isinstance(grams, torch.Tensor) and grams.ndim == 3:
-            stack = grams
-        else:
+    def _pieces(self, grams: Any, expected: int, side: str) -> tuple[_GramPieces, int]:
+        """Reduce each layer's Gram K to what HSIC_1 needs (see `_hsic`), in float64."""
+        if not (isinstance(grams, torch.Tensor) and grams.ndim == 3):
             grams = list(grams)
-            if len(grams) != expected:
-                raise CKAInputError(f"model {side} has {expected} layers but this update holds {len(grams)} activations")
-            sizes = [tuple(g.shape) for g in grams]
-            n = sizes[0][0] if sizes and len(sizes[0]) == 2 else -1
-            for i, s in enumerate(sizes):
-                if len(s) != 2 or s[0] != s[1]:
-                    raise CKAInputError(f"Gram {i} of model {side} has shape {s}; expected a square (n, n) matrix")
-                if s[0] != n:
-                    raise CKAInputError(
-                        f"activation {i} of model {side} has {s[0]} examples but activation 0 has {n}: "
-                        "all activations of one update must come from the same minibatch"
-                    )
-            device = self.device or (self._state["hsic_ab"].device if self._state else grams[0].device)
-            stack = torch.stack([torch.as_tensor(g).to(device=device, dtype=torch.float64) for g in grams])
-        if stack.shape[0] != expected:
-            raise CKAInputError(f"model {side} has {expected} layers but this update holds {stack.shape[0]} Grams")
-        n = stack.shape[-1]
+        if len(grams) != expected:
+            raise CKAInputError(f"model {side} has {expected} layers but this update holds {len(grams)} activations")
+        n = grams[0].shape[-1]
+        for i, g in enumerate(grams):
+            if g.ndim != 2 or g.shape[0] != g.shape[1]:
+                raise CKAInputError(f"Gram {i} of model {side} has shape {tuple(g.shape)}; expected a square (n, n) matrix")
+            if g.shape[0] != n:
+                raise CKAInputError(
+                    f"activation {i} of model {side} has {g.shape[0]} examples but activation 0 has {n}: "
+                    "all activations of one update must come from the same minibatch"
+                )
         if n < 4:
             raise CKAInputError(f"the unbiased HSIC estimator needs at least 4 examples per minibatch, got n={n}")
         if self.device is None:
-            self.device = stack.device if self._state is None else self._state["hsic_ab"].device
-        stack = stack.to(device=self.device, dtype=torch.float64)
-        u = center_gram(stack, unbiased=True).reshape(stack.shape[0], n * n)
+            self.device = grams[0].device
         key = (n, self.device)
         idx = self._triu_cache.get(key)
         if idx is None:
             rows, cols = torch.triu_indices(n, n, offset=1, device=self.device)
             idx = self._triu_cache[key] = rows * n + cols
-        # <U(K), U(L)>_F / (n(n-3)) = 2 * triu(U(K)) . triu(U(L)) / (n(n-3))
-        return u.index_select(1, idx).mul_(math.sqrt(2.0 / (n * (n - 3)))), n
+        f64 = dict(dtype=torch.float64, device=self.device)
+        upper = torch.empty(expected, idx.numel(), **f64)
+        row_sums = torch.empty(expected, n, **f64)
+        for i, g in enumerate(grams):
+            g = torch.as_tensor(g).to(self.device)
+            torch.take(g, idx, out=upper[i]) if g.dtype == torch.float64 else upper[i].copy_(torch.take(g, idx))
+            row_sums[i] = g.sum(dim=1, dtype=torch.float64) - g.diagonal().double()
+        return _GramPieces(upper, row_sums, row_sums.sum(dim=1)), n
+
+    @staticmethod
+    def _hsic(a: _GramPieces, b: _GramPieces, n: int) -> torch.Tensor:
+        """HSIC_1 of every layer pair, Song et al.'s formula in matrix form.
+
+        With K~ the Gram with a zeroed diagonal: tr(K~L~) = 2 triu(K).triu(L),
+        1'K~1 = the sum of K~1, and 1'K~L~1 = (K~1).(L~1).
+        """
+        h = (2.0 * a.upper) @ b.upper.T
+        h += torch.outer(a.total, b.total) / ((n - 1) * (n - 2))
+        h -= (2.0 / (n - 2)) * (a.row_sums @ b.row_sums.T)
+        return h / (n * (n - 3))
+
+    @staticmethod
+    def _self_hsic(a: _GramPieces, n: int) -> torch.Tensor:
+        d = 2.0 * (a.upper * a.upper).sum(1) + a.total**2 / ((n - 1) * (n - 2))
+        d -= (2.0 / (n - 2)) * (a.row_sums * a.row_sums).sum(1)
+        return d / (n * (n - 3))
 
     def _accumulate(self, h: torch.Tensor, da: torch.Tensor, db: torch.Tensor, n: int) -> None:
         if self._state is None:

@@ -1,0 +1,518 @@
+"""Block structure: contiguous runs of layers whose representations are uniformly similar.
+
+Wide or deep networks (relative to the data) show a *block structure* (Nguyen, Raghu &
+Kornblith, 2021): a large contiguous run of layers, mostly late in the network, whose
+pairwise CKA is close to 1, a bright square on the CKA heatmap. Residual networks also
+show a fine *checkerboard* (post-residual sums similar to one another, layers inside
+the residual branches not); that alternation is not a block.
+
+The algorithm (`find_blocks`), on a square within-model CKA matrix ``C`` of L layers:
+
+1. A pair of layers (a, b), a != b, is *high* when both ``C[a, b]`` and ``C[b, a]``
+   are >= ``threshold``. NaN (a dead layer whose CKA is undefined) counts as low, so a
+   dead layer is never inside a block. The diagonal is ignored.
+2. An interval of layers [i, j] (in layer order, j inclusive) is *uniformly high* when
+   every layer k in it is high with all but at most ``floor(tolerance * (size - 1))``
+   of the other layers of the interval. With ``tolerance=0`` this is "the minimum
+   off-diagonal CKA of the sub-matrix is >= threshold". The condition is per layer, not
+   per interval, so a large block cannot absorb a neighbouring layer that is unlike it,
+   and a checkerboard (where about half of every layer's partners are low) or a block
+   with a dissimilar layer or patch in the middle (a hole) fails.
+3. Of the uniformly high intervals with ``size >= max(min_size, ceil(min_fraction * L))``,
+   blocks are picked greedily: the largest first (ties: the higher mean CKA, then the
+   earlier start), skipping any interval that overlaps one already picked. Blocks
+   therefore never overlap, and each one is maximal among the intervals still free.
+
+Every interval is tested, in O(L^3) time with NumPy (row prefix sums of the low-pair
+indicator), which is well under a second for the few hundred layers of a ResNet's
+"all" layer list.
+
+`block_fraction` is the share of the analysed layers that lie inside a block.
+`block_stability` compares the blocks found in several models (e.g. seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ckatlas.errors import UserInputError
+from ckatlas.files import atomic_write_json
+
+_FORMAT = "ckatlas.BlockResult"
+_STABILITY_FORMAT = "ckatlas.BlockStability"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block: analysed layers ``start`` to ``end``, both inclusive (0-based).
+
+    Attributes:
+        start: first layer of the block, an index into the analysed layers.
+        end: last layer of the block (inclusive).
+        mean_cka: mean off-diagonal CKA inside the block (NaN entries skipped).
+        min_cka: smallest off-diagonal CKA inside the block (below the threshold when
+            the tolerance let a few low pairs in).
+    """
+
+    start: int
+    end: int
+    mean_cka: float
+    min_cka: float
+
+    @property
+    def size(self) -> int:
+        """Number of layers in the block."""
+        return self.end - self.start + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "size": self.size,
+            "mean_cka": self.mean_cka,
+            "min_cka": self.min_cka,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Block:
+        return cls(int(data["start"]), int(data["end"]), float(data["mean_cka"]), float(data["min_cka"]))
+
+
+@dataclass
+class BlockResult:
+    """The blocks found in one CKA matrix, and the settings that found them.
+
+    Attributes:
+        blocks: the blocks, in layer order.
+        num_layers: number of analysed layers.
+        layer_indices: for each analysed layer, its row in the input matrix.
+        layer_names: names of the analysed layers, when known.
+        threshold, tolerance, min_size: the settings used (``min_size`` is the
+            effective minimum, after ``min_fraction``).
+    """
+
+    blocks: list[Block]
+    num_layers: int
+    layer_indices: list[int]
+    threshold: float
+    tolerance: float
+    min_size: int
+    layer_names: list[str] | None = None
+
+    @property
+    def in_block(self) -> np.ndarray:
+        """(num_layers,) bool: whether each analysed layer lies inside a block."""
+        mask = np.zeros(self.num_layers, dtype=bool)
+        for b in self.blocks:
+            mask[b.start : b.end + 1] = True
+        return mask
+
+    @property
+    def block_fraction(self) -> float:
+        """Share of the analysed layers that lie inside a block, in [0, 1]."""
+        return float(self.in_block.mean()) if self.num_layers else 0.0
+
+    def block_layers(self, block: Block) -> list[str]:
+        """Names of the layers in `block` (indices as strings when names are unknown)."""
+        names = self.layer_names or [str(i) for i in self.layer_indices]
+        return names[block.start : block.end + 1]
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        head = (
+            f"{len(self.blocks)} block(s) in {self.num_layers} layers, block_fraction {self.block_fraction:.2f} "
+            f"(threshold {self.threshold:g}, tolerance {self.tolerance:g}, min_size {self.min_size})"
+        )
+        lines = [head]
+        for b in self.blocks:
+            names = self.block_layers(b)
+            lines.append(
+                f"  layers {b.start}-{b.end} ({b.size} layers, {names[0]} .. {names[-1]}): "
+                f"mean CKA {b.mean_cka:.3f}, min {b.min_cka:.3f}"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "blocks": [b.to_dict() for b in self.blocks],
+            "block_fraction": self.block_fraction,
+            "num_layers": self.num_layers,
+            "layer_indices": list(self.layer_indices),
+            "layer_names": None if self.layer_names is None else list(self.layer_names),
+            "threshold": self.threshold,
+            "tolerance": self.tolerance,
+            "min_size": self.min_size,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BlockResult:
+        if data.get("format") != _FORMAT:
+            raise UserInputError(f"not a block result: expected format {_FORMAT!r}, got {data.get('format')!r}")
+        return cls(
+            blocks=[Block.from_dict(b) for b in data["blocks"]],
+            num_layers=int(data["num_layers"]),
+            layer_indices=[int(i) for i in data["layer_indices"]],
+            threshold=float(data["threshold"]),
+            tolerance=float(data["tolerance"]),
+            min_size=int(data["min_size"]),
+            layer_names=data.get("layer_names"),
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the result as JSON (atomically)."""
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> BlockResult:
+        """Read a result written by `save`."""
+        return cls.from_dict(_read_json(path))
+
+
+def find_blocks(
+    cka_matrix: Any,
+    *,
+    threshold: float = 0.85,
+    tolerance: float = 0.1,
+    min_size: int = 3,
+    min_fraction: float = 0.1,
+    layers: Sequence[str | int] | None = None,
+    layer_names: Sequence[str] | None = None,
+) -> BlockResult:
+    """Find the block structure of a within-model CKA matrix (algorithm: module docstring).
+
+    Args:
+        cka_matrix: square (L, L) CKA matrix of one model's layers against themselves,
+            as an array, or any object with a ``.matrix`` attribute (a `CKAResult`),
+            whose ``.layers_a`` then names the layers. NaN marks a dead layer.
+        threshold: CKA at or above which two layers count as similar. The default sits
+            above the CKA of merely neighbouring layers and below the near-1 values
+            inside the paper's blocks; tune it for your models.
+        tolerance: fraction, in [0, 0.5), of a layer's partners inside a block that may
+            fall below ``threshold`` (noise tolerance; 0 asks for the minimum to pass).
+        min_size: smallest block, in layers (>= 2).
+        min_fraction: smallest block as a fraction of the analysed layers; the effective
+            minimum is ``max(min_size, ceil(min_fraction * L))``.
+        layers: analyse only these layers (names or row indices), e.g. block outputs
+            only; they are taken in model order.
+        layer_names: names of the matrix's rows (overrides ``.layers_a``).
+
+    Returns:
+        A `BlockResult`; block indices refer to the analysed layers.
+
+    Raises:
+        UserInputError: a matrix that is not square, holds infinities or values above 1,
+            a layer that does not exist, or settings out of range.
+    """
+    matrix, names = _as_matrix(cka_matrix, layer_names)
+    _check_settings(threshold, tolerance, min_size, min_fraction)
+    indices = _select_layers(layers, names, matrix.shape[0])
+    sub = matrix[np.ix_(indices, indices)]
+    num_layers = len(indices)
+    effective_min = max(min_size, math.ceil(min_fraction * num_layers))
+
+    low = ~((sub >= threshold) & (sub.T >= threshold))  # NaN compares False: low
+    np.fill_diagonal(low, False)
+    candidates = _uniform_intervals(low, tolerance, effective_min)
+    blocks = _pick_blocks(candidates, sub)
+    return BlockResult(
+        blocks=blocks,
+        num_layers=num_layers,
+        layer_indices=[int(i) for i in indices],
+        threshold=float(threshold),
+        tolerance=float(tolerance),
+        min_size=int(effective_min),
+        layer_names=None if names is None else [names[i] for i in indices],
+    )
+
+
+def _allowed_low(size: np.ndarray | int, tolerance: float) -> np.ndarray:
+    # A small epsilon so that e.g. 0.1 * 10 counts as 1, not 0.999...
+    return np.floor(tolerance * (np.asarray(size) - 1) + 1e-9).astype(np.int64)
+
+
+def _uniform_intervals(low: np.ndarray, tolerance: float, min_size: int) -> list[tuple[int, int]]:
+    """All intervals [i, j] (inclusive) of size >= min_size that are uniformly high."""
+    n = low.shape[0]
+    prefix = np.zeros((n, n + 1), dtype=np.int64)  # prefix[k, m] = low pairs of k with layers < m
+    prefix[:, 1:] = np.cumsum(low, axis=1)
+    out: list[tuple[int, int]] = []
+    for i in range(n - min_size + 1):
+        # counts[k - i, j - i] = low partners of layer k among layers i..j, for k, j >= i
+        counts = prefix[i:, i + 1 :] - prefix[i:, i : i + 1]
+        counts = np.where(np.triu(np.ones_like(counts, dtype=bool)), counts, 0)  # only k <= j
+        worst = counts.max(axis=0)
+        sizes = np.arange(1, n - i + 1)
+        ok = (worst <= _allowed_low(sizes, tolerance)) & (sizes >= min_size)
+        out.extend((i, i + int(s) - 1) for s in sizes[ok])
+    return out
+
+
+def _block_stats(sub: np.ndarray, start: int, end: int) -> tuple[float, float]:
+    """Mean and minimum off-diagonal CKA of the block (NaN skipped)."""
+    part = sub[start : end + 1, start : end + 1]
+    off = part[~np.eye(part.shape[0], dtype=bool)]
+    off = off[~np.isnan(off)]
+    return float(off.mean()), float(off.min())
+
+
+def _interval_means(candidates: list[tuple[int, int]], sub: np.ndarray) -> np.ndarray:
+    """Mean off-diagonal CKA of each interval, from 2-D prefix sums (O(1) per interval)."""
+    valid = ~np.isnan(sub)
+    np.fill_diagonal(valid, False)
+    values = np.where(valid, sub, 0.0)
+    sums = np.pad(values.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    counts = np.pad(valid.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    i = np.array([c[0] for c in candidates], dtype=np.int64)
+    j = np.array([c[1] for c in candidates], dtype=np.int64) + 1
+
+    def rect(table: np.ndarray) -> np.ndarray:
+        return table[j, j] - table[i, j] - table[j, i] + table[i, i]
+
+    return rect(sums) / np.maximum(rect(counts), 1)
+
+
+def _pick_blocks(candidates: list[tuple[int, int]], sub: np.ndarray) -> list[Block]:
+    """Greedy: largest first (then higher mean CKA, then earlier start), no overlaps."""
+    if not candidates:
+        return []
+    means = _interval_means(candidates, sub)
+    order = sorted(range(len(candidates)), key=lambda k: (candidates[k][0] - candidates[k][1], -means[k], candidates[k][0]))
+    taken = np.zeros(sub.shape[0], dtype=bool)
+    blocks = []
+    for k in order:
+        i, j = candidates[k]
+        if not taken[i : j + 1].any():
+            taken[i : j + 1] = True
+            blocks.append(Block(i, j, *_block_stats(sub, i, j)))
+    return sorted(blocks, key=lambda b: b.start)
+
+
+def _as_matrix(cka_matrix: Any, layer_names: Sequence[str] | None) -> tuple[np.ndarray, list[str] | None]:
+    names = layer_names
+    source = cka_matrix
+    if hasattr(cka_matrix, "matrix"):
+        source = cka_matrix.matrix
+        layers_a = getattr(cka_matrix, "layers_a", None)
+        layers_b = getattr(cka_matrix, "layers_b", None)
+        if layers_a is not None and layers_b is not None and list(layers_a) != list(layers_b):
+            raise UserInputError(
+                "block structure needs one model's layers against themselves; this CKA result compares "
+                "different layer lists (layers_a != layers_b)"
+            )
+        if names is None and layers_a is not None:
+            names = list(layers_a)
+    try:
+        matrix = np.array(source, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserInputError(
+            f"expected a square CKA matrix of numbers (or an object with .matrix), got {type(source).__name__}"
+        ) from None
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise UserInputError(f"expected a square (L, L) CKA matrix, got shape {matrix.shape}")
+    if np.isinf(matrix).any():
+        raise UserInputError("the CKA matrix holds infinities; expected values in [0, 1] (NaN for dead layers)")
+    if np.nanmax(matrix, initial=0.0) > 1.0 + 1e-6:
+        raise UserInputError(
+            f"the CKA matrix holds values above 1 (max {np.nanmax(matrix):.4g}); expected CKA values in [0, 1]"
+        )
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != matrix.shape[0]:
+            raise UserInputError(f"{len(names)} layer names for a matrix of {matrix.shape[0]} layers")
+    return matrix, names
+
+
+def _select_layers(layers: Sequence[str | int] | None, names: list[str] | None, size: int) -> np.ndarray:
+    if layers is None:
+        return np.arange(size)
+    if isinstance(layers, str):
+        layers = [layers]
+    chosen = []
+    for layer in layers:
+        if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+            if not 0 <= layer < size:
+                raise UserInputError(f"layer index {layer} does not exist; the matrix has layers 0..{size - 1}")
+            chosen.append(int(layer))
+        elif names is None:
+            raise UserInputError(f"layer {layer!r} given by name, but the matrix has no layer names (pass layer_names=)")
+        elif layer not in names:
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise UserInputError(f"layer {layer!r} does not exist; known layers: {shown}")
+        else:
+            chosen.append(names.index(layer))
+    if len(set(chosen)) != len(chosen):
+        raise UserInputError("the same layer is listed twice in layers=")
+    if len(chosen) < 2:
+        raise UserInputError(f"block structure needs at least 2 layers, got {len(chosen)}")
+    return np.array(sorted(chosen))
+
+
+def _check_settings(threshold: float, tolerance: float, min_size: int, min_fraction: float) -> None:
+    if not 0 < threshold <= 1:
+        raise UserInputError(f"threshold must be in (0, 1], got {threshold}")
+    if not 0 <= tolerance < 0.5:
+        raise UserInputError(f"tolerance must be in [0, 0.5), got {tolerance}")
+    if isinstance(min_size, bool) or int(min_size) != min_size or min_size < 2:
+        raise UserInputError(f"min_size must be an integer >= 2, got {min_size}")
+    if not 0 <= min_fraction <= 1:
+        raise UserInputError(f"min_fraction must be in [0, 1], got {min_fraction}")
+
+
+def _read_json(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserInputError(f"{p}: no such file")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{p}: not valid JSON ({exc})") from None
+
+
+# -- stability across models (seeds) --------------------------------------------------------
+
+
+@dataclass
+class BlockStability:
+    """How much the blocks of several models (e.g. seeds) agree.
+
+    Every statistic is derived from ``results``; ``to_dict`` writes them out.
+
+    Attributes:
+        results: one `BlockResult` per model, all over the same layers.
+        labels: a label per model (e.g. the seed or the file it came from).
+    """
+
+    results: list[BlockResult]
+    labels: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.results) < 2:
+            raise UserInputError(f"block stability needs at least 2 results (e.g. seeds), got {len(self.results)}")
+        first = self.results[0]
+        for r in self.results[1:]:
+            if r.num_layers != first.num_layers or (
+                r.layer_names is not None and first.layer_names is not None and r.layer_names != first.layer_names
+            ):
+                raise UserInputError(
+                    f"block results cover different layers ({first.num_layers} vs {r.num_layers} layers, "
+                    "or different names); compare models of one architecture"
+                )
+        if not self.labels:
+            self.labels = [str(i) for i in range(len(self.results))]
+        if len(self.labels) != len(self.results):
+            raise UserInputError(f"{len(self.labels)} labels for {len(self.results)} results")
+
+    @property
+    def layer_frequency(self) -> np.ndarray:
+        """(num_layers,) share of models in which each layer lies inside a block."""
+        return np.mean([r.in_block for r in self.results], axis=0)
+
+    @property
+    def jaccard(self) -> np.ndarray:
+        """(S, S) Jaccard overlap of the models' in-block layer sets (1 where both are empty)."""
+        masks = [r.in_block for r in self.results]
+        s = len(masks)
+        out = np.ones((s, s))
+        for a in range(s):
+            for b in range(a + 1, s):
+                union = (masks[a] | masks[b]).sum()
+                out[a, b] = out[b, a] = (masks[a] & masks[b]).sum() / union if union else 1.0
+        return out
+
+    @property
+    def mean_jaccard(self) -> float:
+        """Mean Jaccard overlap over the pairs of models."""
+        s = len(self.results)
+        return float(self.jaccard[np.triu_indices(s, k=1)].mean())
+
+    @property
+    def block_fractions(self) -> np.ndarray:
+        """(S,) block_fraction of each model."""
+        return np.array([r.block_fraction for r in self.results])
+
+    @property
+    def largest_blocks(self) -> list[Block | None]:
+        """Each model's largest block (ties: higher mean CKA), None where it has none."""
+        return [max(r.blocks, key=lambda b: (b.size, b.mean_cka), default=None) for r in self.results]
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        fractions = self.block_fractions
+        lines = [
+            f"{len(self.results)} models: block_fraction {fractions.mean():.2f} ± {fractions.std(ddof=1):.2f} "
+            f"(mean ± std), mean pairwise Jaccard of in-block layers {self.mean_jaccard:.2f}"
+        ]
+        largest = [b for b in self.largest_blocks if b is not None]
+        if largest:
+            starts = np.array([b.start for b in largest])
+            ends = np.array([b.end for b in largest])
+            lines.append(
+                f"largest block (in {len(largest)} of {len(self.results)} models): start {_spread(starts)}, "
+                f"end {_spread(ends)}, layers {starts.min()}-{ends.max()} at the widest"
+            )
+        else:
+            lines.append("no model has a block")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        largest = self.largest_blocks
+        return {
+            "format": _STABILITY_FORMAT,
+            "labels": list(self.labels),
+            "num_layers": self.results[0].num_layers,
+            "block_fraction_mean": float(self.block_fractions.mean()),
+            "block_fraction_std": float(self.block_fractions.std(ddof=1)),
+            "mean_jaccard": self.mean_jaccard,
+            "jaccard": self.jaccard.tolist(),
+            "layer_frequency": self.layer_frequency.tolist(),
+            "largest_blocks": [None if b is None else b.to_dict() for b in largest],
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BlockStability:
+        if data.get("format") != _STABILITY_FORMAT:
+            raise UserInputError(
+                f"not a block stability result: expected format {_STABILITY_FORMAT!r}, got {data.get('format')!r}"
+            )
+        return cls([BlockResult.from_dict(r) for r in data["results"]], list(data["labels"]))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the statistics and the per-model results as JSON (atomically)."""
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> BlockStability:
+        """Read a result written by `save`."""
+        return cls.from_dict(_read_json(path))
+
+
+def _spread(values: np.ndarray) -> str:
+    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
+def block_stability(results: Sequence[BlockResult], labels: Sequence[str] | None = None) -> BlockStability:
+    """Compare the blocks found in several models of one architecture (e.g. seeds).
+
+    Args:
+        results: one `BlockResult` per model, over the same layers (at least 2).
+        labels: a label per model for the report (default: 0, 1, ...).
+
+    Returns:
+        A `BlockStability` with the per-layer frequency of being in a block, the pairwise
+        Jaccard overlap of the in-block layer sets, block_fraction mean and std, and the
+        spread of the largest block's start and end.
+    """
+    return BlockStability(list(results), list(labels) if labels is not None else [])
+
+
+__all__ = ["Block", "BlockResult", "BlockStability", "block_stability", "find_blocks"]

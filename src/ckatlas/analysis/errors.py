@@ -1,0 +1,670 @@
+"""Do two populations of models (e.g. wide vs deep, several seeds each) make different errors?
+
+Input: each model's predictions on the same test set (a run's ``predictions.npz``, with
+``logits`` (N, C) or ``predictions`` (N,), and ``labels`` (N,), in dataset order).
+
+Example level. The per-example accuracy of a population is the fraction of its models
+that classify the example correctly. The statistic is the mean over the N examples of
+the squared difference of the two populations' per-example accuracies,
+
+    D(A, B) = mean_n (acc_A[n] - acc_B[n])^2.
+
+Test: a permutation test over models. Under the null hypothesis the models of A and B
+are exchangeable (they come from one distribution of models, so their errors differ only
+as much as seeds do); re-assigning the M_A + M_B models to groups of the original sizes
+M_A and M_B and recomputing D gives its null distribution. The one-sided p-value is the
+share of assignments with D >= the observed D: all C(M_A + M_B, M_A) assignments when
+there are at most ``num_permutations`` of them (exact; the observed one included), else
+``num_permutations`` random ones, p = (1 + #{D_perm >= D_obs}) / (1 + num_permutations).
+Because the permuted groups have the observed sizes, the noise of finite populations is
+the same on both sides of the comparison. D detects any difference in which examples
+the models get right, a difference in overall accuracy included; the per-model
+accuracies are reported beside it. The smallest attainable p-value is about
+1 / C(M_A + M_B, M_A) (e.g. 2/20 for 3 + 3 models), so use enough models.
+
+For the scatter, population A is also split at random into two disjoint halves of
+floor(M_A / 2) models each (one model left out when M_A is odd): the control, showing
+how much per-example accuracy moves between two groups of models of the same kind.
+
+Class level. Each model's accuracy on each class; per class, Welch's t-test (unequal
+variances, `scipy.stats.ttest_ind`) of A's models against B's; the p-values corrected
+for the number of classes with Holm-Sidak (`statsmodels.stats.multitest.multipletests`).
+Class groups (e.g. WordNet superclasses; a JSON mapping ``{group: [classes]}``, by index
+or by name) are tested the same way, with a model's group accuracy taken over all test
+examples of the group's classes and its own Holm-Sidak family. Classes (or groups) where
+the t statistic is undefined (no test examples, or no variance in either population) get
+NaN and are left out of the correction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from ckatlas.errors import UserInputError
+from ckatlas.files import atomic_write_json
+
+_FORMAT = "ckatlas.ErrorComparison"
+
+
+@dataclass
+class Population:
+    """Predictions of several models on one test set.
+
+    Attributes:
+        predictions: (M, N) int, the class each model predicts for each test example.
+        labels: (N,) int, the true classes, in dataset order.
+        num_classes: number of classes.
+        sources: where each model's predictions came from (for reports).
+        name: the population's name (e.g. "wide").
+    """
+
+    predictions: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    sources: list[str]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.predictions = np.asarray(self.predictions, dtype=np.int64)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.predictions.ndim != 2 or self.labels.ndim != 1 or self.predictions.shape[1] != len(self.labels):
+            raise UserInputError(
+                f"predictions must be (models, examples) and labels (examples,), got {self.predictions.shape} "
+                f"and {self.labels.shape}"
+            )
+        if len(self.sources) != self.predictions.shape[0]:
+            raise UserInputError(f"{len(self.sources)} sources for {self.predictions.shape[0]} models")
+        for what, values in (("labels", self.labels), ("predictions", self.predictions)):
+            if values.size and (values.min() < 0 or values.max() >= self.num_classes):
+                raise UserInputError(f"{what} must be class indices in [0, {self.num_classes}), got {values.min()}..{values.max()}")
+
+    @classmethod
+    def from_logits(cls, logits: Sequence[np.ndarray], labels: np.ndarray, name: str = "") -> Population:
+        """A population from each model's (N, C) logits and the (N,) labels."""
+        arrays = [np.asarray(x) for x in logits]
+        if not arrays or any(a.ndim != 2 or a.shape != arrays[0].shape for a in arrays):
+            raise UserInputError("logits must be one (examples, classes) array per model, all of one shape")
+        preds = np.stack([a.argmax(axis=1) for a in arrays])
+        return cls(preds, labels, arrays[0].shape[1], [f"model {i}" for i in range(len(arrays))], name)
+
+    @property
+    def num_models(self) -> int:
+        return self.predictions.shape[0]
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.labels)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """(M, N) bool: whether each model classifies each example correctly."""
+        return self.predictions == self.labels[None, :]
+
+    @property
+    def model_accuracy(self) -> np.ndarray:
+        """(M,) test accuracy of each model."""
+        return self.correct.mean(axis=1)
+
+
+def load_predictions(paths: Sequence[str | os.PathLike], name: str = "") -> Population:
+    """Read one population from run directories (holding ``predictions.npz``) or ``.npz`` files.
+
+    Each file holds ``labels`` (N,) and either ``logits`` (N, C) or ``predictions`` (N,).
+
+    Raises:
+        UserInputError: a missing file or key, or files for different test sets.
+    """
+    if not paths:
+        raise UserInputError(f"population {name or '?'} has no prediction files")
+    preds, labels, sources = [], None, []
+    first, classes = "", 0
+    for raw in paths:
+        path = Path(raw)
+        file = path / "predictions.npz" if path.is_dir() else path
+        if not file.is_file():
+            raise UserInputError(f"{file}: no such file (expected a run directory with predictions.npz, or an .npz file)")
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"{file}: not a readable .npz file ({exc})") from None
+        if "labels" not in arrays or not ({"logits", "predictions"} & arrays.keys()):
+            raise UserInputError(f"{file}: expected arrays 'labels' and 'logits' (or 'predictions'), found {sorted(arrays)}")
+        file_labels = np.asarray(arrays["labels"]).astype(np.int64).reshape(-1)
+        if "logits" in arrays:
+            logits = np.asarray(arrays["logits"])
+            if logits.ndim != 2 or logits.shape[0] != len(file_labels):
+                raise UserInputError(f"{file}: logits must be (examples, classes) = ({len(file_labels)}, C), got {logits.shape}")
+            if classes and logits.shape[1] != classes:
+                raise UserInputError(
+                    f"{first} and {file} have logits for {classes} and {logits.shape[1]} classes; "
+                    "all models must solve the same task"
+                )
+            classes = logits.shape[1]
+            pred = logits.argmax(axis=1)
+        else:
+            pred = np.asarray(arrays["predictions"]).astype(np.int64).reshape(-1)
+            if len(pred) != len(file_labels):
+                raise UserInputError(f"{file}: {len(pred)} predictions for {len(file_labels)} labels")
+        if labels is None:
+            labels, first = file_labels, str(file)
+        else:
+            _check_same_test_set(labels, file_labels, first, str(file))
+        preds.append(pred)
+        sources.append(str(path))
+    stacked = np.stack(preds)
+    classes = max(classes, int(labels.max(initial=-1)) + 1, int(stacked.max(initial=-1)) + 1)
+    return Population(stacked, labels, classes, sources, name)
+
+
+def _check_same_test_set(labels_a: np.ndarray, labels_b: np.ndarray, where_a: str, where_b: str) -> None:
+    if len(labels_a) != len(labels_b):
+        raise UserInputError(
+            f"{where_a} and {where_b} are predictions on different test sets ({len(labels_a)} vs {len(labels_b)} "
+            "examples); all models must be evaluated on the same test set, in the same order"
+        )
+    differ = int((labels_a != labels_b).sum())
+    if differ:
+        raise UserInputError(
+            f"{where_a} and {where_b} are predictions on different test sets (labels differ on {differ} of "
+            f"{len(labels_a)} examples); all models must be evaluated on the same test set, in the same order"
+        )
+
+
+def load_class_groups(path: str | os.PathLike) -> dict[str, list[int | str]]:
+    """Read class groups from a JSON object ``{group: [class index or class name, ...]}``."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserInputError(f"{p}: no such file (expected a JSON object {{group: [classes]}})")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{p}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise UserInputError(f"{p}: expected a JSON object mapping each group name to a list of classes")
+    return data
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ExampleLevel:
+    """Per-example accuracies of both populations, the control split, and the permutation test.
+
+    Attributes:
+        accuracy_a, accuracy_b: (N,) fraction of each population's models right on each example.
+        control_1, control_2: (N,) the same for the two disjoint halves of population A.
+        control_models_1, control_models_2: which models of A form each half.
+        statistic: D(A, B), the mean squared difference of per-example accuracy.
+        control_statistic: D(A half 1, A half 2).
+        null_mean, null_std: mean and std of D over the permuted assignments.
+        p_value: one-sided permutation p-value of D(A, B).
+        num_permutations: assignments evaluated; exact: whether that is all of them.
+        correlation, control_correlation: Pearson correlation of the two scatters.
+    """
+
+    accuracy_a: np.ndarray
+    accuracy_b: np.ndarray
+    control_1: np.ndarray
+    control_2: np.ndarray
+    control_models_1: list[int]
+    control_models_2: list[int]
+    statistic: float
+    control_statistic: float
+    null_mean: float
+    null_std: float
+    p_value: float
+    num_permutations: int
+    exact: bool
+    correlation: float
+    control_correlation: float
+
+    test = "permutation test over models of D = mean over examples of (acc_A - acc_B)^2, one-sided"
+
+
+@dataclass
+class GroupLevel:
+    """Per-class (or per-group) accuracy of both populations, Welch t-tests, Holm-Sidak.
+
+    Attributes:
+        names: class or group names.
+        num_examples: (K,) test examples in each class or group.
+        accuracy_a, accuracy_b: (K,) mean over each population's models.
+        difference: accuracy_a - accuracy_b.
+        t: (K,) Welch t statistic (A minus B); p_value: two-sided, uncorrected.
+        p_corrected: Holm-Sidak corrected p-values; significant: p_corrected < alpha.
+        members: each group's class indices (None for classes).
+    """
+
+    names: list[str]
+    num_examples: np.ndarray
+    accuracy_a: np.ndarray
+    accuracy_b: np.ndarray
+    t: np.ndarray
+    p_value: np.ndarray
+    p_corrected: np.ndarray
+    significant: np.ndarray
+    members: list[list[int]] | None = None
+
+    test = "Welch t-test per class across models, Holm-Sidak corrected"
+
+    @property
+    def difference(self) -> np.ndarray:
+        return self.accuracy_a - self.accuracy_b
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per class or group: name, n, acc_a, acc_b, diff, t, p, p_holm_sidak, significant."""
+        return [
+            {
+                "name": self.names[k],
+                "n": int(self.num_examples[k]),
+                "acc_a": float(self.accuracy_a[k]),
+                "acc_b": float(self.accuracy_b[k]),
+                "diff": float(self.difference[k]),
+                "t": float(self.t[k]),
+                "p": float(self.p_value[k]),
+                "p_holm_sidak": float(self.p_corrected[k]),
+                "significant": bool(self.significant[k]),
+            }
+            for k in range(len(self.names))
+        ]
+
+    def to_markdown(self, name_a: str = "A", name_b: str = "B", only_significant: bool = False) -> str:
+        """The table in Markdown, largest absolute difference first."""
+        head = f"| name | n | acc {name_a} | acc {name_b} | diff | t | p | p (Holm-Sidak) | significant |"
+        lines = [head, "|" + "---|" * 9]
+        rows = sorted(self.rows(), key=lambda r: -abs(r["diff"]) if np.isfinite(r["diff"]) else 0.0)
+        for r in rows:
+            if only_significant and not r["significant"]:
+                continue
+            lines.append(
+                f"| {r['name']} | {r['n']} | {r['acc_a']:.4f} | {r['acc_b']:.4f} | {r['diff']:+.4f} | {r['t']:.3f} "
+                f"| {r['p']:.3g} | {r['p_holm_sidak']:.3g} | {'yes' if r['significant'] else ''} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ErrorComparison:
+    """Example- and class-level comparison of the errors of two populations of models."""
+
+    name_a: str
+    name_b: str
+    sources_a: list[str]
+    sources_b: list[str]
+    model_accuracy_a: np.ndarray
+    model_accuracy_b: np.ndarray
+    examples: ExampleLevel
+    classes: GroupLevel
+    groups: GroupLevel | None
+    alpha: float
+    seed: int
+
+    def class_table(self, level: str = "classes") -> list[dict[str, Any]]:
+        """Rows of the class-level table (``level="groups"`` for class groups)."""
+        return self._level(level).rows()
+
+    def class_table_markdown(self, level: str = "classes", only_significant: bool = False) -> str:
+        """The class-level table in Markdown."""
+        return self._level(level).to_markdown(self.name_a, self.name_b, only_significant)
+
+    def _level(self, level: str) -> GroupLevel:
+        if level == "classes":
+            return self.classes
+        if level == "groups":
+            if self.groups is None:
+                raise UserInputError("this comparison has no class groups (pass class_groups=)")
+            return self.groups
+        raise UserInputError(f"level must be 'classes' or 'groups', got {level!r}")
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        ex = self.examples
+
+        def pop(name: str, acc: np.ndarray) -> str:
+            return f"{name} ({len(acc)} models, accuracy {100 * acc.mean():.2f} ± {100 * acc.std(ddof=1):.2f}%)"
+
+        verdict = "differ more than" if ex.p_value < self.alpha else "do not differ detectably more than"
+        kind = "all" if ex.exact else "random"
+        lines = [
+            f"{pop(self.name_a, self.model_accuracy_a)} vs {pop(self.name_b, self.model_accuracy_b)}, "
+            f"{len(ex.accuracy_a)} test examples",
+            f"examples: D = mean (acc_{self.name_a} - acc_{self.name_b})^2 = {ex.statistic:.4g}; control "
+            f"({self.name_a} halves) {ex.control_statistic:.4g}; permutation null {ex.null_mean:.4g} ± {ex.null_std:.2g}",
+            f"  permutation test over models ({ex.num_permutations} {kind} assignments): p = {ex.p_value:.4g} -> "
+            f"the populations {verdict} models of one kind (alpha {self.alpha:g})",
+        ]
+        for label, level in (("classes", self.classes), ("groups", self.groups)):
+            if level is None:
+                continue
+            hits = [n for n, s in zip(level.names, level.significant) if s]
+            shown = ", ".join(hits[:10]) + (", ..." if len(hits) > 10 else "")
+            lines.append(
+                f"{label}: {len(hits)} of {len(level.names)} differ (Welch t-test, Holm-Sidak, alpha {self.alpha:g})"
+                + (f": {shown}" if hits else "")
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "name_a": self.name_a,
+            "name_b": self.name_b,
+            "sources_a": list(self.sources_a),
+            "sources_b": list(self.sources_b),
+            "model_accuracy_a": self.model_accuracy_a.tolist(),
+            "model_accuracy_b": self.model_accuracy_b.tolist(),
+            "alpha": self.alpha,
+            "seed": self.seed,
+            "examples": {"test": ExampleLevel.test, **_plain(vars(self.examples))},
+            "classes": {"test": GroupLevel.test, **_plain(vars(self.classes))},
+            "groups": None if self.groups is None else {"test": GroupLevel.test, **_plain(vars(self.groups))},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ErrorComparison:
+        if data.get("format") != _FORMAT:
+            raise UserInputError(f"not an error comparison: expected format {_FORMAT!r}, got {data.get('format')!r}")
+        return cls(
+            name_a=data["name_a"],
+            name_b=data["name_b"],
+            sources_a=list(data["sources_a"]),
+            sources_b=list(data["sources_b"]),
+            model_accuracy_a=np.array(data["model_accuracy_a"], dtype=float),
+            model_accuracy_b=np.array(data["model_accuracy_b"], dtype=float),
+            examples=ExampleLevel(**_arrays(data["examples"], ExampleLevel)),
+            classes=GroupLevel(**_arrays(data["classes"], GroupLevel)),
+            groups=None if data["groups"] is None else GroupLevel(**_arrays(data["groups"], GroupLevel)),
+            alpha=float(data["alpha"]),
+            seed=int(data["seed"]),
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the comparison as JSON (atomically)."""
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ErrorComparison:
+        """Read a comparison written by `save`."""
+        p = Path(path)
+        if not p.is_file():
+            raise UserInputError(f"{p}: no such file")
+        return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+
+
+def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in fields.items()}
+
+
+_ARRAY_FIELDS = {
+    "accuracy_a", "accuracy_b", "control_1", "control_2",
+    "num_examples", "t", "p_value", "p_corrected", "significant",
+}  # fmt: skip
+
+
+def _arrays(data: dict[str, Any], cls: type) -> dict[str, Any]:
+    names = set(cls.__dataclass_fields__)
+    out = {}
+    for k, v in data.items():
+        if k not in names:
+            continue
+        if k in _ARRAY_FIELDS and isinstance(v, list):
+            dtype = bool if k == "significant" else (np.int64 if k == "num_examples" else float)
+            v = np.array(v, dtype=dtype)
+        out[k] = v
+    return out
+
+
+# -- the analysis ----------------------------------------------------------------------------
+
+
+def compare_populations(
+    pop_a: Population,
+    pop_b: Population,
+    *,
+    alpha: float = 0.05,
+    seed: int = 0,
+    num_permutations: int = 10_000,
+    class_groups: Mapping[str, Sequence[int | str]] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> ErrorComparison:
+    """Compare the errors of two populations of models on one test set (tests: module docstring).
+
+    Args:
+        pop_a, pop_b: the populations, at least 2 models each, same test set.
+        alpha: significance level for the verdicts and the Holm-Sidak correction.
+        seed: seeds the control split and the sampled permutations.
+        num_permutations: enumerate all model assignments when there are at most this many,
+            else sample this many.
+        class_groups: ``{group: [class index or name, ...]}`` to test groups of classes.
+        class_names: a name per class (for tables, and to name classes in ``class_groups``).
+
+    Raises:
+        UserInputError: different test sets, a population of fewer than 2 models, unknown
+            classes in ``class_groups``, or settings out of range.
+    """
+    for pop, label in ((pop_a, "A"), (pop_b, "B")):
+        if pop.num_models < 2:
+            raise UserInputError(
+                f"population {pop.name or label} has {pop.num_models} model; comparing errors needs at least 2 "
+                "models per population (e.g. several seeds)"
+            )
+    _check_same_test_set(pop_a.labels, pop_b.labels, f"population {pop_a.name or 'A'}", f"population {pop_b.name or 'B'}")
+    if not 0 < alpha < 1:
+        raise UserInputError(f"alpha must be in (0, 1), got {alpha}")
+    if num_permutations < 1:
+        raise UserInputError(f"num_permutations must be >= 1, got {num_permutations}")
+    num_classes = max(pop_a.num_classes, pop_b.num_classes)
+    names = _class_names(class_names, num_classes)
+    groups = None if class_groups is None else _resolve_groups(class_groups, names)
+
+    examples = _example_level(pop_a.correct, pop_b.correct, seed, num_permutations)
+    labels = pop_a.labels
+    counts_a = class_correct_counts(pop_a.correct, labels, num_classes)
+    counts_b = class_correct_counts(pop_b.correct, labels, num_classes)
+    totals = np.bincount(labels, minlength=num_classes)
+    classes = _group_level(counts_a, counts_b, totals, [[c] for c in range(num_classes)], names, alpha)
+    group_level = None
+    if groups is not None:
+        group_level = _group_level(counts_a, counts_b, totals, list(groups.values()), list(groups), alpha)
+        group_level.members = list(groups.values())
+    return ErrorComparison(
+        name_a=pop_a.name or "A",
+        name_b=pop_b.name or "B",
+        sources_a=list(pop_a.sources),
+        sources_b=list(pop_b.sources),
+        model_accuracy_a=pop_a.model_accuracy,
+        model_accuracy_b=pop_b.model_accuracy,
+        examples=examples,
+        classes=classes,
+        groups=group_level,
+        alpha=float(alpha),
+        seed=int(seed),
+    )
+
+
+def per_example_accuracy(correct: np.ndarray) -> np.ndarray:
+    """(N,) fraction of models right on each example, from an (M, N) bool array."""
+    return np.asarray(correct, dtype=np.float64).mean(axis=0)
+
+
+def class_correct_counts(correct: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(M, C) number of test examples of each class that each model gets right."""
+    m = correct.shape[0]
+    flat = (np.arange(m)[:, None] * num_classes + labels[None, :]).ravel()
+    return np.bincount(flat, weights=correct.ravel().astype(np.float64), minlength=m * num_classes).reshape(m, num_classes)
+
+
+def mean_squared_difference(correct: np.ndarray, in_a: np.ndarray) -> np.ndarray:
+    """D for each assignment of models to groups.
+
+    Args:
+        correct: (M, N) whether each of the pooled models is right on each example.
+        in_a: (P, M) bool, each row one assignment (True: the model is in group A).
+
+    Returns:
+        (P,) mean over examples of the squared difference of the groups' per-example accuracy.
+    """
+    in_a = np.asarray(in_a, dtype=bool)
+    weights = in_a / in_a.sum(1, keepdims=True) - ~in_a / (~in_a).sum(1, keepdims=True)  # (P, M)
+    values = np.asarray(correct, dtype=np.float64)
+    out = np.empty(len(in_a))
+    for lo in range(0, len(in_a), 256):  # chunks keep the (P, N) differences small
+        diff = weights[lo : lo + 256] @ values
+        out[lo : lo + 256] = np.mean(diff * diff, axis=1)
+    return out
+
+
+def _example_level(correct_a: np.ndarray, correct_b: np.ndarray, seed: int, num_permutations: int) -> ExampleLevel:
+    ma, mb = len(correct_a), len(correct_b)
+    pooled = np.concatenate([correct_a, correct_b])
+    observed = np.zeros((1, ma + mb), dtype=bool)
+    observed[0, :ma] = True
+    statistic = float(mean_squared_difference(pooled, observed)[0])
+
+    control_rng = np.random.default_rng([seed, 0])
+    half = ma // 2
+    order = control_rng.permutation(ma)
+    first, second = sorted(order[:half].tolist()), sorted(order[half : 2 * half].tolist())
+    control_1, control_2 = per_example_accuracy(correct_a[first]), per_example_accuracy(correct_a[second])
+
+    total = math.comb(ma + mb, ma)
+    exact = total <= num_permutations
+    if exact:
+        assignments = np.zeros((total, ma + mb), dtype=bool)
+        for row, members in enumerate(itertools.combinations(range(ma + mb), ma)):
+            assignments[row, list(members)] = True
+    else:
+        keys = np.random.default_rng([seed, 1]).random((num_permutations, ma + mb))
+        assignments = keys.argsort(axis=1).argsort(axis=1) < ma
+    null = mean_squared_difference(pooled, assignments)
+    at_least = int(np.sum(null >= statistic * (1 - 1e-12)))  # relative slack: ties in floating point
+    p_value = at_least / total if exact else (1 + at_least) / (1 + num_permutations)
+
+    acc_a, acc_b = per_example_accuracy(correct_a), per_example_accuracy(correct_b)
+    return ExampleLevel(
+        accuracy_a=acc_a,
+        accuracy_b=acc_b,
+        control_1=control_1,
+        control_2=control_2,
+        control_models_1=first,
+        control_models_2=second,
+        statistic=statistic,
+        control_statistic=float(np.mean((control_1 - control_2) ** 2)),
+        null_mean=float(null.mean()),
+        null_std=float(null.std()),
+        p_value=float(p_value),
+        num_permutations=int(len(assignments)),
+        exact=bool(exact),
+        correlation=_pearson(acc_a, acc_b),
+        control_correlation=_pearson(control_1, control_2),
+    )
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if np.std(x) == 0 or np.std(y) == 0:
+        return math.nan
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _group_level(
+    counts_a: np.ndarray,
+    counts_b: np.ndarray,
+    totals: np.ndarray,
+    members: list[list[int]],
+    names: list[str],
+    alpha: float,
+) -> GroupLevel:
+    """Per-group accuracy of each model, Welch t-test per group, Holm-Sidak over the groups."""
+    n = np.array([totals[m].sum() for m in members])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc_a = np.stack([counts_a[:, m].sum(1) for m in members], axis=1) / n  # (M_A, K)
+        acc_b = np.stack([counts_b[:, m].sum(1) for m in members], axis=1) / n
+    t = np.full(len(members), np.nan)
+    p = np.full(len(members), np.nan)
+    has_data = n > 0
+    if has_data.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # zero variance: NaN, handled below
+            res = stats.ttest_ind(acc_a[:, has_data], acc_b[:, has_data], axis=0, equal_var=False)
+        t[has_data], p[has_data] = res.statistic, res.pvalue
+    p_corrected = np.full(len(members), np.nan)
+    significant = np.zeros(len(members), dtype=bool)
+    tested = np.isfinite(p)
+    if tested.any():
+        with np.errstate(divide="ignore"):  # statsmodels takes log1p(-p), -inf at p = 1
+            reject, corrected, _, _ = multipletests(p[tested], alpha=alpha, method="holm-sidak")
+        p_corrected[tested], significant[tested] = corrected, reject
+    return GroupLevel(
+        names=list(names),
+        num_examples=n.astype(np.int64),
+        accuracy_a=acc_a.mean(axis=0),
+        accuracy_b=acc_b.mean(axis=0),
+        t=t,
+        p_value=p,
+        p_corrected=p_corrected,
+        significant=significant,
+    )
+
+
+def _class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+    if class_names is None:
+        return [str(c) for c in range(num_classes)]
+    names = [str(n) for n in class_names]
+    if len(names) != num_classes:
+        raise UserInputError(f"{len(names)} class names given for {num_classes} classes")
+    if len(set(names)) != len(names):
+        raise UserInputError("class names must be unique")
+    return names
+
+
+def _resolve_groups(groups: Mapping[str, Sequence[int | str]], names: list[str]) -> dict[str, list[int]]:
+    """Class groups as class indices; names are looked up in `names`."""
+    if not groups:
+        raise UserInputError("class_groups is empty; expected {group: [class index or name, ...]}")
+    index = {name: k for k, name in enumerate(names)}
+    out: dict[str, list[int]] = {}
+    for group, classes in groups.items():
+        if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence) or not classes:
+            raise UserInputError(f"class group {group!r} must be a non-empty list of class indices or names")
+        resolved = []
+        for c in classes:
+            if isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+                if not 0 <= c < len(names):
+                    raise UserInputError(f"class group {group!r} names class index {c}; classes are 0..{len(names) - 1}")
+                resolved.append(int(c))
+            elif isinstance(c, str) and c in index:
+                resolved.append(index[c])
+            else:
+                raise UserInputError(
+                    f"class group {group!r} names unknown class {c!r}; expected class indices, or names from class_names"
+                )
+        out[str(group)] = sorted(set(resolved))
+    return out
+
+
+__all__ = [
+    "ErrorComparison",
+    "ExampleLevel",
+    "GroupLevel",
+    "Population",
+    "class_correct_counts",
+    "compare_populations",
+    "load_class_groups",
+    "load_predictions",
+    "mean_squared_difference",
+    "per_example_accuracy",
+]

@@ -1,0 +1,69 @@
+"""Minibatches from tensors held in memory, augmented on the device they are sent to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from ckatlas.data.augment import Augmentation
+from ckatlas.errors import UserInputError
+
+
+def num_batches(num_examples: int, batch_size: int, drop_last: bool = False) -> int:
+    """How many batches `iterate_batches` yields."""
+    return num_examples // batch_size if drop_last else -(-num_examples // batch_size)
+
+
+def iterate_batches(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    augment: Augmentation | None = None,
+    device: str | torch.device | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield `(images, labels)` minibatches of `x`, `y`.
+
+    Without shuffling, batches are consecutive slices in dataset order. With
+    shuffling, the order is one `torch.randperm` drawn from `generator` when the
+    iteration starts; augmentation then draws from the same generator, batch by
+    batch, after the batch has been moved to `device`.
+
+    Args:
+        x: images, (N, C, H, W), on any device.
+        y: labels, (N,).
+        batch_size: examples per batch (the last batch may be smaller).
+        shuffle: visit the examples in a random order.
+        generator: the source of randomness; required for shuffling or augmentation.
+        augment: augmentation applied to each batch; None or an inactive one for none.
+        device: where batches are delivered; by default where `x` is.
+        drop_last: leave out a final batch smaller than `batch_size`.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if x.shape[0] != y.shape[0]:
+        raise UserInputError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+    augment = augment if augment is not None and augment.active else None
+    if (shuffle or augment is not None) and generator is None:
+        raise UserInputError("shuffling and augmentation need an explicit torch.Generator")
+    device = torch.device(device) if device is not None else x.device
+    n = x.shape[0]
+    order = torch.randperm(n, generator=generator, device=generator.device) if shuffle else None
+    for b in range(num_batches(n, batch_size, drop_last)):
+        if order is None:
+            xb, yb = x[b * batch_size : (b + 1) * batch_size], y[b * batch_size : (b + 1) * batch_size]
+        else:
+            idx = order[b * batch_size : (b + 1) * batch_size].to(x.device)
+            xb, yb = x[idx], y[idx]
+        xb = xb.to(device, non_blocking=True)
+        yb = yb.to(device, non_blocking=True)
+        if augment is not None:
+            xb = augment(xb, generator)
+        yield xb, yb
+
+
+__all__ = ["iterate_batches", "num_batches"]

@@ -1,0 +1,144 @@
+"""What every model family shares: layer names, residual blocks, initialisation.
+
+Layer names follow DESIGN.md. "all" is every leaf module in registration order
+(each family registers its modules in the order `forward` calls them, and a test
+checks it), leaving out `nn.Identity` (it has no output of its own); "blocks" is
+the stem output, each block's output, the pooled features and the logits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ckatlas.errors import UserInputError
+from ckatlas.models.modules import ResidualBlock
+
+LAYER_KINDS = ("all", "blocks")
+
+
+class BlockRef(NamedTuple):
+    """A block of a model: its name for `get_submodule`, the module, its stage (1-based)."""
+
+    name: str
+    block: ResidualBlock
+    stage: int
+
+
+class LayeredModel(nn.Module):
+    """Base of the model families: `layer_names`, `residual_blocks`, `num_features`.
+
+    Subclasses set `stem_output` (the name of the stem's last module) and `head`
+    (the name of the logits' Linear), and build their blocks from `ResidualBlock`.
+    The pooled features are the module `pool`.
+    """
+
+    stem_output: str = "stem.relu"
+    head: str = "fc"
+
+    def layer_names(self, kind: str = "blocks") -> list[str]:
+        """Names of the model's activation points, in forward order.
+
+        Args:
+            kind: "all" (every conv, norm, activation and residual sum, then the
+                pooled features and the logits) or "blocks" (stem output, each
+                block's output, pooled features, logits).
+
+        Returns:
+            Names valid for `self.get_submodule(name)`.
+        """
+        if kind == "all":
+            return [
+                name
+                for name, module in self.named_modules()
+                if name and not list(module.children()) and not isinstance(module, nn.Identity)
+            ]
+        if kind == "blocks":
+            blocks = [f"{ref.name}.relu" for ref in self.residual_blocks()]
+            return [self.stem_output, *blocks, "pool", self.head]
+        raise UserInputError(f"layer kind {kind!r} is not known; expected one of {LAYER_KINDS}")
+
+    def residual_blocks(self) -> list[BlockRef]:
+        """The model's blocks in forward order (blocks replaced by `nn.Identity` are gone).
+
+        A block with `block.deletable` (identity shortcut) can be removed with
+        `model.set_submodule(ref.name, nn.Identity())`; blocks with a projection
+        shortcut, and the blocks of a network without residual connections, cannot.
+        """
+        return [
+            BlockRef(name, module, module.stage)
+            for name, module in self.named_modules()
+            if isinstance(module, ResidualBlock)
+        ]
+
+
+@torch.no_grad()
+def init_weights(
+    model: nn.Module, generator: torch.Generator | None = None, zero_init_residual: bool = False
+) -> None:
+    """Initialise a model in place: Kaiming normal convs, unit BN, PyTorch-default Linear.
+
+    Convs: normal with std sqrt(2 / fan_out) (He et al. 2015, as torchvision does).
+    BatchNorm: weight 1, bias 0. Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight
+    and bias (PyTorch's default). Values are drawn in float32 on the generator's
+    device (CPU without one) and copied in, so one seed gives the same weights on
+    any device and dtype.
+
+    Args:
+        model: the model to initialise.
+        generator: source of randomness; None uses torch's global CPU generator.
+        zero_init_residual: zero the last BN of each residual branch, so that every
+            block starts as the identity (Goyal et al. 2017); off in He et al.'s v1.
+    """
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+
+    def draw(param: torch.Tensor, init) -> None:
+        if param.is_meta:
+            return
+        value = torch.empty(param.shape, dtype=torch.float32, device=draw_device)
+        init(value)
+        param.copy_(value)
+
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            draw(module.weight, lambda w: nn.init.kaiming_normal_(
+                w, mode="fan_out", nonlinearity="relu", generator=generator))
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.BatchNorm2d):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+        elif isinstance(module, nn.Linear):
+            bound = 1.0 / math.sqrt(module.in_features)
+            draw(module.weight, lambda w: w.uniform_(-bound, bound, generator=generator))
+            if module.bias is not None:
+                draw(module.bias, lambda b: b.uniform_(-bound, bound, generator=generator))
+    if zero_init_residual:
+        for module in model.modules():
+            if isinstance(module, ResidualBlock) and module.add is not None:
+                last_bn = [m for m in module.branch if isinstance(m, nn.BatchNorm2d)][-1]
+                last_bn.weight.zero_()
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Raise `UserInputError` unless `value` is an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserInputError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def is_positive_number(value: object) -> bool:
+    """True for an int or float > 0 (not a bool, not NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def check_width(width: object) -> None:
+    """Raise `UserInputError` unless `width` is a number > 0."""
+    if not is_positive_number(width):
+        raise UserInputError(f"width must be a number > 0 (e.g. 0.25, 1, 10), got {width!r}")
+
+
+__all__ = ["BlockRef", "LAYER_KINDS", "LayeredModel", "check_positive_int", "check_width", "init_weights",
+           "is_positive_number"]

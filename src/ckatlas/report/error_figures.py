@@ -1,0 +1,88 @@
+"""Figures of the error comparison: per-example scatters and per-class differences.
+
+Figures are made without pyplot (no global state, no window); when no `ax` is given a new
+`matplotlib.figure.Figure` is made. Save with ``ax.figure.savefig(path)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ckatlas.analysis.errors import ErrorComparison
+from ckatlas.errors import UserInputError
+
+
+def _count_scatter(ax: Axes, x: np.ndarray, y: np.ndarray, color: str) -> None:
+    # Per-example accuracies take few distinct values (k / M): one dot per value pair,
+    # its area proportional to the number of examples there.
+    pairs, counts = np.unique(np.stack([x, y], axis=1), axis=0, return_counts=True)
+    ax.scatter(pairs[:, 0], pairs[:, 1], s=300 * counts / counts.max(), color=color, alpha=0.6, linewidths=0)
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_aspect("equal")
+
+
+def plot_example_scatter(comparison: ErrorComparison, axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
+    """Per-example accuracy of A against B, and beside it the control (A's two halves).
+
+    Args:
+        comparison: the result of `compare_populations`.
+        axes: two axes to draw on (a new 1 x 2 figure when None).
+
+    Returns:
+        The two axes.
+    """
+    if axes is None:
+        axes = Figure(figsize=(9, 4.5), layout="constrained").subplots(1, 2)
+    ex = comparison.examples
+    a, b = comparison.name_a, comparison.name_b
+    _count_scatter(axes[0], ex.accuracy_a, ex.accuracy_b, "tab:blue")
+    axes[0].set_xlabel(f"per-example accuracy, {a}")
+    axes[0].set_ylabel(f"per-example accuracy, {b}")
+    axes[0].set_title(f"{a} vs {b}: D = {ex.statistic:.3g}, p = {ex.p_value:.3g}")
+    _count_scatter(axes[1], ex.control_1, ex.control_2, "tab:grey")
+    axes[1].set_xlabel(f"{a}, half 1 ({len(ex.control_models_1)} models)")
+    axes[1].set_ylabel(f"{a}, half 2 ({len(ex.control_models_2)} models)")
+    axes[1].set_title(f"control: D = {ex.control_statistic:.3g}")
+    return axes
+
+
+def plot_class_differences(
+    comparison: ErrorComparison, ax: Axes | None = None, *, level: str = "classes", top: int | None = 40
+) -> Axes:
+    """Bar chart of accuracy difference (A - B) per class or group; significant ones marked.
+
+    Args:
+        comparison: the result of `compare_populations`.
+        ax: axes to draw on (a new figure when None).
+        level: "classes" or "groups".
+        top: show only the `top` largest absolute differences (None: all), in class order.
+    """
+    table = comparison.classes if level == "classes" else comparison.groups
+    if table is None:
+        raise UserInputError("this comparison has no class groups (compare_populations(..., class_groups=...))")
+    diff = table.difference
+    shown = np.arange(len(diff))
+    if top is not None and len(diff) > top:
+        shown = np.sort(np.argsort(-np.nan_to_num(np.abs(diff), nan=-1.0))[:top])
+    if ax is None:
+        ax = Figure(figsize=(max(4.0, 0.25 * len(shown) + 1.5), 3.5), layout="constrained").subplots()
+    colors = ["tab:red" if table.significant[k] else "tab:grey" for k in shown]
+    ax.bar(np.arange(len(shown)), diff[shown], color=colors)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(shown)), [table.names[k] for k in shown], rotation=90, fontsize=7)
+    ax.set_ylabel(f"accuracy {comparison.name_a} - {comparison.name_b}")
+    hits = int(table.significant.sum())
+    ax.set_title(
+        f"{hits} of {len(diff)} {level} differ (red; Welch t-test, Holm-Sidak, alpha {comparison.alpha:g})",
+        fontsize=9,
+    )
+    return ax
+
+
+__all__ = ["plot_class_differences", "plot_example_scatter"]

@@ -1,0 +1,387 @@
+"""Model families: shapes, parameter counts, registry, layer names against the forward pass."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ckatlas.errors import UserInputError
+from ckatlas.models import (
+    Add,
+    BottleneckResNet,
+    BottleneckResNetConfig,
+    CifarResNet,
+    ResidualBlock,
+    ResNetConfig,
+    create_model,
+    list_models,
+    register_model,
+)
+from ckatlas.seeding import make_generator
+
+
+def _capture(model: nn.Module, x: torch.Tensor) -> tuple[list[str], dict[str, torch.Tensor], torch.Tensor]:
+    """Run one forward with a hook on every "all" module: call order, outputs, logits."""
+    calls: list[str] = []
+    outputs: dict[str, torch.Tensor] = {}
+    inputs: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    def hook(name: str):
+        def record(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            calls.append(name)
+            outputs[name] = out.detach().clone()
+            inputs[name] = tuple(a.detach().clone() for a in args)
+        return record
+
+    handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in model.layer_names("all")]
+    try:
+        logits = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls, outputs, logits.detach()
+
+
+# --- the CIFAR ResNet ---------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "name, expected_millions",
+    # He et al. (2016), Table 6: 0.27M, 0.85M, 1.7M (theirs with option-A shortcuts;
+    # our 1x1 projections add 0.003M).
+    [("resnet20", 0.27), ("resnet56", 0.85), ("resnet110", 1.7)],
+)
+def test_cifar_parameter_counts_match_he_et_al(name: str, expected_millions: float) -> None:
+    model = create_model(name, width=1, num_classes=10, device="meta")
+    count = sum(p.numel() for p in model.parameters()) / 1e6
+    assert count == pytest.approx(expected_millions, rel=0.03)
+
+
+def test_parameters_grow_with_width_squared() -> None:
+    def count(width: float) -> int:
+        model = create_model("resnet20", width=width, device="meta")
+        return sum(p.numel() for p in model.parameters())
+
+    # Conv weights dominate and scale as width^2.
+    assert count(4) / count(2) == pytest.approx(4, rel=0.02)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "cnn8"])
+@pytest.mark.parametrize("in_channels, num_classes", [(1, 10), (3, 10), (3, 100), (5, 2)])
+def test_output_shapes(name: str, in_channels: int, num_classes: int) -> None:
+    model = create_model(name, width=0.25, num_classes=num_classes, in_channels=in_channels)
+    out = model(torch.randn(3, in_channels, 16, 16))
+    assert out.shape == (3, num_classes)
+    assert model.num_features == 16
+
+
+@pytest.mark.parametrize(
+    "width, channels",
+    [(0.25, (4, 8, 16)), (1, (16, 32, 64)), (10, (160, 320, 640)), (0.01, (1, 1, 1)), (2.8, (45, 90, 179))],
+)
+def test_channels_are_rounded_half_up(width: float, channels: tuple[int, int, int]) -> None:
+    assert ResNetConfig(depth=8, width=width).channels == channels
+    model = CifarResNet(ResNetConfig(depth=8, width=width), device="meta")
+    assert model.stem.conv.out_channels == channels[0]
+    assert model.stage3[0].branch.conv2.out_channels == channels[2]
+
+
+@pytest.mark.parametrize("depth", [8, 14, 20, 56, 164, 200])
+def test_any_depth_6n_plus_2_builds(depth: int) -> None:
+    for family, residual in [("resnet", True), ("cnn", False)]:
+        model = create_model(f"{family}{depth}", width=0.25, device="meta")
+        assert model.config.depth == depth and model.config.residual is residual
+        assert len(model.residual_blocks()) == 3 * (depth - 2) // 6
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+        assert len(convs) + 1 == depth  # 3x3 convs + the linear head
+
+
+@pytest.mark.parametrize("depth", [0, 2, 7, 9, 21, 50.0, True, "20"])
+def test_bad_depth_is_a_user_error(depth: object) -> None:
+    with pytest.raises(UserInputError, match=r"6n\+2.*20"):
+        ResNetConfig(depth=depth)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"width": 0}, "width"),
+        ({"width": -1.0}, "width"),
+        ({"width": float("nan")}, "width"),
+        ({"num_classes": 0}, "num_classes"),
+        ({"in_channels": 2.0}, "in_channels"),
+    ],
+)
+def test_bad_config_is_a_user_error(kwargs: dict, match: str) -> None:
+    with pytest.raises(UserInputError, match=match):
+        create_model("resnet8", **kwargs)
+
+
+def test_cnn_has_no_residual_connections() -> None:
+    model = create_model("cnn8", width=0.25)
+    assert not any(isinstance(m, Add) for m in model.modules())
+    for ref in model.residual_blocks():
+        assert ref.block.shortcut is None and not ref.block.deletable
+    assert model.layer_names("blocks") == create_model("resnet8", width=0.25).layer_names("blocks")
+
+
+def test_relus_are_not_shared() -> None:
+    model = create_model("resnet14", width=0.25)
+    names = model.layer_names("all")
+    assert len(names) == len(set(names))
+    assert len({id(model.get_submodule(n)) for n in names}) == len(names)
+
+
+# --- initialisation, device, dtype, memory format ------------------------------------
+
+def test_initialisation() -> None:
+    model = create_model("resnet20", width=2)
+    conv = model.stage2[1].branch.conv1
+    fan_out = conv.out_channels * 9
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
+    bound = 1 / math.sqrt(model.fc.in_features)
+    assert model.fc.weight.abs().max() <= bound and model.fc.weight.abs().max() > 0.9 * bound
+
+
+def test_zero_init_residual_makes_blocks_identities() -> None:
+    model = create_model("resnet8", width=0.25, zero_init_residual=True)
+    for ref in model.residual_blocks():
+        assert torch.all(ref.block.branch.bn2.weight == 0)
+    assert torch.all(create_model("resnet8", width=0.25).stage1[0].branch.bn2.weight == 1)
+    # A zeroed branch leaves an identity block equal to its (non-negative) input.
+    model.eval()
+    x = torch.relu(torch.randn(2, 4, 8, 8))
+    assert torch.equal(model.stage1[0](x), x)
+
+
+def test_generator_makes_weights_reproducible() -> None:
+    def weights(seed: int) -> torch.Tensor:
+        model = create_model("resnet8", width=0.25, generator=make_generator(seed))
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(weights(1), weights(1))
+    assert not torch.equal(weights(1), weights(2))
+
+
+def test_device_and_dtype_are_honoured() -> None:
+    model = create_model("resnet8", width=0.25, dtype=torch.float64, device="cpu")
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    same = create_model("resnet8", width=0.25, generator=make_generator(3))
+    double = create_model("resnet8", width=0.25, dtype=torch.float64, generator=make_generator(3))
+    assert torch.equal(same.fc.weight.double(), double.fc.weight)
+    meta = create_model("resnet110", width=4, device="meta")
+    assert all(p.is_meta for p in meta.parameters())
+
+
+def test_channels_last_gives_the_same_output() -> None:
+    model = create_model("resnet8", width=0.5).eval()
+    x = torch.randn(2, 3, 16, 16)
+    expected = model(x)
+    model = model.to(memory_format=torch.channels_last)
+    out = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+# --- bottleneck ResNets ------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "name, expected_millions, depth",
+    # torchvision's ResNet-50 / -101 with 1000 classes: 25.557M and 44.549M parameters.
+    [("resnet50", 25.557, 50), ("resnet101", 44.549, 101), ("resnet83", None, 83)],
+)
+def test_bottleneck_parameter_counts(name: str, expected_millions: float | None, depth: int) -> None:
+    model = create_model(name, num_classes=1000, device="meta")
+    assert isinstance(model, BottleneckResNet) and model.config.depth == depth
+    count = sum(p.numel() for p in model.parameters()) / 1e6
+    if expected_millions is not None:
+        assert count == pytest.approx(expected_millions, abs=0.001)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    projections = 4  # one 1x1 projection shortcut per stage
+    assert len(convs) - projections + 1 == depth
+
+
+def test_resnet83_adds_eleven_blocks_to_stage3() -> None:
+    r50 = create_model("resnet50", device="meta")
+    r83 = create_model("resnet83", device="meta")
+    assert [len(r83.get_submodule(f"stage{s}")) for s in (1, 2, 3, 4)] == [3, 4, 17, 3]
+    assert [len(r50.get_submodule(f"stage{s}")) for s in (1, 2, 3, 4)] == [3, 4, 6, 3]
+
+
+def test_stage_widths_scale_one_stage() -> None:
+    base = create_model("resnet50", device="meta")
+    wide = create_model("resnet50_stage3_w2.8", device="meta")
+    assert wide.config.stage_widths == (1, 1, 2.8, 1)
+    assert wide.stage3[1].branch.conv2.out_channels == 717  # round(256 * 2.8)
+    assert wide.stage3[1].branch.conv3.out_channels == 4 * 717
+    for s in (1, 2, 4):
+        assert wide.get_submodule(f"stage{s}.1.branch.conv2").out_channels == \
+            base.get_submodule(f"stage{s}.1.branch.conv2").out_channels
+    assert wide.stage4[0].branch.conv1.in_channels == 4 * 717
+
+
+@pytest.mark.parametrize("in_channels, num_classes", [(1, 10), (3, 1000)])
+def test_bottleneck_output_shapes(in_channels: int, num_classes: int) -> None:
+    model = create_model("bottleneck_tiny", width=0.25, num_classes=num_classes, in_channels=in_channels)
+    assert model(torch.randn(2, in_channels, 32, 32)).shape == (2, num_classes)
+    assert model.num_features == 4 * 32  # 512 * 0.25 (tiny's stage width) * 0.25
+
+
+def test_bottleneck_config_from_lists_and_without_residual() -> None:
+    config = BottleneckResNetConfig(blocks=[1, 2, 1, 1], stage_widths=[0.125] * 4, width=0.25,
+                                    num_classes=5, residual=False)
+    assert config.blocks == (1, 2, 1, 1) and config.depth == 17
+    model = BottleneckResNet(config)
+    assert not any(isinstance(m, Add) for m in model.modules())
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    calls, _, _ = _capture(model, torch.randn(2, 3, 32, 32))
+    assert calls == model.layer_names("all")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"blocks": (3, 4, 6)}, "blocks"),
+        ({"blocks": (3, 4, 0, 3)}, "blocks"),
+        ({"blocks": (3, 4, 6.0, 3)}, "blocks"),
+        ({"stage_widths": (1, 1, 0, 1)}, "stage_widths"),
+        ({"stage_widths": (1, 1, 1)}, "stage_widths"),
+        ({"width": 0}, "width"),
+        ({"num_classes": -1}, "num_classes"),
+    ],
+)
+def test_bad_bottleneck_config_is_a_user_error(kwargs: dict, match: str) -> None:
+    with pytest.raises(UserInputError, match=match):
+        BottleneckResNetConfig(**kwargs)
+
+
+def test_bottleneck_residual_blocks() -> None:
+    model = create_model("resnet50", width=0.125)
+    refs = model.residual_blocks()
+    assert [r.stage for r in refs] == [1] * 3 + [2] * 4 + [3] * 6 + [4] * 3
+    # Stage 1 also starts with a projection (64 -> 256 channels at width 1).
+    assert [r.name for r in refs if not r.block.deletable] == [f"stage{s}.0" for s in (1, 2, 3, 4)]
+    assert model.layer_names("blocks")[0] == "stem.pool"
+
+
+# --- registry -----------------------------------------------------------------------
+
+def test_list_models() -> None:
+    names = list_models()
+    for expected in ["resnet14", "resnet20", "resnet56", "resnet110", "resnet164", "cnn20", "cnn164"]:
+        assert expected in names
+    resnets = list_models("resnet*")
+    assert resnets and all(n.startswith("resnet") for n in resnets)
+    assert "cnn20" not in resnets
+    assert list_models("cnn1*") == ["cnn14", "cnn110", "cnn164"]  # natural order
+    assert list_models("nothing*") == []
+    for expected in ["resnet50", "resnet101", "resnet83", "resnet50_stage3_w2.8", "bottleneck_tiny"]:
+        assert expected in names
+
+
+def test_unknown_name_suggests_close_matches() -> None:
+    with pytest.raises(UserInputError, match="resnet20"):
+        create_model("resnt20")
+    with pytest.raises(UserInputError, match="unknown model 'vgg16'"):
+        create_model("vgg16")
+    with pytest.raises(UserInputError, match=r"6n\+2"):
+        create_model("resnet21")
+
+
+def test_register_model_adds_a_named_entry() -> None:
+    @register_model(name="_test_resnet8_plain")
+    def _builder(width: float = 1.0, num_classes: int = 10, in_channels: int = 3, **kwargs) -> nn.Module:
+        return CifarResNet(ResNetConfig(8, width, num_classes, in_channels, residual=False), **kwargs)
+
+    try:
+        assert "_test_resnet8_plain" in list_models()
+        model = create_model("_test_resnet8_plain", width=0.25, num_classes=3)
+        assert model.config.residual is False and model.fc.out_features == 3
+        with pytest.raises(ValueError, match="already registered"):
+            register_model(_builder, name="_test_resnet8_plain")
+    finally:
+        from ckatlas.models import registry
+
+        registry._REGISTRY.pop("_test_resnet8_plain")
+
+
+def test_cifar_prefix_reaches_depths_shadowed_by_named_entries() -> None:
+    assert isinstance(create_model("resnet50", device="meta"), BottleneckResNet)
+    model = create_model("cifar_resnet50", width=0.25, device="meta")
+    assert isinstance(model, CifarResNet) and model.config.depth == 50
+
+
+# --- layer names against the forward pass (every registered family) -------------------
+
+@pytest.mark.parametrize("name", list_models())
+def test_layer_names_agree_with_forward(name: str) -> None:
+    """Each "all" module runs once, in listed order; block outputs and logits agree with forward."""
+    model = create_model(name, width=0.125, num_classes=7, in_channels=3).eval()
+    x = torch.randn(2, 3, 32, 32)  # ImageNet-style stems downsample by 4 before the stages
+    all_names, block_names = model.layer_names("all"), model.layer_names("blocks")
+
+    calls, outputs, logits = _capture(model, x)
+    assert calls == all_names  # each exactly once, in forward order
+    assert [n for n in calls if n in block_names] == block_names  # blocks are a subsequence
+    assert block_names[-2:] == ["pool", model.head] == all_names[-2:]
+    torch.testing.assert_close(outputs[model.head], model(x), rtol=0, atol=0)
+
+    # Intermediate outputs agree with the modules applied to them.
+    torch.testing.assert_close(model.get_submodule(model.head)(outputs["pool"]), logits)
+    last_block = block_names[-3]
+    torch.testing.assert_close(outputs["pool"], outputs[last_block].mean(dim=(-2, -1)))
+    for ref in model.residual_blocks():
+        block_out = outputs[f"{ref.name}.relu"]
+        assert block_out.dim() == 4 and block_out.min() >= 0
+        if ref.block.add is not None:
+            torch.testing.assert_close(block_out, torch.relu(outputs[f"{ref.name}.add"]))
+    for i, ref in enumerate(model.residual_blocks()):
+        block_in = outputs[block_names[i]]  # the previous block's (or the stem's) output
+        torch.testing.assert_close(ref.block(block_in), outputs[f"{ref.name}.relu"])
+
+
+def test_every_module_with_parameters_is_a_layer() -> None:
+    model = create_model("resnet14", width=0.25)
+    names = set(model.layer_names("all"))
+    for name, module in model.named_modules():
+        if list(module.parameters(recurse=False)):
+            assert name in names
+
+
+# --- residual blocks and deleting them ---------------------------------------------------
+
+def test_residual_blocks() -> None:
+    model = create_model("resnet20", width=0.25)
+    refs = model.residual_blocks()
+    assert [r.name for r in refs] == [f"stage{s}.{i}" for s in (1, 2, 3) for i in range(3)]
+    assert [r.stage for r in refs] == [1] * 3 + [2] * 3 + [3] * 3
+    assert all(isinstance(r.block, ResidualBlock) for r in refs)
+    # Projection shortcuts (first block of stages 2 and 3) cannot be deleted.
+    assert [r.name for r in refs if not r.block.deletable] == ["stage2.0", "stage3.0"]
+
+
+def test_deleting_a_block_equals_zeroing_its_branch() -> None:
+    model = create_model("resnet20", width=0.25).eval()
+    x = torch.randn(2, 3, 16, 16)
+    name = "stage2.1"
+    bn = model.get_submodule(f"{name}.branch.bn2")
+    with torch.no_grad():
+        bn.weight.zero_()
+        bn.bias.zero_()
+    zeroed = model(x)
+    model.set_submodule(name, nn.Identity())
+    torch.testing.assert_close(model(x), zeroed)
+    assert name not in [r.name for r in model.residual_blocks()]
+    assert f"{name}.relu" not in model.layer_names("blocks")
+    assert not any(n.startswith(f"{name}.") for n in model.layer_names("all"))
+    calls, _, _ = _capture(model, x)
+    assert calls == model.layer_names("all")
+
+
+def test_unknown_layer_kind_is_a_user_error() -> None:
+    with pytest.raises(UserInputError, match="'all', 'blocks'"):
+        create_model("resnet8", width=0.25).layer_names("every")
