@@ -370,3 +370,28 @@ def test_cuda_matches_cpu():
         gpu.update([a.cuda() for a in acts])
     assert gpu.compute().device.type == "cuda"
     torch.testing.assert_close(gpu.compute().cpu(), cpu.compute(), rtol=0, atol=1e-6)
+
+
+# -- principal components from Grams --------------------------------------------------------------
+
+
+def test_components_from_gram_match_svd_of_features():
+    from ckatlas.cka import explained_variance_ratio, remove_top_components, top_components
+
+    rng = np.random.default_rng(19)
+    x = rng.normal(size=(40, 15)) @ np.diag(np.linspace(3, 0.1, 15)) + 2.0
+    xc = x - x.mean(0)
+    u, s, vt = np.linalg.svd(xc, full_matrices=False)
+    gram = gram_linear(x)
+    values, vectors = top_components(gram, k=2)
+    np.testing.assert_allclose(values.numpy(), s[:2] ** 2, rtol=1e-10)
+    for i in range(2):  # same direction up to sign
+        assert abs(float(vectors[:, i] @ torch.from_numpy(u[:, i]))) == pytest.approx(1.0, abs=1e-10)
+    np.testing.assert_allclose(explained_variance_ratio(gram, 1).numpy(), [s[0] ** 2 / (s**2).sum()], rtol=1e-10)
+    x_removed = xc - xc @ vt[:1].T @ vt[:1]
+    np.testing.assert_allclose(remove_top_components(gram, 1).numpy(), x_removed @ x_removed.T, atol=1e-9)
+    # batched over a stack of Grams
+    stack = torch.stack([gram, gram_linear(rng.normal(size=(40, 3)))])
+    assert remove_top_components(stack, 1).shape == (2, 40, 40)
+    with pytest.raises(CKAInputError, match="k must be"):
+        top_components(gram, k=0)

@@ -3,9 +3,12 @@
 Full batch: `linear_cka`, `rbf_cka`, `feature_space_linear_cka`, `cka_from_grams`.
 Streaming: `MinibatchCKA`, the paper's minibatch estimator over all layer pairs.
 Building blocks: `gram_linear`, `gram_rbf`, `center_gram`, `hsic_biased`, `hsic_unbiased`.
+Principal components from Grams: `top_components`, `explained_variance_ratio`,
+`remove_top_components`.
 """
 
 from ckatlas.cka._inputs import CKAInputError, as_features
+from ckatlas.cka.components import explained_variance_ratio, remove_top_components, top_components
 from ckatlas.cka.full import cka_from_grams, feature_space_linear_cka, linear_cka, rbf_cka
 from ckatlas.cka.hsic import hsic_biased, hsic_unbiased
 from ckatlas.cka.kernels import center_gram, centered_features, gram_linear, gram_rbf
@@ -24,5 +27,8 @@ __all__ = [
     "hsic_biased",
     "hsic_unbiased",
     "linear_cka",
+    "explained_variance_ratio",
     "rbf_cka",
+    "remove_top_components",
+    "top_components",
 ]

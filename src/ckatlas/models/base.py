@@ -93,19 +93,13 @@ def init_weights(
         zero_init_residual: zero the last BN of each residual branch, so that every
             block starts as the identity (Goyal et al. 2017); off in He et al.'s v1.
     """
-    draw_device = generator.device if generator is not None else torch.device("cpu")
-
-    def draw(param: torch.Tensor, init) -> None:
-        if param.is_meta:
-            return
-        value = torch.empty(param.shape, dtype=torch.float32, device=draw_device)
-        init(value)
-        param.copy_(value)
-
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
-            draw(module.weight, lambda w: nn.init.kaiming_normal_(
-                w, mode="fan_out", nonlinearity="relu", generator=generator))
+            weight = _scratch(module.weight, generator)
+            nn.init.kaiming_normal_(
+                weight, mode="fan_out", nonlinearity="relu", generator=generator
+            )
+            module.weight.copy_(weight)
             if module.bias is not None:
                 module.bias.zero_()
         elif isinstance(module, nn.BatchNorm2d):
@@ -113,14 +107,23 @@ def init_weights(
             module.bias.zero_()
         elif isinstance(module, nn.Linear):
             bound = 1.0 / math.sqrt(module.in_features)
-            draw(module.weight, lambda w: w.uniform_(-bound, bound, generator=generator))
-            if module.bias is not None:
-                draw(module.bias, lambda b: b.uniform_(-bound, bound, generator=generator))
+            for param in (module.weight, module.bias):
+                if param is not None:
+                    value = _scratch(param, generator).uniform_(-bound, bound, generator=generator)
+                    param.copy_(value)
     if zero_init_residual:
         for module in model.modules():
             if isinstance(module, ResidualBlock) and module.add is not None:
                 last_bn = [m for m in module.branch if isinstance(m, nn.BatchNorm2d)][-1]
                 last_bn.weight.zero_()
+
+
+def _scratch(param: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """An empty float32 tensor shaped like `param`, on the generator's device (CPU if None)."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    if param.is_meta:  # nothing to draw: shapes only
+        device = torch.device("meta")
+    return torch.empty(param.shape, dtype=torch.float32, device=device)
 
 
 def check_positive_int(name: str, value: object) -> None:
@@ -130,8 +133,11 @@ def check_positive_int(name: str, value: object) -> None:
 
 
 def is_positive_number(value: object) -> bool:
-    """True for an int or float > 0 (not a bool, not NaN)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    """True for a finite int or float > 0 (not a bool)."""
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+        and math.isfinite(value) and value > 0
+    )
 
 
 def check_width(width: object) -> None:
@@ -140,5 +146,12 @@ def check_width(width: object) -> None:
         raise UserInputError(f"width must be a number > 0 (e.g. 0.25, 1, 10), got {width!r}")
 
 
-__all__ = ["BlockRef", "LAYER_KINDS", "LayeredModel", "check_positive_int", "check_width", "init_weights",
-           "is_positive_number"]
+__all__ = [
+    "BlockRef",
+    "LAYER_KINDS",
+    "LayeredModel",
+    "check_positive_int",
+    "check_width",
+    "init_weights",
+    "is_positive_number",
+]

@@ -73,7 +73,8 @@ class BottleneckResNetConfig:
             )
         if len(self.stage_widths) != 4 or not all(is_positive_number(w) for w in self.stage_widths):
             raise UserInputError(
-                f"stage_widths must be 4 numbers > 0 (e.g. (1, 1, 2.8, 1)), got {self.stage_widths!r}"
+                "stage_widths must be 4 numbers > 0 (e.g. (1, 1, 2.8, 1)), "
+                f"got {self.stage_widths!r}"
             )
         check_width(self.width)
         check_positive_int("num_classes", self.num_classes)
@@ -204,19 +205,25 @@ def _build(
 
 
 @register_model
-def resnet50(width: float = 1.0, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> BottleneckResNet:
+def resnet50(
+    width: float = 1.0, num_classes: int = 10, in_channels: int = 3, **kwargs: Any
+) -> BottleneckResNet:
     """ResNet-50: blocks (3, 4, 6, 3); 25.6M parameters with 1000 classes."""
     return _build((3, 4, 6, 3), (1, 1, 1, 1), width, num_classes, in_channels, **kwargs)
 
 
 @register_model
-def resnet101(width: float = 1.0, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> BottleneckResNet:
+def resnet101(
+    width: float = 1.0, num_classes: int = 10, in_channels: int = 3, **kwargs: Any
+) -> BottleneckResNet:
     """ResNet-101: blocks (3, 4, 23, 3); 44.5M parameters with 1000 classes."""
     return _build((3, 4, 23, 3), (1, 1, 1, 1), width, num_classes, in_channels, **kwargs)
 
 
 @register_model
-def resnet83(width: float = 1.0, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> BottleneckResNet:
+def resnet83(
+    width: float = 1.0, num_classes: int = 10, in_channels: int = 3, **kwargs: Any
+) -> BottleneckResNet:
     """The paper's deeper ResNet-50: stage 3 with 17 blocks, (3, 4, 17, 3)."""
     return _build((3, 4, 17, 3), (1, 1, 1, 1), width, num_classes, in_channels, **kwargs)
 

@@ -47,10 +47,12 @@ class ResNetConfig:
     zero_init_residual: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 8 \
-                or (self.depth - 2) % 6:
+        depth = self.depth
+        is_int = isinstance(depth, int) and not isinstance(depth, bool)
+        if not (is_int and depth >= 8 and (depth - 2) % 6 == 0):
             raise UserInputError(
-                f"ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 56, 110, ...), got {self.depth!r}"
+                "ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 56, 110, ...), "
+                f"got {self.depth!r}"
             )
         check_width(self.width)
         check_positive_int("num_classes", self.num_classes)

@@ -3,7 +3,8 @@
 Every activation point is its own module, called exactly once per forward, so that
 a forward hook on it sees that layer's output: the residual sum is an `Add`
 module, the pooled features a `GlobalAvgPool` module, and each ReLU a separate
-instance.
+instance. ReLUs are not in-place: an in-place ReLU after a sum would overwrite the
+sum's output that a hook has just been handed.
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ _REGISTRY: dict[str, ModelBuilder] = {}
 _PARSED = re.compile(r"(?P<family>cifar_resnet|resnet|cnn)(?P<depth>\d+)")
 
 
-def register_model(fn: _Builder | None = None, *, name: str | None = None):
+def register_model(
+    fn: _Builder | None = None, *, name: str | None = None
+) -> _Builder | Callable[[_Builder], _Builder]:
     """Register a builder under `name` (default: the function's name).
 
     The builder is called as `fn(width=..., num_classes=..., in_channels=...,
