@@ -227,6 +227,22 @@ def test_bad_input_is_one_clear_error(matrix: object, kwargs: dict, message: str
         find_blocks(matrix, **kwargs)
 
 
+def test_cka_result_from_heatmap(tmp_path, capsys) -> None:
+    from ckatlas.cli import main
+    from ckatlas.heatmap import CKAResult
+
+    names = [f"stage{i // 6}.{i % 6}" for i in range(18)]
+    m = planted(18, [(6, 13)])
+    result = CKAResult(m, names, names, np.zeros_like(m), n=512, num_batches=8, passes=1, is_square=True)
+    assert spans(find_blocks(result)) == [(6, 13)] and find_blocks(result).layer_names == names
+    result.save(tmp_path / "cka.npz")
+    assert main(["blocks", str(tmp_path / "cka.npz")]) == 0
+    assert "stage1.0 .. stage2.1" in capsys.readouterr().out
+    cross = CKAResult(m, names, names, np.zeros_like(m), n=512, num_batches=8, passes=1, model_b="other")
+    with pytest.raises(UserInputError, match="against themselves"):
+        find_blocks(cross)
+
+
 def test_cross_model_result_is_refused() -> None:
     cross = SimpleNamespace(matrix=np.ones((3, 3)), layers_a=["a", "b", "c"], layers_b=["x", "y", "z"])
     with pytest.raises(UserInputError, match="against themselves"):
@@ -306,3 +322,72 @@ def test_figures(tmp_path) -> None:
     stab = block_stability([res, find_blocks(planted(20, [(3, 6), (10, 16)], seed=5))])
     ax3 = plot_block_frequency(stab)
     assert len(ax3.patches) == 20
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def test_cli_blocks_writes_result_and_figure(tmp_path, capsys) -> None:
+    from ckatlas.cli import main
+
+    m = planted(20, [(4, 12)])
+    np.save(tmp_path / "cka.npy", m)
+    out = tmp_path / "analysis" / "blocks.json"
+    assert main(["blocks", str(tmp_path / "cka.npy"), "--out", str(out)]) == 0
+    assert "layers 4-12 (9 layers" in capsys.readouterr().out
+    assert BlockResult.load(out) == find_blocks(m)
+    assert out.with_suffix(".png").stat().st_size > 0
+
+    names = np.array([f"block{i}" for i in range(20)])
+    np.savez(tmp_path / "cka.npz", matrix=m, layers_a=names)
+    argv = ["blocks", str(tmp_path / "cka.npz"), "--threshold", "0.9", "--layers", *names[::2], "--out", str(out)]
+    assert main(argv) == 0
+    saved = BlockResult.load(out)
+    assert saved.layer_names == names[::2].tolist() and saved.threshold == 0.9 and spans(saved) == [(2, 6)]
+
+
+def test_cli_blocks_stability_over_several_matrices(tmp_path, capsys) -> None:
+    from ckatlas.cli import main
+
+    paths = []
+    for seed, shift in enumerate([0, 1, 2]):
+        paths.append(str(tmp_path / f"seed{seed}.npy"))
+        np.save(paths[-1], planted(20, [(5 + shift, 12 + shift)], seed=seed))
+    out = tmp_path / "stability.json"
+    assert main(["blocks", *paths, "--out", str(out)]) == 0
+    assert "stability: 3 models" in capsys.readouterr().out
+    stab = BlockStability.load(out)
+    assert stab.labels == paths and [b.start for b in stab.largest_blocks] == [5, 6, 7]
+    assert out.with_suffix(".png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "message"),
+    [
+        (None, [], "no such file"),
+        (lambda p: np.save(p.with_suffix(".npy"), np.ones((3, 4))), [], "square"),
+        (lambda p: p.with_suffix(".txt").write_text("1 2"), [], "expected a .npy"),
+        (lambda p: np.savez(p.with_suffix(".npz"), cka=np.ones((3, 3))), [], "named 'matrix'"),
+        (lambda p: np.save(p.with_suffix(".npy"), np.ones((3, 3))), ["--layers", "5"], "does not exist"),
+        (lambda p: np.save(p.with_suffix(".npy"), np.ones((3, 3))), ["--tolerance", "0.7"], "tolerance"),
+    ],
+)
+def test_cli_blocks_user_errors_are_one_line(tmp_path, capsys, make, extra, message) -> None:
+    from ckatlas.cli import main
+
+    base = tmp_path / "cka"
+    path = base.with_suffix(".npy")
+    if make is not None:
+        make(base)
+        path = next(tmp_path.iterdir())
+    assert main(["blocks", str(path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ckatlas blocks: error:") and message in err
+
+
+def test_cli_blocks_bad_option_value_exits_2(capsys) -> None:
+    from ckatlas.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["blocks", "x.npy", "--threshold", "-1"])
+    assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1

@@ -134,9 +134,9 @@ class BlockResult:
         lines = [head]
         for b in self.blocks:
             names = self.block_layers(b)
+            named = f", {names[0]} .. {names[-1]}" if self.layer_names is not None else ""
             lines.append(
-                f"  layers {b.start}-{b.end} ({b.size} layers, {names[0]} .. {names[-1]}): "
-                f"mean CKA {b.mean_cka:.3f}, min {b.min_cka:.3f}"
+                f"  layers {b.start}-{b.end} ({b.size} layers{named}): mean CKA {b.mean_cka:.3f}, min {b.min_cka:.3f}"
             )
         return "\n".join(lines)
 
@@ -193,9 +193,10 @@ def find_blocks(
         cka_matrix: square (L, L) CKA matrix of one model's layers against themselves,
             as an array, or any object with a ``.matrix`` attribute (a `CKAResult`),
             whose ``.layers_a`` then names the layers. NaN marks a dead layer.
-        threshold: CKA at or above which two layers count as similar. The default sits
-            above the CKA of merely neighbouring layers and below the near-1 values
-            inside the paper's blocks; tune it for your models.
+        threshold: CKA at or above which two layers count as similar. The default asks
+            for the near-1 similarity inside the paper's blocks; neighbouring layers of
+            any network can be that similar too, which ``min_size`` and ``min_fraction``
+            guard against. Tune all three for your models.
         tolerance: fraction, in [0, 0.5), of a layer's partners inside a block that may
             fall below ``threshold`` (noise tolerance; 0 asks for the minimum to pass).
         min_size: smallest block, in layers (>= 2).
@@ -285,7 +286,9 @@ def _pick_blocks(candidates: list[tuple[int, int]], sub: np.ndarray) -> list[Blo
     if not candidates:
         return []
     means = _interval_means(candidates, sub)
-    order = sorted(range(len(candidates)), key=lambda k: (candidates[k][0] - candidates[k][1], -means[k], candidates[k][0]))
+    order = sorted(
+        range(len(candidates)), key=lambda k: (candidates[k][0] - candidates[k][1], -means[k], candidates[k][0])
+    )
     taken = np.zeros(sub.shape[0], dtype=bool)
     blocks = []
     for k in order:
@@ -303,10 +306,11 @@ def _as_matrix(cka_matrix: Any, layer_names: Sequence[str] | None) -> tuple[np.n
         source = cka_matrix.matrix
         layers_a = getattr(cka_matrix, "layers_a", None)
         layers_b = getattr(cka_matrix, "layers_b", None)
-        if layers_a is not None and layers_b is not None and list(layers_a) != list(layers_b):
+        cross = getattr(cka_matrix, "is_square", True) is False
+        if cross or (layers_a is not None and layers_b is not None and list(layers_a) != list(layers_b)):
             raise UserInputError(
                 "block structure needs one model's layers against themselves; this CKA result compares "
-                "different layer lists (layers_a != layers_b)"
+                "two models or two layer lists"
             )
         if names is None and layers_a is not None:
             names = list(layers_a)
@@ -343,7 +347,9 @@ def _select_layers(layers: Sequence[str | int] | None, names: list[str] | None, 
                 raise UserInputError(f"layer index {layer} does not exist; the matrix has layers 0..{size - 1}")
             chosen.append(int(layer))
         elif names is None:
-            raise UserInputError(f"layer {layer!r} given by name, but the matrix has no layer names (pass layer_names=)")
+            raise UserInputError(
+                f"layer {layer!r} given by name, but the matrix has no layer names (pass layer_names=)"
+            )
         elif layer not in names:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             raise UserInputError(f"layer {layer!r} does not exist; known layers: {shown}")

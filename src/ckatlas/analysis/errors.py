@@ -44,9 +44,9 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import stats
@@ -88,7 +88,9 @@ class Population:
             raise UserInputError(f"{len(self.sources)} sources for {self.predictions.shape[0]} models")
         for what, values in (("labels", self.labels), ("predictions", self.predictions)):
             if values.size and (values.min() < 0 or values.max() >= self.num_classes):
-                raise UserInputError(f"{what} must be class indices in [0, {self.num_classes}), got {values.min()}..{values.max()}")
+                raise UserInputError(
+                    f"{what} must be class indices in [0, {self.num_classes}), got {values.min()}..{values.max()}"
+                )
 
     @classmethod
     def from_logits(cls, logits: Sequence[np.ndarray], labels: np.ndarray, name: str = "") -> Population:
@@ -128,36 +130,18 @@ def load_predictions(paths: Sequence[str | os.PathLike], name: str = "") -> Popu
     """
     if not paths:
         raise UserInputError(f"population {name or '?'} has no prediction files")
-    preds, labels, sources = [], None, []
-    first, classes = "", 0
+    preds, sources = [], []
+    labels, first, classes = None, "", 0
     for raw in paths:
         path = Path(raw)
         file = path / "predictions.npz" if path.is_dir() else path
-        if not file.is_file():
-            raise UserInputError(f"{file}: no such file (expected a run directory with predictions.npz, or an .npz file)")
-        try:
-            with np.load(file, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            raise UserInputError(f"{file}: not a readable .npz file ({exc})") from None
-        if "labels" not in arrays or not ({"logits", "predictions"} & arrays.keys()):
-            raise UserInputError(f"{file}: expected arrays 'labels' and 'logits' (or 'predictions'), found {sorted(arrays)}")
-        file_labels = np.asarray(arrays["labels"]).astype(np.int64).reshape(-1)
-        if "logits" in arrays:
-            logits = np.asarray(arrays["logits"])
-            if logits.ndim != 2 or logits.shape[0] != len(file_labels):
-                raise UserInputError(f"{file}: logits must be (examples, classes) = ({len(file_labels)}, C), got {logits.shape}")
-            if classes and logits.shape[1] != classes:
-                raise UserInputError(
-                    f"{first} and {file} have logits for {classes} and {logits.shape[1]} classes; "
-                    "all models must solve the same task"
-                )
-            classes = logits.shape[1]
-            pred = logits.argmax(axis=1)
-        else:
-            pred = np.asarray(arrays["predictions"]).astype(np.int64).reshape(-1)
-            if len(pred) != len(file_labels):
-                raise UserInputError(f"{file}: {len(pred)} predictions for {len(file_labels)} labels")
+        file_labels, pred, file_classes = _read_prediction_file(file)
+        if classes and file_classes and file_classes != classes:
+            raise UserInputError(
+                f"{first} and {file} have logits for {classes} and {file_classes} classes; "
+                "all models must solve the same task"
+            )
+        classes = classes or file_classes
         if labels is None:
             labels, first = file_labels, str(file)
         else:
@@ -167,6 +151,31 @@ def load_predictions(paths: Sequence[str | os.PathLike], name: str = "") -> Popu
     stacked = np.stack(preds)
     classes = max(classes, int(labels.max(initial=-1)) + 1, int(stacked.max(initial=-1)) + 1)
     return Population(stacked, labels, classes, sources, name)
+
+
+def _read_prediction_file(file: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """(labels, predicted classes, number of logit columns or 0) of one predictions file."""
+    if not file.is_file():
+        raise UserInputError(f"{file}: no such file (expected a run directory with predictions.npz, or an .npz file)")
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{file}: not a readable .npz file ({exc})") from None
+    if "labels" not in arrays or not ({"logits", "predictions"} & arrays.keys()):
+        raise UserInputError(
+            f"{file}: expected arrays 'labels' and 'logits' (or 'predictions'), found {sorted(arrays)}"
+        )
+    labels = np.asarray(arrays["labels"]).astype(np.int64).reshape(-1)
+    if "logits" not in arrays:
+        pred = np.asarray(arrays["predictions"]).astype(np.int64).reshape(-1)
+        if len(pred) != len(labels):
+            raise UserInputError(f"{file}: {len(pred)} predictions for {len(labels)} labels")
+        return labels, pred, 0
+    logits = np.asarray(arrays["logits"])
+    if logits.ndim != 2 or logits.shape[0] != len(labels):
+        raise UserInputError(f"{file}: logits must be (examples, classes) = ({len(labels)}, C), got {logits.shape}")
+    return labels, logits.argmax(axis=1), logits.shape[1]
 
 
 def _check_same_test_set(labels_a: np.ndarray, labels_b: np.ndarray, where_a: str, where_b: str) -> None:
@@ -212,6 +221,8 @@ class ExampleLevel:
         control_statistic: D(A half 1, A half 2).
         null_mean, null_std: mean and std of D over the permuted assignments.
         p_value: one-sided permutation p-value of D(A, B).
+        min_p_value: the smallest p-value these population sizes can give; when it is
+            not below alpha no difference can be detected, whatever the data.
         num_permutations: assignments evaluated; exact: whether that is all of them.
         correlation, control_correlation: Pearson correlation of the two scatters.
     """
@@ -227,12 +238,13 @@ class ExampleLevel:
     null_mean: float
     null_std: float
     p_value: float
+    min_p_value: float
     num_permutations: int
     exact: bool
     correlation: float
     control_correlation: float
 
-    test = "permutation test over models of D = mean over examples of (acc_A - acc_B)^2, one-sided"
+    test: ClassVar[str] = "permutation test over models of D = mean over examples of (acc_A - acc_B)^2, one-sided"
 
 
 @dataclass
@@ -259,7 +271,7 @@ class GroupLevel:
     significant: np.ndarray
     members: list[list[int]] | None = None
 
-    test = "Welch t-test per class across models, Holm-Sidak corrected"
+    test: ClassVar[str] = "Welch t-test per class across models, Holm-Sidak corrected"
 
     @property
     def difference(self) -> np.ndarray:
@@ -343,10 +355,16 @@ class ErrorComparison:
             f"{pop(self.name_a, self.model_accuracy_a)} vs {pop(self.name_b, self.model_accuracy_b)}, "
             f"{len(ex.accuracy_a)} test examples",
             f"examples: D = mean (acc_{self.name_a} - acc_{self.name_b})^2 = {ex.statistic:.4g}; control "
-            f"({self.name_a} halves) {ex.control_statistic:.4g}; permutation null {ex.null_mean:.4g} ± {ex.null_std:.2g}",
+            f"({self.name_a} halves) {ex.control_statistic:.4g}; "
+            f"permutation null {ex.null_mean:.4g} ± {ex.null_std:.2g}",
             f"  permutation test over models ({ex.num_permutations} {kind} assignments): p = {ex.p_value:.4g} -> "
             f"the populations {verdict} models of one kind (alpha {self.alpha:g})",
         ]
+        if ex.min_p_value >= self.alpha:
+            lines.append(
+                f"  warning: with {len(self.model_accuracy_a)} + {len(self.model_accuracy_b)} models the smallest "
+                f"attainable p is {ex.min_p_value:.3g} >= alpha; add models (seeds) to be able to detect a difference"
+            )
         for label, level in (("classes", self.classes), ("groups", self.groups)):
             if level is None:
                 continue
@@ -402,11 +420,15 @@ class ErrorComparison:
         p = Path(path)
         if not p.is_file():
             raise UserInputError(f"{p}: no such file")
-        return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserInputError(f"{p}: not valid JSON ({exc})") from None
+        return cls.from_dict(data)
 
 
-def _plain(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in fields.items()}
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in values.items()}
 
 
 _ARRAY_FIELDS = {
@@ -416,7 +438,7 @@ _ARRAY_FIELDS = {
 
 
 def _arrays(data: dict[str, Any], cls: type) -> dict[str, Any]:
-    names = set(cls.__dataclass_fields__)
+    names = {f.name for f in fields(cls)}
     out = {}
     for k, v in data.items():
         if k not in names:
@@ -462,7 +484,8 @@ def compare_populations(
                 f"population {pop.name or label} has {pop.num_models} model; comparing errors needs at least 2 "
                 "models per population (e.g. several seeds)"
             )
-    _check_same_test_set(pop_a.labels, pop_b.labels, f"population {pop_a.name or 'A'}", f"population {pop_b.name or 'B'}")
+    where_a, where_b = f"population {pop_a.name or 'A'}", f"population {pop_b.name or 'B'}"
+    _check_same_test_set(pop_a.labels, pop_b.labels, where_a, where_b)
     if not 0 < alpha < 1:
         raise UserInputError(f"alpha must be in (0, 1), got {alpha}")
     if num_permutations < 1:
@@ -505,7 +528,8 @@ def class_correct_counts(correct: np.ndarray, labels: np.ndarray, num_classes: i
     """(M, C) number of test examples of each class that each model gets right."""
     m = correct.shape[0]
     flat = (np.arange(m)[:, None] * num_classes + labels[None, :]).ravel()
-    return np.bincount(flat, weights=correct.ravel().astype(np.float64), minlength=m * num_classes).reshape(m, num_classes)
+    counts = np.bincount(flat, weights=correct.ravel().astype(np.float64), minlength=m * num_classes)
+    return counts.reshape(m, num_classes)
 
 
 def mean_squared_difference(correct: np.ndarray, in_a: np.ndarray) -> np.ndarray:
@@ -553,6 +577,8 @@ def _example_level(correct_a: np.ndarray, correct_b: np.ndarray, seed: int, num_
     null = mean_squared_difference(pooled, assignments)
     at_least = int(np.sum(null >= statistic * (1 - 1e-12)))  # relative slack: ties in floating point
     p_value = at_least / total if exact else (1 + at_least) / (1 + num_permutations)
+    # With the observed D as large as any, p is the share of assignments tied at the maximum.
+    min_p_value = float(np.mean(null >= null.max() * (1 - 1e-12))) if exact else 1 / (1 + num_permutations)
 
     acc_a, acc_b = per_example_accuracy(correct_a), per_example_accuracy(correct_b)
     return ExampleLevel(
@@ -567,6 +593,7 @@ def _example_level(correct_a: np.ndarray, correct_b: np.ndarray, seed: int, num_
         null_mean=float(null.mean()),
         null_std=float(null.std()),
         p_value=float(p_value),
+        min_p_value=min_p_value,
         num_permutations=int(len(assignments)),
         exact=bool(exact),
         correlation=_pearson(acc_a, acc_b),
@@ -644,13 +671,16 @@ def _resolve_groups(groups: Mapping[str, Sequence[int | str]], names: list[str])
         for c in classes:
             if isinstance(c, (int, np.integer)) and not isinstance(c, bool):
                 if not 0 <= c < len(names):
-                    raise UserInputError(f"class group {group!r} names class index {c}; classes are 0..{len(names) - 1}")
+                    raise UserInputError(
+                        f"class group {group!r} names class index {c}; classes are 0..{len(names) - 1}"
+                    )
                 resolved.append(int(c))
             elif isinstance(c, str) and c in index:
                 resolved.append(index[c])
             else:
                 raise UserInputError(
-                    f"class group {group!r} names unknown class {c!r}; expected class indices, or names from class_names"
+                    f"class group {group!r} names unknown class {c!r}; "
+                    "expected class indices, or names from class_names"
                 )
         out[str(group)] = sorted(set(resolved))
     return out

@@ -17,7 +17,7 @@ from ckatlas.data.cifar import read_cifar
 from ckatlas.data.datasets import DATASETS, default_resize, list_datasets, load_dataset
 from ckatlas.data.digits import read_digits
 from ckatlas.data.folder import read_folder
-from ckatlas.data.image_data import ImageData, RawImages, channel_stats, normalize, resize_images
+from ckatlas.data.image_data import ImageData, RawImages, channel_stats, normalize, resize_images, standard_layout
 from ckatlas.data.npz import read_npz
 from ckatlas.data.restricted_pickle import RestrictedUnpickler, UnsafePickleError, restricted_loads
 from ckatlas.data.subsets import check_fraction, fixed_split, subset_fraction
@@ -45,6 +45,7 @@ __all__ = [
     "read_folder",
     "read_npz",
     "resize_images",
+    "standard_layout",
     "restricted_loads",
     "subset_fraction",
 ]

@@ -189,10 +189,10 @@ def _as_float_images(x: Any, what: str) -> torch.Tensor:
         raise UserInputError(f"{what}: expected images of shape (N, C, H, W), got {tuple(t.shape)}")
     if t.dtype == torch.bool or t.is_complex():
         raise UserInputError(f"{what}: expected integer or float pixels, got {t.dtype}")
-    t = t.to(torch.float32)
+    t = standard_layout(t.to(torch.float32))
     if not torch.isfinite(t).all():
         raise UserInputError(f"{what}: pixel values must be finite (found NaN or inf)")
-    return t.contiguous()
+    return t
 
 
 def _as_labels(y: Any, what: str) -> torch.Tensor:
@@ -202,6 +202,25 @@ def _as_labels(y: Any, what: str) -> torch.Tensor:
     if arr.size and arr.min() < 0:
         raise UserInputError(f"{what}: class labels must be >= 0, found {int(arr.min())}")
     return torch.from_numpy(arr.astype(np.int64))
+
+
+def standard_layout(x: torch.Tensor) -> torch.Tensor:
+    """`x` with row-major (NCHW) strides, copied only if needed.
+
+    `Tensor.contiguous()` leaves a one-channel `(N, 1, H, W)` tensor with
+    channels-last strides as it is (both layouts count as contiguous), and
+    oneDNN's CPU convolutions take their channels-last path for it; with one
+    input channel that path corrupts the heap in PyTorch 2.13 (segfaults in
+    `mkldnn_convolution_backward`). Images from NumPy views such as
+    `images[:, None]` arrive with such strides.
+    """
+    expected, step = [], 1
+    for size in reversed(x.shape):
+        expected.append(step)
+        step *= size
+    if x.stride() == tuple(reversed(expected)):
+        return x
+    return x.clone(memory_format=torch.contiguous_format)
 
 
 def resize_images(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -233,4 +252,4 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
     return ((x - m) / s).to(torch.float32)
 
 
-__all__ = ["ImageData", "RawImages", "channel_stats", "normalize", "resize_images"]
+__all__ = ["ImageData", "RawImages", "channel_stats", "normalize", "resize_images", "standard_layout"]

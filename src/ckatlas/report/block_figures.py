@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ckatlas.analysis.blocks import BlockResult, BlockStability
+from ckatlas.report.heatmap_figures import plot_heatmap
 
 
 def outline_blocks(ax: Axes, result: BlockResult, *, original_rows: bool = False, color: str = "red") -> Axes:
@@ -48,14 +49,8 @@ def plot_blocks(cka_matrix: Any, result: BlockResult, ax: Axes | None = None, *,
     """
     matrix = np.asarray(getattr(cka_matrix, "matrix", cka_matrix), dtype=float)
     rows = np.asarray(result.layer_indices)
-    sub = matrix[np.ix_(rows, rows)]
-    if ax is None:
-        ax = Figure(figsize=(5, 4.5)).subplots()
-    image = ax.imshow(sub, origin="lower", cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.figure.colorbar(image, ax=ax, label="CKA")
+    ax = plot_heatmap(matrix[np.ix_(rows, rows)], ax)
     outline_blocks(ax, result, color="cyan")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("layer")
     ax.set_title(title or f"{len(result.blocks)} block(s), block_fraction {result.block_fraction:.2f}")
     return ax
 

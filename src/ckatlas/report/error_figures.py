@@ -24,7 +24,7 @@ def _count_scatter(ax: Axes, x: np.ndarray, y: np.ndarray, color: str) -> None:
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
-    ax.set_aspect("equal")
+    ax.set_box_aspect(1)
 
 
 def plot_example_scatter(comparison: ErrorComparison, axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
@@ -44,11 +44,11 @@ def plot_example_scatter(comparison: ErrorComparison, axes: Sequence[Axes] | Non
     _count_scatter(axes[0], ex.accuracy_a, ex.accuracy_b, "tab:blue")
     axes[0].set_xlabel(f"per-example accuracy, {a}")
     axes[0].set_ylabel(f"per-example accuracy, {b}")
-    axes[0].set_title(f"{a} vs {b}: D = {ex.statistic:.3g}, p = {ex.p_value:.3g}")
+    axes[0].set_title(f"{a} vs {b}\nD = {ex.statistic:.3g}, permutation p = {ex.p_value:.3g}", fontsize=10)
     _count_scatter(axes[1], ex.control_1, ex.control_2, "tab:grey")
     axes[1].set_xlabel(f"{a}, half 1 ({len(ex.control_models_1)} models)")
     axes[1].set_ylabel(f"{a}, half 2 ({len(ex.control_models_2)} models)")
-    axes[1].set_title(f"control: D = {ex.control_statistic:.3g}")
+    axes[1].set_title(f"control: two halves of {a}\nD = {ex.control_statistic:.3g}", fontsize=10)
     return axes
 
 
@@ -79,7 +79,7 @@ def plot_class_differences(
     ax.set_ylabel(f"accuracy {comparison.name_a} - {comparison.name_b}")
     hits = int(table.significant.sum())
     ax.set_title(
-        f"{hits} of {len(diff)} {level} differ (red; Welch t-test, Holm-Sidak, alpha {comparison.alpha:g})",
+        f"{hits} of {len(diff)} {level} differ (red)\nWelch t-test, Holm-Sidak, alpha {comparison.alpha:g}",
         fontsize=9,
     )
     return ax

@@ -1,0 +1,202 @@
+"""CKA heatmaps of a ResNet: cost over plain forward passes, torch_cka, accuracy, peak memory.
+
+On ResNet-56 (width 1), 2,048 random inputs 3x32x32, batch 256, one pass, the same
+consecutive batches everywhere:
+  * time: the plain forward passes; `heatmap(layers="blocks")`; `heatmap(layers="all")`;
+    and a straightforward version of "all" (hooks keep the activations, then
+    `gram_linear` per layer and `MinibatchCKA.update_grams`); ratios to the forward passes;
+  * torch_cka (PyPI `torch-cka`) on the block layers (it recomputes a Gram per layer
+    pair, so "all" layers would take hours): time, and speed-up of ours;
+  * accuracy: max |difference| to a float64 reference (a float64 copy of the model, a
+    float64 Gram per layer with `gram_linear`, `MinibatchCKA`), for ours and torch_cka;
+  * peak memory (ru_maxrss of a fresh process) of an all-layer heatmap of ResNet-38
+    (width 10) on one batch of 256, next to the plain forward pass.
+
+    python benchmarks/bench_heatmap.py                 # everything (tens of minutes on 2 cores)
+    python benchmarks/bench_heatmap.py --quick         # small smoke version (a minute or two)
+    python benchmarks/bench_heatmap.py --skip torch_cka memory --repeats 5
+
+torch_cka is for this benchmark only: pip install -c constraints.txt torch-cka
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ckatlas import heatmap
+from ckatlas.capture import inference
+from ckatlas.cka import MinibatchCKA, gram_linear
+from ckatlas.models import create_model
+from ckatlas.seeding import make_generator
+
+FULL = dict(arch="resnet56", width=1.0, n=2048, batch=256, mem_arch="resnet38", mem_width=10.0, mem_batch=256)
+QUICK = dict(arch="resnet20", width=0.5, n=512, batch=128, mem_arch="resnet20", mem_width=2.0, mem_batch=128)
+
+
+def _inputs(n: int) -> torch.Tensor:
+    return torch.randn(n, 3, 32, 32, generator=make_generator(0))
+
+
+def _forward(model: torch.nn.Module, x: torch.Tensor, batch: int) -> None:
+    with inference(model):
+        for b in x.split(batch):
+            model(b)
+
+
+def _straightforward_all(model: torch.nn.Module, x: torch.Tensor, batch: int) -> np.ndarray:
+    """Hooks keep every activation; then a Gram per layer and one all-pairs update per batch."""
+    names = model.layer_names("all")
+    acts: dict[str, torch.Tensor] = {}
+    handles = [
+        model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: acts.__setitem__(n, o)) for n in names
+    ]
+    acc = MinibatchCKA(len(names))
+    try:
+        with inference(model):
+            for b in x.split(batch):
+                model(b)
+                acc.update_grams(torch.stack([gram_linear(acts.pop(n)) for n in names]))
+    finally:
+        for h in handles:
+            h.remove()
+    return acc.compute().numpy()
+
+
+def _reference(model: torch.nn.Module, x: torch.Tensor, batch: int, layers: list[str]) -> np.ndarray:
+    """Float64 model, float64 Grams (`gram_linear`) per layer, MinibatchCKA."""
+    model64 = copy.deepcopy(model).double()
+    grams: dict[str, torch.Tensor] = {}
+    handles = [
+        model64.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: grams.__setitem__(n, gram_linear(o)))
+        for n in layers
+    ]
+    acc = MinibatchCKA(len(layers))
+    with inference(model64):
+        for b in x.double().split(batch):
+            model64(b)
+            acc.update_grams([grams.pop(n) for n in layers])
+    for h in handles:
+        h.remove()
+    return acc.compute().numpy()
+
+
+def _torch_cka(model: torch.nn.Module, x: torch.Tensor, batch: int, layers: list[str]) -> np.ndarray:
+    from torch.utils.data import DataLoader, TensorDataset
+    from torch_cka import CKA
+
+    copy_a, copy_b = copy.deepcopy(model), copy.deepcopy(model)  # torch_cka leaves its hooks on
+    loader = DataLoader(TensorDataset(x), batch_size=batch, shuffle=False)
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # its progress bar
+        warnings.simplefilter("ignore")
+        cka = CKA(copy_a, copy_b, "a", "b", model1_layers=layers, model2_layers=layers, device="cpu")
+        cka.compare(loader)
+    out = cka.export()
+    assert out["model1_layers"] == layers, "torch_cka ordered the layers differently"
+    return out["CKA"].numpy()
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - t0, value
+
+
+def _memory_child(spec: dict) -> None:
+    model = create_model(spec["arch"], width=spec["width"])
+    x = _inputs(spec["batch"])
+    t0 = time.perf_counter()
+    if spec["mode"] == "forward":
+        _forward(model, x, spec["batch"])
+    else:
+        heatmap(model, x, layers="all", batch_size=spec["batch"], shuffle=False, progress=False)
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}))
+
+
+def _memory(spec: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", json.dumps(spec)], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small model and data (smoke test)")
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats (interleaved; best is reported)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["straightforward", "accuracy", "torch_cka", "memory"])
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_child:
+        _memory_child(json.loads(args.memory_child))
+        return
+    cfg = QUICK if args.quick else FULL
+    model = create_model(cfg["arch"], width=cfg["width"], generator=make_generator(0))
+    x, batch = _inputs(cfg["n"]), cfg["batch"]
+    blocks, all_layers = model.layer_names("blocks"), model.layer_names("all")
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{cfg['arch']} width {cfg['width']}: {len(blocks)} block layers, {len(all_layers)} layers in 'all'; "
+          f"{cfg['n']} inputs 3x32x32, batch {batch}, one pass\n")
+
+    runs = {
+        "forward passes": lambda: _forward(model, x, batch),
+        "heatmap blocks": lambda: heatmap(model, x, layers="blocks", batch_size=batch, shuffle=False, progress=False),
+        "heatmap all": lambda: heatmap(model, x, layers="all", batch_size=batch, shuffle=False, progress=False),
+    }
+    if "straightforward" not in args.skip:
+        runs["straightforward all"] = lambda: _straightforward_all(model, x, batch)
+    _forward(model, x[:batch], batch)  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    values: dict[str, object] = {}
+    for _ in range(args.repeats):
+        for key, fn in runs.items():
+            seconds, values[key] = _timed(fn)
+            times[key].append(seconds)
+    base = min(times["forward passes"])
+    print(f"{'':24s} {'best s':>8s} {'median s':>9s} {'x forward':>10s}")
+    for key, ts in times.items():
+        print(f"{key:24s} {min(ts):8.2f} {float(np.median(ts)):9.2f} {min(ts) / base:10.2f}")
+
+    if "accuracy" not in args.skip:
+        print("\naccuracy: max |CKA - float64 reference|")
+        ref_blocks = _reference(model, x, batch, blocks)
+        ref_all = _reference(model, x, batch, all_layers)
+        print(f"  ours, blocks             {np.abs(values['heatmap blocks'].matrix - ref_blocks).max():.2e}")
+        print(f"  ours, all                {np.abs(values['heatmap all'].matrix - ref_all).max():.2e}")
+        if "straightforward all" in values:
+            print(f"  straightforward, all     {np.abs(values['straightforward all'] - ref_all).max():.2e}")
+    if "torch_cka" not in args.skip:
+        seconds, theirs = _timed(lambda: _torch_cka(model, x, batch, blocks))
+        ours = min(times["heatmap blocks"])
+        print(f"\ntorch_cka {getattr(__import__('torch_cka'), '__version__', '')} on the {len(blocks)} block layers: "
+              f"{seconds:.1f} s, ours {ours:.2f} s: {seconds / ours:.0f}x faster")
+        if "accuracy" not in args.skip:
+            print(f"  torch_cka max |CKA - float64 reference|  {np.abs(theirs - ref_blocks).max():.2e}")
+    if "memory" not in args.skip:
+        spec = dict(arch=cfg["mem_arch"], width=cfg["mem_width"], batch=cfg["mem_batch"])
+        fwd = _memory({**spec, "mode": "forward"})
+        cka = _memory({**spec, "mode": "heatmap"})
+        print(f"\npeak memory (ru_maxrss, fresh process), {spec['arch']} width {spec['width']}, one batch of {spec['batch']}:")
+        print(f"  forward pass            {fwd['maxrss_mib']:8.0f} MiB  ({fwd['seconds']:.1f} s)")
+        print(f"  heatmap, all layers     {cka['maxrss_mib']:8.0f} MiB  ({cka['seconds']:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,549 @@
+"""Taps on named modules of any `nn.Module`: Grams computed inside forward hooks.
+
+Which modules (`resolve_layers`): a layer spec is "blocks", "all", a module name,
+a glob pattern, a module class, or a list mixing them.
+
+* "blocks" / "all" call `model.layer_names(kind)` when the model has it (the
+  ckatlas families do). For other models "all" means every leaf module whose
+  output holds a tensor with the batch as first dimension (modules called more
+  than once per forward are left out, with a warning); "blocks" is an error that
+  suggests a glob for the model's longest `ModuleList`/`Sequential`.
+* Glob patterns match dotted names part by part: ``*`` is any text inside one
+  part, ``**`` any number of parts (``stage3.*.add``, ``encoder.layer.*``, ``**.relu``).
+* A class selects every submodule that is an instance of it.
+* Order: names from `layer_names` and lists of plain names keep their order; a
+  spec with a glob, a class or the generic "all" is put in forward order (the
+  order in which the modules are first called).
+
+Which tensor (`pick_tensor`): a Tensor output as is; a dict or a Hugging Face
+`ModelOutput`: its ``last_hidden_state`` if present, else its first Tensor
+value; a tuple or list: its first Tensor element (searched depth first).
+
+Which input (`call_model`): a Tensor batch is passed as ``model(x)``; a dict as
+``model(**batch)``; a tuple or list (e.g. ``(images, labels)`` from a DataLoader)
+passes only its first element.
+
+Every tapped module must run exactly once per forward pass; a second call in one
+pass is an error naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from ckatlas.errors import UserInputError
+
+LayerSpec = Union[str, type, Sequence[Union[str, type]]]
+LAYER_KINDS = ("blocks", "all")
+
+
+# -- which modules -------------------------------------------------------------------------
+def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[str]:
+    """Names (for `model.get_submodule`) of the modules a layer spec selects.
+
+    Args:
+        model: any module.
+        spec: "blocks", "all", a name, a glob, a module class, or a list of them.
+
+    Returns:
+        Module names; for globs and classes in registration order (`GramTaps`
+        puts them in forward order), otherwise in the order given.
+
+    Raises:
+        UserInputError: a name or pattern matches no module (close matches are
+            listed), or "blocks" on a model without `layer_names`.
+    """
+    return _resolve(model, spec)[0]
+
+
+def _resolve(model: nn.Module, spec: LayerSpec) -> tuple[list[str], bool, bool]:
+    """(names, put them in forward order?, drop modules unusable as layers?)."""
+    model_name = type(model).__name__
+    if isinstance(spec, str) and spec in LAYER_KINDS:
+        if callable(getattr(model, "layer_names", None)):
+            return _checked_names(model, list(model.layer_names(spec))), False, False
+        if spec == "all":
+            names = [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
+            if not names:
+                names = [""]  # a model that is a single module
+            return names, True, True
+        hint = _longest_container(model)
+        example = f" (for this model perhaps layers={hint!r})" if hint else ""
+        raise UserInputError(
+            f"layers='blocks' needs a model with a layer_names() method and {model_name} has none: "
+            f"pass module names, glob patterns or module classes instead{example}"
+        )
+    items = [spec] if isinstance(spec, (str, type)) else list(spec)
+    if not items:
+        raise UserInputError("the layer list is empty: name at least one module, pattern or class")
+    named = dict(model.named_modules())
+    all_names = [n for n in named if n]
+    names: list[str] = []
+    ordered = False
+    for item in items:
+        if isinstance(item, type):
+            if not issubclass(item, nn.Module):
+                raise UserInputError(f"layer class {item.__name__} is not an nn.Module subclass")
+            found = [n for n in all_names if isinstance(named[n], item)]
+            if not found:
+                present = sorted({type(m).__name__ for m in named.values()})
+                raise UserInputError(
+                    f"no module of {model_name} is a {item.__name__}; its module classes are {present}"
+                )
+            ordered = True
+        elif isinstance(item, str):
+            if item in named:
+                found = [item]
+            elif _is_glob(item):
+                regex = _glob_regex(item)
+                found = [n for n in all_names if regex.fullmatch(n)]
+                if not found:
+                    raise UserInputError(
+                        f"layer pattern {item!r} matches no module of {model_name}{_close(item, all_names)}"
+                    )
+                ordered = True
+            else:
+                raise UserInputError(f"{model_name} has no module named {item!r}{_close(item, all_names)}")
+        else:
+            raise UserInputError(
+                f"a layer must be a module name, a glob pattern or an nn.Module class, got {type(item).__name__}"
+            )
+        names.extend(n for n in found if n not in names)
+    return names, ordered, False
+
+
+def _checked_names(model: nn.Module, names: list[str]) -> list[str]:
+    named = dict(model.named_modules())
+    for name in names:
+        if name not in named:
+            raise UserInputError(
+                f"{type(model).__name__}.layer_names() lists {name!r}, which is not a submodule"
+                f"{_close(name, list(named))}"
+            )
+    return names
+
+
+def _is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """`*` within one dotted part, `**` across parts, `?` one character, `[...]` a class."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**.", i):
+            out.append(r"(?:.*\.)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(r".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append(r"[^.]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append(r"[^.]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", r"\\") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def _close(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, [c for c in candidates if c], n=5, cutoff=0.5)
+    return f"; close matches: {', '.join(close)}" if close else "; see model.named_modules() for the names"
+
+
+def _longest_container(model: nn.Module) -> str | None:
+    best, size = None, 1
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.ModuleList, nn.Sequential)) and len(module) > size:
+            best, size = name, len(module)
+    if best is None:
+        return None
+    return f"{best}.*" if best else "*"
+
+
+# -- which tensor, which input ---------------------------------------------------------------
+def pick_tensor(output: Any) -> torch.Tensor | None:
+    """The tensor a layer's output stands for (see the module docstring), or None."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        hidden = output.get("last_hidden_state")
+        if isinstance(hidden, torch.Tensor):
+            return hidden
+        values = list(output.values())
+    elif isinstance(output, (tuple, list)):
+        values = list(output)
+    else:
+        return None
+    for value in values:
+        found = pick_tensor(value)
+        if found is not None:
+            return found
+    return None
+
+
+def batch_inputs(batch: Any) -> Any:
+    """What the model is called with: the batch, or its first element for a tuple/list."""
+    if isinstance(batch, (tuple, list)):
+        if not batch:
+            raise UserInputError("a batch is an empty tuple; expected a Tensor, a dict or (inputs, labels)")
+        return batch[0]
+    return batch
+
+
+def batch_len(batch: Any) -> int:
+    """Number of examples in a batch (first dimension of its tensor, or of a dict's first tensor)."""
+    x = batch_inputs(batch)
+    if isinstance(x, torch.Tensor) and x.ndim > 0:
+        return x.shape[0]
+    if isinstance(x, Mapping):
+        for value in x.values():
+            if isinstance(value, torch.Tensor) and value.ndim > 0:
+                return value.shape[0]
+    raise UserInputError(
+        f"cannot tell the batch size of a {type(x).__name__}: a batch must be a Tensor (n, ...), "
+        "a dict of Tensors (n, ...) or a tuple whose first element is one"
+    )
+
+
+def call_model(model: nn.Module, batch: Any, device: torch.device | str | None = None) -> Any:
+    """Run `model` on one batch (see the module docstring), moving tensors to `device`."""
+    x = batch_inputs(batch)
+    if isinstance(x, Mapping):
+        return model(**{k: _to(v, device) for k, v in x.items()})
+    return model(_to(x, device))
+
+
+def _to(value: Any, device: torch.device | str | None) -> Any:
+    if device is not None and isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    return value
+
+
+@contextlib.contextmanager
+def inference(*models: nn.Module) -> Iterator[None]:
+    """Eval mode and `torch.inference_mode` for the duration; training flags restored after.
+
+    Each submodule's own flag is restored (also when an error is raised), so a
+    model with some submodules deliberately in eval mode comes back as it was.
+    """
+    flags = [(m, m.training) for model in models for m in model.modules()]
+    try:
+        for model in models:
+            model.eval()
+        with torch.inference_mode():
+            yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model without any)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+# -- taps --------------------------------------------------------------------------------------
+class _Taps:
+    """Forward hooks on named modules that process each output as it is produced.
+
+    Subclasses define `_process(name, tensor)`. Before each forward call
+    `expect(n)`; after it `take()` returns {name: result} in layer order.
+    """
+
+    def __init__(self, model: nn.Module, layers: LayerSpec, *, what: str = "model") -> None:
+        self.model = model
+        self.what = what
+        names, self._forward_order, self._lenient = _resolve(model, layers)
+        self._names = names
+        self._settled = False
+        self._n: int | None = None
+        self._results: dict[str, Any] = {}
+        self._calls: list[str] = []
+        self._dropped: dict[str, str] = {}
+        self._handles: list[Any] = []
+
+    @property
+    def names(self) -> list[str]:
+        """The tapped layers, in the order results are returned (final after the first batch)."""
+        return list(self._names)
+
+    def __enter__(self) -> _Taps:
+        for name in self._names:
+            module = self.model.get_submodule(name)
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._results.clear()
+
+    def expect(self, n: int | None) -> None:
+        """Start a forward pass over a batch of `n` examples (None: the first tapped output's)."""
+        self._n = n
+        self._results.clear()
+        self._calls.clear()
+
+    def _hook(self, name: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if name in self._dropped:
+                return
+            if name in self._results or name in self._calls:
+                self._reject(
+                    name,
+                    "is called more than once per forward pass; tap a module that runs once "
+                    "(its parent, or one module per use)",
+                )
+                return
+            self._calls.append(name)
+            tensor = pick_tensor(output)
+            if self._n is None and tensor is not None and tensor.ndim > 0:
+                self._n = tensor.shape[0]
+            if tensor is None:
+                self._reject(name, f"returns {type(output).__name__} with no tensor in it")
+                return
+            if tensor.ndim == 0 or tensor.shape[0] != self._n:
+                self._reject(
+                    name,
+                    f"returns shape {tuple(tensor.shape)} whose first dimension is not the batch (n={self._n})",
+                )
+                return
+            self._results[name] = self._process(name, tensor)
+
+        return hook
+
+    def _reject(self, name: str, why: str) -> None:
+        if self._lenient and not self._settled:
+            self._dropped[name] = why
+            self._results.pop(name, None)
+            return
+        raise UserInputError(f"layer {name!r} of {self.what} {why}")
+
+    def _process(self, name: str, tensor: torch.Tensor) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def take(self) -> dict[str, Any]:
+        """The results of the forward pass just run, in layer order; resets for the next one."""
+        if not self._settled:
+            self._settle()
+        missing = [n for n in self._names if n not in self._results]
+        if missing:
+            raise UserInputError(
+                f"layer(s) {missing[:5]} of {self.what} were not called in the forward pass; "
+                "tap modules that the model's forward uses"
+            )
+        out = {n: self._results[n] for n in self._names}
+        self.expect(None)
+        return out
+
+    def _settle(self) -> None:
+        """After the first batch: drop unusable modules (generic "all"), fix the order."""
+        if self._lenient:
+            shared = [n for n, why in self._dropped.items() if "more than once" in why]
+            if shared:
+                warnings.warn(
+                    f"{len(shared)} module(s) of {self.what} run more than once per forward pass and are left out "
+                    f"of 'all': {shared[:5]}",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            self._names = [n for n in self._names if n in self._results]
+            if not self._names:
+                raise UserInputError(f"no module of {self.what} returns a tensor with the batch as first dimension")
+        if self._forward_order:
+            first = {n: i for i, n in enumerate(self._calls)}
+            self._names.sort(key=lambda n: first.get(n, len(first)))
+        self._settled = True
+
+
+class GramTaps(_Taps):
+    """Context manager: each tapped module's output becomes its (n, n) Gram at once.
+
+    The activation is centred over the examples into a reused buffer and
+    multiplied with itself in its own precision (float32 for float32/16
+    activations); only the Gram is kept, so memory is one forward pass plus L
+    Grams. A layer constant over the examples gets an exactly zero Gram.
+
+    Example:
+        >>> with GramTaps(model, "encoder.layer.*") as taps:
+        ...     taps.expect(len(x)); model(x)
+        ...     grams = taps.stacked()  # (L, n, n) float32, in forward order
+    """
+
+    def __init__(self, model: nn.Module, layers: LayerSpec, *, what: str = "model") -> None:
+        super().__init__(model, layers, what=what)
+        self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)
+        self._buffers.clear()
+
+    def _process(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        return self._gram(tensor)
+
+    def _gram(self, t: torch.Tensor) -> torch.Tensor:
+        t = _memory_order(t.detach())
+        n = t.shape[0]
+        dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else (
+            torch.float32 if t.is_floating_point() else torch.float64
+        )
+        key = (t.device, dtype)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < t.numel():
+            buf = self._buffers[key] = torch.empty(t.numel(), dtype=dtype, device=t.device)
+        centred = buf[: t.numel()].view(t.shape)
+        if t.dtype == dtype and t.is_contiguous():
+            # The mean as a (1, n) x (n, p) product: about 3x faster than a reduction over dim 0.
+            weights = torch.full((1, n), 1.0 / n, dtype=dtype, device=t.device)
+            mean = (weights @ t.view(n, -1)).view(1, *t.shape[1:])
+        else:
+            mean = t.mean(dim=0, keepdim=True, dtype=dtype)
+        torch.sub(t, mean, out=centred)
+        gram = _self_product(centred.view(n, -1))
+        if n > 1:
+            if t.device.type == "cpu":
+                # A layer constant over the examples leaves only the rounding error of its mean.
+                if torch.equal(t[0], t[1]) and torch.equal(t, t[:1].expand_as(t)):
+                    gram.zero_()
+            else:  # no host synchronisation per layer
+                gram = torch.where((t == t[:1]).all(), torch.zeros_like(gram), gram)
+        return gram
+
+    def stacked(self) -> torch.Tensor:
+        """The Grams of the forward pass just run, as one (L, n, n) tensor in layer order.
+
+        Raises:
+            UserInputError: a layer's activations (or their Gram) hold NaN or Inf.
+        """
+        grams = self.take()
+        stack = torch.stack(list(grams.values()))
+        bad = ~torch.isfinite(stack).flatten(1).all(dim=1)
+        if bool(bad.any()):
+            first = self._names[int(bad.nonzero()[0, 0])]
+            raise UserInputError(
+                f"layer {first!r} of {self.what} produced NaN or Inf activations (or their Gram overflowed "
+                f"{stack.dtype}); CKA needs finite activations"
+            )
+        return stack
+
+
+def _self_product(x: torch.Tensor) -> torch.Tensor:
+    """``x @ x.T`` for (n, p) `x`; on the CPU from three of its four (n/2)-blocks.
+
+    PyTorch has no symmetric rank-k product (BLAS syrk); skipping the block above the
+    diagonal saves a quarter of the work, about 10-20% of the time measured in situ.
+    """
+    n = x.shape[0]
+    if x.device.type != "cpu" or n < 64:
+        return x @ x.T
+    h = n // 2
+    top, bottom = x[:h], x[h:]
+    gram = torch.empty(n, n, dtype=x.dtype)
+    lower = bottom @ top.T  # (n - h, h)
+    gram[:h, :h] = top @ top.T
+    gram[h:, :h] = lower
+    gram[:h, h:] = lower.T
+    gram[h:, h:] = bottom @ bottom.T
+    return gram
+
+
+def _memory_order(t: torch.Tensor) -> torch.Tensor:
+    """`t` with its non-batch dimensions permuted into memory order when that makes it contiguous.
+
+    A Gram does not depend on the order of the features, so e.g. a channels_last
+    activation is used without a copy.
+    """
+    if t.ndim <= 2 or t.is_contiguous():
+        return t
+    dims = sorted(range(1, t.ndim), key=lambda d: -t.stride(d))
+    view = t.permute(0, *dims)
+    return view if view.is_contiguous() else t
+
+
+class ActivationTaps(_Taps):
+    """Context manager keeping each tapped module's output (detached copies), for probes or PCA."""
+
+    def __init__(
+        self, model: nn.Module, layers: LayerSpec, *, to: torch.device | str | None = None, what: str = "model"
+    ) -> None:
+        super().__init__(model, layers, what=what)
+        self.to = to
+
+    def _process(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        # A copy: a later in-place op (ReLU(inplace=True)) must not change what was captured.
+        out = tensor.detach()
+        return out.to(self.to, copy=True) if self.to is not None else out.clone()
+
+
+def capture_activations(
+    model: nn.Module,
+    layers: LayerSpec,
+    inputs: Any,
+    *,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    to: torch.device | str | None = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Activations of the selected layers for `inputs`, in eval and inference mode.
+
+    Args:
+        model: any module (its training flags are restored afterwards).
+        layers: a layer spec (see `resolve_layers`).
+        inputs: one batch (Tensor, dict or (inputs, labels) tuple), or a Tensor
+            (N, ...) to run in slices of `batch_size`.
+        batch_size: slice a Tensor `inputs` into batches of this size (None: one batch).
+        device: where the model runs; None means the device of its parameters.
+        to: where the activations are kept (None: where they were produced).
+
+    Returns:
+        {layer name: (N, ...) tensor}, in forward order for globs and classes.
+    """
+    device = model_device(model) if device is None else torch.device(device)
+    if batch_size is not None and isinstance(inputs, torch.Tensor):
+        batches = list(inputs.split(batch_size))
+    else:
+        batches = [inputs]
+    parts: dict[str, list[torch.Tensor]] = {}
+    with ActivationTaps(model, layers, to=to) as taps, inference(model):
+        for batch in batches:
+            taps.expect(batch_len(batch))
+            call_model(model, batch, device)
+            for name, act in taps.take().items():
+                parts.setdefault(name, []).append(act)
+    return {name: acts[0] if len(acts) == 1 else torch.cat(acts) for name, acts in parts.items()}
+
+
+__all__ = [
+    "ActivationTaps",
+    "GramTaps",
+    "LAYER_KINDS",
+    "LayerSpec",
+    "batch_inputs",
+    "batch_len",
+    "call_model",
+    "capture_activations",
+    "inference",
+    "model_device",
+    "pick_tensor",
+    "resolve_layers",
+]

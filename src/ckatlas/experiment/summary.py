@@ -1,0 +1,144 @@
+"""summary.json: one entry per model, the grid at a glance, and where every result is.
+
+Built from the files of the experiment directory alone, so a report can be
+written from disk. Paths are relative to the experiment directory.
+
+    {
+      "format": "ckatlas.ExperimentSummary",
+      "name": ..., "description": ..., "dataset": {name, num_train, num_test, image_shape, num_classes, ...},
+      "models": [{"name", "arch", "depth", "width", "residual", "seed", "fraction",
+                  "test_accuracy", "block_fraction", "blocks": [[start, end], ...],
+                  "layers": [...], "num_parameters", "train_seconds",
+                  "paths": {"run", "cka", "blocks", and "pca", "probes", "prune" when computed}}, ...],
+      "groups": [{"name", "arch", "depth", "width", "residual", "fraction", "runs": [...],
+                  "test_accuracy_mean", "test_accuracy_std", "block_fraction_mean",
+                  "block_fraction_std", "stability"}, ...],
+      "grid": [{"residual", "fraction", "depths", "widths",
+                "block_fraction": [[...]], "test_accuracy": [[...]]}, ...],
+      "cross_seed": [{"a", "b", "path"}, ...],
+      "analyses": {"enabled": [...], "errors": path or null},
+      "timings": {"train": s, "cka": s, ..., "total": s},
+      "config": {...}
+    }
+
+`blocks` are inclusive index ranges into `layers` (the analysed layers of the
+model's within-model heatmap); `block_fraction` is the share of those layers
+inside a block. In "grid", `block_fraction[i][j]` is the mean over seeds at
+`depths[i]`, `widths[j]` (null where the grid has no such model). Standard
+deviations are null for groups of one model.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ckatlas.analysis import BlockResult
+from ckatlas.experiment.config import ExperimentConfig, RunSpec
+from ckatlas.experiment.plan import cross_seed_pairs
+from ckatlas.experiment.store import ExperimentStore
+
+_FORMAT = "ckatlas.ExperimentSummary"
+
+
+def build_summary(store: ExperimentStore, config: ExperimentConfig) -> dict[str, Any]:
+    """The summary of a finished experiment (every step but the summary done)."""
+    models = [_model_entry(store, config, run) for run in config.runs]
+    by_name = {m["name"]: m for m in models}
+    groups = [_group_entry(store, name, [by_name[r.name] for r in runs]) for name, runs in config.groups.items()]
+    first_run = store.path(store.run_dir(config.runs[0].name)) / "config.json"
+    return {
+        "format": _FORMAT,
+        "name": config.name,
+        "description": config.description,
+        "dataset": json.loads(first_run.read_text(encoding="utf-8"))["data"],
+        "models": models,
+        "groups": groups,
+        "grid": _grid_tables(config, by_name),
+        "cross_seed": [
+            {"a": a.name, "b": b.name, "path": store.cka_file(a.name, b.name)} for a, b in cross_seed_pairs(config)
+        ],
+        "analyses": {
+            "enabled": config.analyses.enabled,
+            "errors": store.errors_file() if config.analyses.errors is not None else None,
+        },
+        "timings": _timings(store),
+        "config": config.to_dict(),
+    }
+
+
+def _model_entry(store: ExperimentStore, config: ExperimentConfig, run: RunSpec) -> dict[str, Any]:
+    run_dir = store.path(store.run_dir(run.name))
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    info = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    blocks = BlockResult.load(store.path(store.blocks_file(run.name)))
+    analyses = config.analyses
+    paths = {
+        "run": store.run_dir(run.name),
+        "cka": store.cka_file(run.name),
+        "blocks": store.blocks_file(run.name),
+        "pca": store.pca_file(run.name) if analyses.pca is not None else None,
+        "probes": store.probes_file(run.name) if analyses.probes is not None else None,
+        "prune": store.prune_file(run.name) if analyses.prune is not None and run.residual else None,
+    }
+    return {
+        **run.to_dict(),
+        "test_accuracy": metrics["final"]["test_accuracy"],
+        "block_fraction": blocks.block_fraction,
+        "blocks": [[b.start, b.end] for b in blocks.blocks],
+        "layers": blocks.layer_names,
+        "num_parameters": info["model"]["num_parameters"],
+        "train_seconds": metrics["final"]["train_seconds"],
+        "paths": {k: v for k, v in paths.items() if v is not None},
+    }
+
+
+def _group_entry(store: ExperimentStore, name: str, members: list[dict[str, Any]]) -> dict[str, Any]:
+    accuracy = np.array([m["test_accuracy"] for m in members])
+    fraction = np.array([m["block_fraction"] for m in members])
+    first = members[0]
+    return {
+        "name": name,
+        **{k: first[k] for k in ("arch", "depth", "width", "residual", "fraction")},
+        "runs": [m["name"] for m in members],
+        "test_accuracy_mean": float(accuracy.mean()),
+        "test_accuracy_std": float(accuracy.std(ddof=1)) if len(members) > 1 else None,
+        "block_fraction_mean": float(fraction.mean()),
+        "block_fraction_std": float(fraction.std(ddof=1)) if len(members) > 1 else None,
+        "stability": store.stability_file(name) if len(members) > 1 else None,
+    }
+
+
+def _grid_tables(config: ExperimentConfig, models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Depth x width tables of mean block fraction and accuracy, one per (residual, fraction)."""
+    tables = []
+    slices = sorted({(r.residual, r.fraction) for r in config.runs}, key=lambda s: (not s[0], -s[1]))
+    for residual, fraction in slices:
+        runs = [r for r in config.runs if (r.residual, r.fraction) == (residual, fraction)]
+        depths = sorted({r.depth for r in runs})
+        widths = sorted({r.width for r in runs})
+        cells: dict[str, list[list[float | None]]] = {"block_fraction": [], "test_accuracy": []}
+        for key in cells:
+            for depth in depths:
+                row = []
+                for width in widths:
+                    values = [models[r.name][key] for r in runs if (r.depth, r.width) == (depth, width)]
+                    row.append(float(np.mean(values)) if values else None)
+                cells[key].append(row)
+        tables.append({"residual": residual, "fraction": fraction, "depths": depths, "widths": widths, **cells})
+    return tables
+
+
+def _timings(store: ExperimentStore) -> dict[str, float]:
+    """Seconds per kind of step (train, cka, ...) and in total, as recorded when each was computed."""
+    out: dict[str, float] = {}
+    for key, seconds in store.read_timings().items():
+        kind = key.split("/", 1)[0]
+        out[kind] = out.get(kind, 0.0) + seconds
+    out["total"] = sum(out.values())
+    return out
+
+
+__all__ = ["build_summary"]

@@ -1,0 +1,452 @@
+"""CKA heatmaps over data: `heatmap` (one model or two) and `population_heatmaps` (many).
+
+Representations are measured in inference mode: models are put in eval mode
+for the duration (their training flags restored after, also on error) and run
+under `torch.inference_mode()`. The paper's minibatch estimator is used: each
+layer's Gram is computed in a forward hook (`ckatlas.capture.GramTaps`) and fed
+to `ckatlas.cka.MinibatchCKA`; with `passes` > 1 the data are reshuffled each
+pass (the paper uses 10 passes).
+
+Batches: a Tensor `inputs` (N, ...) is cut into batches of `batch_size`,
+consecutive slices with `shuffle=False`, slices of a fresh permutation each pass
+(from a generator seeded with `seed`) otherwise. An iterable of batches is used
+as it comes (`batch_size`, `shuffle` and `seed` do not apply; it must be
+re-iterable for `passes` > 1). A batch with fewer than 4 examples (the unbiased
+estimator's minimum) is skipped with a warning.
+
+Device: `device=None` means the device of model A's parameters. Models are not
+moved (every model must already be on `device`); each batch is moved there, and
+the Grams stay there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ckatlas import __version__
+from ckatlas.capture import GramTaps, LayerSpec, batch_len, call_model, inference, model_device
+from ckatlas.cka import MinibatchCKA
+from ckatlas.errors import UserInputError
+from ckatlas.files import atomic_open
+from ckatlas.seeding import make_generator
+
+MIN_BATCH = 4  # the unbiased HSIC estimator needs n >= 4
+
+
+# -- results -------------------------------------------------------------------------------
+@dataclass
+class CKAResult:
+    """A CKA heatmap: layers of model A (rows) against layers of model B (columns).
+
+    Attributes:
+        matrix: (La, Lb) float64 minibatch CKA; NaN for a layer with zero variance.
+        layers_a, layers_b: layer names of the rows and columns, input to output.
+        standard_error: (La, Lb) standard error from the spread of per-batch CKA.
+        n: examples per pass.
+        num_batches: minibatches over all passes.
+        passes: passes over the data.
+        model_a, model_b: names of the two models (the same for one model).
+        is_square: True when a model is compared with itself (symmetric, unit diagonal).
+        metadata: settings and versions (JSON-able).
+    """
+
+    matrix: np.ndarray
+    layers_a: list[str]
+    layers_b: list[str]
+    standard_error: np.ndarray
+    n: int
+    num_batches: int
+    passes: int
+    model_a: str = "model_a"
+    model_b: str = "model_a"
+    is_square: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.matrix = np.asarray(self.matrix, dtype=np.float64)
+        self.standard_error = np.asarray(self.standard_error, dtype=np.float64)
+        self.layers_a, self.layers_b = list(self.layers_a), list(self.layers_b)
+        shape = (len(self.layers_a), len(self.layers_b))
+        if self.matrix.shape != shape or self.standard_error.shape != shape:
+            raise UserInputError(
+                f"a CKA matrix of shape {self.matrix.shape} (standard errors {self.standard_error.shape}) does not "
+                f"fit {shape[0]} x {shape[1]} layer names"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(La, Lb)."""
+        return self.matrix.shape
+
+    def transpose(self) -> CKAResult:
+        """The same comparison with the roles of the models swapped."""
+        return CKAResult(
+            self.matrix.T.copy(), self.layers_b, self.layers_a, self.standard_error.T.copy(), self.n,
+            self.num_batches, self.passes, self.model_b, self.model_a, self.is_square, dict(self.metadata),
+        )
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "layers_a": self.layers_a,
+            "layers_b": self.layers_b,
+            "n": self.n,
+            "num_batches": self.num_batches,
+            "passes": self.passes,
+            "model_a": self.model_a,
+            "model_b": self.model_b,
+            "is_square": self.is_square,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def _from_header(cls, header: dict[str, Any], matrix: np.ndarray, se: np.ndarray) -> CKAResult:
+        keys = ("layers_a", "layers_b", "n", "num_batches", "passes", "model_a", "model_b", "is_square", "metadata")
+        return cls(matrix, standard_error=se, **{k: header[k] for k in keys})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as JSON-able Python values (NaN stays float NaN)."""
+        return {**self._header(), "matrix": self.matrix.tolist(), "standard_error": self.standard_error.tolist()}
+
+    def save(self, path: str | Path) -> Path:
+        """Write an `.npz` (arrays plus a JSON header; loadable without pickle), atomically."""
+        path = Path(path)
+        with atomic_open(path, "wb") as fh:
+            header = np.array(json.dumps(self._header()))
+            np.savez(fh, matrix=self.matrix, standard_error=self.standard_error, header=header)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> CKAResult:
+        """Read what `save` wrote."""
+        arrays = _load_npz(path, ("matrix", "standard_error", "header"), "a CKAResult")
+        return cls._from_header(json.loads(str(arrays["header"])), arrays["matrix"], arrays["standard_error"])
+
+
+@dataclass
+class PopulationResult:
+    """Every within- and cross-model CKA heatmap of a set of models.
+
+    `results[(a, b)]` exists for each pair with a at or before b in `names`;
+    `result[a, b]` also answers the reverse order (transposed).
+    """
+
+    names: list[str]
+    results: dict[tuple[str, str], CKAResult]
+
+    def __getitem__(self, key: tuple[str, str]) -> CKAResult:
+        a, b = key
+        if (a, b) in self.results:
+            return self.results[(a, b)]
+        if (b, a) in self.results:
+            return self.results[(b, a)].transpose()
+        raise KeyError(f"no heatmap for ({a!r}, {b!r}); models are {self.names}")
+
+    def within(self, name: str) -> CKAResult:
+        """The heatmap of one model with itself."""
+        return self[name, name]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: the names and each pair's `CKAResult.to_dict()`."""
+        return {"names": self.names, "results": [r.to_dict() for r in self.results.values()]}
+
+    def save(self, path: str | Path) -> Path:
+        """Write all heatmaps to one `.npz` (no pickle), atomically."""
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {}
+        headers = []
+        for k, ((a, b), res) in enumerate(self.results.items()):
+            arrays[f"matrix_{k}"], arrays[f"standard_error_{k}"] = res.matrix, res.standard_error
+            headers.append({"pair": [a, b], **res._header()})
+        header = np.array(json.dumps({"names": self.names, "results": headers}))
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, header=header, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PopulationResult:
+        """Read what `save` wrote."""
+        arrays = _load_npz(path, ("header",), "a PopulationResult")
+        header = json.loads(str(arrays["header"]))
+        results = {}
+        for k, h in enumerate(header["results"]):
+            results[tuple(h["pair"])] = CKAResult._from_header(h, arrays[f"matrix_{k}"], arrays[f"standard_error_{k}"])
+        return cls(header["names"], results)
+
+
+def _load_npz(path: str | Path, keys: Sequence[str], what: str) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path} does not exist; expected {what} saved as .npz")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{path} is not a readable .npz file ({exc})") from None
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise UserInputError(f"{path} holds no {what}: arrays {missing} are missing")
+    return arrays
+
+
+# -- the API -------------------------------------------------------------------------------
+def heatmap(
+    model_a: nn.Module,
+    inputs: Any,
+    model_b: nn.Module | None = None,
+    layers: LayerSpec = "blocks",
+    layers_b: LayerSpec | None = None,
+    batch_size: int = 256,
+    passes: int = 1,
+    shuffle: bool = True,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    *,
+    progress: bool | None = None,
+    model_names: tuple[str, str] | None = None,
+) -> CKAResult:
+    """Minibatch CKA between the layers of one model, or of two models on the same batches.
+
+    Args:
+        model_a: the model of the rows.
+        inputs: a Tensor (N, ...) or an iterable of batches (see the module docstring).
+        model_b: the model of the columns; None compares `model_a` with itself.
+        layers: layers of model A: "blocks", "all", names, glob patterns or
+            module classes (see `ckatlas.capture.resolve_layers`).
+        layers_b: layers of model B; None uses `layers`.
+        batch_size: examples per minibatch (Tensor inputs).
+        passes: passes over the data, reshuffled each time when `shuffle`.
+        shuffle: draw batches from a random permutation (Tensor inputs).
+        seed: seed of the permutations.
+        device: where the models run; None means model A's parameter device.
+        progress: show a progress bar (None: when stderr is a terminal).
+        model_names: names stored in the result (default: the class names).
+
+    Returns:
+        A `CKAResult`; `matrix[i, j]` compares layer i of A with layer j of B.
+    """
+    models = [model_a] if model_b is None else [model_a, model_b]
+    specs = [layers] if model_b is None else [layers, layers if layers_b is None else layers_b]
+    if model_names is None:
+        model_names = (type(model_a).__name__, type(model_b if model_b is not None else model_a).__name__)
+    names = [model_names[0]] if model_b is None else list(model_names)
+    pair = (0, 0) if model_b is None else (0, 1)
+    return _population(models, names, specs, [pair], inputs, batch_size, passes, shuffle, seed, device, progress)[pair]
+
+
+def population_heatmaps(
+    models: Mapping[str, nn.Module] | Sequence[nn.Module],
+    inputs: Any,
+    layers: LayerSpec | Mapping[str, LayerSpec] = "blocks",
+    batch_size: int = 256,
+    passes: int = 1,
+    shuffle: bool = True,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    *,
+    progress: bool | None = None,
+) -> PopulationResult:
+    """Every within- and cross-model heatmap of a set of models, one forward per model per batch.
+
+    Args:
+        models: {name: model}, or a list (named "model_0", "model_1", ...).
+        inputs, batch_size, passes, shuffle, seed, device, progress: as in `heatmap`.
+        layers: one layer spec for every model, or {name: spec}.
+
+    Returns:
+        A `PopulationResult` holding a `CKAResult` for each pair (a, b), a at or before b.
+    """
+    if isinstance(models, Mapping):
+        names, mods = [str(k) for k in models], list(models.values())
+    else:
+        mods = list(models)
+        names = [f"model_{i}" for i in range(len(mods))]
+    if not mods:
+        raise UserInputError("population_heatmaps needs at least one model")
+    if isinstance(layers, Mapping):
+        unknown = sorted(set(layers) - set(names))
+        if unknown or len(layers) != len(names):
+            raise UserInputError(f"layers must name every model exactly once: models are {names}, got {sorted(layers)}")
+        specs = [layers[name] for name in names]
+    else:
+        specs = [layers] * len(mods)
+    pairs = [(i, j) for i in range(len(mods)) for j in range(i, len(mods))]
+    out = _population(mods, names, specs, pairs, inputs, batch_size, passes, shuffle, seed, device, progress)
+    return PopulationResult(names, {(names[i], names[j]): res for (i, j), res in out.items()})
+
+
+# -- the driver ----------------------------------------------------------------------------
+def _population(
+    models: list[nn.Module],
+    names: list[str],
+    specs: list[LayerSpec],
+    pairs: list[tuple[int, int]],
+    inputs: Any,
+    batch_size: int,
+    passes: int,
+    shuffle: bool,
+    seed: int,
+    device: torch.device | str | None,
+    progress: bool | None,
+) -> dict[tuple[int, int], CKAResult]:
+    """Run each distinct model once per batch and feed every requested pair's accumulator."""
+    device = _checked_device(models, names, batch_size, passes, device)
+    batches = _Batches(inputs, batch_size, shuffle, seed)
+    if passes > 1 and batches.one_shot:
+        raise UserInputError(
+            "inputs is a one-shot iterator; passes > 1 needs a Tensor or a re-iterable (a list, a DataLoader)"
+        )
+    distinct = list({id(m): m for m in models}.values())
+    accs: dict[tuple[int, int], MinibatchCKA] = {}
+    n_per_pass = 0
+    total = batches.count * passes if batches.count is not None else None
+    with contextlib.ExitStack() as stack:
+        taps = [
+            stack.enter_context(GramTaps(m, spec, what=f"model {name!r}")) for m, spec, name in zip(models, specs, names)
+        ]
+        stack.enter_context(inference(*distinct))
+        disable = None if progress is None else not progress  # None: only on a terminal
+        bar = stack.enter_context(tqdm(total=total, desc="CKA", unit="batch", disable=disable, leave=False))
+        for p in range(passes):
+            for batch in batches.epoch():
+                n = batch_len(batch)
+                for t in taps:
+                    t.expect(n)
+                for model in distinct:
+                    call_model(model, batch, device)
+                grams = [t.stacked() for t in taps]
+                for i, j in pairs:
+                    if (i, j) not in accs:  # layer counts are known after the first batch
+                        lb = None if i == j else len(taps[j].names)
+                        accs[(i, j)] = MinibatchCKA(len(taps[i].names), lb, device=device)
+                    accs[(i, j)].update_grams(grams[i], None if i == j else grams[j])
+                if p == 0:
+                    n_per_pass += n
+                bar.update(1)
+        layer_names = [t.names for t in taps]
+    if not accs:
+        raise UserInputError(f"no batch of at least {MIN_BATCH} examples to compute CKA from: give more inputs")
+    meta = {
+        "batch_size": batch_size if batches.sliced else None,
+        "shuffle": shuffle if batches.sliced else None,
+        "seed": seed if batches.sliced and shuffle else None,
+        "device": str(device),
+        "ckatlas": __version__,
+        "torch": torch.__version__,
+    }
+    results = {}
+    for (i, j), acc in accs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # dead layers: reported once below
+            matrix, se = acc.compute(), acc.standard_error()
+        results[(i, j)] = CKAResult(
+            matrix.cpu().numpy(), layer_names[i], layer_names[j], se.cpu().numpy(), n_per_pass, acc.num_batches,
+            passes, names[i], names[j], i == j, dict(meta),
+        )
+    _warn_dead(results, names)
+    return results
+
+
+def _checked_device(
+    models: list[nn.Module], names: list[str], batch_size: int, passes: int, device: torch.device | str | None
+) -> torch.device:
+    """Validate the arguments; the device to run on (None: model A's)."""
+    for label, value in (("batch_size", batch_size), ("passes", passes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserInputError(f"{label} must be a positive integer, got {value!r}")
+    for name, model in zip(names, models):
+        if not isinstance(model, nn.Module):
+            raise UserInputError(f"model {name!r} must be a torch.nn.Module, got {type(model).__name__}")
+    device = model_device(models[0]) if device is None else torch.device(device)
+    for name, model in zip(names, models):
+        if not _same_device(model_device(model), device):
+            raise UserInputError(
+                f"model {name!r} is on {model_device(model)} but CKA runs on {device}: move it with model.to(device)"
+            )
+    return device
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def _warn_dead(results: dict[tuple[int, int], CKAResult], names: list[str]) -> None:
+    dead: dict[str, list[str]] = {}
+    for (i, j), res in results.items():
+        nan = np.isnan(res.matrix)
+        sides = ((names[i], res.layers_a, nan.all(axis=1)), (names[j], res.layers_b, nan.all(axis=0)))
+        for name, layers, flags in sides:
+            for k in np.flatnonzero(flags):
+                if layers[k] not in dead.setdefault(name, []):
+                    dead[name].append(layers[k])
+    dead = {name: layers for name, layers in dead.items() if layers}
+    if dead:
+        text = "; ".join(f"{name}: {layers[:5]}" for name, layers in dead.items())
+        warnings.warn(f"layers with zero variance across examples have NaN CKA: {text}", RuntimeWarning, stacklevel=3)
+
+
+class _Batches:
+    """The minibatches of one pass over `inputs` (see the module docstring)."""
+
+    def __init__(self, inputs: Any, batch_size: int, shuffle: bool, seed: int) -> None:
+        if isinstance(inputs, np.ndarray):
+            inputs = torch.from_numpy(inputs)
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, (torch.Tensor, Iterable)):
+            raise UserInputError(
+                f"inputs must be a Tensor (N, ...) or an iterable of batches, got {type(inputs).__name__}"
+            )
+        self.inputs, self.batch_size, self.shuffle = inputs, batch_size, shuffle
+        self.sliced = isinstance(inputs, torch.Tensor)
+        self.one_shot = not self.sliced and iter(inputs) is inputs
+        self.generator = make_generator(seed) if self.sliced and shuffle else None
+        self._warned = False
+        if self.sliced:
+            if inputs.ndim == 0 or len(inputs) < MIN_BATCH:
+                raise UserInputError(
+                    f"inputs must hold at least {MIN_BATCH} examples along the first dimension, "
+                    f"got shape {tuple(inputs.shape)}"
+                )
+            full, rest = divmod(len(inputs), batch_size)
+            self.count: int | None = full + (rest >= MIN_BATCH)
+        else:
+            self.count = len(inputs) if hasattr(inputs, "__len__") else None
+
+    def epoch(self) -> Iterator[Any]:
+        if not self.sliced:
+            for batch in self.inputs:
+                if self._usable(batch_len(batch)):
+                    yield batch
+            return
+        x = self.inputs
+        order = torch.randperm(len(x), generator=self.generator) if self.shuffle else None
+        for start in range(0, len(x), self.batch_size):
+            stop = min(start + self.batch_size, len(x))
+            if not self._usable(stop - start):
+                continue
+            yield x[start:stop] if order is None else x[order[start:stop].to(x.device)]
+
+    def _usable(self, n: int) -> bool:
+        if n >= MIN_BATCH:
+            return True
+        if not self._warned:
+            which = "the final batch" if self.sliced else "a batch"
+            warnings.warn(
+                f"{which} of {n} example(s) is skipped: minibatch CKA needs at least {MIN_BATCH} per batch",
+                UserWarning,
+                stacklevel=4,
+            )
+            self._warned = True
+        return False
+
+
+__all__ = ["CKAResult", "PopulationResult", "heatmap", "population_heatmaps"]

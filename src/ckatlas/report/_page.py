@@ -1,0 +1,267 @@
+"""Pieces the report is built from: the experiment's results as read from disk, and HTML fragments.
+
+`ReportData` opens an experiment directory through its summary.json and loads the
+results it lists; a missing or unreadable file is noted (and its part of the report
+skipped), never an error. The HTML helpers escape every piece of text they are
+given; figures become inline base64 PNGs, so the page needs no other file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ckatlas.errors import UserInputError
+
+SUMMARY_FORMAT = "ckatlas.ExperimentSummary"
+DPI = 100  # figures are embedded: enough for a screen, small enough to mail the file
+
+T = TypeVar("T")
+
+
+@dataclass
+class Section:
+    """One section of the report.
+
+    Attributes:
+        anchor: the section's id (for the table of contents).
+        title: its heading (plain text).
+        body: its HTML (already escaped).
+        notes: plain-text notes on what is missing from it.
+    """
+
+    anchor: str
+    title: str
+    body: str
+    notes: list[str] = field(default_factory=list)
+
+
+class ReportData:
+    """An experiment directory as the report sees it: summary.json and the results it lists.
+
+    Args:
+        root: the experiment directory.
+
+    Raises:
+        UserInputError: `root` is no folder, holds no summary.json (no experiment, or
+            an unfinished one), or its summary.json is unreadable.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise UserInputError(
+                f"{self.root} is not a folder; expected an experiment directory ('ckatlas run ... --out DIR')"
+            )
+        path = self.root / "summary.json"
+        if not path.is_file():
+            if (self.root / "experiment.json").is_file():
+                raise UserInputError(
+                    f"{self.root} holds an unfinished experiment (no summary.json); "
+                    f"finish it first: ckatlas run {self.root / 'experiment.toml'} --out {self.root}"
+                )
+            raise UserInputError(
+                f"{self.root} is not a ckatlas experiment (no summary.json); expected the --out folder of 'ckatlas run'"
+            )
+        try:
+            self.summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserInputError(f"{path} is unreadable ({exc}); re-run the experiment to write it again") from None
+        if not isinstance(self.summary, dict) or self.summary.get("format") != SUMMARY_FORMAT:
+            raise UserInputError(f"{path} is not a ckatlas experiment summary (expected format {SUMMARY_FORMAT!r})")
+        self.models: list[dict[str, Any]] = list(self.summary.get("models", []))
+        self.groups: dict[str, dict[str, Any]] = {g["name"]: g for g in self.summary.get("groups", [])}
+        self._cache: dict[tuple[str, str], tuple[Any, str | None]] = {}
+
+    def load(self, loader: Callable[[Path], T], relative: str | None, notes: list[str]) -> T | None:
+        """`loader(root / relative)`, or None (with a line in `notes`) when the file is missing or unreadable."""
+        if relative is None:
+            return None
+        key = (getattr(loader, "__qualname__", repr(loader)), relative)
+        if key not in self._cache:
+            path = self.root / relative
+            value: T | None = None
+            problem = None
+            if not path.exists():
+                problem = f"{relative} is missing"
+            else:
+                try:
+                    value = loader(path)
+                except (UserInputError, OSError, ValueError, KeyError, TypeError) as exc:
+                    problem = f"{relative} could not be read ({exc})"
+            self._cache[key] = (value, problem)
+        value, problem = self._cache[key]
+        if problem is not None and problem not in notes:
+            notes.append(problem)
+        return value
+
+    def slice_models(self, table: dict[str, Any]) -> list[dict[str, Any]]:
+        """The models of one depth x width table of summary["grid"] (one residual setting and data fraction)."""
+        return [m for m in self.models if (m["residual"], m["fraction"]) == (table["residual"], table["fraction"])]
+
+    def cell(self, table: dict[str, Any], depth: int, width: float) -> list[dict[str, Any]]:
+        """The models (all seeds, lowest first) at one cell of a depth x width table."""
+        found = [m for m in self.slice_models(table) if (m["depth"], m["width"]) == (depth, width)]
+        return sorted(found, key=lambda m: m["seed"])
+
+    def model(self, name: str) -> dict[str, Any] | None:
+        """The summary entry of one model, by run name."""
+        return next((m for m in self.models if m["name"] == name), None)
+
+    def group_of(self, run: str) -> dict[str, Any] | None:
+        """The group (one architecture, all its seeds) that a run belongs to."""
+        return next((g for g in self.groups.values() if run in g["runs"]), None)
+
+    def environment(self) -> dict[str, Any]:
+        """Versions and device of the first training run (from its config.json); empty when unreadable."""
+        if not self.models:
+            return {}
+        notes: list[str] = []
+        info = self.load(_read_json, f"{self.models[0]['paths']['run']}/config.json", notes)
+        return dict(info.get("environment", {})) if isinstance(info, dict) else {}
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def slice_title(table: dict[str, Any], tables: Sequence[dict[str, Any]]) -> str:
+    """How one depth x width table differs from the others ("" when it is the only one)."""
+    if len(tables) < 2:
+        return ""
+    parts = []
+    if len({t["residual"] for t in tables}) > 1:
+        parts.append("with residual connections" if table["residual"] else "without residual connections")
+    if len({t["fraction"] for t in tables}) > 1:
+        parts.append(f"{table['fraction']:g} of the training data")
+    return ", ".join(parts)
+
+
+def seeds_phrase(models: Sequence[dict[str, Any]]) -> str:
+    """"seed 0" or "seeds 0, 1" for the models shown."""
+    seeds = sorted({m["seed"] for m in models})
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
+
+
+def grid_figure(
+    data: ReportData,
+    table: dict[str, Any],
+    draw: Callable[[Axes, dict[str, Any]], str | None],
+    *,
+    panel: tuple[float, float] = (2.6, 2.4),
+) -> tuple[Figure, list[dict[str, Any]]] | None:
+    """Panels laid out as the paper's figures: depths down the rows, widths along the columns.
+
+    Each panel shows the lowest seed of its cell. `draw(ax, model)` draws one model and
+    returns the end of its title, or None when that model's result is missing (the
+    panel is then left blank).
+
+    Returns:
+        The figure and the models drawn, or None when nothing could be drawn.
+    """
+    depths, widths = table["depths"], table["widths"]
+    fig = Figure(figsize=(panel[0] * len(widths) + 0.8, panel[1] * len(depths)), layout="constrained")
+    axes = fig.subplots(len(depths), len(widths), squeeze=False)
+    shown = []
+    for i, depth in enumerate(depths):
+        for j, width in enumerate(widths):
+            ax = axes[i][j]
+            models = data.cell(table, depth, width)
+            title = draw(ax, models[0]) if models else None
+            if title is None:
+                ax.clear()
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, "no result" if models else "not in the grid", ha="center", va="center",
+                        transform=ax.transAxes, color="grey")
+                continue
+            shown.append(models[0])
+            ax.set_title(f"depth {depth}, width {width:g}×" + (f"\n{title}" if title else ""), fontsize=9)
+            if j > 0:
+                ax.set_ylabel("")
+            if i < len(depths) - 1:
+                ax.set_xlabel("")
+    return (fig, shown) if shown else None
+
+
+def shade_layers(ax: Axes, layers: Sequence[str], inside: Sequence[Sequence[str]], color: str = "tab:orange") -> None:
+    """Shade, on a plot over `layers` (x = layer index), the span of each named run of layers (e.g. a block)."""
+    index = {name: k for k, name in enumerate(layers)}
+    for names in inside:
+        found = [index[n] for n in names if n in index]
+        if found:
+            ax.axvspan(min(found) - 0.5, max(found) + 0.5, color=color, alpha=0.15, linewidth=0)
+
+
+def index_ticks(ax: Axes, count: int) -> None:
+    """Number the layers along x (for small panels, where names do not fit)."""
+    positions = list(range(0, count, max(1, count // 8)))
+    ax.set_xticks(positions, [str(p) for p in positions], rotation=0, fontsize=8)
+    ax.set_xlabel("layer")
+
+
+# -- HTML fragments ------------------------------------------------------------------------------
+def esc(value: Any) -> str:
+    """Text escaped for HTML (quotes included)."""
+    return html.escape(str(value), quote=True)
+
+
+def figure_html(fig: Figure, alt: str, caption: str) -> str:
+    """A figure as an inline PNG with its caption (both plain text)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pil_kwargs={"optimize": True})
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{esc(alt)}">'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+    )
+
+
+def table_html(header: Sequence[str], rows: Sequence[Sequence[str]], *, cls: str = "") -> str:
+    """A table; header cells are plain text, row cells HTML (escape them first)."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(c if c.startswith(("<td", "<th")) else f"<td>{c}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    attr = f' class="{esc(cls)}"' if cls else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def para(text: str) -> str:
+    """A paragraph of plain text."""
+    return f"<p>{esc(text)}</p>"
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    """A number for a table ("–" for a missing one)."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def pct(value: float | None) -> str:
+    """A fraction as a percentage ("–" for a missing one)."""
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+__all__ = [
+    "DPI",
+    "ReportData",
+    "Section",
+    "esc",
+    "figure_html",
+    "fmt",
+    "grid_figure",
+    "index_ticks",
+    "para",
+    "pct",
+    "seeds_phrase",
+    "shade_layers",
+    "slice_title",
+    "table_html",
+]

@@ -1,0 +1,202 @@
+"""Report sections on the CKA maps and their block structure: the heatmap grid, the block
+table, block stability across seeds and cross-seed heatmaps.
+
+Each section reads saved results (`CKAResult`, `BlockResult`, `BlockStability`) and
+returns a `Section`, or None when the experiment has nothing for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ckatlas.analysis import BlockResult, BlockStability, average_heatmaps
+from ckatlas.heatmap import CKAResult
+from ckatlas.report._page import (
+    ReportData,
+    Section,
+    esc,
+    figure_html,
+    fmt,
+    grid_figure,
+    para,
+    pct,
+    seeds_phrase,
+    slice_title,
+    table_html,
+)
+from ckatlas.report.analysis_figures import plot_averaged_heatmap
+from ckatlas.report.block_figures import outline_blocks, plot_block_frequency
+from ckatlas.report.heatmap_figures import plot_heatmap
+
+
+def _cka_phrase(cka: CKAResult) -> str:
+    passes = f", {cka.passes} passes" if cka.passes > 1 else ""
+    return f"{cka.n} test examples in {cka.num_batches} minibatches{passes}"
+
+
+def heatmap_grid_section(data: ReportData) -> Section | None:
+    """Each model's within-model CKA heatmap, depth x width, with its blocks outlined."""
+    notes: list[str] = []
+    parts = []
+    tables = data.summary.get("grid", [])
+    first: list[CKAResult] = []
+
+    def draw(ax: Axes, model: dict[str, Any]) -> str | None:
+        cka = data.load(CKAResult.load, model["paths"].get("cka"), notes)
+        if cka is None:
+            return None
+        first.append(cka)
+        plot_heatmap(cka, ax, colorbar=False, title="")
+        blocks = data.load(BlockResult.load, model["paths"].get("blocks"), notes)
+        if blocks is None:
+            return "blocks missing"
+        outline_blocks(ax, blocks, original_rows=True, color="cyan")
+        return f"block fraction {blocks.block_fraction:.2f}"
+
+    for table in tables:
+        drawn = grid_figure(data, table, draw, panel=(3.3, 3.0))
+        if drawn is None:
+            continue
+        fig, shown = drawn
+        image = next(ax.images[0] for ax in fig.axes if ax.images)
+        fig.colorbar(image, ax=fig.axes, label="CKA", shrink=0.8)
+        sub = slice_title(table, tables)
+        threshold = data.summary.get("config", {}).get("analyses", {}).get("blocks", {}).get("threshold")
+        caption = (
+            f"Linear CKA between every pair of analysed layers of each model (input at the lower left), on "
+            f"{_cka_phrase(first[0])}; one model per cell ({seeds_phrase(shown)}); blocks (CKA uniformly >= "
+            f"{threshold}) outlined in cyan" + (f"; {sub}" if sub else "") + "."
+        )
+        parts.append(figure_html(fig, "within-model CKA heatmaps, depth by width", caption))
+    if not parts:
+        return Section("heatmaps", "Within-model CKA heatmaps", "", notes or ["no heatmaps"])
+    return Section("heatmaps", "Within-model CKA heatmaps", "".join(parts), notes)
+
+
+def _block_cell(result: BlockResult) -> str:
+    if not result.blocks:
+        return "<em>none</em>"
+    lines = []
+    for b in result.blocks:
+        names = result.block_layers(b)
+        lines.append(f"{b.start}–{b.end}: {esc(names[0])} … {esc(names[-1])} "
+                     f"<span class=\"dim\">({b.size} layers, mean CKA {b.mean_cka:.2f})</span>")
+    return "<br>".join(lines)
+
+
+def block_table_section(data: ReportData) -> Section | None:
+    """One row per model: its blocks as layer ranges, their sizes and mean CKA, its block fraction."""
+    notes: list[str] = []
+    rows = []
+    for m in sorted(data.models, key=lambda m: (not m["residual"], -m["fraction"], m["depth"], m["width"], m["seed"])):
+        result = data.load(BlockResult.load, m["paths"].get("blocks"), notes)
+        blocks = _block_cell(result) if result is not None else "<em>missing</em>"
+        rows.append([esc(m["name"]), esc(m["depth"]), f"{m['width']:g}", esc(m["seed"]), pct(m["test_accuracy"]),
+                     esc(len(m.get("layers") or [])), blocks, fmt(m["block_fraction"])])
+    if not rows:
+        return None
+    header = ["model", "depth", "width", "seed", "test acc", "layers", "blocks (analysed layer indices)",
+              "block fraction"]
+    settings = data.summary.get("config", {}).get("analyses", {}).get("blocks", {})
+    text = para(
+        "A block is a run of consecutive layers in which every layer has CKA of at least the threshold with all but a "
+        f"few of the others (threshold {settings.get('threshold')}, tolerance {settings.get('tolerance')}, at least "
+        f"{settings.get('min_size')} layers). Layer indices count the analysed layers from the input (0)."
+    )
+    return Section("blocks", "Blocks of every model", text + table_html(header, rows, cls="blocks"), notes)
+
+
+def stability_section(data: ReportData) -> Section | None:
+    """How much the blocks of a group's seeds agree (for groups with several seeds)."""
+    groups = [g for g in data.groups.values() if g.get("stability")]
+    if not groups:
+        return None
+    notes: list[str] = []
+    found = [(g, r) for g in groups for r in [data.load(BlockStability.load, g["stability"], notes)] if r is not None]
+    if not found:
+        return Section("stability", "Block stability across seeds", "", notes)
+    rows = []
+    for g, result in found:
+        largest = [f"{b.start}–{b.end}" if b is not None else "none" for b in result.largest_blocks]
+        fractions = result.block_fractions
+        rows.append([esc(g["name"]), esc(len(result.results)), f"{fractions.mean():.2f} ± {fractions.std(ddof=1):.2f}",
+                     fmt(result.mean_jaccard), esc(", ".join(largest))])
+    fig = Figure(figsize=(min(3.6 * len(found), 11.0), 2.6), layout="constrained")
+    for ax, (g, result) in zip(np.ravel(fig.subplots(1, len(found), squeeze=False)), found):
+        plot_block_frequency(result, ax)
+        ax.set_title(f"{g['name']}: {len(result.results)} seeds, mean Jaccard {result.mean_jaccard:.2f}", fontsize=9)
+    seeds = sorted({len(r.results) for _, r in found})
+    figure = figure_html(fig, "share of seeds with each layer in a block", (
+        f"Share of the seeds ({' or '.join(map(str, seeds))} per architecture) in which each analysed layer lies "
+        "inside a block."))
+    header = ["group", "seeds", "block fraction (mean ± std)", "mean Jaccard of in-block layers",
+              "largest block per seed"]
+    text = para("Jaccard: overlap of the sets of in-block layers of two seeds (1: the same layers), averaged over "
+                "pairs.")
+    return Section("stability", "Block stability across seeds", text + table_html(header, rows) + figure, notes)
+
+
+def _corresponding_layers(matrix: np.ndarray, blocks: BlockResult | None) -> str:
+    """Mean CKA of each layer with the same layer of the other seed, inside and outside the first seed's blocks."""
+    diagonal = np.diag(matrix)
+    if blocks is None or not blocks.blocks:
+        return f"{np.nanmean(diagonal):.2f} (no blocks)"
+    inside = np.zeros(len(diagonal), dtype=bool)
+    inside[np.asarray(blocks.layer_indices)[blocks.in_block]] = True
+    parts = [f"{label} {np.nanmean(diagonal[mask]):.2f}" for label, mask in (("in-block layers", inside),
+                                                                           ("other layers", ~inside)) if mask.any()]
+    return ", ".join(parts)
+
+
+def cross_seed_section(data: ReportData) -> Section | None:
+    """CKA between two models that differ only in their seed, averaged over the pairs of each group."""
+    pairs = data.summary.get("cross_seed", [])
+    if not pairs:
+        return None
+    notes: list[str] = []
+    by_group: dict[str, list[tuple[dict[str, Any], CKAResult]]] = {}
+    for pair in pairs:
+        result = data.load(CKAResult.load, pair["path"], notes)
+        group = data.group_of(pair["a"])
+        if result is not None:
+            by_group.setdefault(group["name"] if group else pair["a"], []).append((pair, result))
+    if not by_group:
+        return Section("cross-seed", "Cross-seed CKA", "", notes)
+    fig = Figure(figsize=(min(3.6 * len(by_group), 11.0) + 0.8, 3.4), layout="constrained")
+    axes = np.ravel(fig.subplots(1, len(by_group), squeeze=False))
+    numbers, spread = [], []
+    for ax, (name, found) in zip(axes, by_group.items()):
+        averaged = average_heatmaps([r for _, r in found])
+        plot_heatmap(averaged.matrix, ax, colorbar=False)
+        first, second = data.model(found[0][0]["a"]), data.model(found[0][0]["b"])
+        if len(found) > 1:
+            ax.set_title(f"{name}: mean of {len(found)} pairs", fontsize=9)
+            spread.append(averaged)
+        else:
+            seeds = f"seeds {first['seed']} vs {second['seed']}" if first and second else "two seeds"
+            ax.set_title(f"{name}: {seeds}", fontsize=9)
+        ax.set_ylabel("layer, first seed")
+        ax.set_xlabel("layer, second seed")
+        blocks = data.load(BlockResult.load, first["paths"].get("blocks"), notes) if first else None
+        numbers.append(f"{name} {_corresponding_layers(averaged.matrix, blocks)}")
+    fig.colorbar(axes[0].images[0], ax=list(axes), label="CKA", shrink=0.85)
+    counts = sorted({len(found) for found in by_group.values()})
+    caption = (f"Linear CKA between the layers of two models of one architecture that differ only in their random seed "
+               f"({' or '.join(map(str, counts))} pair{'s' if counts[-1] > 1 else ''} each, {_cka_phrase(by_group[next(iter(by_group))][0][1])}). "
+               "Same layer across seeds, mean CKA: " + "; ".join(numbers) + ".")
+    body = figure_html(fig, "cross-seed CKA heatmaps", caption)
+    for averaged in spread:
+        left, _ = plot_averaged_heatmap(averaged)
+        body += figure_html(left.figure, "cross-seed CKA spread", (
+            f"Mean and standard deviation per cell over the {averaged.num_pairs} cross-seed pairs of one "
+            "architecture."))
+    text = para("The paper finds that the block structure is unique to each model: layers inside a block resemble the "
+                "same layers of another seed less than the layers outside blocks do.")
+    return Section("cross-seed", "Cross-seed CKA", text + body, notes)
+
+
+__all__ = ["block_table_section", "cross_seed_section", "heatmap_grid_section", "stability_section"]

@@ -1,0 +1,162 @@
+"""The report's headline: block fraction and accuracy over the depth x width grid, and what they show.
+
+The paper's central finding is that block structure grows as networks get wider
+and deeper (relative to the data). `trend_sentences` states, from the numbers
+alone, whether the block fraction of an experiment's grid does so: along each row
+(growing width at one depth) and each column (growing depth at one width).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ckatlas.report._page import ReportData, Section, esc, fmt, para, slice_title, table_html
+
+
+def _direction(values: Sequence[float]) -> str:
+    """"grows" (never falls, ends higher), "falls", "flat" or "mixed"."""
+    steps = [round(b - a, 9) for a, b in zip(values, values[1:])]  # rounded: float noise of means is no change
+    if all(s == 0 for s in steps):
+        return "flat"
+    if all(s >= 0 for s in steps):
+        return "grows"
+    if all(s <= 0 for s in steps):
+        return "falls"
+    return "mixed"
+
+
+def _where(along: str, keys: Sequence[str]) -> str:
+    """"depth 8" or "depths 14 and 20"."""
+    if len(keys) == 1:
+        return f"{along} {keys[0]}"
+    return f"{along}s {', '.join(keys[:-1])} and {keys[-1]}"
+
+
+def _axis_sentence(axis: str, along: str, lines: list[tuple[str, list[float]]]) -> str | None:
+    """One sentence on how the block fraction changes along `axis` in each line of the grid.
+
+    `lines` holds, for each row (or column) of the grid, its key (e.g. the depth) and its
+    block fractions in order of growing `axis`.
+    """
+    lines = [(key, values) for key, values in lines if len(values) >= 2]
+    if not lines:
+        return None
+    growing = [key for key, v in lines if _direction(v) == "grows"]
+    other = [key for key, v in lines if _direction(v) != "grows"]
+    shown = "; ".join(f"{along} {key}: " + " → ".join(f"{x:.2f}" for x in v) for key, v in lines)
+    if not other:
+        where = f"every {along}" if len(lines) > 1 else _where(along, growing)
+        return f"Block fraction grows with {axis} at {where} ({shown})."
+    if not growing:
+        return f"Block fraction does not grow with {axis} at any {along} ({shown})."
+    return f"Block fraction grows with {axis} at {_where(along, growing)}, but not at {_where(along, other)} ({shown})."
+
+
+def trend_sentences(
+    depths: Sequence[int], widths: Sequence[float], block_fraction: Sequence[Sequence[float | None]]
+) -> list[str]:
+    """Sentences saying whether the block fraction grows with width (at each depth) and with depth (at each width).
+
+    Args:
+        depths, widths: the grid's rows and columns.
+        block_fraction: `[i][j]` the mean block fraction at `depths[i]`, `widths[j]`; None where
+            the grid has no model.
+
+    Returns:
+        A verdict on the paper's finding, then one sentence per axis that varies (a line
+        of the grid "grows" when its block fraction never falls and ends higher).
+    """
+    rows = [(str(d), [v for v in block_fraction[i] if v is not None]) for i, d in enumerate(depths)]
+    cols = [(f"{w:g}", [block_fraction[i][j] for i in range(len(depths)) if block_fraction[i][j] is not None])
+            for j, w in enumerate(widths)]
+    sentences = [s for s in (_axis_sentence("width", "depth", rows), _axis_sentence("depth", "width", cols)) if s]
+    if not sentences:
+        return ["The grid has a single model size, so no trend with width or depth can be read from it."]
+    lines = [v for _, v in rows + cols if len(v) >= 2]
+    growing = sum(_direction(v) == "grows" for v in lines)
+    if growing == len(lines):
+        verdict = "The paper's central finding holds here: block structure grows with width and with depth."
+        if len(widths) < 2 or len(depths) < 2:
+            axis = "depth" if len(widths) < 2 else "width"
+            verdict = ("The paper's central finding holds along the one axis this grid varies: block structure grows "
+                       f"with {axis}.")
+    elif growing == 0:
+        verdict = "The paper's central finding does not show here: block structure does not grow across this grid."
+    else:
+        verdict = (f"The paper's central finding holds only in part here: block fraction grows along {growing} of the "
+                   f"{len(lines)} rows and columns of the grid.")
+    return [verdict, *sentences]
+
+
+def _spread_sentence(data: ReportData, models: list[dict[str, Any]]) -> str | None:
+    names = {m["name"] for m in models}
+    stds = [(g["block_fraction_std"], len(g["runs"])) for g in data.groups.values()
+            if g["block_fraction_std"] is not None and names.intersection(g["runs"])]
+    if not stds:
+        return "Each cell holds one seed, so the seed-to-seed spread of the block fraction is unknown."
+    worst, seeds = max(stds)
+    return (f"Across seeds the block fraction varies by up to {worst:.2f} (standard deviation, {seeds} seeds); "
+            "differences smaller than that are within seed-to-seed noise.")
+
+
+def _cell(data: ReportData, table: dict[str, Any], depth: int, width: float) -> str:
+    models = data.cell(table, depth, width)
+    if not models:
+        return "<td class=\"empty\">–</td>"
+    group = data.group_of(models[0]["name"])
+    n = len(models)
+    bf = group["block_fraction_mean"] if group else models[0]["block_fraction"]
+    acc = group["test_accuracy_mean"] if group else models[0]["test_accuracy"]
+    bf_std = group["block_fraction_std"] if group else None
+    acc_std = group["test_accuracy_std"] if group else None
+    spread = f" ± {bf_std:.2f}" if bf_std is not None else ""
+    accuracy = f"{100 * acc:.1f}" + (f" ± {100 * acc_std:.1f}" if acc_std is not None else "") + "%"
+    attrs = (f'data-depth="{depth}" data-width="{width:g}" data-block-fraction="{bf!r}" '
+             f'data-test-accuracy="{acc!r}" data-seeds="{n}"')
+    return (f'<td class="cell" {attrs}><span class="bf">{fmt(bf)}{spread}</span>'
+            f'<span class="acc">acc {accuracy}</span><span class="n">n = {n}</span></td>')
+
+
+def headline_section(data: ReportData) -> Section | None:
+    """The depth x width table of block fraction and accuracy, and the finding in sentences."""
+    tables = data.summary.get("grid", [])
+    if not tables:
+        return None
+    parts = []
+    for table in tables:
+        sub = slice_title(table, tables)
+        if sub:
+            parts.append(f"<h3>{esc(sub[0].upper() + sub[1:])}</h3>")
+        header = ["depth \\ width", *[f"{w:g}×" for w in table["widths"]]]
+        rows = [[f"<th>{esc(d)}</th>", *[_cell(data, table, d, w) for w in table["widths"]]] for d in table["depths"]]
+        parts.append(table_html(header, rows, cls="headline"))
+        sentences = trend_sentences(table["depths"], table["widths"], table["block_fraction"])
+        parts.append(f'<p class="finding">{esc(sentences[0])}</p>')
+        parts += [para(s) for s in sentences[1:]]
+        spread = _spread_sentence(data, data.slice_models(table))
+        if spread:
+            parts.append(para(spread))
+    threshold = data.summary.get("config", {}).get("analyses", {}).get("blocks", {}).get("threshold")
+    parts.append(para(
+        "Block fraction: the share of a model's analysed layers that lie inside a block, a run of layers whose "
+        f"pairwise CKA is uniformly high (threshold {threshold}), on the model's within-model CKA heatmap; mean ± "
+        "standard deviation over the n seeds of each cell. Test accuracy: the same models on the full test split."
+    ))
+    return Section("headline", "Headline: block structure across the grid", "".join(parts))
+
+
+def headline_text(summary: dict[str, Any]) -> str:
+    """The headline as plain text for a terminal: each grid's block fraction table and the sentences."""
+    lines = []
+    for table in summary.get("grid", []):
+        widths = table["widths"]
+        lines.append("block fraction (mean over seeds), depth x width:")
+        lines.append("depth " + "".join(f"{f'{w:g}x':>8}" for w in widths))
+        for depth, row in zip(table["depths"], table["block_fraction"]):
+            lines.append(f"{depth:>5} " + "".join(f"{fmt(v):>8}" for v in row))
+        lines += trend_sentences(table["depths"], widths, table["block_fraction"])
+    return "\n".join(lines)
+
+
+__all__ = ["headline_section", "headline_text", "trend_sentences"]

@@ -1,0 +1,268 @@
+"""Running an experiment end to end: the directory it writes, what it holds, and re-runs.
+
+A tiny grid (ResNet-8 at widths 1/4 and 1/2, two seeds, 1 epoch on a quarter of
+digits, CKA on 64 test images) is run once per module; the tests check its
+results against the library called directly, and that re-running computes
+exactly what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ckatlas.train
+from ckatlas.analysis import BlockResult, compare_populations, find_blocks, load_predictions
+from ckatlas.analysis.errors import ErrorComparison
+from ckatlas.analysis.pca import PCAResult, principal_components
+from ckatlas.cli import main
+from ckatlas.errors import UserInputError
+from ckatlas.experiment import config_from_dict, load_config, plan, run_experiment
+from ckatlas.experiment import steps as steps_module
+from ckatlas.experiment.executors import torch_threads
+from ckatlas.experiment.steps import test_inputs as experiment_inputs
+from ckatlas.heatmap import CKAResult, heatmap
+from ckatlas.train import load_run, train
+
+pytestmark = pytest.mark.slow
+
+# One PyTorch thread: with two, oneDNN's CPU convolutions in torch 2.13 corrupt the heap at random
+# (/work/notes/onednn_crash.md); one thread also makes the runs bit-for-bit repeatable.
+THREADS = 1
+
+TOML = """
+name = "tiny-test"
+
+[dataset]
+name = "digits"
+
+[[grid]]
+depths = [8]
+widths = [0.25, 0.5]
+seeds = [0, 1]
+fractions = [0.25]
+
+[train]
+epochs = 1
+batch_size = 64
+
+[cka]
+num_examples = 64
+batch_size = 32
+
+[analyses.pca]
+[analyses.prune]
+[analyses.cross_seed]
+[analyses.errors]
+population_a = { depth = 8, width = 0.5, fraction = 0.25 }
+population_b = { depth = 8, width = 0.25, fraction = 0.25 }
+num_permutations = 100
+"""
+
+
+@pytest.fixture(scope="module")
+def toml_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "tiny.toml"
+    path.write_text(TOML)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, toml_file):
+    root = tmp_path_factory.mktemp("experiment") / "out"
+    result = run_experiment(toml_file, root, quiet=True, threads=THREADS)
+    return root, load_config(toml_file), result
+
+
+def _snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _results(summary: dict) -> list[dict]:
+    """The models' entries of a summary without their (machine-dependent) training time."""
+    return [{k: v for k, v in m.items() if k != "train_seconds"} for m in summary["models"]]
+
+
+def test_the_directory_has_the_documented_layout(finished):
+    root, config, result = finished
+    names = [r.name for r in config.runs]
+    assert names == ["resnet8-w0.25-f0.25-s0", "resnet8-w0.25-f0.25-s1", "resnet8-w0.5-f0.25-s0", "resnet8-w0.5-f0.25-s1"]
+    assert result.computed == [s.key for s in plan(config)] and result.skipped == []
+    for name in names:
+        for file in ("config.json", "model.safetensors", "metrics.json", "predictions.npz"):
+            assert (root / "runs" / name / file).is_file()
+        for path in (f"cka/{name}.npz", f"analysis/blocks/{name}.json", f"analysis/pca/{name}.npz",
+                     f"analysis/prune/{name}.json"):
+            assert (root / path).is_file()
+    for group in ("resnet8-w0.25-f0.25", "resnet8-w0.5-f0.25"):
+        assert (root / f"cka/{group}-s0__{group}-s1.npz").is_file()
+        assert (root / f"analysis/stability/{group}.json").is_file()
+    for file in ("experiment.json", "experiment.toml", "summary.json", "timings.json", "analysis/errors.json"):
+        assert (root / file).is_file()
+    assert not list(root.rglob("*.tmp"))
+    recorded = json.loads((root / "experiment.json").read_text())
+    assert config_from_dict(recorded["config"]) == config
+
+
+def test_summary_holds_every_model_as_the_issue_specifies(finished):
+    root, config, _ = finished
+    summary = json.loads((root / "summary.json").read_text())
+    assert [m["name"] for m in summary["models"]] == [r.name for r in config.runs]
+    for model, run in zip(summary["models"], config.runs):
+        assert {"name", "arch", "depth", "width", "residual", "seed", "fraction", "test_accuracy", "block_fraction",
+                "blocks"} <= set(model)
+        assert (model["arch"], model["depth"], model["width"], model["seed"], model["fraction"]) == (
+            "resnet8", 8, run.width, run.seed, 0.25)
+        metrics = json.loads((root / "runs" / run.name / "metrics.json").read_text())
+        assert model["test_accuracy"] == metrics["final"]["test_accuracy"]
+        blocks = find_blocks(CKAResult.load(root / "cka" / f"{run.name}.npz"))
+        assert model["block_fraction"] == blocks.block_fraction
+        assert model["blocks"] == [[b.start, b.end] for b in blocks.blocks]
+        assert all((root / path).exists() for path in model["paths"].values())
+    groups = {g["name"]: g for g in summary["groups"]}
+    g = groups["resnet8-w0.5-f0.25"]
+    fractions = [m["block_fraction"] for m in summary["models"] if m["name"] in g["runs"]]
+    assert g["block_fraction_mean"] == pytest.approx(np.mean(fractions))
+    (table,) = summary["grid"]
+    assert table["depths"] == [8] and table["widths"] == [0.25, 0.5]
+    assert table["block_fraction"][0][1] == pytest.approx(g["block_fraction_mean"])
+    assert summary["analyses"]["errors"] == "analysis/errors.json"
+    kinds = {"train", "cka", "cross", "blocks", "stability", "pca", "prune", "errors", "summary"}
+    assert set(summary["timings"]) == kinds - {"summary"} | {"total"}
+
+
+def test_results_equal_the_library_called_directly(finished):
+    root, config, _ = finished
+    x = experiment_inputs(config)
+    assert x.shape[0] == 64
+    a, b = config.groups["resnet8-w0.5-f0.25"]
+    model_a = load_run(root / "runs" / a.name).model
+    model_b = load_run(root / "runs" / b.name).model
+    kw = dict(layers="blocks", batch_size=32, passes=1, shuffle=True, seed=0, progress=False)
+
+    saved = CKAResult.load(root / "cka" / f"{a.name}.npz")
+    np.testing.assert_array_equal(saved.matrix, heatmap(model_a, x, **kw).matrix)
+    cross = CKAResult.load(root / "cka" / f"{a.name}__{b.name}.npz")
+    assert (cross.model_a, cross.model_b) == (a.name, b.name)
+    np.testing.assert_array_equal(cross.matrix, heatmap(model_a, x, model_b, **kw).matrix)
+
+    assert BlockResult.load(root / "analysis/blocks" / f"{a.name}.json").to_dict() == find_blocks(saved).to_dict()
+    pca = PCAResult.load(root / "analysis/pca" / f"{a.name}.npz")
+    direct = principal_components(model_a, x, layers="blocks", batch_size=32, shuffle=True, seed=0)
+    np.testing.assert_array_equal(pca.variance_explained, direct.variance_explained)
+
+    pops = [load_predictions([root / "runs" / r.name for r in config.groups[g]], name=g)
+            for g in ("resnet8-w0.5-f0.25", "resnet8-w0.25-f0.25")]
+    errors = ErrorComparison.load(root / "analysis/errors.json")
+    expected = compare_populations(*pops, num_permutations=100, class_names=[str(i) for i in range(10)])
+    assert errors.examples.statistic == expected.examples.statistic
+    assert errors.examples.p_value == expected.examples.p_value
+
+
+def test_running_again_computes_nothing_and_touches_nothing(finished, toml_file):
+    root, config, _ = finished
+    before = _snapshot(root)
+    result = run_experiment(toml_file, root, quiet=True, threads=THREADS)
+    assert result.computed == [] and result.skipped == [s.key for s in plan(config)]
+    assert _snapshot(root) == before
+
+
+def test_the_cli_on_a_finished_experiment_only_reports(finished, toml_file, capsys):
+    root, _, _ = finished
+    before = _snapshot(root)
+    assert main(["run", str(toml_file), "--out", str(root), "--quiet", "--threads", "1"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["run", str(toml_file), "--out", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "resnet8-w0.5-f0.25-s1" in out and "summary:" in out
+    assert _snapshot(root) == before
+
+
+def test_a_deleted_piece_and_a_stray_temp_file_recompute_only_that_piece(finished, toml_file, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(finished[0], root)  # copy2 keeps the mtimes
+    name = "resnet8-w0.5-f0.25-s1"
+    (root / "cka" / f"{name}.npz").unlink()
+    stray = root / "cka" / f".{name}.npz.abc123.tmp"
+    stray.write_bytes(b"half a file")
+    before = _snapshot(root)
+
+    result = run_experiment(toml_file, root, quiet=True, threads=THREADS)
+
+    assert result.computed == [f"cka/{name}", f"blocks/{name}", "stability/resnet8-w0.5-f0.25", f"prune/{name}", "summary", "report"]
+    assert not stray.exists()
+    after = _snapshot(root)
+    changed = {k for k in after if before.get(k) != after[k]}
+    assert changed == {f"cka/{name}.npz", f"analysis/blocks/{name}.json", "analysis/stability/resnet8-w0.5-f0.25.json",
+                       f"analysis/prune/{name}.json", "summary.json", "timings.json",
+                       "report/index.html"}
+    np.testing.assert_array_equal(CKAResult.load(root / "cka" / f"{name}.npz").matrix,
+                                  CKAResult.load(finished[0] / "cka" / f"{name}.npz").matrix)
+    old, new = (json.loads((r / "summary.json").read_text()) for r in (finished[0], root))
+    assert _results(new) == _results(old)
+
+
+def test_a_crash_in_a_step_resumes_where_it_stopped(finished, toml_file, tmp_path, monkeypatch):
+    root = tmp_path / "crashed"
+
+    def boom(step, ctx, store):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setitem(steps_module._RUNNERS, "pca", boom)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_experiment(toml_file, root, quiet=True, threads=THREADS)
+    assert not (root / "summary.json").exists() and not (root / "analysis/pca").exists()
+    trained = _snapshot(root / "runs")
+    monkeypatch.undo()
+
+    result = run_experiment(toml_file, root, quiet=True, threads=THREADS)
+    assert {k.split("/")[0] for k in result.computed} == {"pca", "prune", "errors", "summary", "report"}
+    assert _snapshot(root / "runs") == trained
+    old, new = (json.loads((r / "summary.json").read_text()) for r in (finished[0], root))
+    assert _results(new) == _results(old)  # the same numbers as the uninterrupted experiment
+
+
+def test_a_run_interrupted_mid_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    table = {
+        "name": "resume",
+        "grid": [{"depths": [8], "widths": [0.25], "fractions": [0.25]}],
+        "train": {"epochs": 2, "batch_size": 64},
+        "cka": {"num_examples": 32, "batch_size": 32},
+        "dataset": {"name": "digits"},
+    }
+    config = config_from_dict(table)
+    real_save = ckatlas.train._save_state
+
+    def save_then_interrupt(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckatlas.train, "_save_state", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, tmp_path / "exp", quiet=True, threads=THREADS)
+    run_dir = tmp_path / "exp" / "runs" / config.runs[0].name
+    assert (run_dir / "state" / "checkpoint.safetensors").is_file() and not (run_dir / "model.safetensors").exists()
+    monkeypatch.undo()
+
+    result = run_experiment(config, tmp_path / "exp", quiet=True, threads=THREADS)
+    assert result.computed[0] == f"train/{config.runs[0].name}"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    with torch_threads(THREADS):
+        reference = train(config.train_config(config.runs[0]), tmp_path / "reference", quiet=True)
+    resumed = load_run(run_dir).model.state_dict()
+    for key, value in load_run(reference.run_dir).model.state_dict().items():
+        assert (resumed[key] == value).all(), key
+
+
+def test_a_different_experiment_in_the_same_directory_is_refused(finished):
+    root, config, _ = finished
+    before = _snapshot(root)
+    changed = config.replace(train={**config.train, "epochs": 2})
+    with pytest.raises(UserInputError, match=r"holds a different experiment \(train.epochs was 1, now 2\)"):
+        run_experiment(changed, root, quiet=True, threads=THREADS)
+    assert _snapshot(root) == before

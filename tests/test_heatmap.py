@@ -1,0 +1,274 @@
+"""heatmap / population_heatmaps against a plain loop of the textbook minibatch estimator."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+
+from ckatlas import CKAResult, heatmap, population_heatmaps
+from ckatlas.capture import capture_activations
+from ckatlas.errors import UserInputError
+from ckatlas.heatmap import PopulationResult
+from ckatlas.models import create_model
+from ckatlas.report import plot_heatmap, plot_heatmap_grid
+from ckatlas.seeding import make_generator
+
+
+def _resnet(depth: int = 8, width: float = 0.25, **kw) -> nn.Module:
+    return create_model(f"resnet{depth}", width=width, **kw)
+
+
+def _images(n: int = 40, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.randn(n, 3, 16, 16, dtype=dtype)
+
+
+def _hsic1(k: torch.Tensor, l: torch.Tensor) -> float:
+    """Song et al. (2012), written out as in DESIGN.md."""
+    n = k.shape[0]
+    k, l = k.clone(), l.clone()
+    k.fill_diagonal_(0)
+    l.fill_diagonal_(0)
+    one = torch.ones(n, dtype=torch.float64)
+    value = torch.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * (one @ k @ l @ one)
+    return float(value / (n * (n - 3)))
+
+
+def _loop_cka(model_a, batches, layers_a, model_b=None, layers_b=None) -> np.ndarray:
+    """Minibatch CKA from activations captured batch by batch, one layer pair at a time."""
+    model_b, layers_b = model_b or model_a, layers_b or layers_a
+    la, lb = len(layers_a), len(layers_b)
+    ab, aa, bb = np.zeros((la, lb)), np.zeros(la), np.zeros(lb)
+    for x in batches:
+        acts_a = capture_activations(model_a, layers_a, x)
+        acts_b = capture_activations(model_b, layers_b, x)
+        ka = [a.double().flatten(1) @ a.double().flatten(1).T for a in acts_a.values()]
+        kb = [b.double().flatten(1) @ b.double().flatten(1).T for b in acts_b.values()]
+        for i in range(la):
+            aa[i] += _hsic1(ka[i], ka[i])
+            for j in range(lb):
+                ab[i, j] += _hsic1(ka[i], kb[j])
+        for j in range(lb):
+            bb[j] += _hsic1(kb[j], kb[j])
+    return ab / np.sqrt(aa[:, None] * bb[None, :])
+
+
+def _slices(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    return [b for b in x.split(batch_size) if len(b) >= 4]
+
+
+# -- against the loop --------------------------------------------------------------------------
+def test_within_model_equals_textbook_loop_float64() -> None:
+    model, x = _resnet(dtype=torch.float64), _images(dtype=torch.float64)
+    layers = model.layer_names("all")
+    res = heatmap(model, x, layers="all", batch_size=16, shuffle=False)
+    ref = _loop_cka(model, _slices(x, 16), layers)
+    np.testing.assert_allclose(res.matrix, ref, rtol=0, atol=1e-10)
+    assert res.layers_a == res.layers_b == layers and res.is_square
+    np.testing.assert_allclose(res.matrix, res.matrix.T, atol=1e-12)
+    np.testing.assert_allclose(np.diag(res.matrix), 1.0, atol=1e-12)
+    assert (res.n, res.num_batches, res.passes) == (40, 3, 1)
+
+
+def test_float32_model_agrees_with_float64_reference() -> None:
+    model, x = _resnet(), _images(64)
+    layers = model.layer_names("all")
+    res = heatmap(model, x, layers="all", batch_size=32, shuffle=False)
+    ref = _loop_cka(model, _slices(x, 32), layers)  # float64 Grams of the same activations
+    np.testing.assert_allclose(res.matrix, ref, rtol=0, atol=1e-5)
+
+
+def test_shuffled_batches_come_from_a_seeded_permutation() -> None:
+    model, x = _resnet(dtype=torch.float64), _images(36, torch.float64)
+    res = heatmap(model, x, layers="blocks", batch_size=16, seed=3)
+    order = torch.randperm(36, generator=make_generator(3))
+    ref = _loop_cka(model, [x[order[s : s + 16]] for s in (0, 16, 32)], model.layer_names("blocks"))
+    np.testing.assert_allclose(res.matrix, ref, atol=1e-10)
+    assert (res.n, res.num_batches) == (36, 3)  # a last batch of 4 is enough
+
+
+def test_cross_model_shapes_names_and_values() -> None:
+    a, b = _resnet(8, 0.25, dtype=torch.float64), _resnet(14, 0.5, dtype=torch.float64)
+    x = _images(32, torch.float64)
+    res = heatmap(a, x, model_b=b, layers="blocks", layers_b="all", batch_size=16, shuffle=False)
+    assert res.shape == (len(a.layer_names("blocks")), len(b.layer_names("all")))
+    assert res.layers_a == a.layer_names("blocks") and res.layers_b == b.layer_names("all")
+    assert not res.is_square and res.model_a == res.model_b == "CifarResNet"
+    ref = _loop_cka(a, _slices(x, 16), a.layer_names("blocks"), b, b.layer_names("all"))
+    np.testing.assert_allclose(res.matrix, ref, atol=1e-10)
+    flipped = heatmap(b, x, model_b=a, layers="all", layers_b="blocks", batch_size=16, shuffle=False)
+    np.testing.assert_allclose(flipped.matrix, res.matrix.T, atol=1e-12)
+
+
+# -- modes, autograd, passes, batching ---------------------------------------------------------
+def test_modes_restored_and_no_autograd() -> None:
+    model = _resnet()
+    model.train()
+    seen = []
+    model.fc.register_forward_hook(
+        lambda m, i, o: seen.append((m.training, torch.is_inference_mode_enabled(), o.requires_grad))
+    )
+    heatmap(model, _images(16), batch_size=8)
+    assert model.training and all(m.training for m in model.modules())
+    assert seen and all(s == (False, True, False) for s in seen)
+    with pytest.raises(RuntimeError):
+        heatmap(model, torch.randn(16, 5, 16, 16), batch_size=8)  # wrong channel count
+    assert model.training and all(m.training for m in model.modules())
+    assert not any(p.grad is not None for p in model.parameters())
+
+
+def test_two_passes_reshuffle() -> None:
+    model, x = _resnet(), _images(48)
+    one = heatmap(model, x, layers="blocks", batch_size=16, passes=1)
+    two = heatmap(model, x, layers="blocks", batch_size=16, passes=2)
+    assert (two.n, two.num_batches, two.passes) == (48, 6, 2)
+    assert not np.allclose(one.matrix, two.matrix, atol=1e-6)
+    np.testing.assert_allclose(one.matrix, two.matrix, atol=0.1)
+    assert np.isfinite(two.standard_error).all() and (two.standard_error >= 0).all()
+
+
+def test_unshuffled_batches_are_consecutive_and_small_tail_is_dropped() -> None:
+    model, x = _resnet(), _images(35)
+    seen: list[torch.Tensor] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    with pytest.warns(UserWarning, match="final batch of 3 example"):
+        res = heatmap(model, x, batch_size=16, shuffle=False)
+    assert [len(b) for b in seen] == [16, 16]
+    torch.testing.assert_close(torch.cat(seen), x[:32])
+    assert res.n == 32 and res.num_batches == 2
+
+
+def test_iterable_of_batches_equals_tensor_input() -> None:
+    model, x = _resnet(), _images(32)
+    ref = heatmap(model, x, batch_size=16, shuffle=False)
+    as_list = heatmap(model, list(x.split(16)), shuffle=True)  # shuffle does not apply to iterables
+    labelled = heatmap(model, [(b, torch.zeros(len(b))) for b in x.split(16)], passes=2)
+    np.testing.assert_allclose(as_list.matrix, ref.matrix, atol=1e-12)
+    np.testing.assert_allclose(labelled.matrix, ref.matrix, atol=1e-12)
+    assert labelled.num_batches == 4 and labelled.metadata["batch_size"] is None
+    with pytest.warns(UserWarning, match="a batch of 2 example"):
+        with_small = heatmap(model, [*x.split(16), x[:2]])
+    np.testing.assert_allclose(with_small.matrix, ref.matrix, atol=1e-12)
+    with pytest.raises(UserInputError, match="one-shot iterator"):
+        heatmap(model, (b for b in x.split(16)), passes=2)
+    with pytest.raises(UserInputError, match="at least 4 examples"):
+        heatmap(model, x[:3])
+    with pytest.raises(UserInputError, match="batch_size must be a positive integer"):
+        heatmap(model, x, batch_size=0)
+
+
+# -- models we did not write -------------------------------------------------------------------
+def test_hugging_face_bert_and_vit() -> None:
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, vocab_size=100)
+    bert = BertModel(config)
+    ids = torch.randint(0, 100, (24, 10))
+    res = heatmap(bert, ids, layers=["embeddings", "encoder.layer.*", "encoder.layer.*.attention"], batch_size=12)
+    assert res.layers_a == [
+        "embeddings",
+        "encoder.layer.0.attention",
+        "encoder.layer.0",
+        "encoder.layer.1.attention",
+        "encoder.layer.1",
+    ]
+    ref = _loop_cka(bert, [ids[i] for i in torch.randperm(24, generator=make_generator(0)).split(12)], res.layers_a)
+    np.testing.assert_allclose(res.matrix, ref, atol=1e-5)
+    vit = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=16, patch_size=4))
+    res = heatmap(vit, _images(16), layers=[type(vit.layers[0]), ""], batch_size=8)
+    assert res.layers_a == ["layers.0", "layers.1", ""] and np.isfinite(res.matrix).all()
+    assert heatmap(vit, _images(16), layers="layers.*", batch_size=8).layers_a == ["layers.0", "layers.1"]
+
+
+def test_sequential_mlp() -> None:
+    mlp = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3)).double()
+    x = torch.randn(48, 10, dtype=torch.float64)
+    res = heatmap(mlp, x, layers="all", batch_size=16, shuffle=False)
+    assert res.layers_a == ["0", "1", "2", "3", "4"]
+    np.testing.assert_allclose(res.matrix, _loop_cka(mlp, _slices(x, 16), res.layers_a), atol=1e-10)
+    assert heatmap(mlp, x, layers=nn.ReLU, batch_size=16).layers_a == ["1", "3"]
+
+
+def test_dead_layer_is_nan_with_one_warning() -> None:
+    mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8))
+    with torch.no_grad():
+        mlp[0].bias.fill_(-100.0)  # the ReLU never fires
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = heatmap(mlp, torch.randn(32, 4), layers="all", batch_size=16)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "['1', '2']" in messages[0]  # '2' is a constant (bias-only) output
+    assert np.isnan(res.matrix[1:]).all() and res.matrix[0, 0] == pytest.approx(1.0)
+
+
+# -- populations -------------------------------------------------------------------------------
+def test_population_equals_pairwise_with_one_forward_per_model_per_batch() -> None:
+    models = {"r8": _resnet(8, 0.25), "r14": _resnet(14, 0.25), "r8w": _resnet(8, 0.5)}
+    calls = {name: 0 for name in models}
+    for name, model in models.items():
+        model.register_forward_hook(lambda *a, name=name: calls.__setitem__(name, calls[name] + 1))
+    x = _images(48)
+    pop = population_heatmaps(models, x, layers="blocks", batch_size=16, passes=2)
+    assert calls == {name: 6 for name in models}  # 3 batches x 2 passes, not one per pair
+    assert set(pop.results) == {(a, b) for i, a in enumerate(models) for b in list(models)[i:]}
+    for (a, b), res in pop.results.items():
+        single = heatmap(models[a], x, model_b=None if a == b else models[b], batch_size=16, passes=2)
+        np.testing.assert_allclose(res.matrix, single.matrix, atol=1e-12)
+        assert res.is_square == (a == b) and (res.model_a, res.model_b) == (a, b)
+    np.testing.assert_allclose(pop["r14", "r8"].matrix, pop["r8", "r14"].matrix.T)
+    assert pop.within("r8w").is_square
+
+
+def test_population_of_a_list_with_layers_per_model() -> None:
+    pop = population_heatmaps([_resnet(), _resnet()], _images(16), layers={"model_0": "blocks", "model_1": "stage1.*.add"}, batch_size=8)
+    assert pop["model_0", "model_1"].shape == (len(_resnet().layer_names("blocks")), 1)
+    with pytest.raises(UserInputError, match="layers must name every model"):
+        population_heatmaps([_resnet()], _images(16), layers={"x": "all"})
+
+
+# -- results on disk ---------------------------------------------------------------------------
+def test_result_save_load_round_trip(tmp_path) -> None:
+    model = _resnet()
+    res = heatmap(model, _images(32), model_b=_resnet(14), layers="blocks", batch_size=8, model_names=("r8", "r14"))
+    path = res.save(tmp_path / "cka.npz")
+    with np.load(path, allow_pickle=False) as data:
+        assert json.loads(str(data["header"]))["model_b"] == "r14"
+    back = CKAResult.load(path)
+    np.testing.assert_array_equal(back.matrix, res.matrix)
+    np.testing.assert_array_equal(back.standard_error, res.standard_error)
+    assert back.to_dict() == json.loads(json.dumps(res.to_dict()))
+    assert (back.layers_a, back.layers_b, back.n, back.num_batches) == (res.layers_a, res.layers_b, 32, 4)
+    pop = population_heatmaps({"a": model, "b": _resnet(14)}, _images(16), batch_size=8)
+    pop_back = PopulationResult.load(pop.save(tmp_path / "pop.npz"))
+    assert pop_back.names == ["a", "b"] and set(pop_back.results) == set(pop.results)
+    np.testing.assert_array_equal(pop_back["b", "a"].matrix, pop["a", "b"].matrix.T)
+    with pytest.raises(UserInputError, match="does not exist"):
+        CKAResult.load(tmp_path / "missing.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(2))
+    with pytest.raises(UserInputError, match="holds no a CKAResult|missing"):
+        CKAResult.load(tmp_path / "other.npz")
+
+
+# -- figures -----------------------------------------------------------------------------------
+def test_heatmap_figures() -> None:
+    res = heatmap(_resnet(), _images(16), layers="all", batch_size=8)
+    ax = plot_heatmap(res, layer_ticks=True)
+    image = ax.images[0]
+    assert image.origin == "lower" and image.get_clim() == (0.0, 1.0)
+    assert [t.get_text() for t in ax.get_yticklabels()][:2] == res.layers_a[:2]
+    assert ax.get_title() == "CifarResNet" and len(ax.figure.axes) == 2  # heatmap + colour bar
+    fig = Figure()
+    ax2 = plot_heatmap(np.eye(3), ax=fig.subplots(), colorbar=False, title="eye")
+    assert ax2.figure is fig and ax2.get_title() == "eye"
+    grid = plot_heatmap_grid({"a": res, "b": res.matrix, "c": np.eye(4)}, nrows=1)
+    panels = [a for a in grid.axes if a.images]
+    assert len(panels) == 3 and [a.get_title() for a in panels] == ["a", "b", "c"]
+    assert len(plot_heatmap_grid([res] * 5, ncols=2).axes) == 3 * 2 + 1
+    with pytest.raises(UserInputError, match="room for 2"):
+        plot_heatmap_grid([res] * 3, nrows=1, ncols=2)
+    assert math.isfinite(float(res.matrix.mean()))
