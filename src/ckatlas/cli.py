@@ -924,8 +924,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_info, _add_blocks, _add_errors, _add_train, _add_run, _add_presets, _add_pca, _add_probes, _add_prune,
-    _add_cka, _add_report, _add_demo,
+    # the main job first, then the pipeline from left to right
+    _add_demo, _add_run, _add_presets, _add_train, _add_cka, _add_blocks, _add_pca, _add_probes, _add_prune,
+    _add_errors, _add_report, _add_info,
 ]
 
 

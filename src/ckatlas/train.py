@@ -61,6 +61,7 @@ from ckatlas.data import (
 from ckatlas.data.subsets import check_fraction
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_write_bytes, atomic_write_json
+from ckatlas.cpu import training_threads
 from ckatlas.models import create_model
 
 DEFAULT_EPOCHS = {"digits": 15}  # every other dataset: 200
@@ -315,8 +316,14 @@ def _is_finished(run_dir: Path) -> bool:
         return False
 
 
-def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                bookkeeping: dict[str, Any]) -> None:
+def _save_state(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    bookkeeping: dict[str, Any],
+) -> None:
+    """Write everything resuming needs into one safetensors file (bookkeeping as JSON metadata)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_state = optimizer.state_dict()
     extra: dict[str, dict[str, Any]] = {}
@@ -332,8 +339,14 @@ def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
     atomic_write_bytes(path, save_safetensors(tensors, metadata={_STATE_KEY: json.dumps(meta)}))
 
 
-def _load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                device: torch.device) -> dict[str, Any]:
+def _load_state(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Restore what `_save_state` wrote; returns the bookkeeping."""
     data = path.read_bytes()
     try:
         tensors = load_safetensors(data)
@@ -413,17 +426,26 @@ def _progress(total: int, initial: int, quiet: bool) -> Any:
     return tqdm(total=total, initial=initial, disable=quiet, unit="step", dynamic_ncols=True, leave=False)
 
 
-def _evaluate(model: nn.Module, data: ImageData, batch_size: int, device: torch.device, smoothing: float
-              ) -> tuple[float, float, torch.Tensor]:
+def _evaluate(
+    model: nn.Module, data: ImageData, batch_size: int, device: torch.device, smoothing: float
+) -> tuple[float, float, torch.Tensor]:
+    """Test loss, test accuracy and the test logits (float32, CPU, dataset order)."""
     logits = predict(model, data.x_test, batch_size, device)
     labels = data.y_test.cpu()
     loss = F.cross_entropy(logits, labels, label_smoothing=smoothing).item()
     return loss, (logits.argmax(1) == labels).double().mean().item(), logits
 
 
-def _epochs(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageData, config: TrainConfig,
-            device: torch.device, generator: torch.Generator, start_epoch: int, quiet: bool
-            ) -> Iterator[dict[str, Any]]:
+def _epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ImageData,
+    config: TrainConfig,
+    device: torch.device,
+    generator: torch.Generator,
+    start_epoch: int,
+    quiet: bool,
+) -> Iterator[dict[str, Any]]:
     """Train epoch by epoch from `start_epoch`; yield each finished epoch's metrics."""
     n = data.x_train.shape[0]
     drop_last = n % config.batch_size == 1  # BatchNorm needs two examples in a batch
@@ -440,8 +462,16 @@ def _epochs(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageData,
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.int64, device=device)
             seen = 0
-            batches = iterate_batches(data.x_train, data.y_train, config.batch_size, shuffle=True,
-                                      generator=generator, augment=augment, device=device, drop_last=drop_last)
+            batches = iterate_batches(
+                data.x_train,
+                data.y_train,
+                config.batch_size,
+                shuffle=True,
+                generator=generator,
+                augment=augment,
+                device=device,
+                drop_last=drop_last,
+            )
             for i, (xb, yb) in enumerate(batches):
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_lr(step, total, config.lr)
@@ -458,8 +488,12 @@ def _epochs(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageData,
                 bar.update(1)
                 if not quiet and (i % 10 == 9 or i == per_epoch - 1):  # .item() waits for the device
                     rate = seen / (time.perf_counter() - started)
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
-                                    img_s=f"{rate:.0f}", refresh=False)
+                    bar.set_postfix(
+                        loss=f"{loss_sum.item() / seen:.3f}",
+                        acc=f"{correct.item() / seen:.3f}",
+                        img_s=f"{rate:.0f}",
+                        refresh=False,
+                    )
             seconds = time.perf_counter() - started
             record = {
                 "epoch": epoch,
@@ -543,12 +577,14 @@ def train(
         meta = _load_state(run_dir / STATE_FILE, model, optimizer, generator, device)
         start_epoch, history = meta["epoch"], meta["history"]
 
-    for record in _epochs(model, optimizer, data, config, device, generator, start_epoch, quiet):
-        history.append(record)
-        _save_state(run_dir / STATE_FILE, model, optimizer, generator, {"epoch": record["epoch"], "history": history})
-        atomic_write_json(run_dir / METRICS_FILE, {"epochs": history, "final": None})
+    with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.cpu)
+        for record in _epochs(model, optimizer, data, config, device, generator, start_epoch, quiet):
+            history.append(record)
+            bookkeeping = {"epoch": record["epoch"], "history": history}
+            _save_state(run_dir / STATE_FILE, model, optimizer, generator, bookkeeping)
+            atomic_write_json(run_dir / METRICS_FILE, {"epochs": history, "final": None})
 
-    test_loss, test_accuracy, logits = _evaluate(model, data, config.batch_size, device, config.label_smoothing)
+        test_loss, test_accuracy, logits = _evaluate(model, data, config.batch_size, device, config.label_smoothing)
     buffer = io.BytesIO()
     np.savez(buffer, logits=logits.numpy(), labels=data.y_test.cpu().numpy())
     atomic_write_bytes(run_dir / PREDICTIONS_FILE, buffer.getvalue())
@@ -568,13 +604,16 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = "cpu") -> 
     """Rebuild a finished run's model (in eval mode) from its config.json and model.safetensors."""
     run_dir = Path(run_dir).expanduser()
     if not _is_finished(run_dir):
-        raise UserInputError(f"{run_dir} holds no finished ckatlas run (expected {MODEL_FILE} and a final "
-                             f"{METRICS_FILE}); finish it with 'ckatlas train ... --resume'")
+        raise UserInputError(
+            f"{run_dir} holds no finished ckatlas run (expected {MODEL_FILE} and a final {METRICS_FILE}); "
+            "finish it with 'ckatlas train ... --resume'"
+        )
     info = _read_json(run_dir / CONFIG_FILE)
     config = TrainConfig.from_dict(info["config"])
     shape = info["data"]["image_shape"]
-    model = create_model(config.arch, width=config.width, num_classes=info["data"]["num_classes"],
-                         in_channels=shape[0])
+    model = create_model(
+        config.arch, width=config.width, num_classes=info["data"]["num_classes"], in_channels=shape[0]
+    )
     try:
         weights = load_safetensors((run_dir / MODEL_FILE).read_bytes())
     except SafetensorError as exc:

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ckatlas.cpu import training_threads
 from ckatlas.analysis.blocks import BlockResult
 from ckatlas.capture import model_device
 from ckatlas.data import iterate_batches, num_batches
@@ -328,16 +329,18 @@ def _finetune(
     total = epochs * num_batches(len(x), batch_size, drop_last)
     step = 0
     model.train()
-    for _ in range(epochs):
-        for xb, yb in iterate_batches(x, y, batch_size, shuffle=True, generator=generator,
-                                      augment=getattr(data, "augmentation", None), device=device, drop_last=drop_last):
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, total, lr)
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
+    with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.cpu)
+        for _ in range(epochs):
+            for xb, yb in iterate_batches(x, y, batch_size, shuffle=True, generator=generator,
+                                          augment=getattr(data, "augmentation", None), device=device,
+                                          drop_last=drop_last):
+                for group in optimizer.param_groups:
+                    group["lr"] = cosine_lr(step, total, lr)
+                loss = F.cross_entropy(model(xb), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
     model.eval()
 
 

@@ -66,7 +66,14 @@ _LAYOUTS: dict[int, tuple[_Layout, ...]] = {
     ),
     100: (
         _Layout("python", "cifar-100-python", "cifar-100-python.tar.gz", ("train",), ("test",), "meta"),
-        _Layout("binary", "cifar-100-binary", "cifar-100-binary.tar.gz", ("train.bin",), ("test.bin",), "fine_label_names.txt"),
+        _Layout(
+            "binary",
+            "cifar-100-binary",
+            "cifar-100-binary.tar.gz",
+            ("train.bin",),
+            ("test.bin",),
+            "fine_label_names.txt",
+        ),
     ),
 }
 
