@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= demo-out
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install browser demo test test-fast bench clean
 
 $(BIN)/ckatlas: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ install: $(BIN)/ckatlas
 demo: install
 	$(BIN)/ckatlas demo --out $(OUT)
 
+# The report test renders the HTML report in a real headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then S=; else S=sudo; fi; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq chromium >/dev/null; }
+
 # The whole suite, slow end-to-end tests included.
-test: install
+test: install browser
 	$(BIN)/python -m pytest -m "slow or not slow" -q
 
 # Fast tests only (what a bare `pytest` runs).

@@ -49,6 +49,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from ckatlas import __version__
+from ckatlas.cpu import training_threads
 from ckatlas.data import (
     NO_AUGMENTATION,
     ImageData,
@@ -61,7 +62,6 @@ from ckatlas.data import (
 from ckatlas.data.subsets import check_fraction
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_write_bytes, atomic_write_json
-from ckatlas.cpu import training_threads
 from ckatlas.models import create_model
 
 DEFAULT_EPOCHS = {"digits": 15}  # every other dataset: 200

@@ -27,8 +27,8 @@ class _Dataset:
 
 
 _DATASETS: dict[str, _Dataset] = {
-    # Digits are 8x8; 16x16 (bilinear) gives the ResNets' three stages room
-    # (16 -> 8 -> 4) and trained better than 8x8 in the same time (BENCHMARKS.md).
+    # Digits are 8x8; 16x16 (bilinear) gives the ResNets' three stages room (16 -> 8 -> 4).
+    # ResNet-20, 10 epochs, one seed: 99.6% test accuracy at 16x16, 98.2% at 8x8.
     "digits": _Dataset(
         lambda path, size: read_digits(),
         None,
