@@ -129,7 +129,7 @@ class CKAResult:
     @classmethod
     def load(cls, path: str | Path) -> CKAResult:
         """Read what `save` wrote."""
-        arrays = _load_npz(path, ("matrix", "standard_error", "header"), "a CKAResult")
+        arrays = load_result_npz(path, ("matrix", "standard_error", "header"), "a CKAResult")
         return cls._from_header(json.loads(str(arrays["header"])), arrays["matrix"], arrays["standard_error"])
 
 
@@ -176,7 +176,7 @@ class PopulationResult:
     @classmethod
     def load(cls, path: str | Path) -> PopulationResult:
         """Read what `save` wrote."""
-        arrays = _load_npz(path, ("header",), "a PopulationResult")
+        arrays = load_result_npz(path, ("header",), "a PopulationResult")
         header = json.loads(str(arrays["header"]))
         results = {}
         for k, h in enumerate(header["results"]):
@@ -184,7 +184,8 @@ class PopulationResult:
         return cls(header["names"], results)
 
 
-def _load_npz(path: str | Path, keys: Sequence[str], what: str) -> dict[str, np.ndarray]:
+def load_result_npz(path: str | Path, keys: Sequence[str], what: str) -> dict[str, np.ndarray]:
+    """The arrays `keys` of a result saved as .npz (no pickle); one clear error if it is not `what`."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path} does not exist; expected {what} saved as .npz")
@@ -301,7 +302,7 @@ def _population(
 ) -> dict[tuple[int, int], CKAResult]:
     """Run each distinct model once per batch and feed every requested pair's accumulator."""
     device = _checked_device(models, names, batch_size, passes, device)
-    batches = _Batches(inputs, batch_size, shuffle, seed)
+    batches = Minibatches(inputs, batch_size, shuffle, seed)
     if passes > 1 and batches.one_shot:
         raise UserInputError(
             "inputs is a one-shot iterator; passes > 1 needs a Tensor or a re-iterable (a list, a DataLoader)"
@@ -395,7 +396,7 @@ def _warn_dead(results: dict[tuple[int, int], CKAResult], names: list[str]) -> N
         warnings.warn(f"layers with zero variance across examples have NaN CKA: {text}", RuntimeWarning, stacklevel=3)
 
 
-class _Batches:
+class Minibatches:
     """The minibatches of one pass over `inputs` (see the module docstring)."""
 
     def __init__(self, inputs: Any, batch_size: int, shuffle: bool, seed: int) -> None:
@@ -449,4 +450,4 @@ class _Batches:
         return False
 
 
-__all__ = ["CKAResult", "PopulationResult", "heatmap", "population_heatmaps"]
+__all__ = ["CKAResult", "Minibatches", "PopulationResult", "heatmap", "load_result_npz", "population_heatmaps"]

@@ -33,7 +33,7 @@ from torch import nn
 from ckatlas.capture import LayerSpec
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_open, atomic_write_json
-from ckatlas.heatmap import _load_npz, population_heatmaps
+from ckatlas.heatmap import load_result_npz, population_heatmaps
 
 _FORMAT = "ckatlas.AveragedCKA"
 _MATCH_FORMAT = "ckatlas.LayerMatch"
@@ -104,7 +104,7 @@ class AveragedCKA:
     @classmethod
     def load(cls, path: str | os.PathLike) -> AveragedCKA:
         """Read what `save` wrote."""
-        arrays = _load_npz(path, ("matrix", "std", "count", "header"), "an AveragedCKA")
+        arrays = load_result_npz(path, ("matrix", "std", "count", "header"), "an AveragedCKA")
         header = json.loads(str(arrays["header"]))
         if header.pop("format", None) != _FORMAT:
             raise UserInputError(f"{path} holds no AveragedCKA")

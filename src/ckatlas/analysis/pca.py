@@ -48,7 +48,7 @@ from ckatlas.capture import GramTaps, LayerSpec, batch_len, call_model, capture_
 from ckatlas.cka import MinibatchCKA, top_components
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_open
-from ckatlas.heatmap import _Batches, _load_npz
+from ckatlas.heatmap import Minibatches, load_result_npz
 
 _RESIDUAL_TOL = 1e-6  # variance left after removing PC1, relative to the total, that counts as none
 
@@ -129,7 +129,7 @@ class PCAResult:
     def load(cls, path: str | Path) -> PCAResult:
         """Read what `save` wrote."""
         keys = ("variance_explained", "pc_similarity", "cka_without_pc1", "cka", "header")
-        arrays = _load_npz(path, keys, "a PCAResult")
+        arrays = load_result_npz(path, keys, "a PCAResult")
         header = json.loads(str(arrays["header"]))
         if header.get("format") != "ckatlas.PCAResult":
             raise UserInputError(f"{path} holds no PCAResult (format {header.get('format')!r})")
@@ -168,7 +168,7 @@ def principal_components(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = model_device(model) if device is None else torch.device(device)
-    batches = _Batches(inputs, batch_size, shuffle, seed)
+    batches = Minibatches(inputs, batch_size, shuffle, seed)
     acc: _PCAccumulator | None = None
     with GramTaps(model, layers) as taps, inference(model):
         for batch in batches.epoch():
