@@ -4,9 +4,11 @@ On ResNet-56 (width 1), 2,048 random inputs 3x32x32, batch 256, one pass, the sa
 consecutive batches everywhere:
   * time: the plain forward passes; `heatmap(layers="blocks")`; `heatmap(layers="all")`;
     and a straightforward version of "all" (hooks keep the activations, then
-    `gram_linear` per layer and `MinibatchCKA.update_grams`); ratios to the forward passes;
+    `gram_linear` per layer and `MinibatchCKA.update_grams`); ratios to the forward passes,
+    in wall-clock time and in CPU time of the process (with --threads 1 the CPU time is
+    the figure to trust on a shared machine: other jobs delay a process but do not add to it);
   * torch_cka (PyPI `torch-cka`) on the block layers (it recomputes a Gram per layer
-    pair, so "all" layers would take hours): time, and speed-up of ours;
+    pair, so "all" layers would take hours): time, and speed-up of ours, batch by batch;
   * accuracy: max |difference| to a float64 reference (a float64 copy of the model, a
     float64 Gram per layer with `gram_linear`, `MinibatchCKA`), for ours and torch_cka;
   * peak memory (ru_maxrss of a fresh process) of an all-layer heatmap of ResNet-38
@@ -109,10 +111,11 @@ def _torch_cka(model: torch.nn.Module, x: torch.Tensor, batch: int, layers: list
     return out["CKA"].numpy()
 
 
-def _timed(fn: Callable[[], object]) -> tuple[float, object]:
-    t0 = time.perf_counter()
+def _timed(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """(wall-clock seconds, CPU seconds of this process, result)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     value = fn()
-    return time.perf_counter() - t0, value
+    return time.perf_counter() - wall, time.process_time() - cpu, value
 
 
 def _memory_child(spec: dict) -> None:
@@ -163,16 +166,19 @@ def main() -> None:
     if "straightforward" not in args.skip:
         runs["straightforward all"] = lambda: _straightforward_all(model, x, batch)
     _forward(model, x[:batch], batch)  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in runs}
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
     values: dict[str, object] = {}
     for _ in range(args.repeats):
         for key, fn in runs.items():
-            seconds, values[key] = _timed(fn)
-            times[key].append(seconds)
-    base = min(times["forward passes"])
-    print(f"{'':24s} {'best s':>8s} {'median s':>9s} {'x forward':>10s}")
-    for key, ts in times.items():
-        print(f"{key:24s} {min(ts):8.2f} {float(np.median(ts)):9.2f} {min(ts) / base:10.2f}")
+            w, c, values[key] = _timed(fn)
+            wall[key].append(w)
+            cpu[key].append(c)
+    base_wall, base_cpu = min(wall["forward passes"]), min(cpu["forward passes"])
+    print(f"{'':24s} {'best s':>8s} {'median s':>9s} {'x forward':>10s} {'CPU s':>8s} {'x forward':>10s}")
+    for key in runs:
+        print(f"{key:24s} {min(wall[key]):8.2f} {float(np.median(wall[key])):9.2f} {min(wall[key]) / base_wall:10.2f}"
+              f" {min(cpu[key]):8.2f} {min(cpu[key]) / base_cpu:10.2f}")
 
     if "accuracy" not in args.skip:
         print("\naccuracy: max |CKA - float64 reference|")
@@ -183,10 +189,11 @@ def main() -> None:
         if "straightforward all" in values:
             print(f"  straightforward, all     {np.abs(values['straightforward all'] - ref_all).max():.2e}")
     if "torch_cka" not in args.skip:
-        seconds, theirs = _timed(lambda: _torch_cka(model, x, batch, blocks))
-        ours = min(times["heatmap blocks"])
+        w, c, theirs = _timed(lambda: _torch_cka(model, x, batch, blocks))
+        ours_w, ours_c = min(wall["heatmap blocks"]), min(cpu["heatmap blocks"])
         print(f"\ntorch_cka {getattr(__import__('torch_cka'), '__version__', '')} on the {len(blocks)} block layers: "
-              f"{seconds:.1f} s, ours {ours:.2f} s: {seconds / ours:.0f}x faster")
+              f"{w:.1f} s ({c:.1f} CPU s), ours {ours_w:.2f} s ({ours_c:.2f} CPU s): "
+              f"{w / ours_w:.0f}x faster ({c / ours_c:.0f}x in CPU time)")
         if "accuracy" not in args.skip:
             print(f"  torch_cka max |CKA - float64 reference|  {np.abs(theirs - ref_blocks).max():.2e}")
     if "memory" not in args.skip:

@@ -249,3 +249,65 @@ def test_large_batch_grams_through_the_hooks() -> None:
     for gram, act in zip(grams, capture_activations(model, names, x).values()):
         ref = gram_linear(act.double())
         torch.testing.assert_close(gram.double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+
+
+class _ConvReluBN(nn.Module):
+    """conv -> (optionally) an in-place ReLU no hook sees -> BatchNorm."""
+
+    def __init__(self, inplace_between: bool) -> None:
+        super().__init__()
+        self.conv, self.bn, self.inplace_between = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), inplace_between
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.inplace_between:
+            torch.relu_(y)
+        return self.bn(y)
+
+
+def _odd_batchnorm_stats(model: nn.Module) -> None:
+    g = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.empty_like(m.running_mean).uniform_(-1, 1, generator=g))
+            m.running_var.copy_(torch.empty_like(m.running_var).uniform_(0.2, 3, generator=g))
+            m.weight.data.copy_(torch.empty_like(m.weight).uniform_(-2, 2, generator=g))
+
+
+def _hook_grams_per_batch(model: nn.Module, layers, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    out = []
+    with GramTaps(model, layers) as taps, inference(model):
+        for x in batches:
+            taps.expect(len(x))
+            model(x)
+            out.append(taps.stacked())
+    return out
+
+
+@pytest.mark.parametrize("n", [40, 160])
+def test_batchnorm_gram_from_the_conv_channel_grams(n: int) -> None:
+    # From the second batch on, an eval BN fed by the tapped conv before it gets its Gram from
+    # the conv's per-channel Grams: it must equal the Gram of the BN's own output.
+    model = create_model("resnet8", width=0.5)
+    _odd_batchnorm_stats(model)
+    layers = model.layer_names("all")
+    batches = [torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    for x, grams in zip(batches, _hook_grams_per_batch(model, layers, batches)):
+        acts = capture_activations(model, layers, x)
+        for name, gram in zip(layers, grams):
+            ref = gram_linear(acts[name].double())
+            torch.testing.assert_close(gram.double(), ref, rtol=1e-5, atol=2e-6 * float(ref.abs().max()), msg=name)
+
+
+@pytest.mark.parametrize("inplace_between", [False, True])
+def test_batchnorm_pairing_sees_an_inplace_change_between_the_hooks(inplace_between: bool) -> None:
+    model = _ConvReluBN(inplace_between)
+    _odd_batchnorm_stats(model)
+    batches = [torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    for x, grams in zip(batches, _hook_grams_per_batch(model, ["conv", "bn"], batches)):
+        with inference(model):
+            pre = model.conv(x)
+            if inplace_between:
+                torch.relu_(pre)
+            out = model.bn(pre)
+        torch.testing.assert_close(grams[1].double(), gram_linear(out.double()), rtol=1e-5, atol=1e-5)

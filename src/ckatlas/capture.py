@@ -265,7 +265,7 @@ def model_device(model: nn.Module) -> torch.device:
 class _Taps:
     """Forward hooks on named modules that process each output as it is produced.
 
-    Subclasses define `_process(name, tensor)`. Before each forward call
+    Subclasses define `_process(name, tensor, module, args)`. Before each forward call
     `expect(n)`; after it `take()` returns {name: result} in layer order.
     """
 
@@ -328,7 +328,7 @@ class _Taps:
                     f"returns shape {tuple(tensor.shape)} whose first dimension is not the batch (n={self._n})",
                 )
                 return
-            self._results[name] = self._process(name, tensor)
+            self._results[name] = self._process(name, tensor, module, args)
 
         return hook
 
@@ -339,7 +339,7 @@ class _Taps:
             return
         raise UserInputError(f"layer {name!r} of {self.what} {why}")
 
-    def _process(self, name: str, tensor: torch.Tensor) -> Any:  # pragma: no cover - abstract
+    def _process(self, name: str, tensor: torch.Tensor, module: nn.Module, args: Any) -> Any:  # pragma: no cover
         raise NotImplementedError
 
     def take(self) -> dict[str, Any]:
@@ -384,6 +384,13 @@ class GramTaps(_Taps):
     activations); only the Gram is kept, so memory is one forward pass plus L
     Grams. A layer constant over the examples gets an exactly zero Gram.
 
+    A tapped eval-mode BatchNorm whose input is the output of the tapped layer
+    just before it (conv -> BN) costs no product of its own: the BN is a
+    per-channel scale ``a`` once centred, so from per-channel Grams ``G_c`` of
+    the input, ``sum_c G_c`` is the input's Gram and ``sum_c a_c^2 G_c`` the BN's
+    (the pair is learnt on the first batch; each later batch checks that the BN
+    is fed the same, unmodified tensor, else computes its Gram directly).
+
     Example:
         >>> with GramTaps(model, "encoder.layer.*") as taps:
         ...     taps.expect(len(x)); model(x)
@@ -393,16 +400,43 @@ class GramTaps(_Taps):
     def __init__(self, model: nn.Module, layers: LayerSpec, *, what: str = "model") -> None:
         super().__init__(model, layers, what=what)
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._feeds: dict[str, str] = {}  # tapped layer -> the tapped BatchNorm it feeds
+        self._last: tuple[str, torch.Tensor] | None = None  # the previous tapped layer's output
+        self._stash: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def __exit__(self, *exc: Any) -> None:
         super().__exit__(*exc)
         self._buffers.clear()
+        self._last = None
+        self._stash.clear()
 
-    def _process(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        return self._gram(tensor)
+    def expect(self, n: int | None) -> None:
+        super().expect(n)
+        self._last = None
+        self._stash.clear()
 
-    def _gram(self, t: torch.Tensor) -> torch.Tensor:
-        t = _memory_order(t.detach())
+    def _process(self, name: str, tensor: torch.Tensor, module: nn.Module, args: Any) -> torch.Tensor:
+        source = args[0] if isinstance(args, tuple) and args else None
+        last, self._last = self._last, (name, tensor)
+        stash = self._stash.pop(name, None)
+        if stash is not None:
+            fed, sample, gram = stash
+            if source is fed and torch.equal(_sample(source), sample):
+                return gram
+        elif last is not None and source is last[1] and last[0] not in self._feeds and _bn_scale(module, source) is not None:
+            self._feeds[last[0]] = name  # used from the next batch on
+        bn = self._feeds.get(name)
+        if bn is not None:
+            scale = _bn_scale(self.model.get_submodule(bn), tensor)
+            if scale is not None:
+                gram, bn_gram = self._gram(tensor, scale)
+                self._stash[bn] = (tensor, _sample(tensor), bn_gram)
+                return gram
+        return self._gram(tensor)[0]
+
+    def _gram(self, t: torch.Tensor, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The centred Gram of `t`; with a per-channel `scale`, also that of ``scale * t``."""
+        t = t.detach() if scale is not None else _memory_order(t.detach())
         n = t.shape[0]
         dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else (
             torch.float32 if t.is_floating_point() else torch.float64
@@ -411,23 +445,35 @@ class GramTaps(_Taps):
         buf = self._buffers.get(key)
         if buf is None or buf.numel() < t.numel():
             buf = self._buffers[key] = torch.empty(t.numel(), dtype=dtype, device=t.device)
-        centred = buf[: t.numel()].view(t.shape)
         if t.dtype == dtype and t.is_contiguous():
             # The mean as a (1, n) x (n, p) product: about 3x faster than a reduction over dim 0.
             weights = torch.full((1, n), 1.0 / n, dtype=dtype, device=t.device)
-            mean = (weights @ t.view(n, -1)).view(1, *t.shape[1:])
+            mean = (weights @ t.reshape(n, -1)).view(1, *t.shape[1:])
         else:
             mean = t.mean(dim=0, keepdim=True, dtype=dtype)
-        torch.sub(t, mean, out=centred)
-        gram = _self_product(centred.view(n, -1))
+        if scale is None:
+            centred = buf[: t.numel()].view(t.shape)
+            torch.sub(t, mean, out=centred)
+            gram, other = _self_product(centred.view(n, -1)), None
+        else:  # channel-major (c, n, rest): one product per channel
+            c = t.shape[1]
+            centred = buf[: t.numel()].view(c, n, -1)
+            torch.sub(t.reshape(n, c, -1), mean.reshape(1, c, -1), out=centred.permute(1, 0, 2))
+            weights = torch.stack([torch.ones_like(scale), scale * scale]).to(dtype)
+            gram, other = _channel_products(centred, weights)
         if n > 1:
             if t.device.type == "cpu":
                 # A layer constant over the examples leaves only the rounding error of its mean.
                 if torch.equal(t[0], t[1]) and torch.equal(t, t[:1].expand_as(t)):
                     gram.zero_()
+                    if other is not None:
+                        other.zero_()
             else:  # no host synchronisation per layer
-                gram = torch.where((t == t[:1]).all(), torch.zeros_like(gram), gram)
-        return gram
+                constant = (t == t[:1]).all()
+                gram = torch.where(constant, torch.zeros_like(gram), gram)
+                if other is not None:
+                    other = torch.where(constant, torch.zeros_like(other), other)
+        return gram, other
 
     def stacked(self) -> torch.Tensor:
         """The Grams of the forward pass just run, as one (L, n, n) tensor in layer order.
@@ -437,7 +483,9 @@ class GramTaps(_Taps):
         """
         grams = self.take()
         stack = torch.stack(list(grams.values()))
-        bad = ~torch.isfinite(stack).flatten(1).all(dim=1)
+        # |K_ij| <= sqrt(K_ii K_jj): a Gram is finite when its diagonal is, and any NaN or
+        # Inf activation makes its example's diagonal entry NaN or Inf.
+        bad = ~torch.isfinite(stack.diagonal(dim1=1, dim2=2)).all(dim=1)
         if bool(bad.any()):
             first = self._names[int(bad.nonzero()[0, 0])]
             raise UserInputError(
@@ -445,6 +493,51 @@ class GramTaps(_Taps):
                 f"{stack.dtype}); CKA needs finite activations"
             )
         return stack
+
+
+_MIN_CHANNEL_SIZE = 32  # per-channel products with fewer features each are slow: no pairing
+
+
+def _bn_scale(module: nn.Module, source: Any) -> torch.Tensor | None:
+    """The per-channel scale of an eval-mode BatchNorm on `source`, or None when not pairable.
+
+    With running statistics, ``bn(x) = a * x + b`` per channel, ``a = weight / sqrt(var + eps)``.
+    """
+    if not isinstance(module, nn.modules.batchnorm._BatchNorm) or module.training or module.running_var is None:
+        return None
+    if not isinstance(source, torch.Tensor) or source.device.type != "cpu":  # a GPU has Gram time to spare
+        return None
+    if source.ndim < 3 or not source.is_contiguous():
+        return None
+    if not source.is_floating_point() or source[0, 0].numel() < _MIN_CHANNEL_SIZE:
+        return None
+    scale = torch.rsqrt(module.running_var.double() + module.eps)
+    if module.weight is not None:
+        scale = scale * module.weight.detach().double()
+    return scale
+
+
+def _sample(t: torch.Tensor) -> torch.Tensor:
+    """A strided sample of `t` (about 4,096 values): shows an in-place change between two hooks."""
+    flat = t.detach().reshape(-1)
+    return flat[:: max(1, flat.numel() // 4096)].clone()
+
+
+def _channel_products(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For channel-major (c, n, s) `x`: ``sum_c w_kc x_c x_c^T`` for the two rows k of `weights`.
+
+    On the CPU block row by block row, skipping the upper blocks as `_self_product` does.
+    """
+    c, n, _ = x.shape
+    out = torch.empty(2, n, n, dtype=x.dtype, device=x.device)
+    h = n if x.device.type != "cpu" or n < 128 else max(64, -(-n // 4))
+    for start in range(0, n, h):
+        stop = n if h == n else min(n, start + h)
+        part = torch.bmm(x[:, start:stop], x[:, :stop].transpose(1, 2))  # (c, rows, stop)
+        out[:, start:stop, :stop] = (weights @ part.view(c, -1)).view(2, stop - start, stop)
+        if h != n:
+            out[:, :start, start:stop] = out[:, start:stop, :start].transpose(1, 2)
+    return out[0], out[1]
 
 
 def _self_product(x: torch.Tensor) -> torch.Tensor:
@@ -488,7 +581,7 @@ class ActivationTaps(_Taps):
         super().__init__(model, layers, what=what)
         self.to = to
 
-    def _process(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    def _process(self, name: str, tensor: torch.Tensor, module: nn.Module, args: Any) -> torch.Tensor:
         # A copy: a later in-place op (ReLU(inplace=True)) must not change what was captured.
         out = tensor.detach()
         return out.to(self.to, copy=True) if self.to is not None else out.clone()
