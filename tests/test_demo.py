@@ -1,8 +1,10 @@
 """`ckatlas demo --out DIR`, the README's first command, end to end: the full demo grid on digits,
 every analysis, summary.json and the report with its depth x width table of block fraction.
 
-Whether the block fraction grows with width and depth is the science the report states from
-the numbers; it is recorded by benchmarks/bench_demo.py and the README, not asserted here.
+The demo must show the paper's finding. Each cell's block fraction moves between seeds (and
+between CPUs, whose rounding differs), so the test asks for the robust form of it: the widest
+column holds more block structure than the narrowest, the deepest row more than the shallowest
+(on this machine the margins are about 0.3 and 0.4; every row and column grows).
 """
 
 from __future__ import annotations
@@ -38,8 +40,14 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert 0.0 <= model["block_fraction"] <= 1.0
         assert model["test_accuracy"] > 0.5  # trained: chance is 0.1 on ten digits
 
-    page = report.read_text(encoding="utf-8")
     table = summary["grid"][0]
+    grid = [[float("nan") if v is None else v for v in row] for row in table["block_fraction"]]
+    column = [sum(row[j] for row in grid) / len(grid) for j in range(len(table["widths"]))]
+    row = [sum(r) / len(r) for r in grid]
+    assert column[-1] > column[0], f"block fraction does not grow with width: {grid}"
+    assert row[-1] > row[0], f"block fraction does not grow with depth: {grid}"
+
+    page = report.read_text(encoding="utf-8")
     cells = re.findall(r'<td class="cell" data-depth="(\d+)" data-width="([\d.]+)" data-block-fraction="([^"]+)"', page)
     assert len(cells) == len(table["depths"]) * len(table["widths"])
     for depth, width, fraction in cells:

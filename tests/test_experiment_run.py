@@ -163,6 +163,28 @@ def test_results_equal_the_library_called_directly(finished):
     assert errors.examples.p_value == expected.examples.p_value
 
 
+def test_two_worker_processes_give_the_same_results(finished, toml_file, tmp_path):
+    root, config, sequential = finished
+    parallel = run_experiment(toml_file, tmp_path / "jobs2", quiet=True, threads=THREADS, jobs=2)
+    assert sorted(parallel.computed) == sorted(sequential.computed)
+    # Each step starts after the steps it reads from have finished.
+    order = {key: i for i, key in enumerate(parallel.computed)}
+    for step in plan(config):
+        assert all(order[need] < order[step.key] for need in step.needs), step.key
+    assert {p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name != "timings.json"} == {
+        p.relative_to(tmp_path / "jobs2") for p in (tmp_path / "jobs2").rglob("*") if p.is_file() and p.name != "timings.json"}
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (root, tmp_path / "jobs2")]
+    assert _results(summaries[0]) == _results(summaries[1])
+    for path in (root / "cka").glob("*.npz"):
+        np.testing.assert_array_equal(CKAResult.load(tmp_path / "jobs2" / "cka" / path.name).matrix,
+                                      CKAResult.load(path).matrix)
+
+
+def test_jobs_must_be_a_positive_integer(toml_file, tmp_path):
+    with pytest.raises(UserInputError, match="jobs must be a positive integer, got 0"):
+        run_experiment(toml_file, tmp_path / "x", jobs=0, quiet=True)
+
+
 def test_running_again_computes_nothing_and_touches_nothing(finished, toml_file):
     root, config, _ = finished
     before = _snapshot(root)

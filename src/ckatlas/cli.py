@@ -10,6 +10,7 @@ calls the library. Imports of heavy modules happen inside `_run_*` so that
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -425,16 +426,19 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
             "ckatlas run paper-depth --out out/depth --data-dir ~/data/cifar-10-batches-py",
             "ckatlas run paper-width --out out/width --data-dir /shared/cifar10 --executor ray --address auto",
             "ckatlas run demo --out out/demo --dry-run",
+            "ckatlas run tiny --out out/tiny --jobs 2 --threads 1",
         ],
     )
     p.add_argument("experiment", metavar="EXPERIMENT", help="a TOML file, or a preset name (see 'ckatlas presets')")
     p.add_argument("--out", required=True, metavar="DIR", help="the experiment directory")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local: this process, one step after another (default); ray: Ray tasks")
+                   help="local: this machine, one step after another or --jobs at once (default); ray: Ray tasks")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster to join (e.g. auto); default: start a local one")
     p.add_argument("--data-dir", metavar="DIR", help="where the dataset is (overrides [dataset] data_dir)")
     p.add_argument("--device", metavar="DEV", help="cpu, cuda or cuda:N (default: CUDA when present; local executor)")
-    p.add_argument("--threads", type=positive_int, metavar="N", help="PyTorch threads (local executor)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="PyTorch threads (local executor; per job)")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                   help="local executor: N processes computing independent steps side by side (default 1)")
     p.add_argument("--cpus-per-task", type=positive_int, default=1, metavar="N",
                    help="CPUs each Ray task that trains or runs a model declares (default 1)")
     p.add_argument("--gpus-per-task", type=positive_float, metavar="G",
@@ -463,6 +467,7 @@ def _run_run(args: argparse.Namespace) -> int:
         address=args.address,
         device=args.device,
         threads=args.threads,
+        jobs=args.jobs,
         cpus_per_task=args.cpus_per_task,
         gpus_per_task=args.gpus_per_task,
         quiet=args.quiet,
@@ -894,18 +899,29 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         [
             "ckatlas demo --out demo-out",
             "ckatlas demo --out /tmp/quick --quick",
-            "ckatlas demo --out demo-out --threads 2",
+            "ckatlas demo --out demo-out --jobs 1",
         ],
     )
     p.add_argument("--out", required=True, metavar="DIR", help="the experiment directory to write")
     p.add_argument("--quick", action="store_true", help="the 'tiny' preset: a 2 x 2 grid, 1 epoch")
     p.add_argument("--device", metavar="DEV", help="cpu, cuda or cuda:N (default: CUDA when present)")
     # The demo's models are small: one thread each is faster than two fighting over a
-    # 2-core CPU (measured: 7.4 min with 2 threads beside one other job, under 2 min with 1).
+    # 2-core CPU, and one process per core keeps every core busy (BENCHMARKS.md).
     p.add_argument("--threads", type=positive_int, metavar="N", default=1,
-                   help="PyTorch threads (default 1: fastest for the demo's small models)")
+                   help="PyTorch threads per process (default 1: fastest for the demo's small models)")
+    p.add_argument("--jobs", type=positive_int, metavar="N", default=None,
+                   help="processes training and analysing models side by side (default: one per CPU core, at most 4)")
     p.add_argument("--quiet", action="store_true", help="print only where the report is")
     p.set_defaults(func=_run_demo)
+
+
+def default_jobs() -> int:
+    """One process per CPU core this process may use, at most 4 (the demo's default --jobs)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -915,8 +931,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     from ckatlas.report.headline import headline_text
     from ckatlas.report.html import REPORT_FILE, write_report
 
+    jobs = args.jobs if args.jobs is not None else default_jobs()
     result = run_experiment("tiny" if args.quick else "demo", args.out, device=args.device, threads=args.threads,
-                            quiet=args.quiet)
+                            jobs=jobs, quiet=args.quiet)
     report = result.root / REPORT_FILE
     if not report.is_file():  # the pipeline writes it; a directory from before the report existed may lack it
         write_report(result.root)

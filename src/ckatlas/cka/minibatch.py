@@ -182,7 +182,8 @@ class MinibatchCKA:
         With K~ the Gram with a zeroed diagonal: tr(K~L~) = 2 triu(K).triu(L),
         1'K~1 = the sum of K~1, and 1'K~L~1 = (K~1).(L~1).
         """
-        h = (2.0 * a.upper) @ b.upper.T
+        h = a.upper @ b.upper.T
+        h *= 2.0  # on the (La, Lb) result, not the (L, n(n-1)/2) operand
         h += torch.outer(a.total, b.total) / ((n - 1) * (n - 2))
         h -= (2.0 / (n - 2)) * (a.row_sums @ b.row_sums.T)
         return h / (n * (n - 3))

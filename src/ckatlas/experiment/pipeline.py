@@ -64,6 +64,7 @@ def run_experiment(
     address: str | None = None,
     device: str | None = None,
     threads: int | None = None,
+    jobs: int = 1,
     cpus_per_task: int = 1,
     gpus_per_task: float | None = None,
     quiet: bool = False,
@@ -80,7 +81,10 @@ def run_experiment(
             starts a local one unless this process is already connected.
         device: where models train and run with the local executor: "cpu",
             "cuda", "cuda:N", or None for CUDA when present.
-        threads: PyTorch threads with the local executor (None: PyTorch's default).
+        threads: PyTorch threads with the local executor (None: PyTorch's default), in
+            each worker process when `jobs` > 1.
+        jobs: worker processes of the local executor computing independent steps side
+            by side (1: everything in this process, one step after another).
         cpus_per_task: CPUs each Ray task that runs models declares (and its threads).
         gpus_per_task: GPUs each such Ray task declares; None: 1 when the cluster has GPUs.
         quiet: print nothing.
@@ -103,6 +107,8 @@ def run_experiment(
         raise UserInputError(f"cpus_per_task must be a positive integer, got {cpus_per_task!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UserInputError(f"threads must be a positive integer, got {threads!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UserInputError(f"jobs must be a positive integer, got {jobs!r}")
     if device is not None:
         resolve_device(device)
     check_ready(config)
@@ -118,8 +124,9 @@ def run_experiment(
                 store.path(output).unlink(missing_ok=True)
     result = ExperimentRun(store.root, skipped=[s.key for s in steps if s not in todo])
     log = _Log(len(todo), quiet)
+    how = f"local, {jobs} processes" if executor == "local" and jobs > 1 else executor
     log.line(f"experiment {config.name!r} in {store.root}: {len(steps)} steps, {len(result.skipped)} already done, "
-             f"{len(todo)} to compute ({executor})")
+             f"{len(todo)} to compute ({how})")
 
     def on_done(step: Step, seconds: float) -> None:
         result.computed.append(step.key)
@@ -129,7 +136,7 @@ def run_experiment(
 
     ctx = StepContext(str(store.root), config, device, quiet)
     if executor == "local":
-        run_local(todo, ctx, log.start, on_done, threads=threads)
+        run_local(todo, ctx, log.start, on_done, threads=threads, jobs=jobs)
     else:
         run_ray(todo, ctx, log.start, on_done, address=address, cpus_per_task=cpus_per_task,
                 gpus_per_task=gpus_per_task)
