@@ -253,6 +253,18 @@ def test_prune_needs_residual_networks_and_probes_sane_settings():
     assert "val_fraction in [analyses.probes] must be in (0, 1)" in _error(table)
 
 
+def test_probes_can_be_limited_to_some_seeds():
+    table = {**_base(), "analyses": {"probes": {"seeds": [1]}}}
+    config = config_from_dict(table)
+    probed = [s.runs[0] for s in plan(config) if s.kind == "probes"]
+    assert len(probed) == 4 and {r.seed for r in probed} == {1}
+    everyone = [s for s in plan(config_from_dict({**_base(), "analyses": {"probes": True}})) if s.kind == "probes"]
+    assert len(everyone) == 8
+    table["analyses"]["probes"]["seeds"] = [1, 7]
+    assert "seeds in [analyses.probes] lists seed(s) [7] that no run of the grid has (the grid's seeds: [0, 1])" in (
+        _error(table))
+
+
 def test_prune_steps_skip_networks_without_residual_connections():
     table = _base()
     table["grid"][0]["residual"] = [True, False]

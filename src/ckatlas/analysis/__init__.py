@@ -10,15 +10,13 @@ from ckatlas.analysis.errors import (
     ErrorComparison,
     ExampleLevel,
     GroupLevel,
-    Population,
     class_correct_counts,
     compare_populations,
-    load_class_groups,
-    load_predictions,
     mean_squared_difference,
     per_example_accuracy,
 )
 from ckatlas.analysis.pca import PCAResult, PCScatter, pc_scatter, principal_components
+from ckatlas.analysis.populations import Population, load_class_groups, load_predictions
 from ckatlas.analysis.probes import ProbeResult, default_probe_layers, linear_probes, pool_features, validation_split
 from ckatlas.analysis.prune import PruneResult, PruneStep, deletion_order, mark_blocks, prune_blocks
 

@@ -120,11 +120,18 @@ class ProbesConfig:
     """`[analyses.probes]`: a linear probe on each layer of each model (`linear_probes`).
 
     Probes train on the model's own training examples and are scored on the test split.
+    `seeds` limits them to the runs of those seeds (default: every run); the report
+    shows one seed per cell.
     """
 
     val_fraction: float = 0.2
     max_features: int = 4096
     seed: int = 0
+    seeds: tuple[int, ...] | None = None
+
+    def wants(self, run: RunSpec) -> bool:
+        """Whether `run` gets probes."""
+        return self.seeds is None or run.seed in self.seeds
 
 
 @dataclass(frozen=True)
@@ -451,6 +458,12 @@ def _validate(config: ExperimentConfig) -> ExperimentConfig:
         raise UserInputError(f"val_fraction in [analyses.probes] must be in (0, 1), got {probes.val_fraction:g}")
     if probes is not None and probes.max_features < 1:
         raise UserInputError(f"max_features in [analyses.probes] must be >= 1, got {probes.max_features}")
+    if probes is not None and probes.seeds is not None:
+        grid_seeds = sorted({r.seed for r in config.runs})
+        missing = [seed for seed in probes.seeds if seed not in grid_seeds]
+        if missing:
+            raise UserInputError(f"seeds in [analyses.probes] lists seed(s) {missing} that no run of the grid has "
+                                 f"(the grid's seeds: {grid_seeds})")
     if prune is not None:
         if not any(r.residual for r in config.runs):
             raise UserInputError("[analyses.prune] deletes residual blocks, but the grid has no residual network")

@@ -80,7 +80,9 @@ def plan(config: ExperimentConfig) -> list[Step]:
             steps.append(Step("pca", f"pca/{r.name}", (store.pca_file(r.name),), (f"train/{r.name}",), (r,)))
     if config.analyses.probes is not None:
         for r in runs:
-            steps.append(Step("probes", f"probes/{r.name}", (store.probes_file(r.name),), (f"train/{r.name}",), (r,)))
+            if config.analyses.probes.wants(r):
+                steps.append(Step("probes", f"probes/{r.name}", (store.probes_file(r.name),), (f"train/{r.name}",),
+                                  (r,)))
     if config.analyses.prune is not None:
         for r in runs:
             if r.residual:

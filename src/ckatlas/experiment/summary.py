@@ -80,7 +80,7 @@ def _model_entry(store: ExperimentStore, config: ExperimentConfig, run: RunSpec)
         "cka": store.cka_file(run.name),
         "blocks": store.blocks_file(run.name),
         "pca": store.pca_file(run.name) if analyses.pca is not None else None,
-        "probes": store.probes_file(run.name) if analyses.probes is not None else None,
+        "probes": store.probes_file(run.name) if analyses.probes is not None and analyses.probes.wants(run) else None,
         "prune": store.prune_file(run.name) if analyses.prune is not None and run.residual else None,
     }
     return {

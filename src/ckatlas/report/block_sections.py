@@ -125,10 +125,15 @@ def stability_section(data: ReportData) -> Section | None:
         fractions = result.block_fractions
         rows.append([esc(g["name"]), esc(len(result.results)), f"{fractions.mean():.2f} ± {fractions.std(ddof=1):.2f}",
                      fmt(result.mean_jaccard), esc(", ".join(largest))])
-    fig = Figure(figsize=(min(3.6 * len(found), 11.0), 2.6), layout="constrained")
-    for ax, (g, result) in zip(np.ravel(fig.subplots(1, len(found), squeeze=False)), found):
+    cols = min(3, len(found))  # rows of three panels: wider rows squeeze the titles into each other
+    rows_n = -(-len(found) // cols)
+    fig = Figure(figsize=(3.6 * cols, 2.5 * rows_n), layout="constrained")
+    axes = np.ravel(fig.subplots(rows_n, cols, squeeze=False))
+    for ax, (g, result) in zip(axes, found):
         plot_block_frequency(result, ax)
-        ax.set_title(f"{g['name']}: {len(result.results)} seeds, mean Jaccard {result.mean_jaccard:.2f}", fontsize=9)
+        ax.set_title(f"{g['name']}\n{len(result.results)} seeds, mean Jaccard {result.mean_jaccard:.2f}", fontsize=9)
+    for ax in axes[len(found):]:
+        ax.remove()
     seeds = sorted({len(r.results) for _, r in found})
     figure = figure_html(fig, "share of seeds with each layer in a block", (
         f"Share of the seeds ({' or '.join(map(str, seeds))} per architecture) in which each analysed layer lies "

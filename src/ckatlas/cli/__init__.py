@@ -1,0 +1,66 @@
+"""The `ckatlas` command line: a thin layer that parses arguments and calls the API.
+
+Every mistake a user can make (bad value, missing file, unknown key) ends in one
+line on stderr and exit code 2; a bug keeps its traceback. Each subcommand is a
+pair of functions in one of the modules below: `add_<name>(subparsers)` builds its
+parser and `_run_<name>(args)` calls the library. Imports of heavy modules happen
+inside `_run_*` so that `ckatlas --help` stays fast.
+
+    experiments.py   demo, run, presets, report
+    models.py        train, cka, info
+    analyses.py      blocks, pca, probes, prune, errors
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from ckatlas import __version__
+from ckatlas.cli._common import Parser, positive_float, positive_int
+from ckatlas.cli.analyses import add_blocks, add_errors, add_pca, add_probes, add_prune
+from ckatlas.cli.experiments import add_demo, add_presets, add_report, add_run, default_jobs
+from ckatlas.cli.models import add_cka, add_info, add_train
+from ckatlas.errors import USER_ERRORS
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    # the main job first, then the pipeline from left to right
+    add_demo, add_run, add_presets, add_train, add_cka, add_blocks, add_pca, add_probes, add_prune,
+    add_errors, add_report, add_info,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `ckatlas` parser."""
+    parser = Parser(
+        prog="ckatlas",
+        description="Do wide and deep networks learn the same things? Train depth x width families, "
+        "map their layers with CKA, find and test the block structure, compare their errors.",
+        epilog="Run 'ckatlas COMMAND --help' for a command's options and worked examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"ckatlas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ckatlas` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as exc:
+        print(f"ckatlas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ckatlas {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_parser", "default_jobs", "main", "positive_float", "positive_int"]

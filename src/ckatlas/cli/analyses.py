@@ -1,0 +1,382 @@
+"""Subcommands that analyse trained models or heatmaps: blocks, pca, probes, prune, errors."""
+
+from __future__ import annotations
+
+import argparse
+
+from ckatlas.cli._common import (
+    add_run_analysis_options,
+    command,
+    layer_spec,
+    open_run,
+    positive_float,
+    positive_int,
+    write_png,
+)
+
+
+def add_blocks(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "blocks",
+        "find the block structure in a CKA matrix (and its stability across seeds)",
+        """
+        Find blocks: contiguous runs of layers whose CKA with one another is uniformly high
+        (each layer at or above --threshold with all but a --tolerance share of the others),
+        at least max(--min-size, --min-fraction x layers) long. The residual checkerboard is
+        not a block. With several matrices (e.g. one per seed) it also reports how stable the
+        blocks' positions are. A MATRIX is a within-model CKAResult (.npz, as `ckatlas
+        heatmap` saves it), a .npy (L, L) array, or an .npz with a 'matrix' array (and
+        optionally 'layers_a', the layer names).
+
+        Writes --out (JSON: the blocks, or with several matrices the stability and every
+        model's blocks) and a figure beside it with the suffix .png.
+        """,
+        [
+            "ckatlas blocks cka/resnet56_w4.npy",
+            "ckatlas blocks cka/resnet56_w4.npz --threshold 0.9 --out analysis/blocks_w4.json",
+            "ckatlas blocks cka/seed*.npy --out analysis/block_stability.json",
+            "ckatlas blocks cka/resnet56_w4.npz --layers stage3.0 stage3.1 stage3.2 stage3.3",
+        ],
+    )
+    p.add_argument("matrices", nargs="+", metavar="MATRIX", help=".npy or .npz CKA matrix of one model")
+    p.add_argument("--threshold", type=positive_float, default=0.85, help="CKA that counts as similar (default 0.85)")
+    p.add_argument("--tolerance", type=float, default=0.1, help="share of a layer's partners allowed below it (0.1)")
+    p.add_argument("--min-size", type=positive_int, default=3, help="smallest block, in layers (default 3)")
+    p.add_argument("--min-fraction", type=float, default=0.1, help="smallest block, share of layers (default 0.1)")
+    p.add_argument("--layers", nargs="+", metavar="LAYER", help="analyse only these layers (names or row indices)")
+    p.add_argument("--out", metavar="FILE", help="write the result as JSON here, and a .png figure beside it")
+    p.set_defaults(func=_run_blocks)
+
+
+def _load_cka_matrix(path: str) -> tuple[object, list[str] | None]:
+    """A CKA matrix file: a .npy array, a saved `CKAResult`, or an .npz with 'matrix' (and 'layers_a')."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from ckatlas.errors import UserInputError
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserInputError(f"{file}: no such file (expected a .npy or .npz CKA matrix)")
+    if file.suffix not in (".npy", ".npz"):
+        raise UserInputError(f"{file}: expected a .npy matrix or an .npz with a 'matrix' array")
+    try:
+        data = np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{file}: not a readable NumPy file ({exc})") from None
+    if file.suffix == ".npy":
+        return data, None
+    with data:
+        if "header" in data.files:
+            from ckatlas.heatmap import CKAResult
+
+            return CKAResult.load(file), None
+        if "matrix" not in data.files:
+            raise UserInputError(f"{file}: expected an array named 'matrix', found {sorted(data.files)}")
+        names = [str(n) for n in data["layers_a"]] if "layers_a" in data.files else None
+        return data["matrix"], names
+
+
+def _run_blocks(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ckatlas.analysis import block_stability, find_blocks
+    from ckatlas.files import atomic_open
+    from ckatlas.report import plot_block_frequency, plot_blocks
+
+    layers = None if args.layers is None else [int(x) if x.isdigit() else x for x in args.layers]
+    matrices, results = [], []
+    for path in args.matrices:
+        matrix, names = _load_cka_matrix(path)
+        result = find_blocks(
+            matrix,
+            threshold=args.threshold,
+            tolerance=args.tolerance,
+            min_size=args.min_size,
+            min_fraction=args.min_fraction,
+            layers=layers,
+            layer_names=names,
+        )
+        print(f"{path}: {result.summary()}")
+        matrices.append(matrix)
+        results.append(result)
+    stability = None
+    if len(results) > 1:
+        stability = block_stability(results, labels=list(args.matrices))
+        print(f"stability: {stability.summary()}")
+    if args.out:
+        out = Path(args.out)
+        figure_path = out.with_suffix(".png")
+        if stability is None:
+            results[0].save(out)
+            ax = plot_blocks(matrices[0], results[0])
+        else:
+            stability.save(out)
+            ax = plot_block_frequency(stability)
+        with atomic_open(figure_path, "wb") as fh:
+            ax.figure.savefig(fh, format="png", dpi=150, bbox_inches="tight")
+        print(f"wrote {out} and {figure_path}")
+    return 0
+
+
+def add_pca(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "pca",
+        "first principal components of a run's layers: the make-up of the block structure",
+        """
+        One pass over the test split with Gram taps on the chosen layers. Per layer: the
+        fraction of its variance explained by the first principal component; per pair of
+        layers: the squared cosine of their first PCs, and CKA with every layer's first PC
+        removed (per minibatch). Inside a block structure PC1 carries most of the variance,
+        the first PCs agree, and the block vanishes from CKA without PC1. Also a scatter of
+        the test examples on the first two PCs of one layer (--scatter-layer; default: the
+        layer with the largest PC1 share), coloured by class.
+
+        Writes to --out: pca.npz (PCAResult), pc_variance.png, pc_heatmaps.png, pc_scatter.png.
+        """,
+        [
+            "ckatlas pca runs/r20w8 --out analysis/pca_r20w8",
+            "ckatlas pca runs/r56 --layers all --batch-size 512 --out analysis/pca_r56",
+            "ckatlas pca runs/r20w8 --layers 'stage3.*.relu' --scatter-layer stage3.2.relu --out analysis/pca_s3",
+        ],
+    )
+    add_run_analysis_options(p)
+    p.add_argument("--layers", nargs="+", metavar="LAYER",
+                   help="blocks (default), all, or module names / glob patterns")
+    p.add_argument("--scatter-layer", metavar="LAYER", help="layer of the PC scatter (default: largest PC1 share)")
+    p.add_argument("--scatter-examples", type=positive_int, default=2000,
+                   help="test examples in the scatter (default 2000; its PCs use all of them at once)")
+    p.set_defaults(func=_run_pca)
+
+
+def _run_pca(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from ckatlas.analysis import pc_scatter, principal_components
+    from ckatlas.capture import resolve_layers
+    from ckatlas.report import plot_pc_heatmaps, plot_pc_scatter, plot_pc_variance
+    from ckatlas.train import resolve_device
+
+    model, data = open_run(args)
+    if args.scatter_layer is not None:
+        resolve_layers(model, [args.scatter_layer])  # a wrong name fails before the pass over the data
+    result = principal_components(model, data.x_test, layer_spec(args.layers, "blocks"), batch_size=args.batch_size,
+                                  seed=args.seed, device=resolve_device(args.device))
+    print(result.summary())
+    layer = args.scatter_layer or result.layers[int(np.nanargmax(result.variance_explained))]
+    count = min(args.scatter_examples, len(data.x_test))
+    scatter = pc_scatter(model, data.x_test[:count], layer, data.y_test[:count], batch_size=args.batch_size,
+                         device=resolve_device(args.device))
+    out = Path(args.out)
+    result.save(out / "pca.npz")
+    write_png(plot_pc_variance(result), out / "pc_variance.png")
+    write_png(plot_pc_heatmaps(result)[0], out / "pc_heatmaps.png")
+    write_png(plot_pc_scatter(scatter, class_names=list(data.class_names)), out / "pc_scatter.png")
+    print(f"wrote {out}/: pca.npz, pc_variance.png, pc_heatmaps.png, pc_scatter.png ({layer})")
+    return 0
+
+
+def add_probes(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "probes",
+        "linear probes on the pre- and post-residual layers of a run",
+        """
+        Fit a multinomial logistic-regression probe (L2 penalty) on each layer's features of
+        the training split and report its test accuracy. Layers: by default each residual
+        block's branch output before the sum (pre-residual) and the sum (post-residual).
+        Feature maps larger than --max-features values are average-pooled to the finest
+        s x s grid that fits. The penalty is chosen from --c-grid on a stratified validation
+        split (--val-fraction of each class) of the training data, never on the test set.
+
+        Writes to --out: probes.json (ProbeResult) and probes.png.
+        """,
+        [
+            "ckatlas probes runs/r20w8 --out analysis/probes_r20w8",
+            "ckatlas probes runs/r56 --max-features 2048 --c-grid 0.01 0.1 1 --out analysis/probes_r56",
+            "ckatlas probes runs/r20w8 --layers 'stage3.*.add' --out analysis/probes_s3",
+        ],
+    )
+    add_run_analysis_options(p)
+    p.add_argument("--layers", nargs="+", metavar="LAYER",
+                   help="module names / glob patterns (default: pre- and post-residual of every block)")
+    p.add_argument("--c-grid", nargs="+", type=positive_float, metavar="C",
+                   help="inverse penalty strengths to choose from (default 0.001 0.01 0.1 1 10)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out (default 0.2)")
+    p.add_argument("--max-features", type=positive_int, default=4096, help="pool feature maps to at most this (4096)")
+    p.set_defaults(func=_run_probes)
+
+
+def _run_probes(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ckatlas.analysis import linear_probes
+    from ckatlas.analysis.probes import DEFAULT_C_GRID
+    from ckatlas.report import plot_probe_accuracy
+    from ckatlas.train import resolve_device
+
+    model, data = open_run(args)
+    result = linear_probes(
+        model, data, layer_spec(args.layers, None), c_grid=args.c_grid or DEFAULT_C_GRID,
+        val_fraction=args.val_fraction, max_features=args.max_features, batch_size=args.batch_size, seed=args.seed,
+        device=resolve_device(args.device),
+    )
+    print(result.summary())
+    out = Path(args.out)
+    result.save(out / "probes.json")
+    write_png(plot_probe_accuracy(result), out / "probes.png")
+    print(f"wrote {out}/: probes.json, probes.png")
+    return 0
+
+
+def add_prune(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "prune",
+        "delete residual blocks from the end of each stage and test what is left",
+        """
+        For each stage on its own, delete its last block, then its last two, ... (a deleted
+        block becomes the identity; the skip connection stays) while the next block from
+        the end has an identity shortcut, and test each pruned model, by default without
+        fine-tuning (--finetune-epochs: SGD on the training split after each deletion).
+        With --blocks (a block result from 'ckatlas blocks' on this run's CKA heatmap of
+        its "blocks" layers) each deletion is marked inside or outside the block structure.
+
+        Writes to --out: prune.json (PruneResult) and prune.png.
+        """,
+        [
+            "ckatlas prune runs/r20w8 --out analysis/prune_r20w8",
+            "ckatlas prune runs/r56 --blocks analysis/blocks_r56.json --out analysis/prune_r56",
+            "ckatlas prune runs/r56 --stages 3 --finetune-epochs 2 --out analysis/prune_r56_ft",
+        ],
+    )
+    add_run_analysis_options(p)
+    p.add_argument("--stages", nargs="+", type=positive_int, metavar="S", help="stages to prune (default: all)")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after each deletion (0)")
+    p.add_argument("--finetune-lr", type=positive_float, default=0.01, help="peak fine-tuning learning rate (0.01)")
+    p.add_argument("--blocks", metavar="JSON", help="block result of this run (ckatlas blocks --out)")
+    p.set_defaults(func=_run_prune)
+
+
+def _run_prune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ckatlas.analysis import BlockResult, prune_blocks
+    from ckatlas.report import plot_pruning
+    from ckatlas.train import resolve_device
+
+    block_result = BlockResult.load(args.blocks) if args.blocks else None
+    model, data = open_run(args)
+    result = prune_blocks(
+        model, data, stages=args.stages, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+        batch_size=args.batch_size, seed=args.seed, device=resolve_device(args.device), block_result=block_result,
+    )
+    print(result.summary())
+    out = Path(args.out)
+    result.save(out / "prune.json")
+    write_png(plot_pruning(result), out / "prune.png")
+    print(f"wrote {out}/: prune.json, prune.png")
+    return 0
+
+
+def add_errors(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "errors",
+        "do two populations of models (e.g. wide vs deep) make different errors?",
+        """
+        Compare the test-set errors of two populations of models (several seeds each, at
+        least 2 models per population, all on the same test set). Each model is a run
+        directory holding predictions.npz, or an .npz file with 'labels' and 'logits' (or
+        'predictions').
+
+        Example level: per-example accuracy of each population, and a permutation test over
+        models of D = mean (acc_A - acc_B)^2 (do A and B differ more than two groups of
+        the same models would?), beside a control split of A into two halves.
+        Class level: per-class accuracy difference, Welch t-test per class, Holm-Sidak
+        correction; the same for class groups given as JSON {group: [class index or name]}.
+
+        Writes to --out: errors.json, classes.md (and groups.md), example_scatter.png,
+        class_differences.png (and group_differences.png).
+        """,
+        [
+            "ckatlas errors --a runs/wide_s0 runs/wide_s1 runs/wide_s2 --b runs/deep_s0 runs/deep_s1 runs/deep_s2",
+            "ckatlas errors --a runs/wide_s* --b runs/deep_s* --name-a wide --name-b deep --out analysis/errors",
+            "ckatlas errors --a w0.npz w1.npz --b d0.npz d1.npz --groups superclasses.json --class-names classes.txt",
+        ],
+    )
+    p.add_argument("--a", nargs="+", required=True, metavar="RUN_OR_NPZ", help="models of population A")
+    p.add_argument("--b", nargs="+", required=True, metavar="RUN_OR_NPZ", help="models of population B")
+    p.add_argument("--name-a", default="A", help="name of population A in tables and figures")
+    p.add_argument("--name-b", default="B", help="name of population B in tables and figures")
+    p.add_argument("--groups", metavar="JSON", help="class groups, {group: [class index or name, ...]}")
+    p.add_argument("--class-names", metavar="FILE", help="class names, one per line (or a JSON list)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the control split and sampled permutations")
+    p.add_argument("--permutations", type=positive_int, default=10_000, help="permutation budget (default 10000)")
+    p.add_argument("--out", metavar="DIR", help="write the results and figures into this directory")
+    p.set_defaults(func=_run_errors)
+
+
+def _read_class_names(path: str) -> list[str]:
+    import json
+    from pathlib import Path
+
+    from ckatlas.errors import UserInputError
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserInputError(f"{file}: no such file (expected class names, one per line, or a JSON list)")
+    text = file.read_text(encoding="utf-8")
+    if file.suffix == ".json":
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserInputError(f"{file}: not valid JSON ({exc})") from None
+        if not isinstance(names, list):
+            raise UserInputError(f"{file}: expected a JSON list of class names")
+        return [str(n) for n in names]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _run_errors(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ckatlas.analysis import compare_populations, load_class_groups, load_predictions
+    from ckatlas.files import atomic_open, atomic_write_text
+    from ckatlas.report import plot_class_differences, plot_example_scatter
+
+    pop_a = load_predictions(args.a, name=args.name_a)
+    pop_b = load_predictions(args.b, name=args.name_b)
+    result = compare_populations(
+        pop_a,
+        pop_b,
+        alpha=args.alpha,
+        seed=args.seed,
+        num_permutations=args.permutations,
+        class_groups=None if args.groups is None else load_class_groups(args.groups),
+        class_names=None if args.class_names is None else _read_class_names(args.class_names),
+    )
+    print(result.summary())
+    if args.out:
+        out = Path(args.out)
+        result.save(out / "errors.json")
+        atomic_write_text(out / "classes.md", result.class_table_markdown("classes"))
+        figures = {
+            "example_scatter.png": plot_example_scatter(result)[0],
+            "class_differences.png": plot_class_differences(result, level="classes"),
+        }
+        if result.groups is not None:
+            atomic_write_text(out / "groups.md", result.class_table_markdown("groups"))
+            figures["group_differences.png"] = plot_class_differences(result, level="groups")
+        for name, ax in figures.items():
+            with atomic_open(out / name, "wb") as fh:
+                ax.figure.savefig(fh, format="png", dpi=150, bbox_inches="tight")
+        print(f"wrote {out}/: errors.json, classes.md, {', '.join(figures)}")
+    return 0
+

@@ -1,0 +1,208 @@
+"""Subcommands that run whole experiments: demo, run, presets, report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ckatlas.cli._common import command, positive_float, positive_int
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "demo",
+        "the main job: train a depth x width grid on digits, map it, analyse it, write the report",
+        """
+        Run the 'demo' preset end to end on the built-in digits (no download): train
+        ResNet-14/20/26 at widths 1/2, 1 and 2 (three seeds each) on half of digits,
+        compute every model's CKA heatmap, find the blocks, run the PCA, probe, pruning,
+        cross-seed and error analyses, print the block fraction across the grid and write
+        DIR/report/index.html. About two minutes on a 2-core CPU (one process per core);
+        --quick runs the 'tiny' preset instead (under a minute). Interrupted? Run the
+        same command again: only the missing pieces are computed.
+        """,
+        [
+            "ckatlas demo --out demo-out",
+            "ckatlas demo --out /tmp/quick --quick",
+            "ckatlas demo --out demo-out --jobs 1",
+        ],
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="the experiment directory to write")
+    p.add_argument("--quick", action="store_true", help="the 'tiny' preset: a 2 x 2 grid, 1 epoch")
+    p.add_argument("--device", metavar="DEV", help="cpu, cuda or cuda:N (default: CUDA when present)")
+    # The demo's models are small: one thread each is faster than two fighting over a
+    # 2-core CPU, and one process per core keeps every core busy (BENCHMARKS.md).
+    p.add_argument("--threads", type=positive_int, metavar="N", default=1,
+                   help="PyTorch threads per process (default 1: fastest for the demo's small models)")
+    p.add_argument("--jobs", type=positive_int, metavar="N", default=None,
+                   help="processes training and analysing models side by side (default: one per CPU core, at most 4)")
+    p.add_argument("--quiet", action="store_true", help="print only where the report is")
+    p.set_defaults(func=_run_demo)
+
+
+def default_jobs() -> int:
+    """One process per CPU core this process may use, at most 4 (the demo's default --jobs)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    import json
+
+    from ckatlas.experiment import run_experiment
+    from ckatlas.report.headline import headline_text
+    from ckatlas.report.html import REPORT_FILE, write_report
+
+    jobs = args.jobs if args.jobs is not None else default_jobs()
+    result = run_experiment("tiny" if args.quick else "demo", args.out, device=args.device, threads=args.threads,
+                            jobs=jobs, quiet=args.quiet)
+    report = result.root / REPORT_FILE
+    if not report.is_file():  # the pipeline writes it; a directory from before the report existed may lack it
+        write_report(result.root)
+    if not args.quiet:
+        print(headline_text(json.loads(result.summary_path.read_text(encoding="utf-8"))))
+    print(f"report: {report}")
+    return 0
+
+
+def add_run(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "run",
+        "run an experiment: train a grid, map it with CKA, analyse it (resumable)",
+        """
+        Run an experiment described by a TOML file or a preset (`ckatlas presets`): train
+        every model of its grid, compute each model's CKA heatmap (and cross-seed ones),
+        find the block structure, run the analyses it asks for and write summary.json,
+        all under --out. Run the same command again after a crash or Ctrl-C: only the
+        missing pieces are computed. --out must be empty or hold this same experiment.
+
+        With --executor ray the training runs, heatmaps and analyses are Ray tasks spread
+        over a Ray cluster (pip install 'ckatlas[ray]'); --out must then be on a file
+        system that every node sees.
+        """,
+        [
+            "ckatlas run demo --out out/demo",
+            "ckatlas run my_grid.toml --out out/grid --device cuda",
+            "ckatlas run paper-depth --out out/depth --data-dir ~/data/cifar-10-batches-py",
+            "ckatlas run paper-width --out out/width --data-dir /shared/cifar10 --executor ray --address auto",
+            "ckatlas run demo --out out/demo --dry-run",
+            "ckatlas run tiny --out out/tiny --jobs 2 --threads 1",
+        ],
+    )
+    p.add_argument("experiment", metavar="EXPERIMENT", help="a TOML file, or a preset name (see 'ckatlas presets')")
+    p.add_argument("--out", required=True, metavar="DIR", help="the experiment directory")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: this machine, one step after another or --jobs at once (default); ray: Ray tasks")
+    p.add_argument("--address", metavar="ADDR", help="Ray cluster to join (e.g. auto); default: start a local one")
+    p.add_argument("--data-dir", metavar="DIR", help="where the dataset is (overrides [dataset] data_dir)")
+    p.add_argument("--device", metavar="DEV", help="cpu, cuda or cuda:N (default: CUDA when present; local executor)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="PyTorch threads (local executor; per job)")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                   help="local executor: N processes computing independent steps side by side (default 1)")
+    p.add_argument("--cpus-per-task", type=positive_int, default=1, metavar="N",
+                   help="CPUs each Ray task that trains or runs a model declares (default 1)")
+    p.add_argument("--gpus-per-task", type=positive_float, metavar="G",
+                   help="GPUs each such Ray task declares (default: 1 when the cluster has GPUs)")
+    p.add_argument("--dry-run", action="store_true", help="list the steps and which are done; compute nothing")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=_run_run)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    import json
+
+    from ckatlas.experiment import experiment_status, load_config, run_experiment
+
+    config = load_config(args.experiment)
+    if args.data_dir is not None:
+        config = config.with_data_dir(args.data_dir)
+    if args.dry_run:
+        for step, done in experiment_status(config, args.out):
+            print(f"{'done' if done else 'todo'}  {step.key}")
+        return 0
+    result = run_experiment(
+        config,
+        args.out,
+        executor=args.executor,
+        address=args.address,
+        device=args.device,
+        threads=args.threads,
+        jobs=args.jobs,
+        cpus_per_task=args.cpus_per_task,
+        gpus_per_task=args.gpus_per_task,
+        quiet=args.quiet,
+    )
+    if not args.quiet:
+        summary = json.loads(result.summary_path.read_text(encoding="utf-8"))
+        width = max(len(m["name"]) for m in summary["models"])
+        print(f"{'model':<{width}}  test acc  block fraction")
+        for m in summary["models"]:
+            print(f"{m['name']:<{width}}  {m['test_accuracy']:8.3f}  {m['block_fraction']:14.2f}")
+        print(f"summary: {result.summary_path}")
+    return 0
+
+
+def add_presets(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "presets",
+        "list the experiments shipped with ckatlas (or print one)",
+        """
+        List the preset experiments that 'ckatlas run PRESET' accepts, one line each, or
+        print one preset's TOML file (--show) to start your own experiment from it.
+        """,
+        ["ckatlas presets", "ckatlas presets --show demo > my_grid.toml"],
+    )
+    p.add_argument("--show", metavar="PRESET", help="print this preset's TOML file")
+    p.set_defaults(func=_run_presets)
+
+
+def _run_presets(args: argparse.Namespace) -> int:
+    from ckatlas.experiment import list_presets, preset_description, preset_path
+
+    if args.show is not None:
+        print(preset_path(args.show).read_text(encoding="utf-8"), end="")
+        return 0
+    names = list_presets()
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"{name:<{width}}  {preset_description(name)}")
+    return 0
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "report",
+        "write an experiment's HTML report (one self-contained file)",
+        """
+        Write the report of a finished experiment ('ckatlas run ... --out DIR') as one
+        HTML file with every figure embedded: the depth x width table of block fraction
+        and accuracy with the finding in words, the heatmap grid with blocks outlined,
+        the block table, block stability, first-PC, probe and pruning panels,
+        cross-seed heatmaps and the error analysis, each from the saved results.
+        'ckatlas run' already writes it to DIR/report/index.html; use this command to
+        write it again or elsewhere.
+        """,
+        [
+            "ckatlas report out/demo",
+            "ckatlas report out/depth --out depth-report.html",
+        ],
+    )
+    p.add_argument("experiment_dir", metavar="EXPERIMENT_DIR",
+                   help="a finished experiment directory (it holds summary.json)")
+    p.add_argument("--out", metavar="FILE", help="where to write the HTML (default: EXPERIMENT_DIR/report/index.html)")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from ckatlas.report.html import write_report
+
+    print(f"wrote {write_report(args.experiment_dir, args.out)}")
+    return 0
+

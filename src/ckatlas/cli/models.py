@@ -1,0 +1,277 @@
+"""Subcommands on single models: train, cka, info."""
+
+from __future__ import annotations
+
+import argparse
+
+from ckatlas import __version__
+from ckatlas.cli._common import command, fraction, layer_spec, positive_float, positive_int, write_png
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "train",
+        "train one model into a run directory (resumable)",
+        """
+        Train one model with SGD (momentum 0.9, cosine learning-rate schedule, weight decay)
+        and write its run directory: config.json, model.safetensors, metrics.json (per epoch
+        and final), predictions.npz (test-set logits and labels, in dataset order) and state/
+        (written each epoch). If the run is interrupted (even killed), --resume with the same
+        settings and --out finishes it; on the CPU the result equals an uninterrupted run's
+        bit for bit. --out must be empty or hold the same run.
+
+        Datasets: digits (built in, 16x16 by default), cifar10 and cifar100 (--data-dir: the
+        python or binary archive, or its extracted folder), folder (--data-dir: ROOT with
+        train/<class>/ and val/<class>/ images; 224x224 by default), npz (--data-dir: a .npz
+        with x_train, y_train, x_test, y_test or x, y). Defaults: 15 epochs for digits, 200
+        otherwise; lr 0.1 for batch 128, weight decay 5e-4. On CUDA: bfloat16 autocast and
+        channels_last.
+        """,
+        [
+            "ckatlas train --arch resnet20 --width 2 --dataset digits --epochs 30 --seed 0 --out runs/r20w2",
+            "ckatlas train --arch resnet56 --dataset cifar10 --data-dir ~/data/cifar-10-batches-py "
+            "--fraction 0.25 --out runs/r56_quarter",
+            "ckatlas train --arch resnet56 --dataset cifar10 --data-dir ~/data/cifar-10-batches-py "
+            "--fraction 0.25 --out runs/r56_quarter --resume",
+            "ckatlas train --arch cnn20 --dataset npz --data-dir my_images.npz --device cpu --quiet --out runs/cnn",
+        ],
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="the run directory")
+    p.add_argument("--arch", default="resnet20", help="model name: resnet<depth>, cnn<depth>, ... (resnet20)")
+    p.add_argument("--width", type=positive_float, default=1.0, help="channel multiplier (default 1)")
+    p.add_argument("--dataset", default="digits", help="digits, cifar10, cifar100, folder or npz (digits)")
+    p.add_argument("--data-dir", metavar="PATH", help="where the dataset is (not for digits)")
+    p.add_argument("--fraction", type=fraction, default=1.0, help="share of each training class, e.g. 1/4 (1)")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the --fraction subset (default 0)")
+    p.add_argument("--resize", type=positive_int, help="image side in pixels (default: the dataset's)")
+    p.add_argument("--epochs", type=positive_int, help="passes over the training set (15 digits, 200 otherwise)")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="examples per step (default 128)")
+    p.add_argument("--lr", type=positive_float, default=0.1, help="peak learning rate (default 0.1)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (default 5e-4)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (default 0)")
+    p.add_argument("--no-augment", action="store_true", help="no pad-and-crop or flips")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, data order and augmentation (0)")
+    p.add_argument("--eval-every", type=int, default=1, help="test every this many epochs; 0: at the end (1)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--resume", action="store_true", help="finish the interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ckatlas.train import TrainConfig, train
+
+    config = TrainConfig(
+        arch=args.arch,
+        width=args.width,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        fraction=args.fraction,
+        subset_seed=args.subset_seed,
+        resize=args.resize,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        nesterov=args.nesterov,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        augment=not args.no_augment,
+        seed=args.seed,
+        eval_every=args.eval_every,
+    )
+    result = train(config, args.out, resume=args.resume, quiet=args.quiet, device=args.device)
+    if not args.quiet:
+        final = result.metrics["final"]
+        print(
+            f"{result.run_dir}: test accuracy {final['test_accuracy']:.2%} after {final['epochs']} epochs "
+            f"({final['train_seconds']:.0f} s of training)"
+        )
+    return 0
+
+
+def add_cka(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "cka",
+        "CKA heatmap of one model's layers, or of two models' layers, on a dataset",
+        """
+        Minibatch CKA (Nguyen, Raghu & Kornblith, 2021) between the layers of one model, or
+        between the layers of two models on the same batches, in inference mode. The models
+        are saved runs (RUN_DIR, as 'ckatlas train --out' writes them; the data are the test
+        split of the run's own dataset) or registry models with fresh random weights (--arch,
+        --width; data from --dataset, or --random-inputs). --passes > 1 reshuffles the data
+        each pass (the paper uses 10).
+
+        Layers: blocks (stem, each block's output, pooled features, logits), all (every conv,
+        norm, activation and residual sum), or module names / glob patterns ('stage3.*.add';
+        '*' stays inside one dotted part, '**' crosses parts).
+
+        Writes --out (.npz CKAResult: matrix, standard errors, layer names, settings) and,
+        with --png, the heatmap (layer index from input to output, origin lower left).
+        """,
+        [
+            "ckatlas cka runs/r56 --out cka/r56.npz --png cka/r56.png",
+            "ckatlas cka runs/r56_w1 runs/r56_w4 --layers all --passes 10 --out cka/w1_vs_w4.npz",
+            "ckatlas cka --arch resnet20 --width 1 --dataset digits --layers blocks --out cka.npz --png cka.png",
+            "ckatlas cka --arch resnet20 --arch-b resnet56 --width-b 2 --random-inputs 512 --out cross.npz",
+            "ckatlas cka runs/r20 --layers 'stage3.*.add' stage3.2.relu --batch-size 128 --out cka/s3.npz",
+        ],
+    )
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="one or two finished run directories")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the CKAResult (.npz)")
+    p.add_argument("--png", metavar="FILE", help="also draw the heatmap into this PNG")
+    p.add_argument("--layer-ticks", action="store_true", help="label the figure's ticks with layer names")
+    p.add_argument("--arch", help="registry model with fresh weights (instead of RUN_DIR), e.g. resnet20")
+    p.add_argument("--width", type=positive_float, default=1.0, help="its channel multiplier (default 1)")
+    p.add_argument("--arch-b", help="a second registry model to compare with --arch")
+    p.add_argument("--width-b", type=positive_float, default=1.0, help="its channel multiplier (default 1)")
+    p.add_argument("--model-seed", type=int, default=0, help="seed of the fresh weights (default 0)")
+    p.add_argument("--dataset", default="digits", help="data for --arch: digits, cifar10, cifar100, folder, npz")
+    p.add_argument("--data-dir", metavar="PATH", help="where the dataset is (for runs: default as in config.json)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="which split to use (default test)")
+    p.add_argument("--examples", type=positive_int, metavar="N", help="use only the first N examples of the split")
+    p.add_argument("--random-inputs", type=positive_int, metavar="N",
+                   help="for --arch: N random Gaussian images instead of a dataset")
+    p.add_argument("--image-size", type=positive_int, default=32, help="side of the random images (default 32)")
+    p.add_argument("--layers", nargs="+", metavar="LAYER", help="blocks (default), all, or names / glob patterns")
+    p.add_argument("--layers-b", nargs="+", metavar="LAYER", help="layers of the second model (default: --layers)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="examples per minibatch (default 256)")
+    p.add_argument("--passes", type=positive_int, default=1, help="passes over the data (default 1)")
+    p.add_argument("--no-shuffle", action="store_true", help="consecutive batches instead of a random permutation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batch permutations (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(func=_run_cka)
+
+
+def _cka_models(args: argparse.Namespace, device: object) -> tuple[list[object], list[str], object]:
+    """The model(s) to compare, their names, and the inputs (see `ckatlas cka --help`)."""
+    from pathlib import Path
+
+    import torch
+
+    from ckatlas.data import load_dataset
+    from ckatlas.errors import UserInputError
+    from ckatlas.models import create_model
+    from ckatlas.seeding import make_generator
+    from ckatlas.train import load_run
+
+    if args.runs and args.arch:
+        raise UserInputError("give RUN_DIR(s) or --arch, not both")
+    if len(args.runs) > 2:
+        raise UserInputError(f"at most two run directories can be compared, got {len(args.runs)}")
+    if args.runs:
+        for flag in ("arch_b", "random_inputs"):
+            if getattr(args, flag) is not None:
+                raise UserInputError(f"--{flag.replace('_', '-')} is for registry models (--arch), not for runs")
+        runs = [load_run(run, device=device) for run in args.runs]
+        shapes = {tuple(run.info["data"]["image_shape"]) for run in runs}
+        if len({run.config.dataset for run in runs}) > 1 or len(shapes) > 1:
+            raise UserInputError("the two runs were trained on different data; compare runs of the same dataset")
+        data = runs[0].config.load_data(args.data_dir)
+        return [run.model for run in runs], [Path(run.run_dir).name for run in runs], _cka_split(data, args.split)
+    if not args.arch:
+        raise UserInputError("name the model(s): one or two RUN_DIRs, or --arch (a registry model such as resnet20)")
+    if args.random_inputs is not None:
+        inputs = torch.randn(args.random_inputs, 3, args.image_size, args.image_size, generator=make_generator(args.seed))
+        num_classes, channels = 10, 3
+    else:
+        data = load_dataset(args.dataset, args.data_dir)
+        inputs, num_classes, channels = _cka_split(data, args.split), data.num_classes, data.in_channels
+    specs = [(args.arch, args.width)] + ([(args.arch_b, args.width_b)] if args.arch_b else [])
+    models = [
+        create_model(arch, width=width, num_classes=num_classes, in_channels=channels, device=device,
+                     generator=make_generator(args.model_seed + i))
+        for i, (arch, width) in enumerate(specs)
+    ]
+    names = [f"{arch}_w{width:g}" for arch, width in specs]
+    if len(names) == 2 and names[0] == names[1]:
+        names = [f"{names[0]}_seed{args.model_seed}", f"{names[1]}_seed{args.model_seed + 1}"]
+    return models, names, inputs
+
+
+def _cka_split(data: object, split: str) -> object:
+    return data.x_test if split == "test" else data.x_train
+
+
+def _run_cka(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ckatlas.heatmap import heatmap
+    from ckatlas.report import plot_heatmap
+    from ckatlas.train import resolve_device
+
+    device = resolve_device(args.device)
+    models, names, inputs = _cka_models(args, device)
+    if args.examples is not None:
+        inputs = inputs[: args.examples]
+    if args.layers_b and len(models) == 1:
+        from ckatlas.errors import UserInputError
+
+        raise UserInputError("--layers-b needs a second model (a second RUN_DIR or --arch-b)")
+    result = heatmap(
+        models[0],
+        inputs,
+        models[1] if len(models) > 1 else None,
+        layers=layer_spec(args.layers, "blocks"),
+        layers_b=layer_spec(args.layers_b, None),
+        batch_size=args.batch_size,
+        passes=args.passes,
+        shuffle=not args.no_shuffle,
+        seed=args.seed,
+        device=device,
+        progress=False if args.quiet else None,
+        model_names=(names[0], names[-1]),
+    )
+    out = result.save(Path(args.out))
+    if args.png:
+        write_png(plot_heatmap(result, layer_ticks=args.layer_ticks), Path(args.png))
+    if not args.quiet:
+        la, lb = result.shape
+        what = names[0] if len(names) == 1 else f"{names[0]} ({la} layers) vs {names[1]} ({lb} layers)"
+        print(f"CKA of {what}: {la} x {lb}, {result.n} examples x {result.passes} pass(es), "
+              f"{result.num_batches} batches")
+        print(f"wrote {out}" + (f" and {args.png}" if args.png else ""))
+    return 0
+
+
+def add_info(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "info",
+        "versions, devices and threads (paste it into a bug report)",
+        "Print the versions of ckatlas and its main dependencies, the devices PyTorch sees and the thread count.",
+        ["ckatlas info", "ckatlas info --json > env.json"],
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import json
+    import platform
+
+    import numpy
+    import torch
+
+    info = {
+        "ckatlas": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda": torch.cuda.is_available(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key:>13}: {value}")
+    return 0
+
