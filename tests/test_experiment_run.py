@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +180,18 @@ def test_two_worker_processes_give_the_same_results(finished, toml_file, tmp_pat
     for path in (root / "cka").glob("*.npz"):
         np.testing.assert_array_equal(CKAResult.load(tmp_path / "jobs2" / "cka" / path.name).matrix,
                                       CKAResult.load(path).matrix)
+
+
+def test_a_dead_worker_is_one_clear_error(toml_file, tmp_path):
+    # The classic way to kill spawned workers: a script without a __main__ guard re-runs itself in each.
+    script = tmp_path / "no_guard.py"
+    script.write_text(f"from ckatlas.experiment import run_experiment\n"
+                      f"run_experiment({str(toml_file)!r}, {str(tmp_path / 'out')!r}, jobs=2, threads=1, quiet=True)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ckatlas.errors.UserInputError: a worker process died while computing train/"), last
+    assert "if __name__ == \"__main__\":" in last
 
 
 def test_jobs_must_be_a_positive_integer(toml_file, tmp_path):

@@ -28,6 +28,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
@@ -104,7 +105,14 @@ def _run_pool(steps: Sequence[Step], ctx: StepContext, on_start: OnStart, on_don
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     step = running.pop(future)
-                    seconds = future.result()  # a step's error is raised here
+                    try:
+                        seconds = future.result()  # a step's error is raised here
+                    except BrokenProcessPool:
+                        raise UserInputError(
+                            f"a worker process died while computing {step.key} (killed, out of memory, or a script "
+                            "that calls run_experiment(jobs=N) outside an `if __name__ == \"__main__\":` block); "
+                            "nothing finished is lost: run again, with jobs=1 to see the step's own error"
+                        ) from None
                     done.add(step.key)
                     on_done(step, seconds)
         except BaseException:

@@ -84,7 +84,8 @@ def run_experiment(
         threads: PyTorch threads with the local executor (None: PyTorch's default), in
             each worker process when `jobs` > 1.
         jobs: worker processes of the local executor computing independent steps side
-            by side (1: everything in this process, one step after another).
+            by side (1: everything in this process, one step after another). They are
+            spawned: a script must call this under ``if __name__ == "__main__":``.
         cpus_per_task: CPUs each Ray task that runs models declares (and its threads).
         gpus_per_task: GPUs each such Ray task declares; None: 1 when the cluster has GPUs.
         quiet: print nothing.
