@@ -252,6 +252,9 @@ def test_result_save_load_round_trip(tmp_path) -> None:
     np.savez(tmp_path / "other.npz", x=np.zeros(2))
     with pytest.raises(UserInputError, match="holds no a CKAResult|missing"):
         CKAResult.load(tmp_path / "other.npz")
+    (tmp_path / "truncated.npz").write_bytes((tmp_path / "other.npz").read_bytes()[:40])  # a cut-off copy
+    with pytest.raises(UserInputError, match=r"truncated\.npz: not a readable \.npz file"):
+        CKAResult.load(tmp_path / "truncated.npz")
 
 
 # -- figures -----------------------------------------------------------------------------------

@@ -423,8 +423,9 @@ class GramTaps(_Taps):
             fed, sample, gram = stash
             if source is fed and torch.equal(_sample(source), sample):
                 return gram
-        elif last is not None and source is last[1] and last[0] not in self._feeds and _bn_scale(module, source) is not None:
-            self._feeds[last[0]] = name  # used from the next batch on
+        elif last is not None and source is last[1] and last[0] not in self._feeds:
+            if _bn_scale(module, source) is not None:
+                self._feeds[last[0]] = name  # used from the next batch on
         bn = self._feeds.get(name)
         if bn is not None:
             scale = _bn_scale(self.model.get_submodule(bn), tensor)

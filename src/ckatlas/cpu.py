@@ -1,4 +1,4 @@
-"""How many CPU threads a model should train with.
+"""How many CPU threads a model should train with, and how many cores this process may use.
 
 PyTorch 2.13's oneDNN convolutions corrupt the heap at random when a model with
 narrow convolutions (fewer than 16 output channels, e.g. ResNets at width 0.25 or
@@ -11,6 +11,7 @@ training of narrow models runs on one thread; everything else is left alone.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -43,4 +44,12 @@ def training_threads(model: nn.Module, device: torch.device | str | None) -> Ite
         torch.set_num_threads(before)
 
 
-__all__ = ["NARROW_CHANNELS", "is_narrow", "training_threads"]
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+__all__ = ["NARROW_CHANNELS", "available_cores", "is_narrow", "training_threads"]

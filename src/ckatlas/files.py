@@ -1,7 +1,10 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+"""Atomic file writes, and reads of the files ckatlas writes that fail in one clear line.
 
 Every file ckatlas writes goes through here: write to a temporary file in the
-same directory, flush and fsync, then `os.replace` onto the final name.
+same directory, flush and fsync, then `os.replace` onto the final name. A reader
+sees the old file or the new one, never half of one. `read_json` and
+`read_npz_arrays` read results back (never with pickle); a missing, truncated or
+foreign file is a `UserInputError` naming it.
 """
 
 from __future__ import annotations
@@ -10,9 +13,14 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
+
+from ckatlas.errors import UserInputError
 
 
 @contextlib.contextmanager
@@ -59,4 +67,29 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
 
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """The JSON value in `path`; `what` ("a probe result saved as JSON") names what was expected."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserInputError(f"{p}: no such file (expected {what})")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{p}: not valid JSON ({exc}); expected {what}") from None
+
+
+def read_npz_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of the .npz file `path` (which must exist), read without pickle."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except ValueError as exc:  # object arrays, or not an .npz at all: either would need pickle, which is refused
+        raise UserInputError(
+            f"{path}: not a readable .npz file without pickle ({exc}); expected plain numeric arrays"
+        ) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:  # missing, truncated or corrupt
+        raise UserInputError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json",
+           "read_npz_arrays"]

@@ -38,7 +38,7 @@ from ckatlas import __version__
 from ckatlas.capture import GramTaps, LayerSpec, batch_len, call_model, inference, model_device
 from ckatlas.cka import MinibatchCKA
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_open
+from ckatlas.files import atomic_open, read_npz_arrays
 from ckatlas.seeding import make_generator
 
 MIN_BATCH = 4  # the unbiased HSIC estimator needs n >= 4
@@ -189,11 +189,7 @@ def load_result_npz(path: str | Path, keys: Sequence[str], what: str) -> dict[st
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path} does not exist; expected {what} saved as .npz")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"{path} is not a readable .npz file ({exc})") from None
+    arrays = read_npz_arrays(path)
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise UserInputError(f"{path} holds no {what}: arrays {missing} are missing")

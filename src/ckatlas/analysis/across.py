@@ -32,7 +32,7 @@ from torch import nn
 
 from ckatlas.capture import LayerSpec
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_open, atomic_write_json
+from ckatlas.files import atomic_open, atomic_write_json, read_json
 from ckatlas.heatmap import load_result_npz, population_heatmaps
 
 _FORMAT = "ckatlas.AveragedCKA"
@@ -294,13 +294,11 @@ class LayerMatch:
     @classmethod
     def load(cls, path: str | os.PathLike) -> LayerMatch:
         """Read what `save` wrote."""
-        p = Path(path)
-        if not p.is_file():
-            raise UserInputError(f"{p} does not exist; expected a layer match saved as JSON")
+        data = read_json(path, "a layer match saved as JSON")
         try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as exc:
-            raise UserInputError(f"{p} is not a layer match ({exc})") from None
+            return cls.from_dict(data)
+        except KeyError as exc:
+            raise UserInputError(f"{path} is not a layer match (no {exc})") from None
 
 
 def match_layers(

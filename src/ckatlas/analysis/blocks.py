@@ -33,18 +33,16 @@ indicator), which is well under a second for the few hundred layers of a ResNet'
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_json
+from ckatlas.files import atomic_write_json, read_json
 
 _FORMAT = "ckatlas.BlockResult"
 _STABILITY_FORMAT = "ckatlas.BlockStability"
@@ -174,7 +172,7 @@ class BlockResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> BlockResult:
         """Read a result written by `save`."""
-        return cls.from_dict(_read_json(path))
+        return cls.from_dict(read_json(path, "a block result saved as JSON"))
 
 
 def find_blocks(
@@ -373,16 +371,6 @@ def _check_settings(threshold: float, tolerance: float, min_size: int, min_fract
         raise UserInputError(f"min_fraction must be in [0, 1], got {min_fraction}")
 
 
-def _read_json(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserInputError(f"{p}: no such file")
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{p}: not valid JSON ({exc})") from None
-
-
 # -- stability across models (seeds) --------------------------------------------------------
 
 
@@ -499,7 +487,7 @@ class BlockStability:
     @classmethod
     def load(cls, path: str | os.PathLike) -> BlockStability:
         """Read a result written by `save`."""
-        return cls.from_dict(_read_json(path))
+        return cls.from_dict(read_json(path, "a block stability result saved as JSON"))
 
 
 def _spread(values: np.ndarray) -> str:

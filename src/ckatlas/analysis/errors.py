@@ -39,13 +39,11 @@ NaN and are left out of the correction.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -54,7 +52,7 @@ from statsmodels.stats.multitest import multipletests
 
 from ckatlas.analysis.populations import Population, check_same_test_set, load_class_groups, load_predictions
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_json
+from ckatlas.files import atomic_write_json, read_json
 
 _FORMAT = "ckatlas.ErrorComparison"
 
@@ -270,14 +268,7 @@ class ErrorComparison:
     @classmethod
     def load(cls, path: str | os.PathLike) -> ErrorComparison:
         """Read a comparison written by `save`."""
-        p = Path(path)
-        if not p.is_file():
-            raise UserInputError(f"{p}: no such file")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserInputError(f"{p}: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, "an error comparison saved as JSON"))
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ mapping ``{group: [classes]}`` for group-level tests.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ckatlas.errors import UserInputError
+from ckatlas.files import read_json, read_npz_arrays
 
 
 @dataclass
@@ -118,11 +118,7 @@ def _read_prediction_file(file: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """(labels, predicted classes, number of logit columns or 0) of one predictions file."""
     if not file.is_file():
         raise UserInputError(f"{file}: no such file (expected a run directory with predictions.npz, or an .npz file)")
-    try:
-        with np.load(file, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"{file}: not a readable .npz file ({exc})") from None
+    arrays = read_npz_arrays(file)
     if "labels" not in arrays or not ({"logits", "predictions"} & arrays.keys()):
         raise UserInputError(
             f"{file}: expected arrays 'labels' and 'logits' (or 'predictions'), found {sorted(arrays)}"
@@ -156,12 +152,7 @@ def check_same_test_set(labels_a: np.ndarray, labels_b: np.ndarray, where_a: str
 def load_class_groups(path: str | os.PathLike) -> dict[str, list[int | str]]:
     """Read class groups from a JSON object ``{group: [class index or class name, ...]}``."""
     p = Path(path)
-    if not p.is_file():
-        raise UserInputError(f"{p}: no such file (expected a JSON object {{group: [classes]}})")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{p}: not valid JSON ({exc})") from None
+    data = read_json(p, "a JSON object {group: [classes]}")
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise UserInputError(f"{p}: expected a JSON object mapping each group name to a list of classes")
     return data

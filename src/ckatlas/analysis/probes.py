@@ -35,7 +35,6 @@ examples at once (4 bytes per value); layers are put into groups of at most
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -53,7 +52,7 @@ from torch import nn
 
 from ckatlas.capture import ActivationTaps, LayerSpec, inference, model_device, resolve_layers
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_json
+from ckatlas.files import atomic_write_json, read_json
 
 DEFAULT_C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 DEFAULT_MAX_FEATURES = 4096
@@ -147,13 +146,11 @@ class ProbeResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> ProbeResult:
         """Read what `save` wrote."""
-        p = Path(path)
-        if not p.is_file():
-            raise UserInputError(f"{p} does not exist; expected a probe result saved as JSON")
+        data = read_json(path, "a probe result saved as JSON")
         try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as exc:
-            raise UserInputError(f"{p} is not a probe result ({exc})") from None
+            return cls.from_dict(data)
+        except KeyError as exc:
+            raise UserInputError(f"{path} is not a probe result (no {exc})") from None
 
 
 # -- layers and features ---------------------------------------------------------------------

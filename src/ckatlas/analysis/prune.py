@@ -29,7 +29,6 @@ layers of a block (`mark_blocks`).
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -46,7 +45,7 @@ from ckatlas.analysis.blocks import BlockResult
 from ckatlas.capture import model_device
 from ckatlas.data import iterate_batches, num_batches
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_json
+from ckatlas.files import atomic_write_json, read_json
 from ckatlas.train import cosine_lr, predict
 
 _FORMAT = "ckatlas.PruneResult"
@@ -167,13 +166,11 @@ class PruneResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> PruneResult:
         """Read what `save` wrote."""
-        p = Path(path)
-        if not p.is_file():
-            raise UserInputError(f"{p} does not exist; expected a pruning result saved as JSON")
+        data = read_json(path, "a pruning result saved as JSON")
         try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as exc:
-            raise UserInputError(f"{p} is not a pruning result ({exc})") from None
+            return cls.from_dict(data)
+        except KeyError as exc:
+            raise UserInputError(f"{path} is not a pruning result (no {exc})") from None
 
 
 def deletion_order(model: nn.Module) -> dict[int, list[str]]:

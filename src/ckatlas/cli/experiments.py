@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from ckatlas.cli._common import command, positive_float, positive_int
 
@@ -43,11 +42,9 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 
 def default_jobs() -> int:
     """One process per CPU core this process may use, at most 4 (the demo's default --jobs)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    from ckatlas.cpu import available_cores
+
+    return max(1, min(4, available_cores()))
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ by 1/255; other types are taken as they are. Labels are integers 0..K-1.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from ckatlas.data.image_data import RawImages
 from ckatlas.data.subsets import fixed_split
 from ckatlas.errors import UserInputError
+from ckatlas.files import read_npz_arrays
 
 NPZ_TEST_EVERY = 4
 _LAYOUT = "arrays x_train, y_train, x_test, y_test (or x, y), optionally class_names"
@@ -41,13 +41,7 @@ def read_npz(path: str | Path) -> RawImages:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserInputError(f"npz file {path} does not exist (expected a .npz with {_LAYOUT})")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except ValueError as exc:  # object arrays need pickle, which is refused
-        raise UserInputError(f"{path}: cannot read it without pickle ({exc}); store plain numeric arrays") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserInputError(f"{path}: not a readable .npz file ({exc})") from None
+    arrays = read_npz_arrays(path)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         x_train, y_train = _images(arrays["x_train"], f"{path}:x_train"), arrays["y_train"]
         x_test, y_test = _images(arrays["x_test"], f"{path}:x_test"), arrays["y_test"]

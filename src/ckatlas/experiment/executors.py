@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -34,6 +33,7 @@ from typing import Any
 import torch
 from threadpoolctl import threadpool_limits
 
+from ckatlas.cpu import available_cores
 from ckatlas.errors import USER_ERRORS, UserInputError
 from ckatlas.experiment.plan import DRIVER_STEPS, Step
 from ckatlas.experiment.steps import StepContext, execute
@@ -88,7 +88,7 @@ def _run_pool(steps: Sequence[Step], ctx: StepContext, on_start: OnStart, on_don
     waiting = list(steps)
     running: dict[Future[float], Step] = {}
     if threads is None:  # a fair share of the cores each
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        threads = max(1, available_cores() // jobs)
     task_ctx = dataclasses.replace(ctx, quiet=True)  # progress bars of several processes would interleave
     spawn = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
     with ProcessPoolExecutor(max_workers=min(jobs, len(steps)), mp_context=spawn) as pool:
