@@ -17,6 +17,11 @@ consecutive batches everywhere:
     python benchmarks/bench_heatmap.py                 # everything (tens of minutes on 2 cores)
     python benchmarks/bench_heatmap.py --quick         # small smoke version (a minute or two)
     python benchmarks/bench_heatmap.py --skip torch_cka memory --repeats 5
+    python benchmarks/bench_heatmap.py --default-allocator   # glibc's malloc left as it is
+
+The allocator is settled first (`ckatlas.cpu.settle_allocator`, as the `ckatlas` command
+does): with glibc's default the forward passes themselves run up to 1.8x slower (every batch
+faults its activations' pages in again) and their speed depends on what ran before.
 
 torch_cka is for this benchmark only: pip install -c constraints.txt torch-cka
 """
@@ -42,6 +47,7 @@ import torch
 from ckatlas import heatmap
 from ckatlas.capture import inference
 from ckatlas.cka import MinibatchCKA, gram_linear
+from ckatlas.cpu import settle_allocator
 from ckatlas.models import create_model
 from ckatlas.seeding import make_generator
 
@@ -130,9 +136,10 @@ def _memory_child(spec: dict) -> None:
     print(json.dumps({"maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}))
 
 
-def _memory(spec: dict) -> dict:
+def _memory(spec: dict, default_allocator: bool) -> dict:
+    flags = ["--default-allocator"] if default_allocator else []
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", json.dumps(spec)], capture_output=True, text=True, check=True
+        [sys.executable, __file__, *flags, "--memory-child", json.dumps(spec)], capture_output=True, text=True, check=True
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -143,10 +150,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (interleaved; best is reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["straightforward", "accuracy", "torch_cka", "memory"])
+    parser.add_argument(
+        "--default-allocator", action="store_true",
+        help="leave glibc's malloc as it is (default: ckatlas.cpu.settle_allocator(), as the ckatlas command does)",
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    settled = not args.default_allocator and settle_allocator()
     if args.memory_child:
         _memory_child(json.loads(args.memory_child))
         return
@@ -154,7 +166,8 @@ def main() -> None:
     model = create_model(cfg["arch"], width=cfg["width"], generator=make_generator(0))
     x, batch = _inputs(cfg["n"]), cfg["batch"]
     blocks, all_layers = model.layer_names("blocks"), model.layer_names("all")
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{'settled' if settled else 'default'} allocator")
     print(f"{cfg['arch']} width {cfg['width']}: {len(blocks)} block layers, {len(all_layers)} layers in 'all'; "
           f"{cfg['n']} inputs 3x32x32, batch {batch}, one pass\n")
 
@@ -202,8 +215,8 @@ def main() -> None:
             print(f"  torch_cka max |CKA - float64 reference|  {np.abs(theirs - ref_blocks).max():.2e}")
     if "memory" not in args.skip:
         spec = dict(arch=cfg["mem_arch"], width=cfg["mem_width"], batch=cfg["mem_batch"])
-        fwd = _memory({**spec, "mode": "forward"})
-        cka = _memory({**spec, "mode": "heatmap"})
+        fwd = _memory({**spec, "mode": "forward"}, args.default_allocator)
+        cka = _memory({**spec, "mode": "heatmap"}, args.default_allocator)
         print(f"\npeak memory (ru_maxrss, fresh process), {spec['arch']} width {spec['width']}, one batch of {spec['batch']}:")
         print(f"  forward pass            {fwd['maxrss_mib']:8.0f} MiB  ({fwd['seconds']:.1f} s)")
         print(f"  heatmap, all layers     {cka['maxrss_mib']:8.0f} MiB  ({cka['seconds']:.1f} s)")

@@ -18,7 +18,7 @@ from ckatlas.capture import (
     pick_tensor,
     resolve_layers,
 )
-from ckatlas.capture import _self_product
+from ckatlas.capture import _full_precision, _product_nt, _self_product
 from ckatlas.cka import MinibatchCKA, gram_linear
 from ckatlas.errors import UserInputError
 from ckatlas.models import create_model
@@ -234,17 +234,46 @@ def test_inference_restores_each_flag_even_on_error() -> None:
     assert model.training and not model.stem.bn.training and model.stem.conv.training
 
 
-@pytest.mark.parametrize("n", [5, 128, 200, 256])
-def test_blocked_self_product_equals_plain_product(n: int) -> None:
-    x = torch.randn(n, 300)
-    gram = _self_product(x)
-    torch.testing.assert_close(gram.double(), x.double() @ x.double().T, rtol=1e-5, atol=1e-4)
-    if n >= 128:  # the blocked path (a plain product need not be exactly symmetric)
+@pytest.mark.parametrize("n,p", [(5, 300), (128, 300), (256, 1024), (300, 2048), (512, 1100)])
+def test_blocked_self_product_equals_plain_product(n: int, p: int) -> None:
+    x = torch.randn(n, p)
+    gram, ref = _self_product(x), x.double() @ x.double().T
+    torch.testing.assert_close(gram.double(), ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
+    if n >= 256 and p >= 1024:  # the blocked path (a plain product need not be exactly symmetric)
         assert torch.equal(gram, gram.T)
 
 
+@pytest.mark.parametrize("shape", [(7, 50), (256, 4096)])
+def test_cpu_product_is_float32_accurate(shape: tuple[int, int]) -> None:
+    a, b = torch.randn(*shape), torch.randn(shape[0] // 2 + 1, shape[1])
+    ref = a.double() @ b.double().T
+    got = _product_nt(a, b)
+    assert got.dtype == torch.float32
+    # float32 accumulation: error well inside 1e-5 of the largest entry (bf16 would be ~1e-2)
+    assert float((got.double() - ref).abs().max()) < 1e-5 * float(ref.abs().max())
+
+
+def test_grams_stay_float32_under_reduced_matmul_precision() -> None:
+    """`set_float32_matmul_precision("medium")` may mean bf16 products; Grams ignore it and restore it."""
+    model, x = _resnet(), torch.randn(130, 3, 16, 16)
+    ref_names, ref = _grams(model, "blocks", x)
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        before = torch.backends.mkldnn.matmul.fp32_precision
+        with _full_precision(torch.device("cpu")):
+            assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
+        names, grams = _grams(model, "blocks", x)
+        assert torch.backends.mkldnn.matmul.fp32_precision == before
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert names == ref_names
+    for got, want in zip(grams, ref):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
 def test_large_batch_grams_through_the_hooks() -> None:
-    model, x = _resnet(), torch.randn(160, 3, 16, 16)  # n >= 128: the blocked product
+    model, x = _resnet(), torch.randn(260, 3, 16, 16)  # n >= 256, 1,024 features: the blocked product
     names, grams = _grams(model, "blocks", x)
     for gram, act in zip(grams, capture_activations(model, names, x).values()):
         ref = gram_linear(act.double())
@@ -275,12 +304,14 @@ def _odd_batchnorm_stats(model: nn.Module) -> None:
 
 
 def _hook_grams_per_batch(model: nn.Module, layers, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The Grams of each batch; checks that some conv -> BN pair was learnt (the path under test)."""
     out = []
     with GramTaps(model, layers) as taps, inference(model):
         for x in batches:
             taps.expect(len(x))
             model(x)
             out.append(taps.stacked())
+        assert taps._feeds, "no conv -> BatchNorm pair: the test does not reach the paired path"
     return out
 
 
@@ -303,7 +334,7 @@ def test_batchnorm_gram_from_the_conv_channel_grams(n: int) -> None:
 def test_batchnorm_pairing_sees_an_inplace_change_between_the_hooks(inplace_between: bool) -> None:
     model = _ConvReluBN(inplace_between)
     _odd_batchnorm_stats(model)
-    batches = [torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    batches = [torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(s)) for s in range(3)]
     for x, grams in zip(batches, _hook_grams_per_batch(model, ["conv", "bn"], batches)):
         with inference(model):
             pre = model.conv(x)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import platform
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -437,6 +438,10 @@ class GramTaps(_Taps):
 
     def _gram(self, t: torch.Tensor, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The centred Gram of `t`; with a per-channel `scale`, also that of ``scale * t``."""
+        with _full_precision(t.device):
+            return self._centred_gram(t, scale)
+
+    def _centred_gram(self, t: torch.Tensor, scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         t = t.detach() if scale is not None else _memory_order(t.detach())
         n = t.shape[0]
         dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else (
@@ -496,7 +501,9 @@ class GramTaps(_Taps):
         return stack
 
 
-_MIN_CHANNEL_SIZE = 32  # per-channel products with fewer features each are slow: no pairing
+# Per-channel products with fewer features each are slower than a second Gram of the BN's own
+# output (measured: 64 features, 64 channels, n = 256: 3.7 vs 2.0 ms): no pairing below this.
+_MIN_CHANNEL_SIZE = 128
 
 
 def _bn_scale(module: nn.Module, source: Any) -> torch.Tensor | None:
@@ -527,37 +534,97 @@ def _sample(t: torch.Tensor) -> torch.Tensor:
 def _channel_products(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For channel-major (c, n, s) `x`: ``sum_c w_kc x_c x_c^T`` for the two rows k of `weights`.
 
-    On the CPU block row by block row, skipping the upper blocks as `_self_product` does.
+    On an x86 CPU one oneDNN product per channel (`_product_nt`), then one
+    (2, c) x (c, n*n) product; elsewhere one batched product.
     """
     c, n, _ = x.shape
-    out = torch.empty(2, n, n, dtype=x.dtype, device=x.device)
-    h = n if x.device.type != "cpu" or n < 128 else max(64, -(-n // 4))
-    for start in range(0, n, h):
-        stop = n if h == n else min(n, start + h)
-        part = torch.bmm(x[:, start:stop], x[:, :stop].transpose(1, 2))  # (c, rows, stop)
-        out[:, start:stop, :stop] = (weights @ part.view(c, -1)).view(2, stop - start, stop)
-        if h != n:
-            out[:, :start, start:stop] = out[:, start:stop, :start].transpose(1, 2)
+    with _full_precision(x.device):
+        if _onednn(x):
+            parts = torch.stack([_ONEDNN_LINEAR(x[i], x[i], None, "none", [], "") for i in range(c)])
+        else:
+            parts = torch.bmm(x, x.transpose(1, 2))
+        out = (weights @ parts.view(c, -1)).view(2, n, n)
     return out[0], out[1]
 
 
 def _self_product(x: torch.Tensor) -> torch.Tensor:
     """``x @ x.T`` for (n, p) `x`; on the CPU block row by block row, skipping the upper blocks.
 
-    PyTorch has no symmetric rank-k product (BLAS syrk). With 4 block rows, each
-    row times the rows up to it, 10 of 16 blocks are computed: 15-30% faster than
-    one product on 2 cores (measured, n = 256); the upper blocks are mirrored.
+    PyTorch has no symmetric rank-k product (BLAS syrk). With block rows of 128
+    (n = 256: 2 rows, each times the rows up to it, 3 of 4 blocks) the product is
+    15% faster than a plain one for p >= 4,096 (measured with oneDNN on 2 cores;
+    rows of 64 or 32 are slower); the upper blocks are mirrored.
     """
-    n = x.shape[0]
-    if x.device.type != "cpu" or n < 128:
-        return x @ x.T
-    h = max(64, -(-n // 4))
-    gram = torch.empty(n, n, dtype=x.dtype)
-    for start in range(0, n, h):
-        stop = min(n, start + h)
-        gram[start:stop, :stop] = x[start:stop] @ x[:stop].T
-        gram[:start, start:stop] = gram[start:stop, :start].T
-    return gram
+    n, p = x.shape
+    with _full_precision(x.device):
+        if x.device.type != "cpu" or n < 256 or p < 1024:
+            return _product_nt(x, x)
+        h = max(128, -(-n // 4))
+        gram = torch.empty(n, n, dtype=x.dtype)
+        for start in range(0, n, h):
+            stop = min(n, start + h)
+            gram[start:stop, :stop] = _product_nt(x[start:stop], x[:stop])
+            gram[:start, start:stop] = gram[start:stop, :start].T
+        return gram
+
+
+def _product_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` for 2-D `a`, `b`: through oneDNN's own float32 kernel on an x86 CPU.
+
+    PyTorch's CPU matrix product calls MKL, which on AMD processors runs its
+    AVX2 code; oneDNN's AVX-512 kernel (the one PyTorch's convolutions use) is
+    2.3x faster there (measured: 440 vs 190 GFLOP/s, (256, 16384) Grams, 2 cores)
+    and as accurate (IEEE float32 with float32 accumulation: `_full_precision`).
+    """
+    if _onednn(a) and _onednn(b):
+        return _ONEDNN_LINEAR(a, b, None, "none", [], "")
+    return a @ b.T
+
+
+def _find_onednn_linear() -> Any:
+    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        x = torch.randn(8, 40, dtype=torch.float64).float()
+        if torch.allclose(op(x, x[:5], None, "none", [], ""), x @ x[:5].T, rtol=1e-5, atol=1e-5):
+            return op
+    except Exception:  # a PyTorch build without it (or with another signature): the plain product
+        pass
+    return None
+
+
+_ONEDNN_LINEAR = _find_onednn_linear()
+
+
+def _onednn(x: torch.Tensor) -> bool:
+    return (
+        _ONEDNN_LINEAR is not None
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.is_contiguous()
+        and not x.requires_grad
+    )
+
+
+@contextlib.contextmanager
+def _full_precision(device: torch.device) -> Iterator[None]:
+    """IEEE float32 products for the duration, whatever `torch.set_float32_matmul_precision` says.
+
+    "medium" or "high" lets PyTorch compute float32 products in bf16 (oneDNN on
+    CPUs with AMX) or TF32 (CUDA); a Gram must stay float32 (see BENCHMARKS.md).
+    """
+    backend = torch.backends.mkldnn if device.type == "cpu" else torch.backends.cuda
+    matmul = getattr(backend, "matmul", None)
+    old = getattr(matmul, "fp32_precision", None)
+    if old is None or old == "ieee":
+        yield
+        return
+    matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = old
 
 
 def _memory_order(t: torch.Tensor) -> torch.Tensor:

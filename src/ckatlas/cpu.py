@@ -1,4 +1,5 @@
-"""How many CPU threads a model should train with, and how many cores this process may use.
+"""How many CPU threads a model should train with, how many cores this process may use, and
+how its memory allocator should behave (`settle_allocator`).
 
 PyTorch 2.13's oneDNN convolutions corrupt the heap at random when a model with
 narrow convolutions (fewer than 16 output channels, e.g. ResNets at width 0.25 or
@@ -11,6 +12,8 @@ training of narrow models runs on one thread; everything else is left alone.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 from collections.abc import Iterator
 
@@ -52,4 +55,39 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-__all__ = ["NARROW_CHANNELS", "available_cores", "is_narrow", "training_threads"]
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 << 20  # the most glibc accepts on 64-bit systems
+_TRIM_THRESHOLD = 512 << 20
+
+
+@functools.lru_cache(maxsize=1)
+def settle_allocator() -> bool:
+    """Keep freed memory in this process for the next tensor (glibc's malloc; a no-op elsewhere).
+
+    By default glibc serves blocks of 128 KiB and more with fresh memory maps and
+    hands the top of its heap back to the OS once a few MiB are free. A forward pass
+    allocates and frees every activation, so each batch faults all its pages in
+    again and the kernel zeroes them: ResNet-56 forward passes on 2 cores took
+    0.46 s per batch of 256 that way and 0.25 s with this setting (blocks up to
+    32 MiB from the heap, which keeps up to 512 MiB free before trimming); training
+    steps 15-20% less. Peak memory is unchanged; memory freed after the peak is
+    kept by the process (up to 512 MiB) instead of returned.
+
+    Process-wide, so the library never calls it on import: the `ckatlas` command,
+    its worker processes and the benchmarks do. Call it once at the start of a
+    script for the same effect. Returns True when the setting is in force.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # raises AttributeError when the C library is not glibc
+        mallopt = libc.mallopt
+    except (AttributeError, OSError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # Both or neither: setting either turns glibc's own adjustment of both off, and the trim
+    # threshold alone would leave every block over 128 KiB to a memory map (2x slower).
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+
+
+__all__ = ["NARROW_CHANNELS", "available_cores", "is_narrow", "settle_allocator", "training_threads"]

@@ -22,6 +22,7 @@ from ckatlas.cli._common import Parser, positive_float, positive_int
 from ckatlas.cli.analyses import add_blocks, add_errors, add_pca, add_probes, add_prune
 from ckatlas.cli.experiments import add_demo, add_presets, add_report, add_run, default_jobs
 from ckatlas.cli.models import add_cka, add_info, add_train
+from ckatlas.cpu import settle_allocator
 from ckatlas.errors import USER_ERRORS
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -53,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    settle_allocator()
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from threadpoolctl import threadpool_limits
 
-from ckatlas.cpu import available_cores
+from ckatlas.cpu import available_cores, settle_allocator
 from ckatlas.errors import USER_ERRORS, UserInputError
 from ckatlas.experiment.plan import DRIVER_STEPS, Step
 from ckatlas.experiment.steps import StepContext, execute
@@ -130,6 +130,7 @@ def _limited(step: Step, ctx: StepContext, threads: int) -> float:
     a thread per core in every process, and busy-waiting pools on too few cores ran
     the demo's probes 15x slower (measured: two probe runs at once, 129 s vs 8.5 s).
     """
+    settle_allocator()
     torch.set_num_threads(threads)
     with threadpool_limits(limits=threads):
         return execute(step, ctx)
