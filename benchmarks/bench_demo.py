@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ckatlas.cli import default_jobs
+from ckatlas.cpu import settle_allocator
 from ckatlas.experiment import run_experiment
 from ckatlas.report.headline import headline_text
 from ckatlas.report.html import REPORT_FILE
@@ -59,6 +60,7 @@ def main() -> None:
                         help=f"worker processes (default, as the demo's: one per core, at most 4: {default_jobs()})")
     parser.add_argument("--keep", metavar="DIR", help="write the experiment here and keep it (must not exist)")
     args = parser.parse_args()
+    settle_allocator()  # as the ckatlas command does
 
     preset = "tiny" if args.quick else "demo"
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-demo-")) / preset

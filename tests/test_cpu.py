@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -39,9 +40,9 @@ def test_thread_count_is_restored_on_error():
 
 _FAULTS = """
 import resource, sys, torch
-if sys.argv[1] == "settled":
+if sys.argv[1] != "default":
     from ckatlas.cpu import settle_allocator
-    assert settle_allocator()
+    assert settle_allocator() == (sys.argv[1] == "settled")
 from ckatlas.models import create_model
 model = create_model("resnet8", width=1.0).eval()
 x = torch.randn(256, 3, 32, 32)
@@ -61,8 +62,10 @@ def test_settled_allocator_stops_page_faults_after_the_first_batch() -> None:
     # faults their pages in again (about 47,000 faults per forward pass here); settled, the
     # process keeps them. Page faults are counted, not timed.
     faults = {}
-    for mode in ("default", "settled"):
-        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+    for mode in ("default", "settled", "opted-out"):
+        env = {**os.environ, "CKATLAS_DEFAULT_ALLOCATOR": "1" if mode == "opted-out" else ""}
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True, env=env)
         faults[mode] = [int(v) for v in out.stdout.split()]
     assert min(faults["default"][1:]) > 10_000, faults
     assert max(faults["settled"][1:]) < 500, faults
+    assert min(faults["opted-out"][1:]) > 10_000, faults

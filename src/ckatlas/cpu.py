@@ -76,8 +76,12 @@ def settle_allocator() -> bool:
 
     Process-wide, so the library never calls it on import: the `ckatlas` command,
     its worker processes and the benchmarks do. Call it once at the start of a
-    script for the same effect. Returns True when the setting is in force.
+    script for the same effect. The environment variable
+    ``CKATLAS_DEFAULT_ALLOCATOR=1`` turns it into a no-op (to compare, or to hand
+    memory back eagerly). Returns True when the setting is in force.
     """
+    if os.environ.get("CKATLAS_DEFAULT_ALLOCATOR", "") not in ("", "0"):
+        return False
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # raises AttributeError when the C library is not glibc
