@@ -18,7 +18,7 @@ from ckatlas.capture import (
     pick_tensor,
     resolve_layers,
 )
-from ckatlas.capture import _full_precision, _product_nt, _self_product
+from ckatlas.capture import _double_centred, _full_precision, _product_nt, _self_product
 from ckatlas.cka import MinibatchCKA, gram_linear
 from ckatlas.errors import UserInputError
 from ckatlas.models import create_model
@@ -341,4 +341,46 @@ def test_batchnorm_pairing_sees_an_inplace_change_between_the_hooks(inplace_betw
             if inplace_between:
                 torch.relu_(pre)
             out = model.bn(pre)
-        torch.testing.assert_close(grams[1].double(), gram_linear(out.double()), rtol=1e-5, atol=1e-5)
+        ref = gram_linear(out.double())
+        torch.testing.assert_close(grams[1].double(), ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
+
+
+def _calibrated(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """BatchNorm running statistics from `x`, as training leaves them (layers' means then small)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+            m.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        model(x)
+    return model.eval()
+
+
+def test_double_centring_equals_centring_matrix_products() -> None:
+    x = torch.randn(9, 30, dtype=torch.float64) + 5.0
+    g = x @ x.T
+    h = torch.eye(9, dtype=torch.float64) - 1.0 / 9
+    torch.testing.assert_close(_double_centred(g.clone()), h @ g @ h)
+
+
+def test_uncentred_grams_are_used_while_accurate_and_dropped_when_a_mean_jumps() -> None:
+    gen = torch.Generator().manual_seed(0)
+    model = _calibrated(create_model("resnet8", width=0.5), torch.randn(256, 3, 16, 16, generator=gen))
+    layers = model.layer_names("all")
+    batches = [torch.randn(40, 3, 16, 16, generator=gen) for _ in range(3)]
+    batches.append(batches[0] + 30.0)  # a large common offset: the early layers' means jump
+    used = []
+    with GramTaps(model, layers) as taps, inference(model):
+        for x in batches:
+            taps.expect(len(x))
+            model(x)
+            grams = taps.stacked()
+            used.append(set(taps._uncentred))
+            acts = capture_activations(model, layers, x)
+            for name, gram in zip(layers, grams):
+                ref = gram_linear(acts[name].double())
+                torch.testing.assert_close(gram.double(), ref, rtol=1e-5, atol=2e-6 * float(ref.abs().max()), msg=name)
+    # from the second batch on most layers skip the centring pass; the offset batch sends the stem back
+    assert len(used[1]) > len(layers) // 2, used[1]
+    assert "stem.relu" in used[2] and "stem.relu" not in used[3]

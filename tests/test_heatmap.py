@@ -151,7 +151,8 @@ def test_iterable_of_batches_equals_tensor_input() -> None:
     as_list = heatmap(model, list(x.split(16)), shuffle=True)  # shuffle does not apply to iterables
     labelled = heatmap(model, [(b, torch.zeros(len(b))) for b in x.split(16)], passes=2)
     np.testing.assert_allclose(as_list.matrix, ref.matrix, atol=1e-12)
-    np.testing.assert_allclose(labelled.matrix, ref.matrix, atol=1e-12)
+    # The second pass may take a layer's Gram without the centring pass (GramTaps): float32 rounding apart
+    np.testing.assert_allclose(labelled.matrix, ref.matrix, atol=1e-6)
     assert labelled.num_batches == 4 and labelled.metadata["batch_size"] is None
     with pytest.warns(UserWarning, match="a batch of 2 example"):
         with_small = heatmap(model, [*x.split(16), x[:2]])
