@@ -31,6 +31,9 @@ from ckatlas.cpu import settle_allocator
 from ckatlas.models import create_model
 from ckatlas.seeding import make_generator
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_heatmap import _calibrate  # noqa: E402  (a script beside this one)
+
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURE = "src/ckatlas/capture.py"
 
@@ -50,19 +53,6 @@ def _module(rev: str, folder: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _calibrate(model: torch.nn.Module) -> None:
-    """BatchNorm running statistics from 1,024 other random inputs, as training leaves them."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-            m.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        for b in torch.randn(1024, 3, 32, 32, generator=make_generator(1)).split(256):
-            model(b)
-    model.eval()
 
 
 def main() -> None:
