@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import OrderedDict
 
 import pytest
@@ -384,3 +386,18 @@ def test_uncentred_grams_are_used_while_accurate_and_dropped_when_a_mean_jumps()
     # from the second batch on most layers skip the centring pass; the offset batch sends the stem back
     assert len(used[1]) > len(layers) // 2, used[1]
     assert "stem.relu" in used[2] and "stem.relu" not in used[3]
+
+
+def test_importing_ckatlas_leaves_the_global_random_state_alone() -> None:
+    code = (
+        "import sys, torch\n"
+        "torch.manual_seed(0)\n"
+        "if sys.argv[1] == 'import':\n"
+        "    import ckatlas, ckatlas.capture, ckatlas.heatmap, ckatlas.cli\n"
+        "print(torch.rand(1).item())\n"
+    )
+    draws = [
+        subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True).stdout
+        for mode in ("import", "plain")
+    ]
+    assert draws[0] == draws[1]
