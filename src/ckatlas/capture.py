@@ -674,13 +674,15 @@ def _onednn(x: torch.Tensor) -> bool:
 
 @contextlib.contextmanager
 def _full_precision(device: torch.device) -> Iterator[None]:
-    """IEEE float32 products for the duration, whatever `torch.set_float32_matmul_precision` says.
+    """On the CPU, IEEE float32 products for the duration, whatever `torch.set_float32_matmul_precision` says.
 
-    "medium" or "high" lets PyTorch compute float32 products in bf16 (oneDNN on
-    CPUs with AMX) or TF32 (CUDA); a Gram must stay float32 (see BENCHMARKS.md).
+    "medium" or "high" lets oneDNN compute float32 products in bf16 on CPUs with
+    AMX; a Gram must stay float32 (see BENCHMARKS.md). On CUDA the user's TF32
+    settings are left alone (PyTorch's default products there are full float32):
+    setting the new-style flag over a legacy ``allow_tf32`` one makes PyTorch raise
+    on the next product.
     """
-    backend = torch.backends.mkldnn if device.type == "cpu" else torch.backends.cuda
-    matmul = getattr(backend, "matmul", None)
+    matmul = getattr(torch.backends.mkldnn, "matmul", None) if device.type == "cpu" else None
     old = getattr(matmul, "fp32_precision", None)
     if old is None or old == "ieee":
         yield
