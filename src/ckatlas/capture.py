@@ -409,7 +409,6 @@ class GramTaps(_Taps):
         self._last: tuple[str, torch.Tensor] | None = None  # the previous tapped layer's output
         self._stash: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._uncentred: set[str] = set()  # layers whose next Gram is taken without the centring pass
-        self._shift_ratio: float | None = None  # |X|^2 / |H X|^2 of the last centred Gram
 
     def __exit__(self, *exc: Any) -> None:
         super().__exit__(*exc)
@@ -457,11 +456,7 @@ class GramTaps(_Taps):
                 if gram is not None:
                     return gram, None
                 self._uncentred.discard(name)
-            gram, other = self._centred_gram(t, scale)
-            if name is not None and scale is None and gram.device.type == "cpu" and gram.shape[0] > 1:
-                if self._shift_ratio is not None and self._shift_ratio <= _UNCENTRED_ENTER:
-                    self._uncentred.add(name)
-            return gram, other
+            return self._centred_gram(t, scale, name)
 
     def _uncentred_gram(self, t: torch.Tensor) -> torch.Tensor | None:
         """``H X X' H`` from the product of the activation as it is, or None when that is not accurate.
@@ -482,10 +477,11 @@ class GramTaps(_Taps):
             return None
         return gram
 
-    def _centred_gram(self, t: torch.Tensor, scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _centred_gram(
+        self, t: torch.Tensor, scale: torch.Tensor | None, name: str | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         t = t.detach() if scale is not None else _memory_order(t.detach())
         n = t.shape[0]
-        self._shift_ratio = None
         dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else (
             torch.float32 if t.is_floating_point() else torch.float64
         )
@@ -508,11 +504,11 @@ class GramTaps(_Taps):
             centred = buf[: t.numel()].view(t.shape)
             torch.sub(t, shift, out=centred)
             gram, other = _double_centred(_self_product(centred.view(n, -1))), None
-            if t.device.type == "cpu" and t.dtype == torch.float32:
+            if name is not None and t.device.type == "cpu" and t.dtype == torch.float32:
                 # r = |X|^2 / |H X|^2 = 1 + n |mean|^2 / |H X|^2, with the shift for the mean
                 spread = float(gram.diagonal().sum())
-                if spread > 0:
-                    self._shift_ratio = 1.0 + n * float(shift.double().square().sum()) / spread
+                if spread > 0 and 1.0 + n * float(shift.double().square().sum()) / spread <= _UNCENTRED_ENTER:
+                    self._uncentred.add(name)
         else:  # channel-major (c, n, rest): one product per channel
             c = t.shape[1]
             centred = buf[: t.numel()].view(c, n, -1)
