@@ -185,7 +185,7 @@ def test_a_bad_depth_names_valid_depths():
         (lambda t: t["grid"][0].update(seeds=[-1]), "seed -1 in [grid] must be >= 0"),
         (lambda t: t.pop("grid"), "missing [[grid]]"),
         (lambda t: t.pop("name"), 'missing key "name"'),
-        (lambda t: t["dataset"].update(name="mnist"), "unknown dataset 'mnist'"),
+        (lambda t: t["dataset"].update(name="svhn"), "unknown dataset 'svhn'"),
         (lambda t: t["cka"].update(layers="some"), "layers in [cka] must be one of 'blocks', 'all'"),
         (lambda t: t["cka"].update(batch_size=2), "batch_size in [cka] must be >= 4"),
         (lambda t: t["train"].update(seed=3), "seed cannot be set in [train]: it comes from seeds in [[grid]]"),
@@ -347,9 +347,15 @@ def test_pending_recomputes_what_is_missing_and_everything_downstream(tmp_path):
 
 
 def _fake_finished_run(run_dir: Path) -> None:
+    # whole files of the right formats: a finished run's weights and predictions are checked to be intact
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("model.safetensors", "predictions.npz", "config.json"):
-        (run_dir / name).write_text("x")
+    save_file({"w": torch.zeros(2)}, str(run_dir / "model.safetensors"))
+    np.savez(run_dir / "predictions.npz", logits=np.zeros((2, 2)), labels=np.zeros(2))
+    (run_dir / "config.json").write_text("{}")
     (run_dir / "metrics.json").write_text('{"final": {"test_accuracy": 0.5}}')
 
 

@@ -242,6 +242,24 @@ def test_a_deleted_piece_and_a_stray_temp_file_recompute_only_that_piece(finishe
     assert _results(new) == _results(old)
 
 
+def test_a_truncated_model_file_is_not_done_and_is_written_again(finished, toml_file, tmp_path, capsys):
+    root = tmp_path / "truncated"
+    shutil.copytree(finished[0], root)
+    name = "resnet8-w0.25-f0.25-s0"
+    weights = root / "runs" / name / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    assert main(["run", str(toml_file), "--out", str(root), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"todo  train/{name}" in lines and "done  train/resnet8-w0.5-f0.25-s0" in lines
+    result = run_experiment(toml_file, root, quiet=True, threads=THREADS)
+    assert result.computed[0] == f"train/{name}"
+    assert weights.read_bytes() == whole  # finished again from its last checkpoint, bit for bit
+    with pytest.raises(UserInputError, match="holds no finished ckatlas run"):
+        (root / "runs" / name / "predictions.npz").write_bytes(b"PK\x03\x04 cut")
+        load_run(root / "runs" / name)
+
+
 def test_a_crash_in_a_step_resumes_where_it_stopped(finished, toml_file, tmp_path, monkeypatch):
     root = tmp_path / "crashed"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import warnings
@@ -9,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 from transformers import BertConfig, BertModel, ViTConfig, ViTModel
@@ -276,3 +278,46 @@ def test_heatmap_figures() -> None:
     with pytest.raises(UserInputError, match="room for 2"):
         plot_heatmap_grid([res] * 3, nrows=1, ncols=2)
     assert math.isfinite(float(res.matrix.mean()))
+
+
+def _named_result(names: list[str]) -> CKAResult:
+    size = len(names)
+    matrix = np.random.default_rng(0).uniform(0, 1, (size, size))
+    matrix = (matrix + matrix.T) / 2
+    np.fill_diagonal(matrix, 1.0)
+    return CKAResult(matrix, names, names, np.zeros((size, size)), 256, 1, 1, "net", "net", True)
+
+
+@pytest.mark.parametrize("arch, kind", [("resnet8", "blocks"), ("resnet8", "all"), ("resnet56", "all")])
+def test_the_default_figure_is_readable_for_few_and_many_layers(arch: str, kind: str) -> None:
+    names = create_model(arch, width=0.25, num_classes=10, in_channels=1).layer_names(kind)
+    assert len(names) in (6, 30, 198)
+    res = _named_result(names)
+    ax = res.plot()
+    fig = ax.figure
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)  # the whole canvas: nothing may stick out of it
+    assert png.getvalue().startswith(b"\x89PNG")
+    canvas_agg = FigureCanvasAgg(fig)
+    canvas_agg.draw()
+    renderer = canvas_agg.get_renderer()
+    canvas = fig.bbox
+    for axis in (ax.xaxis, ax.yaxis):
+        labels = [t for t in axis.get_ticklabels() if t.get_text()]
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        for text, box in zip(labels, boxes):
+            assert canvas.x0 <= box.x0 and box.x1 <= canvas.x1 and canvas.y0 <= box.y0 and box.y1 <= canvas.y1, (
+                text.get_text())
+        for first, second in zip(boxes, boxes[1:]):
+            assert not first.overlaps(second), "tick labels overlap"
+        if len(names) <= 48:
+            assert [t.get_text() for t in labels] == names  # every layer named, none dropped
+            assert min(t.get_fontsize() for t in labels) >= 4
+        else:  # labelled by stage, the stage boundaries drawn
+            assert {t.get_text() for t in labels} == {"stage1", "stage2", "stage3"}
+    if kind == "all":
+        assert len(ax.lines) >= 2 * 3  # stem | stage1 | stage2 | stage3 | pool, fc on both axes
+    assert ax.images[0].origin == "lower"
+    colorbar = [a for a in fig.axes if a is not ax]
+    assert len(colorbar) == 1 and "CKA" in colorbar[0].get_ylabel()
+    assert res._repr_png_().startswith(b"\x89PNG")

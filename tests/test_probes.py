@@ -211,3 +211,43 @@ def test_cli_user_errors_are_one_line(run_dir, tmp_path, capsys, extra, message)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and err.startswith("ckatlas probes: error:")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_result_does_not_depend_on_the_thread_setting() -> None:
+    # Standalone, a probe run used PyTorch's and the BLAS pools' default threads; the chosen C
+    # moved with that setting. Features and fits must come out the same on 1 or 2 threads.
+    from threadpoolctl import threadpool_limits
+
+    model = create_model("resnet8", width=0.5, num_classes=K, in_channels=1)
+    gen = torch.Generator().manual_seed(3)
+    data = SimpleNamespace(x_train=torch.randn(160, 1, 8, 8, generator=gen), y_train=torch.arange(160) % K,
+                           x_test=torch.randn(60, 1, 8, 8, generator=gen), y_test=torch.arange(60) % K)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with threadpool_limits(limits=threads):
+                results.append(linear_probes(model, data, ["stem.relu", "stage1.0.add", "pool"],
+                                             c_grid=(0.01, 0.1, 1.0), max_iter=200).to_dict())
+    finally:
+        torch.set_num_threads(before)
+    assert results[0] == results[1]
+
+
+def test_a_probe_fit_has_the_same_coefficients_on_one_or_two_blas_threads() -> None:
+    # With the process's BLAS threads, the coefficients moved in the 8th digit with the
+    # thread count, enough to flip a validation example and with it the chosen C.
+    from threadpoolctl import threadpool_limits
+
+    from ckatlas.analysis.probes import fit_probe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 2048))
+    y = np.arange(512) % 10
+    coefs = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads):
+            probe, _ = fit_probe(x, y, 0.1, max_iter=50)
+            coefs.append(probe.coef_.copy())
+    np.testing.assert_array_equal(coefs[0], coefs[1])

@@ -5,8 +5,10 @@ a glob pattern, a module class, or a list mixing them.
 
 * "blocks" / "all" call `model.layer_names(kind)` when the model has it (the
   ckatlas families do). For other models "all" means every leaf module whose
-  output holds a tensor with the batch as first dimension (modules called more
-  than once per forward are left out, with a warning); "blocks" is an error that
+  output holds a tensor with the batch as first dimension, except modules that
+  return their input unchanged in eval mode (Dropout, Identity: their CKA with
+  the layer before is 1 and would show as a spurious block) and modules called
+  more than once per forward (left out with a warning); "blocks" is an error that
   suggests a glob for the model's longest `ModuleList`/`Sequential`.
 * Glob patterns match dotted names part by part: ``*`` is any text inside one
   part, ``**`` any number of parts (``stage3.*.add``, ``encoder.layer.*``, ``**.relu``).
@@ -19,9 +21,21 @@ Which tensor (`pick_tensor`): a Tensor output as is; a dict or a Hugging Face
 `ModelOutput`: its ``last_hidden_state`` if present, else its first Tensor
 value; a tuple or list: its first Tensor element (searched depth first).
 
-Which input (`call_model`): a Tensor batch is passed as ``model(x)``; a dict as
-``model(**batch)``; a tuple or list (e.g. ``(images, labels)`` from a DataLoader)
-passes only its first element.
+Which input (`call_model`): a Tensor batch is passed as ``model(x)``; a dict (or a
+tokenizer's ``BatchEncoding``) as ``model(**batch)``; a tuple or list (e.g.
+``(images, labels)`` from a DataLoader) passes only its first element. NumPy arrays
+become tensors, and floating-point inputs take the dtype of the model's floating
+parameters (float64 arrays into a float32 model); integer inputs (token ids) are
+left alone.
+
+Token sequences (transformers): a 3-D output ``(n, seq, d)`` becomes one
+representation per example as `tokens` says ("auto", "flatten", "mean", "first",
+"last"), with the batch's ``attention_mask`` honoured; see `ckatlas.tokens`.
+
+Compiled models: a ``torch.compile`` model is measured through the module it wraps
+(``_orig_mod``), run eagerly: hooks need every tapped layer's output, which a
+compiled graph does not hand out, and the result equals the plain model's. Layer
+names may be given with or without the ``_orig_mod.`` prefix.
 
 Every tapped module must run exactly once per forward pass; a second call in one
 pass is an error naming it.
@@ -37,10 +51,12 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Union
 
+import numpy as np
 import torch
 from torch import nn
 
 from ckatlas.errors import UserInputError
+from ckatlas.tokens import attention_mask, check_token_mode, is_token_output, reduce_tokens, resolve_token_mode
 
 LayerSpec = Union[str, type, Sequence[Union[str, type]]]
 LAYER_KINDS = ("blocks", "all")
@@ -65,8 +81,34 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[str]:
     return _resolve(model, spec)[0]
 
 
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` model wraps (run eagerly, hooks see every layer); other models as they are."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) and type(model).__name__ == "OptimizedModule" else model
+
+
+_COMPILED_PREFIX = "_orig_mod."
+
+
+def _without_compiled_prefix(spec: LayerSpec) -> LayerSpec:
+    """Layer names and patterns of a compiled model as those of the module it wraps."""
+    def strip(item: Any) -> Any:
+        if isinstance(item, str) and item.startswith(_COMPILED_PREFIX):
+            return item[len(_COMPILED_PREFIX):]
+        if item == "_orig_mod":
+            return ""
+        return item
+
+    if isinstance(spec, (str, type)):
+        return strip(spec)
+    return [strip(item) for item in spec]
+
+
 def _resolve(model: nn.Module, spec: LayerSpec) -> tuple[list[str], bool, bool]:
     """(names, put them in forward order?, drop modules unusable as layers?)."""
+    model = uncompiled(model)
+    if not hasattr(model, "_orig_mod"):  # names as a compiled model spells them
+        spec = _without_compiled_prefix(spec)
     model_name = type(model).__name__
     if isinstance(spec, str) and spec in LAYER_KINDS:
         if callable(getattr(model, "layer_names", None)):
@@ -200,12 +242,25 @@ def pick_tensor(output: Any) -> torch.Tensor | None:
 
 
 def batch_inputs(batch: Any) -> Any:
-    """What the model is called with: the batch, or its first element for a tuple/list."""
+    """What the model is called with: the batch, or its first element for a tuple/list (arrays as tensors)."""
     if isinstance(batch, (tuple, list)):
         if not batch:
             raise UserInputError("a batch is an empty tuple; expected a Tensor, a dict or (inputs, labels)")
-        return batch[0]
+        batch = batch[0]
+    if isinstance(batch, np.ndarray):
+        return as_tensor(batch)
+    if isinstance(batch, Mapping):
+        return {k: as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
     return batch
+
+
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A NumPy array as a Tensor (sharing memory where it can); one clear error for object arrays."""
+    if array.dtype == object or array.dtype.kind in "USV":
+        raise UserInputError(
+            f"inputs hold a NumPy array of dtype {array.dtype}; expected numbers (float images, integer token ids)"
+        )
+    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def batch_len(batch: Any) -> int:
@@ -224,15 +279,32 @@ def batch_len(batch: Any) -> int:
 
 
 def call_model(model: nn.Module, batch: Any, device: torch.device | str | None = None) -> Any:
-    """Run `model` on one batch (see the module docstring), moving tensors to `device`."""
+    """Run `model` on one batch (see the module docstring), moving tensors to `device`.
+
+    Floating-point inputs take the dtype of the model's floating parameters; a
+    ``torch.compile`` model runs as the module it wraps.
+    """
+    model = uncompiled(model)
     x = batch_inputs(batch)
+    dtype = _float_dtype(model)
     if isinstance(x, Mapping):
-        return model(**{k: _to(v, device) for k, v in x.items()})
-    return model(_to(x, device))
+        return model(**{k: _to(v, device, dtype) for k, v in x.items()})
+    return model(_to(x, device, dtype))
 
 
-def _to(value: Any, device: torch.device | str | None) -> Any:
-    if device is not None and isinstance(value, torch.Tensor):
+def _float_dtype(model: nn.Module) -> torch.dtype | None:
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return None
+
+
+def _to(value: Any, device: torch.device | str | None, dtype: torch.dtype | None = None) -> Any:
+    if not isinstance(value, torch.Tensor):
+        return value
+    if dtype is not None and value.is_floating_point() and value.dtype != dtype:
+        value = value.to(dtype)
+    if device is not None:
         return value.to(device, non_blocking=True)
     return value
 
@@ -244,6 +316,7 @@ def inference(*models: nn.Module) -> Iterator[None]:
     Each submodule's own flag is restored (also when an error is raised), so a
     model with some submodules deliberately in eval mode comes back as it was.
     """
+    models = tuple(uncompiled(m) for m in models)
     flags = [(m, m.training) for model in models for m in model.modules()]
     try:
         for model in models:
@@ -257,6 +330,7 @@ def inference(*models: nn.Module) -> Iterator[None]:
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a model without any)."""
+    model = uncompiled(model)
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
@@ -267,16 +341,20 @@ class _Taps:
     """Forward hooks on named modules that process each output as it is produced.
 
     Subclasses define `_process(name, tensor, module, args)`. Before each forward call
-    `expect(n)`; after it `take()` returns {name: result} in layer order.
+    `expect(n, mask)`; after it `take()` returns {name: result} in layer order. Token
+    outputs are reduced (`tokens`, with the batch's attention `mask`) before `_process`.
     """
 
-    def __init__(self, model: nn.Module, layers: LayerSpec, *, what: str = "model") -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, layers: LayerSpec, *, what: str = "model", tokens: str = "auto") -> None:
+        self.tokens = check_token_mode(tokens)
+        self.model = uncompiled(model)
         self.what = what
-        names, self._forward_order, self._lenient = _resolve(model, layers)
+        names, self._forward_order, self._lenient = _resolve(self.model, layers)
         self._names = names
         self._settled = False
         self._n: int | None = None
+        self._mask: torch.Tensor | None = None
+        self.token_layers: list[str] = []  # layers whose token sequences were reduced (or their padding zeroed)
         self._results: dict[str, Any] = {}
         self._calls: list[str] = []
         self._dropped: dict[str, str] = {}
@@ -299,11 +377,21 @@ class _Taps:
         self._handles.clear()
         self._results.clear()
 
-    def expect(self, n: int | None) -> None:
-        """Start a forward pass over a batch of `n` examples (None: the first tapped output's)."""
+    def expect(self, n: int | None, mask: torch.Tensor | None = None) -> None:
+        """Start a forward pass over a batch of `n` examples (None: the first tapped output's).
+
+        `mask`: the batch's attention mask, bool (n, seq) (`ckatlas.tokens.attention_mask`).
+        """
+        if mask is not None and n is not None and mask.shape[0] != n:
+            raise UserInputError(f"attention_mask holds {mask.shape[0]} examples but the batch {n}")
         self._n = n
+        self._mask = mask
         self._results.clear()
         self._calls.clear()
+
+    def expect_batch(self, batch: Any) -> None:
+        """`expect` the examples and attention mask of `batch` (as passed to `call_model`)."""
+        self.expect(batch_len(batch), attention_mask(batch))
 
     def _hook(self, name: str) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -329,6 +417,15 @@ class _Taps:
                     f"returns shape {tuple(tensor.shape)} whose first dimension is not the batch (n={self._n})",
                 )
                 return
+            if self._lenient and isinstance(args, tuple) and args and output is args[0]:
+                self._reject(name, "returns its input unchanged (the identity in eval mode, e.g. Dropout)")
+                return
+            if is_token_output(tensor, self._mask):
+                mode = resolve_token_mode(self.tokens, self._mask is not None)
+                if mode != "flatten" or self._mask is not None:
+                    tensor = reduce_tokens(tensor, mode, self._mask)
+                    if name not in self.token_layers:
+                        self.token_layers.append(name)
             self._results[name] = self._process(name, tensor, module, args)
 
         return hook
@@ -402,8 +499,8 @@ class GramTaps(_Taps):
         ...     grams = taps.stacked()  # (L, n, n) float32, in forward order
     """
 
-    def __init__(self, model: nn.Module, layers: LayerSpec, *, what: str = "model") -> None:
-        super().__init__(model, layers, what=what)
+    def __init__(self, model: nn.Module, layers: LayerSpec, *, what: str = "model", tokens: str = "auto") -> None:
+        super().__init__(model, layers, what=what, tokens=tokens)
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self._feeds: dict[str, str] = {}  # tapped layer -> the tapped BatchNorm it feeds
         self._last: tuple[str, torch.Tensor] | None = None  # the previous tapped layer's output
@@ -416,8 +513,8 @@ class GramTaps(_Taps):
         self._last = None
         self._stash.clear()
 
-    def expect(self, n: int | None) -> None:
-        super().expect(n)
+    def expect(self, n: int | None, mask: torch.Tensor | None = None) -> None:
+        super().expect(n, mask)
         self._last = None
         self._stash.clear()
 
@@ -707,9 +804,15 @@ class ActivationTaps(_Taps):
     """Context manager keeping each tapped module's output (detached copies), for probes or PCA."""
 
     def __init__(
-        self, model: nn.Module, layers: LayerSpec, *, to: torch.device | str | None = None, what: str = "model"
+        self,
+        model: nn.Module,
+        layers: LayerSpec,
+        *,
+        to: torch.device | str | None = None,
+        what: str = "model",
+        tokens: str = "auto",
     ) -> None:
-        super().__init__(model, layers, what=what)
+        super().__init__(model, layers, what=what, tokens=tokens)
         self.to = to
 
     def _process(self, name: str, tensor: torch.Tensor, module: nn.Module, args: Any) -> torch.Tensor:
@@ -726,6 +829,7 @@ def capture_activations(
     batch_size: int | None = None,
     device: torch.device | str | None = None,
     to: torch.device | str | None = "cpu",
+    tokens: str = "auto",
 ) -> dict[str, torch.Tensor]:
     """Activations of the selected layers for `inputs`, in eval and inference mode.
 
@@ -737,9 +841,12 @@ def capture_activations(
         batch_size: slice a Tensor `inputs` into batches of this size (None: one batch).
         device: where the model runs; None means the device of its parameters.
         to: where the activations are kept (None: where they were produced).
+        tokens: how a token sequence becomes one example's representation
+            (see `ckatlas.tokens`; the batch's attention_mask is honoured).
 
     Returns:
-        {layer name: (N, ...) tensor}, in forward order for globs and classes.
+        {layer name: (N, ...) tensor}, in forward order for globs and classes
+        (token outputs reduced as `tokens` says).
     """
     device = model_device(model) if device is None else torch.device(device)
     if batch_size is not None and isinstance(inputs, torch.Tensor):
@@ -747,9 +854,9 @@ def capture_activations(
     else:
         batches = [inputs]
     parts: dict[str, list[torch.Tensor]] = {}
-    with ActivationTaps(model, layers, to=to) as taps, inference(model):
+    with ActivationTaps(model, layers, to=to, tokens=tokens) as taps, inference(model):
         for batch in batches:
-            taps.expect(batch_len(batch))
+            taps.expect_batch(batch)
             call_model(model, batch, device)
             for name, act in taps.take().items():
                 parts.setdefault(name, []).append(act)
@@ -769,4 +876,5 @@ __all__ = [
     "model_device",
     "pick_tensor",
     "resolve_layers",
+    "uncompiled",
 ]

@@ -4,7 +4,10 @@ Every file ckatlas writes goes through here: write to a temporary file in the
 same directory, flush and fsync, then `os.replace` onto the final name. A reader
 sees the old file or the new one, never half of one. `read_json` and
 `read_npz_arrays` read results back (never with pickle); a missing, truncated or
-foreign file is a `UserInputError` naming it.
+foreign file is a `UserInputError` naming it. `check_writable_file` and
+`check_writable_dir` tell before any long computation whether an output location
+can be written. `safetensors_intact` and `npz_intact` tell whether a file was
+written whole (a copy cut short, a disk that filled up).
 """
 
 from __future__ import annotations
@@ -78,8 +81,20 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise UserInputError(f"{p}: not valid JSON ({exc}); expected {what}") from None
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive with members / an empty one
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def read_npz_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every array of the .npz file `path` (which must exist), read without pickle."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise UserInputError(f"{path}: cannot read it ({exc.strerror or exc}); expected an .npz file") from None
+    if not magic.startswith(_ZIP_MAGIC):
+        what = "an .npy array" if magic == _NPY_MAGIC else "not an .npz file at all"
+        raise UserInputError(f"{path}: {what} (an .npz is a zip archive of .npy arrays, as numpy.savez writes it)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
@@ -91,5 +106,83 @@ def read_npz_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise UserInputError(f"{path}: not a readable .npz file ({exc})") from None
 
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json",
-           "read_npz_arrays"]
+def check_writable_file(path: str | os.PathLike, what: str = "the output") -> Path:
+    """`path` if a file can be written there, else one clear error (call it before long work).
+
+    The path must not be a folder, and the nearest folder that exists on its way must
+    be one this process may write into (not a file, not read-only).
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UserInputError(f"{p} is a folder; expected a file name for {what}")
+    _check_parent(p.parent, p, what)  # files are written beside their final name, then renamed
+    return p
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "the output") -> Path:
+    """`path` if a folder can be written (or made) there, else one clear error (call it before long work)."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise UserInputError(f"{p} is a file; expected a folder for {what}")
+    _check_parent(p, p, what)
+    return p
+
+
+def _check_parent(folder: Path, target: Path, what: str) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link cannot be made into a folder
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserInputError(f"cannot write {what} to {target}: {existing} is a file, not a folder")
+    if not _may_write(existing):
+        raise UserInputError(f"cannot write {what} to {target}: the folder {existing} is not writable")
+
+
+def _may_write(folder: Path) -> bool:
+    """Whether this process may create files in `folder` (by its effective user, as the kernel decides)."""
+    if os.access in os.supports_effective_ids:
+        return os.access(folder, os.W_OK | os.X_OK, effective_ids=True)
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def safetensors_intact(path: str | os.PathLike) -> bool:
+    """Whether `path` is a whole safetensors file: its header parses and the file is as long as it says."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return False
+            length = int.from_bytes(head, "little")
+            if length <= 0 or 8 + length > size:
+                return False
+            header = json.loads(fh.read(length))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(header, dict):
+        return False
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2):
+            return False
+        end = max(end, int(offsets[1]))
+    return size == 8 + length + end
+
+
+def npz_intact(path: str | os.PathLike) -> bool:
+    """Whether `path` is a whole .npz (zip) file whose members all pass their checksums."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
+
+
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_writable_dir",
+           "check_writable_file", "npz_intact", "read_json", "read_npz_arrays", "safetensors_intact"]

@@ -7,12 +7,22 @@ layer's Gram is computed in a forward hook (`ckatlas.capture.GramTaps`) and fed
 to `ckatlas.cka.MinibatchCKA`; with `passes` > 1 the data are reshuffled each
 pass (the paper uses 10 passes).
 
-Batches: a Tensor `inputs` (N, ...) is cut into batches of `batch_size`,
-consecutive slices with `shuffle=False`, slices of a fresh permutation each pass
-(from a generator seeded with `seed`) otherwise. An iterable of batches is used
-as it comes (`batch_size`, `shuffle` and `seed` do not apply; it must be
-re-iterable for `passes` > 1). A batch with fewer than 4 examples (the unbiased
-estimator's minimum) is skipped with a warning.
+Batches: a Tensor or NumPy array `inputs` (N, ...), or a dict of them (a
+tokenizer's ``BatchEncoding``: ``input_ids``, ``attention_mask``, ... each (N, ...)),
+is cut into batches of `batch_size` (at least 4, the unbiased estimator's
+minimum): consecutive slices with `shuffle=False`, slices of a fresh permutation
+each pass (from a generator seeded with `seed`) otherwise. An iterable of batches
+(Tensors, arrays, dicts or ``(inputs, labels)`` tuples) is used as it comes
+(`batch_size`, `shuffle` and `seed` do not apply; it must be re-iterable for
+`passes` > 1). A batch with fewer than 4 examples is skipped with a warning.
+Floating-point inputs take the model's parameter dtype (float64 arrays into a
+float32 model).
+
+Tokens: a transformer layer's ``(n, seq, d)`` output becomes one representation
+per example as `tokens` says, the batch's ``attention_mask`` honoured (padding
+never enters a Gram); the default "auto" is the mean over valid tokens for a
+masked batch, the flattened tokens otherwise (`ckatlas.tokens`). The mode used
+is recorded in the result's metadata.
 
 Device: `device=None` means the device of model A's parameters. Models are not
 moved (every model must already be on `device`); each batch is moved there, and
@@ -35,11 +45,21 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ckatlas import __version__
-from ckatlas.capture import GramTaps, LayerSpec, batch_len, call_model, inference, model_device
+from ckatlas.capture import (
+    GramTaps,
+    LayerSpec,
+    as_tensor,
+    batch_len,
+    call_model,
+    inference,
+    model_device,
+    uncompiled,
+)
 from ckatlas.cka import MinibatchCKA
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_open, read_npz_arrays
 from ckatlas.seeding import make_generator
+from ckatlas.tokens import attention_mask, check_token_mode, resolve_token_mode
 
 MIN_BATCH = 4  # the unbiased HSIC estimator needs n >= 4
 
@@ -88,6 +108,21 @@ class CKAResult:
     def shape(self) -> tuple[int, int]:
         """(La, Lb)."""
         return self.matrix.shape
+
+    def plot(self, ax: Any = None, **kwargs: Any) -> Any:
+        """Draw the heatmap (`ckatlas.report.plot_heatmap`; layer names, stage boundaries, colour bar).
+
+        Returns the matplotlib axes; save with ``res.plot().figure.savefig("cka.png")``.
+        """
+        from ckatlas.report.heatmap_figures import plot_heatmap  # matplotlib only when drawing
+
+        return plot_heatmap(self, ax, **kwargs)
+
+    def _repr_png_(self) -> bytes:
+        """The heatmap as PNG: what a Jupyter notebook shows for a result on its own line."""
+        from ckatlas.report.heatmap_figures import figure_png
+
+        return figure_png(self.plot(), dpi=100)
 
     def transpose(self) -> CKAResult:
         """The same comparison with the roles of the models swapped."""
@@ -211,6 +246,7 @@ def heatmap(
     *,
     progress: bool | None = None,
     model_names: tuple[str, str] | None = None,
+    tokens: str = "auto",
 ) -> CKAResult:
     """Minibatch CKA between the layers of one model, or of two models on the same batches.
 
@@ -228,6 +264,10 @@ def heatmap(
         device: where the models run; None means model A's parameter device.
         progress: show a progress bar (None: when stderr is a terminal).
         model_names: names stored in the result (default: the class names).
+        tokens: how a layer's token sequence (n, seq, d) becomes one example's
+            representation: "auto" (mean over valid tokens for a batch with an
+            attention_mask, else flatten), "flatten", "mean", "first" or "last"
+            (see `ckatlas.tokens`); padding never enters a Gram.
 
     Returns:
         A `CKAResult`; `matrix[i, j]` compares layer i of A with layer j of B.
@@ -235,10 +275,12 @@ def heatmap(
     models = [model_a] if model_b is None else [model_a, model_b]
     specs = [layers] if model_b is None else [layers, layers if layers_b is None else layers_b]
     if model_names is None:
-        model_names = (type(model_a).__name__, type(model_b if model_b is not None else model_a).__name__)
+        model_names = tuple(type(uncompiled(m)).__name__ for m in (model_a, model_b if model_b is not None else model_a))
     names = [model_names[0]] if model_b is None else list(model_names)
     pair = (0, 0) if model_b is None else (0, 1)
-    return _population(models, names, specs, [pair], inputs, batch_size, passes, shuffle, seed, device, progress)[pair]
+    return _population(
+        models, names, specs, [pair], inputs, batch_size, passes, shuffle, seed, device, progress, tokens
+    )[pair]
 
 
 def population_heatmaps(
@@ -252,12 +294,13 @@ def population_heatmaps(
     device: torch.device | str | None = None,
     *,
     progress: bool | None = None,
+    tokens: str = "auto",
 ) -> PopulationResult:
     """Every within- and cross-model heatmap of a set of models, one forward per model per batch.
 
     Args:
         models: {name: model}, or a list (named "model_0", "model_1", ...).
-        inputs, batch_size, passes, shuffle, seed, device, progress: as in `heatmap`.
+        inputs, batch_size, passes, shuffle, seed, device, progress, tokens: as in `heatmap`.
         layers: one layer spec for every model, or {name: spec}.
 
     Returns:
@@ -278,7 +321,7 @@ def population_heatmaps(
     else:
         specs = [layers] * len(mods)
     pairs = [(i, j) for i in range(len(mods)) for j in range(i, len(mods))]
-    out = _population(mods, names, specs, pairs, inputs, batch_size, passes, shuffle, seed, device, progress)
+    out = _population(mods, names, specs, pairs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens)
     return PopulationResult(names, {(names[i], names[j]): res for (i, j), res in out.items()})
 
 
@@ -295,8 +338,11 @@ def _population(
     seed: int,
     device: torch.device | str | None,
     progress: bool | None,
+    tokens: str = "auto",
 ) -> dict[tuple[int, int], CKAResult]:
     """Run each distinct model once per batch and feed every requested pair's accumulator."""
+    tokens = check_token_mode(tokens)
+    models = [uncompiled(m) for m in models]
     device = _checked_device(models, names, batch_size, passes, device)
     batches = Minibatches(inputs, batch_size, shuffle, seed)
     if passes > 1 and batches.one_shot:
@@ -306,19 +352,22 @@ def _population(
     distinct = list({id(m): m for m in models}.values())
     accs: dict[tuple[int, int], MinibatchCKA] = {}
     n_per_pass = 0
+    masked = False
     total = batches.count * passes if batches.count is not None else None
     with contextlib.ExitStack() as stack:
         taps = [
-            stack.enter_context(GramTaps(m, spec, what=f"model {name!r}")) for m, spec, name in zip(models, specs, names)
+            stack.enter_context(GramTaps(m, spec, what=f"model {name!r}", tokens=tokens))
+            for m, spec, name in zip(models, specs, names)
         ]
         stack.enter_context(inference(*distinct))
         disable = None if progress is None else not progress  # None: only on a terminal
         bar = stack.enter_context(tqdm(total=total, desc="CKA", unit="batch", disable=disable, leave=False))
         for p in range(passes):
             for batch in batches.epoch():
-                n = batch_len(batch)
+                n, mask = batch_len(batch), attention_mask(batch)
+                masked = masked or mask is not None
                 for t in taps:
-                    t.expect(n)
+                    t.expect(n, mask)
                 for model in distinct:
                     call_model(model, batch, device)
                 grams = [t.stacked() for t in taps]
@@ -338,9 +387,12 @@ def _population(
         "shuffle": shuffle if batches.sliced else None,
         "seed": seed if batches.sliced and shuffle else None,
         "device": str(device),
+        "tokens": resolve_token_mode(tokens, masked),
+        "attention_mask": masked,
         "ckatlas": __version__,
         "torch": torch.__version__,
     }
+    token_layers = [t.token_layers for t in taps]
     results = {}
     for (i, j), acc in accs.items():
         with warnings.catch_warnings():
@@ -348,7 +400,8 @@ def _population(
             matrix, se = acc.compute(), acc.standard_error()
         results[(i, j)] = CKAResult(
             matrix.cpu().numpy(), layer_names[i], layer_names[j], se.cpu().numpy(), n_per_pass, acc.num_batches,
-            passes, names[i], names[j], i == j, dict(meta),
+            passes, names[i], names[j], i == j,
+            {**meta, "token_layers_a": list(token_layers[i]), "token_layers_b": list(token_layers[j])},
         )
     _warn_dead(results, names)
     return results
@@ -396,24 +449,31 @@ class Minibatches:
     """The minibatches of one pass over `inputs` (see the module docstring)."""
 
     def __init__(self, inputs: Any, batch_size: int, shuffle: bool, seed: int) -> None:
-        if isinstance(inputs, np.ndarray):
-            inputs = torch.from_numpy(inputs)
-        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, (torch.Tensor, Iterable)):
+        inputs = _sliceable(inputs)
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, (torch.Tensor, Mapping, Iterable)):
             raise UserInputError(
-                f"inputs must be a Tensor (N, ...) or an iterable of batches, got {type(inputs).__name__}"
+                f"inputs must be a Tensor or array (N, ...), a dict of them, or an iterable of batches, "
+                f"got {type(inputs).__name__}"
             )
         self.inputs, self.batch_size, self.shuffle = inputs, batch_size, shuffle
-        self.sliced = isinstance(inputs, torch.Tensor)
+        self.sliced = isinstance(inputs, (torch.Tensor, Mapping))
         self.one_shot = not self.sliced and iter(inputs) is inputs
         self.generator = make_generator(seed) if self.sliced and shuffle else None
         self._warned = False
         if self.sliced:
-            if inputs.ndim == 0 or len(inputs) < MIN_BATCH:
+            size = _num_examples(inputs)
+            if size < MIN_BATCH:
+                shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else {
+                    k: tuple(v.shape) for k, v in inputs.items()}
                 raise UserInputError(
-                    f"inputs must hold at least {MIN_BATCH} examples along the first dimension, "
-                    f"got shape {tuple(inputs.shape)}"
+                    f"inputs must hold at least {MIN_BATCH} examples along the first dimension, got shape {shape}"
                 )
-            full, rest = divmod(len(inputs), batch_size)
+            if batch_size < MIN_BATCH:
+                raise UserInputError(
+                    f"batch_size must be at least {MIN_BATCH} (the unbiased HSIC estimator needs {MIN_BATCH} examples "
+                    f"per minibatch), got {batch_size}; the paper uses 256"
+                )
+            full, rest = divmod(size, batch_size)
             self.count: int | None = full + (rest >= MIN_BATCH)
         else:
             self.count = len(inputs) if hasattr(inputs, "__len__") else None
@@ -425,12 +485,13 @@ class Minibatches:
                     yield batch
             return
         x = self.inputs
-        order = torch.randperm(len(x), generator=self.generator) if self.shuffle else None
-        for start in range(0, len(x), self.batch_size):
-            stop = min(start + self.batch_size, len(x))
+        size = _num_examples(x)
+        order = torch.randperm(size, generator=self.generator) if self.shuffle else None
+        for start in range(0, size, self.batch_size):
+            stop = min(start + self.batch_size, size)
             if not self._usable(stop - start):
                 continue
-            yield x[start:stop] if order is None else x[order[start:stop].to(x.device)]
+            yield _take(x, slice(start, stop) if order is None else order[start:stop])
 
     def _usable(self, n: int) -> bool:
         if n >= MIN_BATCH:
@@ -444,6 +505,43 @@ class Minibatches:
             )
             self._warned = True
         return False
+
+
+def _sliceable(inputs: Any) -> Any:
+    """A Tensor for an array; a dict of Tensors (examples first, all the same count) for a dict; else as is."""
+    if isinstance(inputs, np.ndarray):
+        return as_tensor(inputs)
+    if not isinstance(inputs, Mapping):
+        return inputs
+    out: dict[str, torch.Tensor] = {}
+    for key, value in inputs.items():
+        if isinstance(value, np.ndarray):
+            value = as_tensor(value)
+        if not isinstance(value, torch.Tensor) or value.ndim == 0:
+            raise UserInputError(
+                f"inputs[{key!r}] is a {type(value).__name__}: a dict of inputs must hold Tensors or arrays with the "
+                "examples first (from a tokenizer: padding=True, return_tensors='pt')"
+            )
+        out[str(key)] = value
+    if not out:
+        raise UserInputError("inputs is an empty dict; expected e.g. {'input_ids': ..., 'attention_mask': ...}")
+    sizes = {key: len(value) for key, value in out.items()}
+    if len(set(sizes.values())) > 1:
+        raise UserInputError(f"the tensors of a dict of inputs must hold the same number of examples, got {sizes}")
+    return out
+
+
+def _num_examples(x: torch.Tensor | Mapping[str, torch.Tensor]) -> int:
+    if isinstance(x, torch.Tensor):
+        return len(x) if x.ndim else 0
+    return len(next(iter(x.values())))
+
+
+def _take(x: torch.Tensor | Mapping[str, torch.Tensor], index: slice | torch.Tensor) -> Any:
+    """The examples `index` of a Tensor or of every Tensor of a dict."""
+    if isinstance(x, torch.Tensor):
+        return x[index] if isinstance(index, slice) else x[index.to(x.device)]
+    return {k: v[index] if isinstance(index, slice) else v[index.to(v.device)] for k, v in x.items()}
 
 
 __all__ = ["CKAResult", "Minibatches", "PopulationResult", "heatmap", "load_result_npz", "population_heatmaps"]

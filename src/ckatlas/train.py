@@ -61,7 +61,7 @@ from ckatlas.data import (
 )
 from ckatlas.data.subsets import check_fraction
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_bytes, atomic_write_json
+from ckatlas.files import atomic_write_bytes, atomic_write_json, npz_intact, safetensors_intact
 from ckatlas.models import create_model
 
 DEFAULT_EPOCHS = {"digits": 15}  # every other dataset: 200
@@ -307,13 +307,22 @@ def _clean_strays(run_dir: Path) -> None:
                     path.unlink(missing_ok=True)
 
 
-def _is_finished(run_dir: Path) -> bool:
-    if not all((run_dir / name).is_file() for name in (MODEL_FILE, PREDICTIONS_FILE, METRICS_FILE)):
+def run_is_finished(run_dir: str | Path) -> bool:
+    """Whether `run_dir` holds a finished run: its config, whole weights and predictions, and final metrics.
+
+    A weights or predictions file cut short (a copy interrupted, a full disk) makes the
+    run unfinished, so that `train(..., resume=True)` writes it again.
+    """
+    run_dir = Path(run_dir)
+    if not all((run_dir / name).is_file() for name in (CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE, METRICS_FILE)):
         return False
     try:
-        return json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8")).get("final") is not None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return False
+    if not isinstance(metrics, dict) or metrics.get("final") is None:
+        return False
+    return safetensors_intact(run_dir / MODEL_FILE) and npz_intact(run_dir / PREDICTIONS_FILE)
 
 
 def _save_state(
@@ -412,7 +421,7 @@ def _check_run_dir(run_dir: Path, info: dict[str, Any], resume: bool) -> bool:
         ]
         raise UserInputError(f"{run_dir} holds a different run ({'; '.join(diffs[:3])}); choose another --out")
     if not resume:
-        status = "finished" if _is_finished(run_dir) else "unfinished"
+        status = "finished" if run_is_finished(run_dir) else "unfinished"
         raise UserInputError(f"{run_dir} already holds this run ({status}); pass --resume to finish or reuse it")
     return True
 
@@ -555,7 +564,7 @@ def train(
     )
     info = _run_info(config, data, model, device)
     if _check_run_dir(run_dir, info, resume):
-        if _is_finished(run_dir):
+        if run_is_finished(run_dir):
             return TrainResult.load(run_dir)
         _clean_strays(run_dir)
     else:
@@ -603,7 +612,7 @@ def train(
 def load_run(run_dir: str | Path, device: str | torch.device | None = "cpu") -> LoadedRun:
     """Rebuild a finished run's model (in eval mode) from its config.json and model.safetensors."""
     run_dir = Path(run_dir).expanduser()
-    if not _is_finished(run_dir):
+    if not run_is_finished(run_dir):
         raise UserInputError(
             f"{run_dir} holds no finished ckatlas run (expected {MODEL_FILE} and a final {METRICS_FILE}); "
             "finish it with 'ckatlas train ... --resume'"
@@ -632,5 +641,6 @@ __all__ = [
     "load_run",
     "predict",
     "resolve_device",
+    "run_is_finished",
     "train",
 ]

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -330,7 +331,28 @@ def _as_matrix(cka_matrix: Any, layer_names: Sequence[str] | None) -> tuple[np.n
         names = [str(n) for n in names]
         if len(names) != matrix.shape[0]:
             raise UserInputError(f"{len(names)} layer names for a matrix of {matrix.shape[0]} layers")
+    _check_dead_layers(matrix, names)
     return matrix, names
+
+
+def _check_dead_layers(matrix: np.ndarray, names: list[str] | None) -> None:
+    """No finite CKA at all is an error; layers without one (dead, zero variance) are a warning."""
+    off = ~np.eye(matrix.shape[0], dtype=bool)
+    finite = np.isfinite(matrix) & off
+    if matrix.shape[0] > 1 and not finite.any():
+        raise UserInputError(
+            f"the {matrix.shape[0]} x {matrix.shape[0]} CKA matrix holds no finite value between two layers (all NaN): "
+            "every layer had zero variance, or this is not a CKA matrix; nothing to find blocks in"
+        )
+    dead = np.flatnonzero(~finite.any(axis=1)) if matrix.shape[0] > 1 else []
+    if len(dead):
+        shown = [names[i] if names is not None else int(i) for i in dead[:5]]
+        warnings.warn(
+            f"{len(dead)} of {matrix.shape[0]} layers have no finite CKA (dead layers, zero variance) and cannot be "
+            f"in a block: {shown}{' ...' if len(dead) > 5 else ''}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def _select_layers(layers: Sequence[str | int] | None, names: list[str] | None, size: int) -> np.ndarray:

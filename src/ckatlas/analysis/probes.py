@@ -48,9 +48,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 from torch import nn
 
-from ckatlas.capture import ActivationTaps, LayerSpec, inference, model_device, resolve_layers
+from ckatlas.capture import ActivationTaps, LayerSpec, call_model, inference, model_device, resolve_layers
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_write_json, read_json
 
@@ -222,7 +223,7 @@ def _features(
     with ActivationTaps(model, names) as taps, inference(model):
         for batch in x.split(batch_size):
             taps.expect(len(batch))
-            model(batch.to(device))
+            call_model(model, batch, device)
             for name, act in taps.take().items():
                 parts[name].append(pool_features(act.float(), max_features).cpu())
     return {name: torch.cat(p).numpy() for name, p in parts.items()}
@@ -258,12 +259,24 @@ def _standardised(fit: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(a - mean) / std for a in (fit, *others)]
 
 
-def _fit(x: np.ndarray, y: np.ndarray, c: float, max_iter: int) -> tuple[LogisticRegression, bool]:
+def fit_probe(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 1000) -> tuple[LogisticRegression, bool]:
+    """One L2 logistic-regression probe (lbfgs) and whether it converged, fitted on one BLAS thread.
+
+    On one thread the fit's sums come out the same whatever the process's thread
+    setting (with several, lbfgs stops at slightly other coefficients and a probe run's
+    chosen C could change with the thread count), and no pool of busy-waiting BLAS
+    threads competes with PyTorch's or another process's (the products are small).
+    """
     probe = LogisticRegression(C=c, max_iter=max_iter, tol=1e-4)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("always", ConvergenceWarning)
         probe.fit(x, y)
     return probe, not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+
+def _accuracy(probe: LogisticRegression, x: np.ndarray, y: np.ndarray) -> float:
+    with threadpool_limits(limits=1, user_api="blas"):  # as the fit: the same scores on any thread setting
+        return float((probe.predict(x) == y).mean())
 
 
 def _probe_layer(
@@ -280,12 +293,12 @@ def _probe_layer(
     x_fit, x_val = _standardised(x_train[fit_idx], x_train[val_idx])
     val_acc = []
     for c in c_grid:
-        probe, _ = _fit(x_fit, y_train[fit_idx], c, max_iter)
-        val_acc.append(float((probe.predict(x_val) == y_train[val_idx]).mean()))
+        probe, _ = fit_probe(x_fit, y_train[fit_idx], c, max_iter)
+        val_acc.append(_accuracy(probe, x_val, y_train[val_idx]))
     chosen = min(c for c, acc in zip(c_grid, val_acc) if acc == max(val_acc))
     x_all, x_te = _standardised(x_train, x_test)
-    probe, converged = _fit(x_all, y_train, chosen, max_iter)
-    return val_acc, float(chosen), float((probe.predict(x_te) == y_test).mean()), converged
+    probe, converged = fit_probe(x_all, y_train, chosen, max_iter)
+    return val_acc, float(chosen), _accuracy(probe, x_te, y_test), converged
 
 
 def _data_arrays(data: Any) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
@@ -390,6 +403,7 @@ __all__ = [
     "DEFAULT_MAX_FEATURES",
     "ProbeResult",
     "default_probe_layers",
+    "fit_probe",
     "linear_probes",
     "pool_features",
     "validation_split",

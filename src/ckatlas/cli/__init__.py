@@ -18,11 +18,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ckatlas import __version__
-from ckatlas.cli._common import Parser, positive_float, positive_int
+from ckatlas.cli._common import Parser, one_line_warnings, positive_float, positive_int
 from ckatlas.cli.analyses import add_blocks, add_errors, add_pca, add_probes, add_prune
 from ckatlas.cli.experiments import add_demo, add_presets, add_report, add_run, default_jobs
 from ckatlas.cli.models import add_cka, add_info, add_train
-from ckatlas.cpu import settle_allocator
+from ckatlas.cpu import command_threads, settle_allocator
 from ckatlas.errors import USER_ERRORS
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     settle_allocator()
     try:
-        return int(args.func(args) or 0)
+        with command_threads(), one_line_warnings(f"ckatlas {args.command}"):
+            return int(args.func(args) or 0)
     except USER_ERRORS as exc:
         print(f"ckatlas {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import textwrap
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 
 class Parser(argparse.ArgumentParser):
@@ -12,6 +15,25 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+@contextlib.contextmanager
+def one_line_warnings(prefix: str) -> Iterator[None]:
+    """Warnings printed as one line each, ``PREFIX: warning: message``, once per message."""
+    seen: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+        text = " ".join(str(message).split())
+        if text not in seen:
+            seen.add(text)
+            print(f"{prefix}: warning: {text}", file=sys.stderr)
+
+    before = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = before
 
 
 def command(
@@ -71,6 +93,14 @@ def add_run_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per forward pass (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the analysis' randomness (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="print only where the results are")
+
+
+def check_outputs(args: argparse.Namespace) -> object:
+    """The --out folder of a run analysis, checked to be writable before any work."""
+    from ckatlas.files import check_writable_dir
+
+    return check_writable_dir(args.out, f"the results of 'ckatlas {args.command}'")
 
 
 def open_run(args: argparse.Namespace) -> tuple[object, object]:

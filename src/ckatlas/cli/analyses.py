@@ -6,6 +6,7 @@ import argparse
 
 from ckatlas.cli._common import (
     add_run_analysis_options,
+    check_outputs,
     command,
     layer_spec,
     open_run,
@@ -26,7 +27,7 @@ def add_blocks(sub: argparse._SubParsersAction) -> None:
         at least max(--min-size, --min-fraction x layers) long. The residual checkerboard is
         not a block. With several matrices (e.g. one per seed) it also reports how stable the
         blocks' positions are. A MATRIX is a within-model CKAResult (.npz, as `ckatlas
-        heatmap` saves it), a .npy (L, L) array, or an .npz with a 'matrix' array (and
+        cka` saves it), a .npy (L, L) array, or an .npz with a 'matrix' array (and
         optionally 'layers_a', the layer names).
 
         Writes --out (JSON: the blocks, or with several matrices the stability and every
@@ -46,6 +47,7 @@ def add_blocks(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-fraction", type=float, default=0.1, help="smallest block, share of layers (default 0.1)")
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="analyse only these layers (names or row indices)")
     p.add_argument("--out", metavar="FILE", help="write the result as JSON here, and a .png figure beside it")
+    p.add_argument("--quiet", action="store_true", help="print only where the results are")
     p.set_defaults(func=_run_blocks)
 
 
@@ -56,36 +58,42 @@ def _load_cka_matrix(path: str) -> tuple[object, list[str] | None]:
     import numpy as np
 
     from ckatlas.errors import UserInputError
+    from ckatlas.files import read_npz_arrays
 
     file = Path(path)
     if not file.is_file():
         raise UserInputError(f"{file}: no such file (expected a .npy or .npz CKA matrix)")
     if file.suffix not in (".npy", ".npz"):
         raise UserInputError(f"{file}: expected a .npy matrix or an .npz with a 'matrix' array")
-    try:
-        data = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"{file}: not a readable NumPy file ({exc})") from None
     if file.suffix == ".npy":
-        return data, None
-    with data:
-        if "header" in data.files:
-            from ckatlas.heatmap import CKAResult
+        with open(file, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                raise UserInputError(f"{file}: not an .npy file (as numpy.save writes it); expected a CKA matrix")
+        try:
+            return np.load(file, allow_pickle=False), None
+        except (OSError, ValueError, EOFError) as exc:
+            raise UserInputError(f"{file}: not a readable .npy array ({exc})") from None
+    data = read_npz_arrays(file)
+    if "header" in data:
+        from ckatlas.heatmap import CKAResult
 
-            return CKAResult.load(file), None
-        if "matrix" not in data.files:
-            raise UserInputError(f"{file}: expected an array named 'matrix', found {sorted(data.files)}")
-        names = [str(n) for n in data["layers_a"]] if "layers_a" in data.files else None
-        return data["matrix"], names
+        return CKAResult.load(file), None
+    if "matrix" not in data:
+        raise UserInputError(f"{file}: expected an array named 'matrix', found {sorted(data)}")
+    names = [str(n) for n in data["layers_a"]] if "layers_a" in data else None
+    return data["matrix"], names
 
 
 def _run_blocks(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ckatlas.analysis import block_stability, find_blocks
-    from ckatlas.files import atomic_open
+    from ckatlas.files import atomic_open, check_writable_file
     from ckatlas.report import plot_block_frequency, plot_blocks
 
+    if args.out:
+        check_writable_file(args.out, "the block result")
+        check_writable_file(Path(args.out).with_suffix(".png"), "the block figure")
     layers = None if args.layers is None else [int(x) if x.isdigit() else x for x in args.layers]
     matrices, results = [], []
     for path in args.matrices:
@@ -99,13 +107,15 @@ def _run_blocks(args: argparse.Namespace) -> int:
             layers=layers,
             layer_names=names,
         )
-        print(f"{path}: {result.summary()}")
+        if not args.quiet:
+            print(f"{path}: {result.summary()}")
         matrices.append(matrix)
         results.append(result)
     stability = None
     if len(results) > 1:
         stability = block_stability(results, labels=list(args.matrices))
-        print(f"stability: {stability.summary()}")
+        if not args.quiet:
+            print(f"stability: {stability.summary()}")
     if args.out:
         out = Path(args.out)
         figure_path = out.with_suffix(".png")
@@ -153,7 +163,6 @@ def add_pca(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_pca(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     import numpy as np
 
@@ -162,17 +171,18 @@ def _run_pca(args: argparse.Namespace) -> int:
     from ckatlas.report import plot_pc_heatmaps, plot_pc_scatter, plot_pc_variance
     from ckatlas.train import resolve_device
 
+    out = check_outputs(args)
     model, data = open_run(args)
     if args.scatter_layer is not None:
         resolve_layers(model, [args.scatter_layer])  # a wrong name fails before the pass over the data
     result = principal_components(model, data.x_test, layer_spec(args.layers, "blocks"), batch_size=args.batch_size,
                                   seed=args.seed, device=resolve_device(args.device))
-    print(result.summary())
+    if not args.quiet:
+        print(result.summary())
     layer = args.scatter_layer or result.layers[int(np.nanargmax(result.variance_explained))]
     count = min(args.scatter_examples, len(data.x_test))
     scatter = pc_scatter(model, data.x_test[:count], layer, data.y_test[:count], batch_size=args.batch_size,
                          device=resolve_device(args.device))
-    out = Path(args.out)
     result.save(out / "pca.npz")
     write_png(plot_pc_variance(result), out / "pc_variance.png")
     write_png(plot_pc_heatmaps(result)[0], out / "pc_heatmaps.png")
@@ -213,21 +223,21 @@ def add_probes(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_probes(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from ckatlas.analysis import linear_probes
     from ckatlas.analysis.probes import DEFAULT_C_GRID
     from ckatlas.report import plot_probe_accuracy
     from ckatlas.train import resolve_device
 
+    out = check_outputs(args)
     model, data = open_run(args)
     result = linear_probes(
         model, data, layer_spec(args.layers, None), c_grid=args.c_grid or DEFAULT_C_GRID,
         val_fraction=args.val_fraction, max_features=args.max_features, batch_size=args.batch_size, seed=args.seed,
         device=resolve_device(args.device),
     )
-    print(result.summary())
-    out = Path(args.out)
+    if not args.quiet:
+        print(result.summary())
     result.save(out / "probes.json")
     write_png(plot_probe_accuracy(result), out / "probes.png")
     print(f"wrote {out}/: probes.json, probes.png")
@@ -264,20 +274,20 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_prune(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from ckatlas.analysis import BlockResult, prune_blocks
     from ckatlas.report import plot_pruning
     from ckatlas.train import resolve_device
 
+    out = check_outputs(args)
     block_result = BlockResult.load(args.blocks) if args.blocks else None
     model, data = open_run(args)
     result = prune_blocks(
         model, data, stages=args.stages, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
         batch_size=args.batch_size, seed=args.seed, device=resolve_device(args.device), block_result=block_result,
     )
-    print(result.summary())
-    out = Path(args.out)
+    if not args.quiet:
+        print(result.summary())
     result.save(out / "prune.json")
     write_png(plot_pruning(result), out / "prune.png")
     print(f"wrote {out}/: prune.json, prune.png")
@@ -320,6 +330,7 @@ def add_errors(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the control split and sampled permutations")
     p.add_argument("--permutations", type=positive_int, default=10_000, help="permutation budget (default 10000)")
     p.add_argument("--out", metavar="DIR", help="write the results and figures into this directory")
+    p.add_argument("--quiet", action="store_true", help="print only where the results are")
     p.set_defaults(func=_run_errors)
 
 
@@ -348,9 +359,11 @@ def _run_errors(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ckatlas.analysis import compare_populations, load_class_groups, load_predictions
-    from ckatlas.files import atomic_open, atomic_write_text
+    from ckatlas.files import atomic_open, atomic_write_text, check_writable_dir
     from ckatlas.report import plot_class_differences, plot_example_scatter
 
+    if args.out:
+        check_writable_dir(args.out, "the error analysis")
     pop_a = load_predictions(args.a, name=args.name_a)
     pop_b = load_predictions(args.b, name=args.name_b)
     result = compare_populations(
@@ -362,7 +375,8 @@ def _run_errors(args: argparse.Namespace) -> int:
         class_groups=None if args.groups is None else load_class_groups(args.groups),
         class_names=None if args.class_names is None else _read_class_names(args.class_names),
     )
-    print(result.summary())
+    if not args.quiet:
+        print(result.summary())
     if args.out:
         out = Path(args.out)
         result.save(out / "errors.json")

@@ -51,9 +51,11 @@ def _run_demo(args: argparse.Namespace) -> int:
     import json
 
     from ckatlas.experiment import run_experiment
+    from ckatlas.files import check_writable_dir
     from ckatlas.report.headline import headline_text
     from ckatlas.report.html import REPORT_FILE, write_report
 
+    check_writable_dir(args.out, "the demo")
     jobs = args.jobs if args.jobs is not None else default_jobs()
     result = run_experiment("tiny" if args.quick else "demo", args.out, device=args.device, threads=args.threads,
                             jobs=jobs, quiet=args.quiet)
@@ -114,8 +116,11 @@ def _run_run(args: argparse.Namespace) -> int:
     import json
 
     from ckatlas.experiment import experiment_status, load_config, run_experiment
+    from ckatlas.files import check_writable_dir
 
     config = load_config(args.experiment)
+    if not args.dry_run:
+        check_writable_dir(args.out, "the experiment")
     if args.data_dir is not None:
         config = config.with_data_dir(args.data_dir)
     if args.dry_run:
@@ -198,8 +203,11 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
+    from ckatlas.files import check_writable_file
     from ckatlas.report.html import write_report
 
+    if args.out:
+        check_writable_file(args.out, "the report")
     print(f"wrote {write_report(args.experiment_dir, args.out)}")
     return 0
 

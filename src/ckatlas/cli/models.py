@@ -21,7 +21,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         settings and --out finishes it; on the CPU the result equals an uninterrupted run's
         bit for bit. --out must be empty or hold the same run.
 
-        Datasets: digits (built in, 16x16 by default), cifar10 and cifar100 (--data-dir: the
+        Datasets: digits (built in, 16x16 by default), fashion-mnist (28x28; Debian's package
+        dataset-fashion-mnist, or --data-dir: a folder with its four IDX files), mnist and kmnist
+        (--data-dir: such a folder), cifar10 and cifar100 (--data-dir: the
         python or binary archive, or its extracted folder), folder (--data-dir: ROOT with
         train/<class>/ and val/<class>/ images; 224x224 by default), npz (--data-dir: a .npz
         with x_train, y_train, x_test, y_test or x, y). Defaults: 15 epochs for digits, 200
@@ -40,7 +42,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory")
     p.add_argument("--arch", default="resnet20", help="model name: resnet<depth>, cnn<depth>, ... (resnet20)")
     p.add_argument("--width", type=positive_float, default=1.0, help="channel multiplier (default 1)")
-    p.add_argument("--dataset", default="digits", help="digits, cifar10, cifar100, folder or npz (digits)")
+    p.add_argument("--dataset", default="digits", help="digits, fashion-mnist, mnist, kmnist, cifar10, cifar100, folder or npz (digits)")
     p.add_argument("--data-dir", metavar="PATH", help="where the dataset is (not for digits)")
     p.add_argument("--fraction", type=fraction, default=1.0, help="share of each training class, e.g. 1/4 (1)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the --fraction subset (default 0)")
@@ -62,8 +64,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from ckatlas.files import check_writable_dir
     from ckatlas.train import TrainConfig, train
 
+    check_writable_dir(args.out, "the run")
     config = TrainConfig(
         arch=args.arch,
         width=args.width,
@@ -130,7 +134,7 @@ def add_cka(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch-b", help="a second registry model to compare with --arch")
     p.add_argument("--width-b", type=positive_float, default=1.0, help="its channel multiplier (default 1)")
     p.add_argument("--model-seed", type=int, default=0, help="seed of the fresh weights (default 0)")
-    p.add_argument("--dataset", default="digits", help="data for --arch: digits, cifar10, cifar100, folder, npz")
+    p.add_argument("--dataset", default="digits", help="data for --arch: digits, fashion-mnist, mnist, kmnist, cifar10, cifar100, folder, npz")
     p.add_argument("--data-dir", metavar="PATH", help="where the dataset is (for runs: default as in config.json)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split to use (default test)")
     p.add_argument("--examples", type=positive_int, metavar="N", help="use only the first N examples of the split")
@@ -201,10 +205,14 @@ def _cka_split(data: object, split: str) -> object:
 def _run_cka(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ckatlas.files import check_writable_file
     from ckatlas.heatmap import heatmap
     from ckatlas.report import plot_heatmap
     from ckatlas.train import resolve_device
 
+    check_writable_file(args.out, "the CKA result")
+    if args.png:
+        check_writable_file(args.png, "the heatmap figure")
     device = resolve_device(args.device)
     models, names, inputs = _cka_models(args, device)
     if args.examples is not None:

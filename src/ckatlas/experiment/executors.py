@@ -31,9 +31,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
-from threadpoolctl import threadpool_limits
 
-from ckatlas.cpu import available_cores, settle_allocator
+from ckatlas.cpu import available_cores, command_threads, settle_allocator
 from ckatlas.errors import USER_ERRORS, UserInputError
 from ckatlas.experiment.plan import DRIVER_STEPS, Step
 from ckatlas.experiment.steps import StepContext, execute
@@ -131,8 +130,7 @@ def _limited(step: Step, ctx: StepContext, threads: int) -> float:
     the demo's probes 15x slower (measured: two probe runs at once, 129 s vs 8.5 s).
     """
     settle_allocator()
-    torch.set_num_threads(threads)
-    with threadpool_limits(limits=threads):
+    with command_threads(threads):
         return execute(step, ctx)
 
 

@@ -34,6 +34,7 @@ from ckatlas import __version__
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.config import ExperimentConfig, to_toml
 from ckatlas.files import atomic_write_json, atomic_write_text
+from ckatlas.train import run_is_finished
 
 EXPERIMENT_FILE = "experiment.json"
 SUMMARY_FILE = "summary.json"
@@ -91,14 +92,7 @@ class ExperimentStore:
     # -- state -------------------------------------------------------------------------------
     def is_finished_run(self, run: str) -> bool:
         """Whether runs/<run> holds a finished training run."""
-        run_dir = self.path(self.run_dir(run))
-        metrics = run_dir / "metrics.json"
-        if not all((run_dir / name).is_file() for name in ("model.safetensors", "predictions.npz", "config.json")):
-            return False
-        try:
-            return json.loads(metrics.read_text(encoding="utf-8")).get("final") is not None
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            return False
+        return run_is_finished(self.path(self.run_dir(run)))
 
     def claim(self, config: ExperimentConfig) -> None:
         """Make the root hold `config`'s experiment, or check that it already does.

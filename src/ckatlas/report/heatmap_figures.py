@@ -1,8 +1,17 @@
-"""CKA heatmaps in the paper's style: layer index from input to output on both axes,
+"""CKA heatmaps in the paper's style: layers from input to output on both axes,
 origin lower left, colour scale fixed to 0..1.
 
 Figures are made without pyplot (no global state, no window); when no `ax` is given
-a new `matplotlib.figure.Figure` is made. Save with ``ax.figure.savefig(path)``.
+a new `matplotlib.figure.Figure` is made, sized for the layer names and laid out so
+that every label lies inside it. Save with ``ax.figure.savefig(path)``.
+
+Layer labels (`layer_ticks`): up to `MAX_NAMED_LAYERS` layers, every layer's name,
+in a font sized to the rows; beyond, the name of each group of layers (a stage of a
+ResNet, a transformer block) at its middle, groups too narrow for a label left
+unlabelled. Groups (`layer_groups`): the dotted name up to its first number
+(``stage2.3.add`` -> ``stage2``); where one group would hold most layers (the
+``encoder.layer`` of a transformer) the name up to and including the number
+(``encoder.layer.3``). Group boundaries are drawn as thin lines.
 """
 
 from __future__ import annotations
@@ -19,7 +28,8 @@ from matplotlib.figure import Figure
 from ckatlas.errors import UserInputError
 
 CMAP = "magma"
-_MAX_TICKS = 40  # more layer names than this are thinned out
+MAX_NAMED_LAYERS = 48  # more layers than this are labelled by group
+_MIN_FONT, _MAX_FONT = 4.0, 8.0  # points
 
 
 def _matrix(result: Any) -> np.ndarray:
@@ -35,40 +45,126 @@ def _default_title(result: Any) -> str | None:
     return result.model_a if result.is_square else f"{result.model_a} vs {result.model_b}"
 
 
-def _name_ticks(ax: Axes, axis: str, names: Sequence[str]) -> None:
-    step = max(1, math.ceil(len(names) / _MAX_TICKS))
-    positions = np.arange(0, len(names), step)
-    labels = [names[i] for i in positions]
-    if axis == "x":
-        ax.set_xticks(positions, labels, rotation=90, fontsize=6)
+def layer_groups(names: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(group name, first index, last index) of consecutive layers of one stage or block (module docstring)."""
+    def runs(keys: list[str]) -> list[tuple[str, int, int]]:
+        out: list[tuple[str, int, int]] = []
+        for i, key in enumerate(keys):
+            if out and out[-1][0] == key:
+                out[-1] = (key, out[-1][1], i)
+            else:
+                out.append((key, i, i))
+        return out
+
+    names = [str(n) for n in names]
+    stages = runs([_group_key(n, inclusive=False) for n in names])
+    if names and max(hi - lo + 1 for _, lo, hi in stages) > 0.6 * len(names):
+        blocks = runs([_group_key(n, inclusive=True) for n in names])
+        if len(blocks) > len(stages):
+            return blocks
+    return stages
+
+
+def _group_key(name: str, inclusive: bool) -> str:
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: i + 1] if inclusive else parts[:i]) or part
+    return parts[0]
+
+
+def _usable_groups(names: Sequence[str]) -> list[tuple[str, int, int]] | None:
+    """Groups worth marking: at least two, most of them more than one layer."""
+    groups = layer_groups(names)
+    return groups if 2 <= len(groups) <= len(names) / 2 else None
+
+
+def _group_names(names: Sequence[str]) -> list[str]:
+    out = [""] * len(names)
+    for g, lo, hi in layer_groups(names):
+        out[lo : hi + 1] = [g] * (hi - lo + 1)
+    return out
+
+
+def _font_size(count: int, inches: float) -> float:
+    return float(np.clip(0.8 * 72.0 * inches / max(count, 1), _MIN_FONT, _MAX_FONT))
+
+
+def _label_axis(ax: Axes, axis: str, names: Sequence[str], inches: float) -> None:
+    """Every layer's name, or group names for many layers (module docstring)."""
+    rotation = 90
+    if len(names) <= MAX_NAMED_LAYERS:
+        positions, labels = np.arange(len(names)), list(names)
+        size = _font_size(len(names), inches)
     else:
-        ax.set_yticks(positions, labels, fontsize=6)
+        rotation = 0
+        size, per_layer = _MAX_FONT, inches / len(names)  # inches of axis per layer
+        # a group is labelled where its span holds its label: the text's length along x, its height along y
+        extent = (lambda g: 0.6 * len(g)) if axis == "x" else (lambda g: 1.3)
+        wide = [(g, lo, hi) for g, lo, hi in _usable_groups(names) or []
+                if (hi - lo + 1) * per_layer >= extent(g) * size / 72.0]
+        positions = np.array([(lo + hi) / 2 for _, lo, hi in wide])
+        labels = [g for g, _, _ in wide]
+    if axis == "x":
+        ax.set_xticks(positions, labels, rotation=rotation, fontsize=size)
+    else:
+        ax.set_yticks(positions, labels, fontsize=size)
+
+
+def _mark_groups(ax: Axes, axis: str, names: Sequence[str]) -> None:
+    groups = _usable_groups(names)
+    if groups is None:
+        return
+    line = ax.axvline if axis == "x" else ax.axhline
+    for _, lo, _ in groups[1:]:
+        line(lo - 0.5, color="white", linewidth=0.6, alpha=0.7)
+
+
+def _figure_size(result: Any, colorbar: bool, names: bool) -> tuple[float, float]:
+    """Inches: a square-ish heatmap panel plus room for the longest label and the colour bar."""
+    rows = len(getattr(result, "layers_a", [])) or _matrix(result).shape[0]
+    side = 4.5 if not names else float(np.clip(0.12 * min(rows, MAX_NAMED_LAYERS) + 1.5, 4.5, 7.5))
+    label = 0.0
+    if names:
+        shown = [n if len(layers) <= MAX_NAMED_LAYERS else g
+                 for layers in (result.layers_a, result.layers_b)
+                 for n, g in zip(layers, _group_names(layers))]
+        longest = max((len(str(n)) for n in shown), default=0)
+        label = min(3.0, 0.06 * longest)  # about 0.06 in per character at 7-8 pt
+    return side + label + (1.0 if colorbar else 0.2), side + label + 0.6
 
 
 def plot_heatmap(
     result: Any,
     ax: Axes | None = None,
     *,
-    layer_ticks: bool = False,
+    layer_ticks: bool | None = None,
     title: str | None = None,
     colorbar: bool = True,
+    groups: bool = True,
 ) -> Axes:
     """Draw one CKA heatmap: model A's layers up the y axis, model B's along the x axis.
 
     Args:
         result: a `CKAResult` or an (La, Lb) array.
         ax: axes to draw on (a new figure when None).
-        layer_ticks: label the ticks with layer names (a `CKAResult` only) instead
-            of layer indices.
+        layer_ticks: label the ticks with layer names (a `CKAResult` only; all of
+            them up to `MAX_NAMED_LAYERS` layers, else group names) instead of layer
+            indices. None: names when this call makes the figure, indices on a given `ax`.
         title: axes title (default: the model name(s) of a `CKAResult`).
         colorbar: add a colour bar (CKA, 0..1).
+        groups: mark the boundaries of stages or blocks found in the layer names.
 
     Returns:
         The axes. NaN cells (layers with zero variance) are grey.
     """
     matrix = _matrix(result)
+    has_names = hasattr(result, "layers_a") and hasattr(result, "layers_b")
+    if layer_ticks is None:
+        layer_ticks = ax is None and has_names
+    layer_ticks = bool(layer_ticks) and has_names
     if ax is None:
-        ax = Figure(figsize=(5, 4.5) if colorbar else (4.2, 4)).subplots()
+        ax = Figure(figsize=_figure_size(result, colorbar, layer_ticks), layout="constrained").subplots()
     cmap = colormaps[CMAP].with_extremes(bad="lightgrey")
     image = ax.imshow(
         np.ma.masked_invalid(matrix),
@@ -84,15 +180,29 @@ def plot_heatmap(
     name_b = getattr(result, "model_b", None)
     ax.set_ylabel("layer" if square or name_a is None else f"layer of {name_a}")
     ax.set_xlabel("layer" if square or name_b is None else f"layer of {name_b}")
-    if layer_ticks and hasattr(result, "layers_a"):
-        _name_ticks(ax, "y", result.layers_a)
-        _name_ticks(ax, "x", result.layers_b)
+    if layer_ticks:
+        height = ax.get_position().height * ax.figure.get_figheight()
+        width = ax.get_position().width * ax.figure.get_figwidth()
+        _label_axis(ax, "y", result.layers_a, height)
+        _label_axis(ax, "x", result.layers_b, width)
+    if groups and has_names:
+        _mark_groups(ax, "y", result.layers_a)
+        _mark_groups(ax, "x", result.layers_b)
     title = title if title is not None else _default_title(result)
     if title:
         ax.set_title(title)
     if colorbar:
-        ax.figure.colorbar(image, ax=ax, label="CKA")
+        ax.figure.colorbar(image, ax=ax, label="CKA (minibatch, unbiased HSIC)", shrink=0.9)
     return ax
+
+
+def figure_png(ax: Axes, dpi: int = 150) -> bytes:
+    """The figure holding `ax`, as PNG bytes (for notebooks: `CKAResult._repr_png_`)."""
+    import io
+
+    buffer = io.BytesIO()
+    ax.figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
 
 
 def plot_heatmap_grid(
@@ -147,4 +257,4 @@ def plot_heatmap_grid(
     return fig
 
 
-__all__ = ["plot_heatmap", "plot_heatmap_grid"]
+__all__ = ["MAX_NAMED_LAYERS", "figure_png", "layer_groups", "plot_heatmap", "plot_heatmap_grid"]

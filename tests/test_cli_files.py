@@ -1,0 +1,137 @@
+"""The CLI's promise for files: a bad input file or an output that cannot be written is one line,
+exit code 2, before any long work, and nothing is half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ckatlas import heatmap
+from ckatlas.cli import build_parser, main
+
+
+def _error(capsys, argv: list[str], command: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ckatlas {command}: error: "), err
+    return err
+
+
+@pytest.fixture
+def cka_file(tmp_path) -> Path:
+    mlp = nn.Sequential(*[nn.Linear(16, 16) for _ in range(6)])
+    return heatmap(mlp, torch.randn(64, 16), layers="all", batch_size=32).save(tmp_path / "cka.npz")
+
+
+def test_a_truncated_npz_is_one_line(cka_file, tmp_path, capsys) -> None:
+    cut = tmp_path / "t.npz"
+    cut.write_bytes(cka_file.read_bytes()[:300])
+    err = _error(capsys, ["blocks", str(cut)], "blocks")
+    assert "t.npz" in err and "not a readable .npz" in err
+
+
+def test_a_text_file_named_npz_or_npy_says_what_it_is(tmp_path, capsys) -> None:
+    for name in ("notes.npz", "notes.npy"):
+        (tmp_path / name).write_text("layer,cka\n0,1.0\n")
+        err = _error(capsys, ["blocks", str(tmp_path / name)], "blocks")
+        assert "pickle" not in err and f"not an {Path(name).suffix} file" in err
+
+
+def test_an_all_nan_matrix_is_an_error_and_dead_layers_a_warning(tmp_path, capsys) -> None:
+    np.save(tmp_path / "nan.npy", np.full((6, 6), np.nan))
+    err = _error(capsys, ["blocks", str(tmp_path / "nan.npy")], "blocks")
+    assert "no finite value" in err
+    partly = np.ones((6, 6))
+    partly[2, :] = partly[:, 2] = np.nan
+    np.save(tmp_path / "dead.npy", partly)
+    assert main(["blocks", str(tmp_path / "dead.npy"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ckatlas blocks: warning: 1 of 6 layers have no finite CKA")
+
+
+@contextlib.contextmanager
+def _as_normal_user() -> Iterator[None]:
+    """Run the body with the permissions of a normal user (root may write into any folder)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(65534)  # nobody
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+def test_outputs_that_cannot_be_written_fail_before_any_computation(tmp_path, capsys, monkeypatch) -> None:
+    def no_computation(*args, **kwargs):
+        raise AssertionError("the output location must be checked before the heatmap is computed")
+
+    monkeypatch.setattr(importlib.import_module("ckatlas.heatmap"), "_population", no_computation)
+    regular = tmp_path / "a_file"
+    regular.write_text("x")
+    fresh = ["--arch", "resnet8", "--width", "0.25", "--random-inputs", "8"]
+    err = _error(capsys, ["cka", *fresh, "--out", str(regular / "cka.npz")], "cka")
+    assert f"{regular} is a file, not a folder" in err
+    err = _error(capsys, ["cka", *fresh, "--out", str(tmp_path / "ok.npz"), "--png", str(regular / "x" / "c.png")],
+                 "cka")
+    assert "the heatmap figure" in err and not (tmp_path / "ok.npz").exists()
+    err = _error(capsys, ["cka", *fresh, "--out", str(tmp_path)], "cka")
+    assert "is a folder; expected a file name" in err
+
+    shared = Path(tempfile.mkdtemp())  # a folder a normal user can reach (pytest's tmp_path is root's own)
+    try:
+        shared.chmod(0o755)
+        readonly = shared / "readonly"
+        readonly.mkdir(mode=0o555)
+        readonly.chmod(0o555)
+        with _as_normal_user():
+            err = _error(capsys, ["cka", *fresh, "--out", str(readonly / "sub" / "cka.npz")], "cka")
+            assert f"the folder {readonly} is not writable" in err
+            np_file = shared / "m.npy"
+            err = _error(capsys, ["blocks", str(np_file), "--out", str(readonly / "b.json")], "blocks")
+            assert "not writable" in err
+        assert list(readonly.iterdir()) == []
+    finally:
+        (shared / "readonly").chmod(stat.S_IRWXU)
+        for path in sorted(shared.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        shared.rmdir()
+
+
+def test_run_analyses_check_their_output_folder_first(tmp_path, capsys) -> None:
+    regular = tmp_path / "a_file"
+    regular.write_text("x")
+    for command in ("pca", "probes", "prune"):
+        err = _error(capsys, [command, str(tmp_path / "no_such_run"), "--out", str(regular / "out")], command)
+        assert "is a file, not a folder" in err  # reported before the (missing) run is even opened
+    err = _error(capsys, ["errors", "--a", "x", "y", "--b", "z", "w", "--out", str(regular)], "errors")
+    assert "is a file; expected a folder" in err
+    err = _error(capsys, ["train", "--out", str(regular / "run")], "train")
+    assert "is a file, not a folder" in err
+
+
+def _subparsers() -> dict:
+    action = next(a for a in build_parser()._actions if a.dest == "command")
+    return dict(action.choices)
+
+
+def test_help_names_only_commands_that_exist_and_every_writer_has_quiet() -> None:
+    commands = _subparsers()
+    for name, parser in commands.items():
+        text = parser.format_help()
+        cited = set(re.findall(r"(?:[`']|^\s*)ckatlas ([a-z][a-z-]*)", text, flags=re.MULTILINE))
+        assert cited <= set(commands) | {"COMMAND"}, (name, cited - set(commands))
+        options = {s for a in parser._actions for s in a.option_strings}
+        if "--out" in options and name not in ("presets", "report", "demo", "info"):
+            assert "--quiet" in options, name
