@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= demo-out
 
-.PHONY: install browser demo test test-fast bench clean
+.PHONY: install system-packages browser demo test test-fast bench clean
 
 $(BIN)/ckatlas: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +19,22 @@ install: $(BIN)/ckatlas
 demo: install
 	$(BIN)/ckatlas demo --out $(OUT)
 
-# The report test renders the HTML report in a real headless Chromium (Debian's package).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+# Debian packages the tests and the reproduction study use, installed when missing: Chromium
+# (the report test renders the HTML report in a real headless browser) and Fashion-MNIST
+# (dataset-fashion-mnist: the study's data, in /usr/share/datasets/fashion-mnist).
+system-packages:
+	@missing=; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then S=; else S=sudo; fi; \
-	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq chromium >/dev/null; }
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+browser: system-packages
 
 # The whole suite, slow end-to-end tests included.
-test: install browser
+test: install system-packages
 	$(BIN)/python -m pytest -m "slow or not slow" -q
 
 # Fast tests only (what a bare `pytest` runs).

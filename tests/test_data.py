@@ -390,8 +390,8 @@ def test_folder_errors_say_what_layout_is_expected(tmp_path: Path) -> None:
 
 
 def test_load_dataset_errors() -> None:
-    with pytest.raises(UserInputError, match="unknown dataset 'mnist'"):
-        load_dataset("mnist")
+    with pytest.raises(UserInputError, match="unknown dataset 'svhn'"):
+        load_dataset("svhn")
     with pytest.raises(UserInputError, match="built in and takes no data directory"):
         load_dataset("digits", "/data")
     with pytest.raises(UserInputError, match="needs a data directory"):

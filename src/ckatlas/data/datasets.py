@@ -10,6 +10,7 @@ from ckatlas.data.augment import NO_AUGMENTATION, Augmentation
 from ckatlas.data.cifar import read_cifar
 from ckatlas.data.digits import DIGITS_SCALE, read_digits
 from ckatlas.data.folder import read_folder
+from ckatlas.data.idx import FASHION_MNIST_DIR, read_fashion_mnist, read_idx_folder
 from ckatlas.data.image_data import ImageData, RawImages
 from ckatlas.data.npz import read_npz
 from ckatlas.data.subsets import check_fraction
@@ -24,6 +25,7 @@ class _Dataset:
     scale: float | None = None
     default_resize: int | None = None
     resize_on_read: bool = False  # the reader resizes (folder): no tensor resize afterwards
+    default_dir: Path | None = None  # where the data are when no data_dir is given (the reader knows it)
 
 
 _DATASETS: dict[str, _Dataset] = {
@@ -52,6 +54,25 @@ _DATASETS: dict[str, _Dataset] = {
         lambda side: Augmentation(pad=side // 8, flip=True),
         default_resize=224,
         resize_on_read=True,
+    ),
+    # 28x28 grey clothing; pad-and-crop (3 px, as 4 px on 32x32) and flips: a mirrored
+    # garment is the same garment. Pixels 0..255.
+    "fashion-mnist": _Dataset(
+        lambda path, size: read_fashion_mnist(path),
+        "a folder holding Fashion-MNIST's four IDX files (train-images-idx3-ubyte.gz, ...)",
+        lambda side: Augmentation(pad=side // 8, flip=True),
+        default_dir=FASHION_MNIST_DIR,
+    ),
+    # Handwriting: shifts, but no flips (a mirrored digit or character is often another one).
+    "mnist": _Dataset(
+        lambda path, size: read_idx_folder(path, tuple(str(i) for i in range(10)), what="MNIST"),
+        "a folder holding MNIST's four IDX files (train-images-idx3-ubyte[.gz], ...)",
+        lambda side: Augmentation(pad=side // 8, flip=False),
+    ),
+    "kmnist": _Dataset(
+        lambda path, size: read_idx_folder(path, None, what="KMNIST"),
+        "a folder holding KMNIST's four IDX files (train-images-idx3-ubyte[.gz], ...)",
+        lambda side: Augmentation(pad=side // 8, flip=False),
     ),
     "npz": _Dataset(
         lambda path, size: read_npz(path),
@@ -85,9 +106,11 @@ def load_dataset(
     """Load a dataset by name as normalised tensors with its fixed train/test split.
 
     Args:
-        name: "digits" (built in), "cifar10", "cifar100", "folder" or "npz".
-        data_dir: where the data is: a CIFAR archive or folder, an image-folder
-            root, or an .npz file. Not used by digits.
+        name: "digits" (built in), "fashion-mnist", "mnist", "kmnist", "cifar10",
+            "cifar100", "folder" or "npz".
+        data_dir: where the data is: an IDX folder, a CIFAR archive or folder, an
+            image-folder root, or an .npz file. Not used by digits; fashion-mnist
+            defaults to Debian's /usr/share/datasets/fashion-mnist.
         resize: side of the square images; None uses the dataset's default
             (digits: 16, folder: 224, otherwise as stored).
         fraction: share of each training class to keep, 0 < fraction <= 1.
@@ -105,7 +128,7 @@ def load_dataset(
         raise UserInputError(f"resize must be a positive integer (pixels), got {resize!r}")
     if spec.needs_path is None and data_dir is not None:
         raise UserInputError(f"the {name} dataset is built in and takes no data directory (got {data_dir})")
-    if spec.needs_path is not None and data_dir is None:
+    if spec.needs_path is not None and data_dir is None and spec.default_dir is None:
         raise UserInputError(f"the {name} dataset needs a data directory: {spec.needs_path}")
     size = resize if resize is not None else spec.default_resize
     raw = spec.read(Path(data_dir).expanduser() if data_dir is not None else None, size)
