@@ -10,6 +10,7 @@ from torch import nn
 
 from ckatlas.errors import UserInputError
 from ckatlas.models import (
+    MODEL_STYLES,
     Add,
     BottleneckResNet,
     BottleneckResNetConfig,
@@ -56,7 +57,7 @@ def _capture(
     [("resnet20", 0.27), ("resnet56", 0.85), ("resnet110", 1.7)],
 )
 def test_cifar_parameter_counts_match_he_et_al(name: str, expected_millions: float) -> None:
-    model = create_model(name, width=1, num_classes=10, device="meta")
+    model = create_model(name, width=1, num_classes=10, device="meta", style="torchvision")
     count = sum(p.numel() for p in model.parameters()) / 1e6
     assert count == pytest.approx(expected_millions, rel=0.03)
 
@@ -89,11 +90,38 @@ def test_output_shapes(name: str, in_channels: int, num_classes: int) -> None:
         (2.8, (45, 90, 179)),
     ],
 )
-def test_channels_are_rounded_half_up(width: float, channels: tuple[int, int, int]) -> None:
-    assert ResNetConfig(depth=8, width=width).channels == channels
-    model = CifarResNet(ResNetConfig(depth=8, width=width), device="meta")
+def test_per_stage_channels_are_rounded_half_up(
+    width: float, channels: tuple[int, int, int]
+) -> None:
+    config = ResNetConfig(depth=8, width=width, channel_rounding="per-stage")
+    assert config.channels == channels
+    model = CifarResNet(config, device="meta")
     assert model.stem.conv.out_channels == channels[0]
     assert model.stage3[0].branch.conv2.out_channels == channels[2]
+    assert create_model("resnet8", width=width, style="torchvision").config.channels == channels
+
+
+@pytest.mark.parametrize(
+    "width, channels",
+    # The paper's code: base = round(16 * width) (Python's round), stages base, 2 base, 4 base.
+    [
+        (0.25, (4, 8, 16)),
+        (0.5, (8, 16, 32)),
+        (1, (16, 32, 64)),
+        (2.8, (45, 90, 180)),  # per-stage rounding gives 179 for stage 3
+        (0.15625, (2, 4, 8)),  # 16 x 0.15625 = 2.5 rounds to even (per-stage: 3, 5, 10)
+        (0.01, (1, 2, 4)),  # at least one channel
+    ],
+)
+def test_paper_channels_double_a_rounded_base(
+    width: float, channels: tuple[int, int, int]
+) -> None:
+    assert ResNetConfig(depth=8, width=width).channels == channels
+    model = create_model("resnet8", width=width, device="meta")
+    assert model.stem.conv.out_channels == channels[0]
+    assert model.stage2[0].branch.conv1.out_channels == channels[1]
+    assert model.stage3[0].branch.conv2.out_channels == channels[2]
+    assert model.num_features == channels[2]
 
 
 @pytest.mark.parametrize("depth", [8, 14, 20, 56, 164, 200])
@@ -144,8 +172,8 @@ def test_relus_are_not_shared() -> None:
 
 # --- initialisation, device, dtype, memory format ------------------------------------
 
-def test_initialisation() -> None:
-    model = create_model("resnet20", width=2)
+def test_torchvision_initialisation() -> None:
+    model = create_model("resnet20", width=2, style="torchvision")
     conv = model.stage2[1].branch.conv1
     fan_out = conv.out_channels * 9
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)
@@ -167,12 +195,14 @@ def test_zero_init_residual_makes_blocks_identities() -> None:
     assert torch.equal(model.stage1[0](x), x)
 
 
-def test_generator_makes_weights_reproducible() -> None:
-    def weights(seed: int) -> torch.Tensor:
-        model = create_model("resnet8", width=0.25, generator=make_generator(seed))
+@pytest.mark.parametrize("style", ["paper", "torchvision"])
+def test_generator_makes_weights_reproducible(style: str) -> None:
+    def weights(seed: int, global_seed: int = 0) -> torch.Tensor:
+        torch.manual_seed(global_seed)  # must not matter when a generator is given
+        model = create_model("resnet8", width=0.25, generator=make_generator(seed), style=style)
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
-    assert torch.equal(weights(1), weights(1))
+    assert torch.equal(weights(1), weights(1, global_seed=7))
     assert not torch.equal(weights(1), weights(2))
 
 
@@ -193,6 +223,151 @@ def test_channels_last_gives_the_same_output() -> None:
     model = model.to(memory_format=torch.channels_last)
     out = model(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+# --- styles: the paper's Keras code and torchvision's conventions ------------------------
+
+# resnet8 at width 0.25 as ckatlas built it before the paper style (recorded from that code):
+# (module, weight shape) for convs and the head, (module, channels) for BatchNorms.
+_TORCHVISION_RESNET8 = [
+    ("stem.conv", (4, 3, 3, 3)), ("stem.bn", 4),
+    ("stage1.0.branch.conv1", (4, 4, 3, 3)), ("stage1.0.branch.bn1", 4),
+    ("stage1.0.branch.conv2", (4, 4, 3, 3)), ("stage1.0.branch.bn2", 4),
+    ("stage2.0.branch.conv1", (8, 4, 3, 3)), ("stage2.0.branch.bn1", 8),
+    ("stage2.0.branch.conv2", (8, 8, 3, 3)), ("stage2.0.branch.bn2", 8),
+    ("stage2.0.shortcut.conv", (8, 4, 1, 1)), ("stage2.0.shortcut.bn", 8),
+    ("stage3.0.branch.conv1", (16, 8, 3, 3)), ("stage3.0.branch.bn1", 16),
+    ("stage3.0.branch.conv2", (16, 16, 3, 3)), ("stage3.0.branch.bn2", 16),
+    ("stage3.0.shortcut.conv", (16, 8, 1, 1)), ("stage3.0.shortcut.bn", 16),
+    ("fc", (10, 16)),
+]
+
+
+def _state_dict_shapes(layers: list[tuple[str, object]]) -> list[tuple[str, tuple[int, ...]]]:
+    """Expand (module, shape or channels) into the state_dict's (key, shape) in order."""
+    keys: list[tuple[str, tuple[int, ...]]] = []
+    for name, shape in layers:
+        if isinstance(shape, int):  # BatchNorm2d
+            stats = ("weight", "bias", "running_mean", "running_var")
+            keys += [(f"{name}.{k}", (shape,)) for k in stats]
+            keys.append((f"{name}.num_batches_tracked", ()))
+        else:
+            keys.append((f"{name}.weight", shape))
+            if name == "fc":
+                keys.append(("fc.bias", (shape[0],)))
+    return keys
+
+
+def _shapes(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+
+
+def test_torchvision_style_reproduces_the_previous_model() -> None:
+    model = create_model("resnet8", width=0.25, style="torchvision", generator=make_generator(5))
+    assert _shapes(model) == _state_dict_shapes(_TORCHVISION_RESNET8)
+    # The same seed draws the same weights as before (values recorded from that code).
+    expected = {
+        "stem.conv": [0.43424132466316223, 0.12230287492275238, -0.4035037159919739],
+        "stage3.0.shortcut.conv": [0.009003978222608566, 0.012154466472566128],
+        "fc": [-0.14431941509246826, -0.12331897020339966],
+    }
+    for name, values in expected.items():
+        got = model.get_submodule(name).weight.flatten()[: len(values)]
+        torch.testing.assert_close(got, torch.tensor(values), rtol=1e-6, atol=0)
+    bias = torch.tensor([-0.22558259963989258, 0.18170130252838135])
+    torch.testing.assert_close(model.fc.bias[:2], bias, rtol=1e-6, atol=0)
+
+
+def test_paper_style_keys_differ_by_conv_biases_and_shortcut_bns() -> None:
+    paper = create_model("resnet8", width=0.25)
+    kept = [(name, shape) for name, shape in _TORCHVISION_RESNET8 if ".shortcut.bn" not in name]
+    biases = [(f"{name}.bias", (shape[0],)) for name, shape in kept if ".conv" in name]
+    assert sorted(_shapes(paper)) == sorted(_state_dict_shapes(kept) + biases)
+
+
+@pytest.mark.parametrize("style", ["paper", "torchvision"])
+def test_style_layers(style: str) -> None:
+    paper = style == "paper"
+    model = create_model("resnet8", width=0.25, style=style)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 9
+    assert all((c.bias is not None) == paper for c in convs)
+    assert all(torch.all(c.bias == 0) for c in convs if c.bias is not None)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert {(bn.eps, bn.momentum) for bn in bns} == {(1e-3, 0.01) if paper else (1e-5, 0.1)}
+    for s in (2, 3):
+        projection = model.get_submodule(f"stage{s}.0.shortcut")
+        assert list(dict(projection.named_children())) == (["conv"] if paper else ["conv", "bn"])
+        assert projection.conv.kernel_size == (1, 1) and projection.conv.stride == (2, 2)
+    names = model.layer_names("all")
+    assert "stage2.0.shortcut.conv" in names
+    assert ("stage2.0.shortcut.bn" in names) is not paper
+    fixed = [r.name for r in model.residual_blocks() if not r.block.deletable]
+    assert fixed == ["stage2.0", "stage3.0"]
+    calls, _, _ = _capture(model.eval(), torch.randn(2, 3, 16, 16))
+    assert calls == names
+
+
+def test_style_options_and_overrides() -> None:
+    assert ResNetConfig() == ResNetConfig.from_style("paper")
+    torchvision = ResNetConfig(8, **MODEL_STYLES["torchvision"])
+    assert ResNetConfig.from_style("torchvision", depth=8) == torchvision
+    assert set(MODEL_STYLES["paper"]) == set(MODEL_STYLES["torchvision"])
+    model = create_model("resnet8", width=0.25, style="torchvision", conv_bias=True, bn_eps=1e-4)
+    assert model.stem.conv.bias is not None and model.stage2[0].shortcut.bn.eps == 1e-4
+    assert model.config.init == "kaiming-fan-out" and model.config.bn_momentum == 0.1
+    cnn = create_model("cnn8", width=0.25, shortcut_bn=True, conv_bias=False)
+    assert cnn.config.init == "he-normal" and cnn.stem.conv.bias is None
+
+
+def test_truncated_normal_constant_is_the_std_of_a_normal_cut_at_two_sigma() -> None:
+    pdf2 = math.exp(-2) / math.sqrt(2 * math.pi)  # standard normal density at 2
+    mass = math.erf(2 / math.sqrt(2))  # P(|z| < 2)
+    assert math.sqrt(1 - 2 * 2 * pdf2 / mass) == pytest.approx(0.87962566103423978, rel=1e-12)
+
+
+def test_paper_init_is_keras_he_normal() -> None:
+    model = create_model("resnet8", width=4, generator=make_generator(0))  # 64/128/256 channels
+    for name in ("stage3.0.branch.conv1", "fc"):  # 295k and 2.6k weights; fan_in != fan_out
+        weight = model.get_submodule(name).weight.detach()
+        fan_in = weight[0].numel()  # 128 * 3 * 3 and 256
+        std = math.sqrt(2 / fan_in)
+        # std of a sample std: about std / sqrt(2n): 0.1% for the conv, 1.4% for fc.
+        rel = 0.01 if weight.numel() > 1e5 else 0.08
+        assert weight.std().item() == pytest.approx(std, rel=rel)
+        assert abs(weight.mean().item()) < 5 * std / math.sqrt(weight.numel())
+        cut = 2 * std / 0.87962566103423978  # two stds of the untruncated normal
+        assert weight.abs().max().item() <= cut * (1 + 1e-6)
+        if weight.numel() > 1e5:  # cut at 2 stds, not closer: the largest draw comes near it
+            assert weight.abs().max().item() > 0.99 * cut
+    assert torch.all(model.fc.bias == 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"style": "keras"}, "style must be one of 'paper', 'torchvision', got 'keras'"),
+        ({"init": "he_normal"}, "init must be one of 'he-normal', 'kaiming-fan-out'"),
+        ({"channel_rounding": "round"}, "channel_rounding must be one of 'paper', 'per-stage'"),
+        ({"bn_eps": 0}, "bn_eps must be a number > 0"),
+        ({"bn_eps": "1e-3"}, "bn_eps must be a number > 0"),
+        ({"bn_momentum": 0.99 + 1}, r"bn_momentum must be a number in \(0, 1\]"),
+        ({"bn_momentum": 0}, "bn_momentum must be"),
+        ({"conv_bias": "yes"}, "conv_bias must be True or False"),
+        ({"shortcut_bn": 1}, "shortcut_bn must be True or False"),
+        ({"use_bias": True}, "unknown ResNet option 'use_bias'; expected one of depth, width"),
+        ({"depth": 14}, "depth is set by the model name"),
+    ],
+)
+def test_bad_option_is_one_clear_user_error(kwargs: dict, match: str) -> None:
+    with pytest.raises(UserInputError, match=match) as info:
+        create_model("resnet8", width=0.25, device="meta", **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_config_field_is_a_user_error() -> None:
+    with pytest.raises(UserInputError, match="init must be one of"):
+        ResNetConfig(depth=8, init="glorot")
 
 
 # --- bottleneck ResNets ------------------------------------------------------------------
@@ -319,6 +494,17 @@ def test_register_model_adds_a_named_entry() -> None:
         from ckatlas.models import registry
 
         registry._REGISTRY.pop("_test_resnet8_plain")
+
+
+def test_is_cifar_family_is_what_takes_a_style() -> None:
+    from ckatlas.models import is_cifar_family
+
+    for name in ("resnet20", "cnn8", "cifar_resnet50"):
+        assert is_cifar_family(name)
+        create_model(name, width=0.25, device="meta", style="torchvision")
+    for name in ("resnet50", "bottleneck_tiny", "vgg16", "resnet"):
+        assert not is_cifar_family(name)
+    assert isinstance(create_model("bottleneck_tiny", device="meta"), BottleneckResNet)
 
 
 def test_cifar_prefix_reaches_depths_shadowed_by_named_entries() -> None:

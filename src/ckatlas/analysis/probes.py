@@ -52,6 +52,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from ckatlas.capture import ActivationTaps, LayerSpec, call_model, inference, model_device, resolve_layers
+from ckatlas.data.subsets import validation_split
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_write_json, read_json
 
@@ -189,31 +190,6 @@ def pool_features(acts: torch.Tensor, max_features: int = DEFAULT_MAX_FEATURES) 
             side = max(1, math.isqrt(max_features // c)) if c <= max_features else 1
             acts = F.adaptive_avg_pool2d(acts, (min(side, h), min(side, w)))
     return acts.reshape(acts.shape[0], -1)
-
-
-def validation_split(labels: Any, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded (fit, validation) indices of a training split.
-
-    Each class with n_c examples gives round(val_fraction * n_c) of them, at least
-    1 and at most n_c - 1 (none for a class of one example), to the validation split.
-
-    Returns:
-        Sorted int64 index arrays (fit, validation).
-    """
-    if not 0 < val_fraction < 1:
-        raise UserInputError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    y = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    val = []
-    for cls in np.unique(y):
-        members = np.flatnonzero(y == cls)
-        k = min(max(1, round(val_fraction * len(members))), len(members) - 1)
-        val.append(rng.permutation(members)[:k])
-    val_idx = np.sort(np.concatenate(val)).astype(np.int64)
-    if len(val_idx) == 0:
-        raise UserInputError("the training split is too small to carve a validation split from (one example per class)")
-    fit_idx = np.setdiff1d(np.arange(len(y)), val_idx).astype(np.int64)
-    return fit_idx, val_idx
 
 
 def _features(

@@ -37,6 +37,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
             "ckatlas train --arch resnet56 --dataset cifar10 --data-dir ~/data/cifar-10-batches-py "
             "--fraction 0.25 --out runs/r56_quarter --resume",
             "ckatlas train --arch cnn20 --dataset npz --data-dir my_images.npz --device cpu --quiet --out runs/cnn",
+            "ckatlas train --arch resnet20 --dataset fashion-mnist --recipe paper --epochs 30 --out runs/r20_paper",
         ],
     )
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory")
@@ -48,15 +49,32 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the --fraction subset (default 0)")
     p.add_argument("--resize", type=positive_int, help="image side in pixels (default: the dataset's)")
     p.add_argument("--epochs", type=positive_int, help="passes over the training set (15 digits, 200 otherwise)")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="examples per step (default 128)")
-    p.add_argument("--lr", type=positive_float, default=0.1, help="peak learning rate (default 0.1)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (default 5e-4)")
+    p.add_argument("--batch-size", type=positive_int, help="examples per step (default 128)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default 0.1; paper recipe 0.01)")
+    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    p.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+    p.add_argument("--weight-decay", type=float, help="weight decay (default 5e-4; paper recipe 2e-4 on kernels)")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (default 0)")
     p.add_argument("--no-augment", action="store_true", help="no pad-and-crop or flips")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, data order and augmentation (0)")
     p.add_argument("--eval-every", type=int, default=1, help="test every this many epochs; 0: at the end (1)")
+    p.add_argument("--recipe", choices=("ckatlas", "paper"), default="ckatlas",
+                   help="named settings: ckatlas (the defaults) or paper (the paper's code: lr 0.01, 300 epochs, "
+                        "L2 on kernels, per-epoch cosine, [0, 1] pixels, reflect padding, best validation epoch); "
+                        "options given explicitly override it")
+    p.add_argument("--model-style", choices=("paper", "torchvision"),
+                   help="architecture details: paper (conv biases, 1x1 conv shortcut without BN, he_normal; default) "
+                        "or torchvision")
+    p.add_argument("--lr-schedule", choices=("cosine-step", "cosine-epoch"), help="cosine per step (default) or epoch")
+    p.add_argument("--decay-scope", choices=("all", "kernels"), help="weight decay on all parameters (default) or "
+                                                                      "conv/linear kernels only")
+    p.add_argument("--no-normalize", action="store_true", default=None,
+                   help="feed pixels in [0, 1] (default: normalised per channel)")
+    p.add_argument("--pad-mode", choices=("zeros", "reflect"), help="padding of the random crop (default zeros)")
+    p.add_argument("--keep", choices=("final", "best-val"),
+                   help="final weights (default) or the epoch best on a held-out validation split")
+    p.add_argument("--val-fraction", type=fraction, help="share of each class held out for --keep best-val (0.1)")
+    p.add_argument("--bn-momentum", type=fraction, help="BatchNorm momentum (0.1; the paper recipe 0.01)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="finish the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
@@ -68,7 +86,24 @@ def _run_train(args: argparse.Namespace) -> int:
     from ckatlas.train import TrainConfig, train
 
     check_writable_dir(args.out, "the run")
-    config = TrainConfig(
+    given = {  # options left at None fall back to the recipe's value
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "momentum": args.momentum,
+        "nesterov": args.nesterov,
+        "weight_decay": args.weight_decay,
+        "model_style": args.model_style,
+        "lr_schedule": args.lr_schedule,
+        "decay_scope": args.decay_scope,
+        "normalize": None if args.no_normalize is None else False,
+        "pad_mode": args.pad_mode,
+        "keep": args.keep,
+        "val_fraction": args.val_fraction,
+        "bn_momentum": args.bn_momentum,
+    }
+    config = TrainConfig.from_recipe(
+        args.recipe,
         arch=args.arch,
         width=args.width,
         dataset=args.dataset,
@@ -76,16 +111,11 @@ def _run_train(args: argparse.Namespace) -> int:
         fraction=args.fraction,
         subset_seed=args.subset_seed,
         resize=args.resize,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        momentum=args.momentum,
-        nesterov=args.nesterov,
-        weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing,
         augment=not args.no_augment,
         seed=args.seed,
         eval_every=args.eval_every,
+        **{k: v for k, v in given.items() if v is not None},
     )
     result = train(config, args.out, resume=args.resume, quiet=args.quiet, device=args.device)
     if not args.quiet:

@@ -20,7 +20,7 @@ from ckatlas.data.folder import read_folder
 from ckatlas.data.image_data import ImageData, RawImages, channel_stats, normalize, resize_images, standard_layout
 from ckatlas.data.npz import read_npz
 from ckatlas.data.restricted_pickle import RestrictedUnpickler, UnsafePickleError, restricted_loads
-from ckatlas.data.subsets import check_fraction, fixed_split, subset_fraction
+from ckatlas.data.subsets import check_fraction, fixed_split, subset_fraction, validation_split
 
 __all__ = [
     "Augmentation",
@@ -48,4 +48,5 @@ __all__ = [
     "standard_layout",
     "restricted_loads",
     "subset_fraction",
+    "validation_split",
 ]

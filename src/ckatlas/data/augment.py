@@ -20,18 +20,23 @@ class Augmentation:
     """The augmentation that suits a dataset.
 
     Attributes:
-        pad: pixels of zero padding on each side before a random crop back to the
+        pad: pixels of padding on each side before a random crop back to the
             original size (He et al. 2016 use 4 on 32x32 CIFAR); 0 turns cropping off.
         flip: random horizontal flips with probability 1/2 (off where a mirror image
             is another class or no image at all, e.g. handwritten digits).
+        pad_mode: "zeros" (the mean pixel of normalised images) or "reflect" (the
+            image mirrored at its border, as the paper's code pads CIFAR).
     """
 
     pad: int = 0
     flip: bool = False
+    pad_mode: str = "zeros"
 
     def __post_init__(self) -> None:
         if isinstance(self.pad, bool) or not isinstance(self.pad, int) or self.pad < 0:
             raise UserInputError(f"augmentation pad must be an integer >= 0, got {self.pad!r}")
+        if self.pad_mode not in PAD_MODES:
+            raise UserInputError(f"pad_mode must be one of {', '.join(PAD_MODES)}, got {self.pad_mode!r}")
 
     @property
     def active(self) -> bool:
@@ -39,17 +44,23 @@ class Augmentation:
         return self.pad > 0 or self.flip
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return random_crop_flip(x, self.pad, self.flip, generator)
+        return random_crop_flip(x, self.pad, self.flip, generator, pad_mode=self.pad_mode)
 
     def to_dict(self) -> dict:
-        return {"pad": self.pad, "flip": self.flip}
+        out = {"pad": self.pad, "flip": self.flip}
+        if self.pad_mode != "zeros":  # the old record for zero padding, so that old runs stay the same run
+            out["pad_mode"] = self.pad_mode
+        return out
 
 
+PAD_MODES = ("zeros", "reflect")
 NO_AUGMENTATION = Augmentation()
 
 
-def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Randomly crop (after zero padding) and horizontally flip each image of a batch.
+def random_crop_flip(
+    x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator, *, pad_mode: str = "zeros"
+) -> torch.Tensor:
+    """Randomly crop (after padding) and horizontally flip each image of a batch.
 
     The random numbers (one offset pair, then one flip draw per image) are drawn on
     the generator's device and moved to `x`'s device, so a CPU generator can drive
@@ -57,9 +68,10 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Gen
 
     Args:
         x: images, (N, C, H, W).
-        pad: zero padding on each side; each image is shifted by -pad..pad pixels
+        pad: padding on each side; each image is shifted by -pad..pad pixels
             in each direction (uniformly), the emptied border filled with zeros
-            (the mean pixel, on normalised data).
+            (the mean pixel, on normalised data) or, with ``pad_mode="reflect"``,
+            with the image mirrored at its edge.
         flip: flip each image left-right with probability 1/2.
         generator: the source of randomness.
 
@@ -73,7 +85,8 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Gen
     out = x
     if pad > 0:
         offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=gen_device).to(x.device)
-        padded = F.pad(x, (pad, pad, pad, pad))  # (N, C, H+2p, W+2p)
+        mode = "constant" if pad_mode == "zeros" else "reflect"
+        padded = F.pad(x, (pad, pad, pad, pad), mode=mode)  # (N, C, H+2p, W+2p)
         rows = offsets[:, :1] + torch.arange(h, device=x.device)  # (N, H)
         cols = offsets[:, 1:] + torch.arange(w, device=x.device)  # (N, W)
         out = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * pad))  # (N, C, H, W+2p)
@@ -84,4 +97,4 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Gen
     return out if out is not x else x.clone()
 
 
-__all__ = ["Augmentation", "NO_AUGMENTATION", "random_crop_flip"]
+__all__ = ["Augmentation", "NO_AUGMENTATION", "PAD_MODES", "random_crop_flip"]

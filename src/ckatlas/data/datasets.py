@@ -102,6 +102,8 @@ def load_dataset(
     resize: int | None = None,
     fraction: float = 1.0,
     seed: int = 0,
+    normalize: bool = True,
+    pad_mode: str = "zeros",
 ) -> ImageData:
     """Load a dataset by name as normalised tensors with its fixed train/test split.
 
@@ -115,6 +117,10 @@ def load_dataset(
             (digits: 16, folder: 224, otherwise as stored).
         fraction: share of each training class to keep, 0 < fraction <= 1.
         seed: seed of the training subset (see `subset_fraction`).
+        normalize: normalise each channel with the training split's mean and std
+            (False: pixels in [0, 1], as the paper's code).
+        pad_mode: how the augmentation pads before its random crop, "zeros" or
+            "reflect" (the paper's).
 
     Returns:
         An `ImageData` on the CPU, its `augmentation` set to what suits the data.
@@ -133,6 +139,9 @@ def load_dataset(
     size = resize if resize is not None else spec.default_resize
     raw = spec.read(Path(data_dir).expanduser() if data_dir is not None else None, size)
     side = size if size is not None else min(raw.x_train.shape[-2:])
+    augmentation = spec.augmentation(side)
+    if augmentation.pad:
+        augmentation = Augmentation(augmentation.pad, augmentation.flip, pad_mode)
     return ImageData.from_arrays(
         name,
         *raw,
@@ -140,8 +149,9 @@ def load_dataset(
         resize=None if spec.resize_on_read else size,
         fraction=fraction,
         seed=seed,
-        augmentation=spec.augmentation(side),
+        augmentation=augmentation,
         source=str(data_dir) if data_dir is not None else name,
+        normalize_pixels=normalize,
     )
 
 

@@ -115,6 +115,7 @@ class ImageData:
         seed: int = 0,
         augmentation: Augmentation = NO_AUGMENTATION,
         source: str = "the arrays",
+        normalize_pixels: bool = True,
     ) -> ImageData:
         """Build an `ImageData` from raw `(N, C, H, W)` arrays.
 
@@ -131,6 +132,9 @@ class ImageData:
             seed: seed of the training subset.
             augmentation: what suits this data.
             source: the file or folder the arrays came from, for error messages.
+            normalize_pixels: normalise each channel with the training split's mean and
+                std (False: pixels stay in [0, 1], as the paper's code feeds them;
+                `mean` and `std` are then 0 and 1).
         """
         xs = [_as_float_images(x, f"{source} ({part} images)") for x, part in ((x_train, "train"), (x_test, "test"))]
         ys = [_as_labels(y, f"{source} ({part} labels)") for y, part in ((y_train, "train"), (y_test, "test"))]
@@ -156,8 +160,11 @@ class ImageData:
         x_tr, x_te = (x / scale for x in xs)
         if resize is not None:
             x_tr, x_te = resize_images(x_tr, resize), resize_images(x_te, resize)
-        mean, std = channel_stats(x_tr)
-        x_tr, x_te = normalize(x_tr, mean, std), normalize(x_te, mean, std)
+        if normalize_pixels:
+            mean, std = channel_stats(x_tr)
+            x_tr, x_te = normalize(x_tr, mean, std), normalize(x_te, mean, std)
+        else:
+            mean, std = (0.0,) * x_tr.shape[1], (1.0,) * x_tr.shape[1]
         y_tr = ys[0]
         indices = None
         if fraction != 1.0:

@@ -61,6 +61,31 @@ def subset_fraction(y: Any, fraction: float, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.sort(np.concatenate(kept))).to(torch.int64)
 
 
+def validation_split(labels: Any, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (fit, validation) indices of a training split.
+
+    Each class with n_c examples gives round(val_fraction * n_c) of them, at least
+    1 and at most n_c - 1 (none for a class of one example), to the validation split.
+
+    Returns:
+        Sorted int64 index arrays (fit, validation).
+    """
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise UserInputError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    y = _labels(labels)
+    rng = np.random.default_rng(seed)
+    val = []
+    for cls in np.unique(y):
+        members = np.flatnonzero(y == cls)
+        k = min(max(1, round(val_fraction * len(members))), len(members) - 1)
+        val.append(rng.permutation(members)[:k])
+    val_idx = np.sort(np.concatenate(val)).astype(np.int64)
+    if len(val_idx) == 0:
+        raise UserInputError("the training split is too small to carve a validation split from (one example per class)")
+    fit_idx = np.setdiff1d(np.arange(len(y)), val_idx).astype(np.int64)
+    return fit_idx, val_idx
+
+
 def fixed_split(y: Any, test_every: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed, stratified train/test split with no randomness in it.
 
@@ -87,4 +112,4 @@ def fixed_split(y: Any, test_every: int = 4) -> tuple[torch.Tensor, torch.Tensor
     )
 
 
-__all__ = ["check_fraction", "fixed_split", "subset_fraction"]
+__all__ = ["check_fraction", "fixed_split", "subset_fraction", "validation_split"]

@@ -278,8 +278,10 @@ class ExperimentConfig:
         return out
 
     def train_config(self, run: RunSpec) -> TrainConfig:
-        """The `ckatlas.train.TrainConfig` of one run of the grid."""
-        return TrainConfig(
+        """The `ckatlas.train.TrainConfig` of one run of the grid ([train] recipe first, its keys on top)."""
+        settings = {k: v for k, v in self.train.items() if k != "recipe"}
+        return TrainConfig.from_recipe(
+            self.train.get("recipe", "ckatlas"),
             arch=run.model_name,
             width=run.width,
             dataset=self.dataset.name,
@@ -287,7 +289,7 @@ class ExperimentConfig:
             fraction=run.fraction,
             resize=self.dataset.resize,
             seed=run.seed,
-            **self.train,
+            **settings,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -411,11 +413,12 @@ def _train_settings(table: Any) -> dict[str, Any]:
     for key in table:
         if key in _SET_PER_RUN:
             raise UserInputError(f"{key} cannot be set in [train]: it comes from {_SET_PER_RUN[key]}")
-    hints = typing.get_type_hints(TrainConfig)
-    check_keys(table, [f.name for f in dataclasses.fields(TrainConfig) if f.name not in _SET_PER_RUN], "[train]")
+    hints = {**typing.get_type_hints(TrainConfig), "recipe": str}
+    allowed = ["recipe"] + [f.name for f in dataclasses.fields(TrainConfig) if f.name not in _SET_PER_RUN]
+    check_keys(table, allowed, "[train]")
     settings = {key: convert(value, hints[key], f"{key} in [train]", f"[train.{key}]") for key, value in table.items()}
     try:
-        TrainConfig(**settings)
+        TrainConfig.from_recipe(settings.get("recipe", "ckatlas"), **{k: v for k, v in settings.items() if k != "recipe"})
     except UserInputError as exc:
         raise UserInputError(f"[train]: {exc}") from None
     return settings

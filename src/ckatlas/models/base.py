@@ -75,26 +75,55 @@ class LayeredModel(nn.Module):
         ]
 
 
+INIT_SCHEMES = ("he-normal", "kaiming-fan-out")
+
+# Std of a standard normal truncated to [-2, 2]; Keras divides by it so that the
+# truncated draw has the intended std (keras.initializers.VarianceScaling).
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
 @torch.no_grad()
 def init_weights(
-    model: nn.Module, generator: torch.Generator | None = None, zero_init_residual: bool = False
+    model: nn.Module,
+    generator: torch.Generator | None = None,
+    zero_init_residual: bool = False,
+    scheme: str = "kaiming-fan-out",
 ) -> None:
-    """Initialise a model in place: Kaiming normal convs, unit BN, PyTorch-default Linear.
+    """Initialise a model in place; BatchNorm always gets weight 1, bias 0.
 
-    Convs: normal with std sqrt(2 / fan_out) (He et al. 2015, as torchvision does).
-    BatchNorm: weight 1, bias 0. Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight
-    and bias (PyTorch's default). Values are drawn in float32 on the generator's
-    device (CPU without one) and copied in, so one seed gives the same weights on
-    any device and dtype.
+    Schemes:
+        "kaiming-fan-out" (torchvision's, the default): convs normal with std
+            sqrt(2 / fan_out) (He et al. 2015), conv biases 0; Linear
+            U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias (PyTorch's default).
+        "he-normal" (Keras' 'he_normal', the paper's code): conv and Linear weights
+            from a normal truncated at +-2 std, scaled so that the truncated draw
+            has std sqrt(2 / fan_in); all biases 0.
+
+    Values are drawn in float32 on the generator's device (CPU without one) and
+    copied in, so one seed gives the same weights on any device and dtype.
 
     Args:
         model: the model to initialise.
         generator: source of randomness; None uses torch's global CPU generator.
         zero_init_residual: zero the last BN of each residual branch, so that every
             block starts as the identity (Goyal et al. 2017); off in He et al.'s v1.
+        scheme: one of `INIT_SCHEMES`.
+
+    Raises:
+        UserInputError: unknown `scheme`.
     """
+    if scheme not in INIT_SCHEMES:
+        expected = ", ".join(repr(s) for s in INIT_SCHEMES)
+        raise UserInputError(f"init scheme must be one of {expected}, got {scheme!r}")
     for module in model.modules():
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, nn.BatchNorm2d):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+        elif isinstance(module, (nn.Conv2d, nn.Linear)) and scheme == "he-normal":
+            module.weight.copy_(_he_normal(module.weight, generator))
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Conv2d):
             weight = _scratch(module.weight, generator)
             nn.init.kaiming_normal_(
                 weight, mode="fan_out", nonlinearity="relu", generator=generator
@@ -102,9 +131,6 @@ def init_weights(
             module.weight.copy_(weight)
             if module.bias is not None:
                 module.bias.zero_()
-        elif isinstance(module, nn.BatchNorm2d):
-            module.weight.fill_(1.0)
-            module.bias.zero_()
         elif isinstance(module, nn.Linear):
             bound = 1.0 / math.sqrt(module.in_features)
             for param in (module.weight, module.bias):
@@ -116,6 +142,16 @@ def init_weights(
             if isinstance(module, ResidualBlock) and module.add is not None:
                 last_bn = [m for m in module.branch if isinstance(m, nn.BatchNorm2d)][-1]
                 last_bn.weight.zero_()
+
+
+def _he_normal(weight: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Keras' he_normal draw for a conv or Linear weight `(out, in, ...)`: fan_in = in * kernel."""
+    fan_in = weight[0].numel()
+    std = math.sqrt(2.0 / fan_in) / _TRUNCATED_NORMAL_STD
+    value = _scratch(weight, generator)
+    return nn.init.trunc_normal_(
+        value, mean=0.0, std=std, a=-2 * std, b=2 * std, generator=generator
+    )
 
 
 def _scratch(param: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -148,6 +184,7 @@ def check_width(width: object) -> None:
 
 __all__ = [
     "BlockRef",
+    "INIT_SCHEMES",
     "LAYER_KINDS",
     "LayeredModel",
     "check_positive_int",

@@ -36,7 +36,8 @@ class ResidualBlock(nn.Module):
     Submodules, registered in the order `forward` calls them:
         branch:   the block's convs, norms and inner ReLUs (an `nn.Sequential`
                   ending in a norm, before the sum).
-        shortcut: `nn.Identity` or a projection (`conv` 1x1, `bn`); None in a plain CNN.
+        shortcut: `nn.Identity` or a projection (`conv` 1x1, then `bn` unless the
+                  model leaves it out); None in a plain CNN.
         add:      the residual sum (`Add`); None in a plain CNN.
         relu:     the block's output.
 
@@ -78,15 +79,23 @@ def conv_bn(
     relu: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    *,
+    bias: bool = False,
+    bn_eps: float = 1e-5,
+    bn_momentum: float = 0.1,
 ) -> nn.Sequential:
-    """`conv` (no bias, 'same' padding for odd kernels), `bn`, optionally `relu`."""
+    """`conv` ('same' padding for odd kernels), `bn`, optionally `relu`.
+
+    The keyword defaults (no conv bias, PyTorch's BatchNorm eps and momentum) are
+    torchvision's; the CIFAR ResNet passes its config's values.
+    """
     fk: dict[str, Any] = {"device": device, "dtype": dtype}
     layers: OrderedDict[str, nn.Module] = OrderedDict(
         conv=nn.Conv2d(
             in_channels, out_channels, kernel_size, stride=stride,
-            padding=kernel_size // 2, bias=False, **fk,
+            padding=kernel_size // 2, bias=bias, **fk,
         ),
-        bn=nn.BatchNorm2d(out_channels, **fk),
+        bn=nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum, **fk),
     )
     if relu:
         layers["relu"] = nn.ReLU()
@@ -100,16 +109,31 @@ def shortcut(
     residual: bool = True,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    *,
+    bn: bool = True,
+    bias: bool = False,
+    bn_eps: float = 1e-5,
+    bn_momentum: float = 0.1,
 ) -> nn.Module | None:
-    """Identity where shapes agree, else a 1x1 projection (`conv`, `bn`): He et al.'s option B.
+    """Identity where shapes agree, else a 1x1 projection: He et al.'s option B.
 
+    The projection is `conv`, `bn` (torchvision, the default) or, with `bn=False`,
+    `conv` alone (the paper's Keras code, whose projection conv has a bias).
     None if not `residual` (the block of a plain CNN).
     """
     if not residual:
         return None
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
-    return conv_bn(in_channels, out_channels, 1, stride=stride, device=device, dtype=dtype)
+    if not bn:
+        conv = nn.Conv2d(
+            in_channels, out_channels, 1, stride=stride, bias=bias, device=device, dtype=dtype
+        )
+        return nn.Sequential(OrderedDict(conv=conv))
+    return conv_bn(
+        in_channels, out_channels, 1, stride=stride, device=device, dtype=dtype,
+        bias=bias, bn_eps=bn_eps, bn_momentum=bn_momentum,
+    )
 
 
 def scaled_channels(base: int, width: float) -> int:

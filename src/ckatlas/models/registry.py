@@ -5,6 +5,8 @@ name carries a number are parsed: `resnet<depth>` and `cnn<depth>` build the
 CIFAR ResNet / plain CNN for any depth 6n+2. Named entries win over parsed
 names, so `resnet50` is the ImageNet bottleneck ResNet-50; the CIFAR ResNet of
 depth 50 is `cifar_resnet50` (any depth works with the `cifar_` prefix).
+The parsed families take `style="paper"` (the default) or `style="torchvision"`
+(`MODEL_STYLES`) and any `ResNetConfig` option on top of it.
 """
 
 from __future__ import annotations
@@ -74,10 +76,18 @@ def create_model(
         num_classes: outputs of the head.
         in_channels: channels of the input images.
         **kwargs: passed to the builder: `device`, `dtype`, `generator`,
-            `zero_init_residual`, ...
+            `zero_init_residual`, ... The parsed CIFAR families also take `style`
+            ("paper", the default, or "torchvision"; see `MODEL_STYLES`) and the
+            `ResNetConfig` options (`conv_bias`, `shortcut_bn`, `init`, `bn_eps`,
+            `bn_momentum`, `channel_rounding`), which override the style's.
+
+    Examples:
+        create_model("resnet20", width=2.8)                       # the paper's code
+        create_model("resnet20", style="torchvision")             # torchvision conventions
+        create_model("cnn8", style="paper", channel_rounding="per-stage")
 
     Raises:
-        UserInputError: unknown name or invalid depth/width.
+        UserInputError: unknown name, style or option, or an invalid depth/width/option.
     """
     builder = _REGISTRY.get(name)
     if builder is not None:
@@ -96,6 +106,15 @@ def create_model(
     )
 
 
+def is_cifar_family(name: str) -> bool:
+    """True if `create_model(name)` builds a CIFAR ResNet or plain CNN (which take `style`).
+
+    That is a parsed name (`resnet<depth>`, `cnn<depth>`, `cifar_resnet<depth>`) that no
+    registered entry shadows: `resnet20` and `cifar_resnet50` are, `resnet50` is not.
+    """
+    return name not in _REGISTRY and _PARSED.fullmatch(name) is not None
+
+
 def _natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
@@ -106,13 +125,23 @@ def _build_cifar(
     width: float,
     num_classes: int,
     in_channels: int,
-    zero_init_residual: bool = False,
+    /,
+    style: str = "paper",
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     generator: torch.Generator | None = None,
+    **options: Any,
 ) -> CifarResNet:
-    config = ResNetConfig(depth, width, num_classes, in_channels, residual, zero_init_residual)
+    fixed = sorted({"depth", "residual"} & set(options))
+    if fixed:
+        raise UserInputError(
+            f"{fixed[0]} is set by the model name (resnet<depth>, cnn<depth>), not as an option"
+        )
+    config = ResNetConfig.from_style(
+        style, depth=depth, width=width, num_classes=num_classes, in_channels=in_channels,
+        residual=residual, **options,
+    )
     return CifarResNet(config, device=device, dtype=dtype, generator=generator)
 
 
-__all__ = ["ModelBuilder", "create_model", "list_models", "register_model"]
+__all__ = ["ModelBuilder", "create_model", "is_cifar_family", "list_models", "register_model"]
