@@ -75,9 +75,11 @@ def main() -> None:
     print("| code | busy processes beside | seconds |\n|---|---:|---:|")
     for name, load, seconds, _ in rows:
         print(f"| {name} | {load} | {seconds:.1f} |")
-    same = {name: all(r[3] == rows[0][3] for r in rows if r[0] == name) for name in sources}
+    first = {name: next(r[3] for r in rows if r[0] == name) for name in sources}
+    same = {name: all(r[3] == first[name] for r in rows if r[0] == name) for name in sources}
     print(f"\nchosen C the same in every run of a revision: {same}")
-    print(f"chosen C before vs after (quiet): {'same' if rows[0][3] == rows[1][3] else 'different'}")
+    differ = sum(x != y for x, y in zip(first["before"], first["after"]))
+    print(f"layers whose chosen C differs between before and after (quiet): {differ} of {len(first['after'])}")
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def test_demo_has_two_seeds_of_the_widest_models():
 def test_cli_lists_and_shows_presets(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in out] == list_presets()
+    assert [line.split()[0] for line in out if not line.startswith(" ")] == list_presets()  # then what it needs
     assert main(["presets", "--show", "demo"]) == 0
     assert capsys.readouterr().out == preset_path("demo").read_text()
 
@@ -389,3 +389,15 @@ def test_cli_dry_run_lists_steps_without_work(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "todo  train/resnet8-w0.25-s0" and "todo  summary" in lines
     assert not (tmp_path / "out").exists()
+
+
+def test_a_seed_offset_is_a_replication_on_other_seeds():
+    config = load_config("fashion-study")
+    shifted = config.with_seed_offset(100)
+    assert sorted({r.seed for r in shifted.runs}) == [s + 100 for s in sorted({r.seed for r in config.runs})]
+    assert len(shifted.runs) == len(config.runs) and shifted.name == "fashion-study-seed+100"
+    assert shifted.analyses.probes.seeds == tuple(s + 100 for s in config.analyses.probes.seeds)
+    assert [(r.depth, r.width, r.fraction) for r in shifted.runs] == [(r.depth, r.width, r.fraction) for r in config.runs]
+    assert config.with_seed_offset(0) is config
+    with pytest.raises(UserInputError, match="seed offset must be an integer >= 0"):
+        config.with_seed_offset(-1)

@@ -320,3 +320,29 @@ def test_a_different_experiment_in_the_same_directory_is_refused(finished):
     with pytest.raises(UserInputError, match=r"holds a different experiment \(train.epochs was 1, now 2\)"):
         run_experiment(changed, root, quiet=True, threads=THREADS)
     assert _snapshot(root) == before
+
+
+def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tmp_path):
+    from ckatlas.analysis.trend import trend_test
+    from ckatlas.experiment.claims import evaluate_claims
+
+    root, _, _ = finished
+    summary = json.loads((root / "summary.json").read_text())
+    result = evaluate_claims(root, num_permutations=2000)
+    width = result["width"]
+    models = summary["models"]
+    expected = trend_test([m["block_fraction"] for m in models], [m["width"] for m in models],
+                          [(m["depth"], m["fraction"]) for m in models], num_permutations=2000)
+    if np.isfinite(expected.statistic):
+        assert width.value == pytest.approx(expected.statistic) and width.p_value == pytest.approx(expected.p_value)
+    else:
+        assert width.holds is False and "does not vary" in width.note
+    assert [s["threshold"] for s in width.details["sweep"]] == [0.8, 0.85, 0.9, 0.95, 0.97]
+    for key in ("depth", "data"):  # one depth, one fraction: nothing to test, and it says so
+        assert result[key].holds is None and "same" in result[key].note
+    errors = ErrorComparison.load(root / "analysis" / "errors.json")
+    assert result["errors"].p_value == pytest.approx(errors.examples.p_value)
+    assert result["errors"].n == 4 and "cannot fall below" in result["errors"].note  # 2 vs 2 models
+    assert main(["claims", str(root), "--permutations", "500", "--out", str(tmp_path / "claims.json")]) == 0
+    out = capsys.readouterr().out
+    assert "width" in out and json.loads((tmp_path / "claims.json").read_text())["format"] == "ckatlas.Claims"

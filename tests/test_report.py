@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import io
 import json
 import re
@@ -26,6 +27,8 @@ from ckatlas.analysis import BlockResult, ErrorComparison
 from ckatlas.analysis.probes import linear_probes
 from ckatlas.cli import main
 from ckatlas.errors import UserInputError
+from ckatlas.heatmap import CKAResult
+from ckatlas.report._page import HOVER_SCRIPT
 from ckatlas.report.headline import trend_sentences
 from ckatlas.report.html import render_report, write_report
 from ckatlas.train import load_run
@@ -127,8 +130,9 @@ def test_the_demo_command_runs_the_pipeline_and_its_report_step(experiment, summ
 def test_the_report_is_self_contained(page):
     assert "http://" not in page and "https://" not in page
     lowered = page.lower()
-    for forbidden in ("<script", "<link", "<iframe", "@import", "url("):
+    for forbidden in ("<link", "<iframe", "@import", "url("):
         assert forbidden not in lowered
+    assert lowered.count("<script") == 1  # the heatmaps' hover, inline (no src: checked below)
     dom = _Dom(page)
     images = list(dom.root.iter("img"))
     assert len(images) >= 8
@@ -222,9 +226,9 @@ def test_text_from_the_experiment_is_escaped(copy):
     _edit_summary(copy, lambda s: s.update(name=evil, description=evil))
     (copy / "experiment.toml").write_text(f"# {evil}\n", encoding="utf-8")
     page = render_report(copy)
-    assert evil not in page and "<script" not in page
+    assert evil not in page and page.count("<script") == 1  # only the page's own hover script
     dom = _Dom(page)
-    assert not list(dom.root.iter("script"))
+    assert [s.text for s in dom.root.iter("script")] == [HOVER_SCRIPT]
     assert all(img.attrs["src"].startswith("data:image/png;base64,") for img in dom.root.iter("img"))
     assert next(dom.root.iter("h1")).text == evil
     assert next(dom.root.iter("title")).text == f"ckatlas report: {evil}"
@@ -384,3 +388,38 @@ def test_the_report_renders_in_a_real_browser(experiment, page, tmp_path):
     assert ImageStat.Stat(picture.convert("L")).stddev[0] > 20  # text, tables and heatmaps, not a blank page
     colours = picture.resize((320, 600)).getcolors(maxcolors=1 << 16)
     assert colours is None or len(colours) > 200  # the heatmaps' colour map is on screen
+
+
+_HOVER = """<script>
+window.addEventListener("load", function () {
+  var img = document.querySelector("#heatmaps img[data-hover]");
+  var p = JSON.parse(img.getAttribute("data-hover"))[0], b = p.box, r = img.getBoundingClientRect();
+  var row = p.rows.length - 2, col = 1;  /* near the top left of the first panel */
+  var fx = b[0] + (col + 0.5) / p.cols.length * (b[2] - b[0]);
+  var fy = b[3] - (row + 0.5) / p.rows.length * (b[3] - b[1]);
+  img.dispatchEvent(new MouseEvent("mousemove", {clientX: r.left + fx * r.width, clientY: r.top + fy * r.height,
+                                                 bubbles: true}));
+  document.body.setAttribute("data-tip", document.querySelector(".tip").textContent);
+  document.body.setAttribute("data-expected", p.rows[row] + " \\u00d7 " + p.cols[col]);
+});
+</script></body>"""
+
+
+def test_heatmap_cells_show_their_layer_pair_and_value_on_hover(experiment, page, summary, tmp_path):
+    hovered = tmp_path / "hover.html"
+    hovered.write_text(page.replace("</body>", _HOVER), encoding="utf-8")
+    run = _chromium(["--window-size=1280,2400", "--virtual-time-budget=10000", "--dump-dom", hovered.as_uri()],
+                    tmp_path / "p4")
+    assert run.returncode == 0, run.stderr[-2000:]
+    tip = re.search(r'data-tip="([^"]*)"', run.stdout)
+    expected = re.search(r'data-expected="([^"]*)"', run.stdout)
+    assert tip is not None and expected is not None, "the page never ran its hover check"
+    pair, value = html.unescape(tip[1]).rsplit(": ", 1)
+    assert pair == html.unescape(expected[1])
+    # the value is the saved heatmap's, of the model the first panel shows
+    panels = json.loads(html.unescape(re.search(r'data-hover="([^"]*)"', page)[1]))
+    model = next(m for m in summary["models"] if m["name"] == panels[0]["model"])
+    cka = CKAResult.load(experiment[0] / model["paths"]["cka"])
+    row_name, col_name = pair.split(" \u00d7 ")
+    assert float(value) == pytest.approx(cka.matrix[cka.layers_a.index(row_name), cka.layers_b.index(col_name)],
+                                         abs=5e-4)

@@ -91,6 +91,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
             "ckatlas run paper-width --out out/width --data-dir /shared/cifar10 --executor ray --address auto",
             "ckatlas run demo --out out/demo --dry-run",
             "ckatlas run tiny --out out/tiny --jobs 2 --threads 1",
+            "ckatlas run fashion-study --out out/fashion-confirm --seed-offset 100 --jobs 2",
         ],
     )
     p.add_argument("experiment", metavar="EXPERIMENT", help="a TOML file, or a preset name (see 'ckatlas presets')")
@@ -107,6 +108,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                    help="CPUs each Ray task that trains or runs a model declares (default 1)")
     p.add_argument("--gpus-per-task", type=positive_float, metavar="G",
                    help="GPUs each such Ray task declares (default: 1 when the cluster has GPUs)")
+    p.add_argument("--seed-offset", type=int, default=0, metavar="K",
+                   help="add K to every seed of the experiment: a replication on seeds not used for choosing (0)")
     p.add_argument("--dry-run", action="store_true", help="list the steps and which are done; compute nothing")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=_run_run)
@@ -123,6 +126,8 @@ def _run_run(args: argparse.Namespace) -> int:
         check_writable_dir(args.out, "the experiment")
     if args.data_dir is not None:
         config = config.with_data_dir(args.data_dir)
+    if args.seed_offset:
+        config = config.with_seed_offset(args.seed_offset)
     if args.dry_run:
         for step, done in experiment_status(config, args.out):
             print(f"{'done' if done else 'todo'}  {step.key}")
@@ -155,8 +160,9 @@ def add_presets(sub: argparse._SubParsersAction) -> None:
         "presets",
         "list the experiments shipped with ckatlas (or print one)",
         """
-        List the preset experiments that 'ckatlas run PRESET' accepts, one line each, or
-        print one preset's TOML file (--show) to start your own experiment from it.
+        List the preset experiments that 'ckatlas run PRESET' accepts, each with what it
+        needs (the data, and GPU hours estimated from its FLOPs: ckatlas.experiment.cost),
+        or print one preset's TOML file (--show) to start your own experiment from it.
         """,
         ["ckatlas presets", "ckatlas presets --show demo > my_grid.toml"],
     )
@@ -165,7 +171,8 @@ def add_presets(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_presets(args: argparse.Namespace) -> int:
-    from ckatlas.experiment import list_presets, preset_description, preset_path
+    from ckatlas.experiment import list_presets, load_config, preset_description, preset_path
+    from ckatlas.experiment.cost import estimate_cost
 
     if args.show is not None:
         print(preset_path(args.show).read_text(encoding="utf-8"), end="")
@@ -173,7 +180,11 @@ def _run_presets(args: argparse.Namespace) -> int:
     names = list_presets()
     width = max(len(n) for n in names)
     for name in names:
-        print(f"{name:<{width}}  {preset_description(name)}")
+        config = load_config(name)
+        cost = estimate_cost(config)
+        needs = "" if config.dataset.name in ("digits", "fashion-mnist") else f"needs --data-dir ({config.dataset.name}); "
+        estimate = f"{needs}{cost.line()}" if cost is not None else needs.rstrip("; ")
+        print(f"{name:<{width}}  {preset_description(name)}\n{'':<{width}}  {estimate}")
     return 0
 
 
@@ -211,3 +222,48 @@ def _run_report(args: argparse.Namespace) -> int:
     print(f"wrote {write_report(args.experiment_dir, args.out)}")
     return 0
 
+
+
+def add_claims(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "claims",
+        "test the paper's claims on a finished experiment, each by a statistic over its models",
+        """
+        Read a finished experiment directory and test each claim of Nguyen, Raghu & Kornblith
+        (2021) that it holds the models and analyses for: block structure grows with width and
+        with depth, and with less data (rank-trend permutation tests within each slice of the
+        grid, also at a sweep of block thresholds); the first PC dominates and carries through a
+        block; probes stall and deletions cost little inside a block; layers of two seeds match
+        outside a block but not inside; wide and deep models make different errors. One line per
+        claim: the statistic, its one-sided permutation p-value and the verdict at --alpha.
+
+        Writes --out (JSON: every claim with the numbers behind it).
+        """,
+        [
+            "ckatlas claims out/fashion",
+            "ckatlas claims out/fashion --out out/fashion/claims.json --permutations 20000",
+        ],
+    )
+    p.add_argument("experiment_dir", metavar="EXPERIMENT_DIR", help="a finished experiment directory")
+    p.add_argument("--out", metavar="FILE", help="write the claims as JSON here")
+    p.add_argument("--alpha", type=positive_float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--permutations", type=positive_int, default=10_000, help="permutations per test (10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
+    p.add_argument("--quiet", action="store_true", help="print only where the result is")
+    p.set_defaults(func=_run_claims)
+
+
+def _run_claims(args: argparse.Namespace) -> int:
+    from ckatlas.experiment.claims import evaluate_claims
+    from ckatlas.files import atomic_write_json, check_writable_file
+
+    if args.out:
+        check_writable_file(args.out, "the claims")
+    result = evaluate_claims(args.experiment_dir, alpha=args.alpha, num_permutations=args.permutations, seed=args.seed)
+    if not args.quiet:
+        print(result.summary())
+    if args.out:
+        atomic_write_json(args.out, result.to_dict())
+        print(f"wrote {args.out}")
+    return 0

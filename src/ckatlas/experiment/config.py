@@ -102,12 +102,21 @@ class CKAConfig:
 
 @dataclass(frozen=True)
 class BlocksConfig:
-    """`[analyses.blocks]`: settings of `ckatlas.analysis.find_blocks`."""
+    """`[analyses.blocks]`: settings of `ckatlas.analysis.find_blocks`.
+
+    `on` chooses the rows blocks are found in: "heatmap" (every layer of the heatmap)
+    or "block-outputs" (the residual stream: the stem's output, each residual block's
+    output, the pooled features and the logits, `model.layer_names("blocks")`, taken
+    out of a heatmap of all layers). Inside a residual network's block the layers of
+    the residual branches differ from the stream (the paper's checkerboard); the block
+    itself is a run of stream layers with uniformly high CKA.
+    """
 
     threshold: float = 0.85
     tolerance: float = 0.1
     min_size: int = 3
     min_fraction: float = 0.1
+    on: Literal["heatmap", "block-outputs"] = "heatmap"
 
 
 @dataclass(frozen=True)
@@ -120,18 +129,25 @@ class ProbesConfig:
     """`[analyses.probes]`: a linear probe on each layer of each model (`linear_probes`).
 
     Probes train on the model's own training examples and are scored on the test split.
-    `seeds` limits them to the runs of those seeds (default: every run); the report
-    shows one seed per cell.
+    `seeds` (and `depths`, `fractions`) limit them to the runs with those seeds (depths,
+    training fractions); default: every run. The report shows one seed per cell.
+    `c_grid`: the inverse penalty strengths to choose from.
     """
 
     val_fraction: float = 0.2
     max_features: int = 4096
     seed: int = 0
     seeds: tuple[int, ...] | None = None
+    depths: tuple[int, ...] | None = None
+    fractions: tuple[float, ...] | None = None
+    c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
     def wants(self, run: RunSpec) -> bool:
         """Whether `run` gets probes."""
-        return self.seeds is None or run.seed in self.seeds
+        return all(
+            allowed is None or value in allowed
+            for allowed, value in ((self.seeds, run.seed), (self.depths, run.depth), (self.fractions, run.fraction))
+        )
 
 
 @dataclass(frozen=True)
@@ -300,6 +316,23 @@ class ExperimentConfig:
         """A copy with top-level fields changed, validated again."""
         return _validate(dataclasses.replace(self, **changes))
 
+    def with_seed_offset(self, offset: int) -> ExperimentConfig:
+        """A copy in which every seed s (of the grid and of [analyses.probes]) is s + `offset`.
+
+        A replication on seeds not used for choosing the grid and the settings; the name
+        gets "-seed+OFFSET", so that the copy is a different experiment.
+        """
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise UserInputError(f"the seed offset must be an integer >= 0, got {offset!r}")
+        if offset == 0:
+            return self
+        grid = tuple(dataclasses.replace(g, seeds=tuple(s + offset for s in g.seeds)) for g in self.grid)
+        analyses = self.analyses
+        if analyses.probes is not None and analyses.probes.seeds is not None:
+            probes = dataclasses.replace(analyses.probes, seeds=tuple(s + offset for s in analyses.probes.seeds))
+            analyses = dataclasses.replace(analyses, probes=probes)
+        return self.replace(grid=grid, analyses=analyses, name=f"{self.name}-seed+{offset}")
+
     def with_data_dir(self, data_dir: str | Path | None) -> ExperimentConfig:
         """A copy whose dataset is read from `data_dir`."""
         dataset = dataclasses.replace(self.dataset, data_dir=None if data_dir is None else str(data_dir))
@@ -461,6 +494,10 @@ def _validate(config: ExperimentConfig) -> ExperimentConfig:
         raise UserInputError(f"val_fraction in [analyses.probes] must be in (0, 1), got {probes.val_fraction:g}")
     if probes is not None and probes.max_features < 1:
         raise UserInputError(f"max_features in [analyses.probes] must be >= 1, got {probes.max_features}")
+    if probes is not None and (not probes.c_grid or any(not c > 0 for c in probes.c_grid)):
+        raise UserInputError(f"c_grid in [analyses.probes] must be positive numbers, got {list(probes.c_grid)}")
+    if probes is not None and not any(probes.wants(r) for r in config.runs):
+        raise UserInputError("[analyses.probes] selects no run of the grid (check its seeds, depths and fractions)")
     if probes is not None and probes.seeds is not None:
         grid_seeds = sorted({r.seed for r in config.runs})
         missing = [seed for seed in probes.seeds if seed not in grid_seeds]
@@ -509,7 +546,7 @@ def _check_blocks(blocks: BlocksConfig) -> None:
     from ckatlas.analysis import find_blocks
 
     try:  # find_blocks checks its own settings; a 2 x 2 identity is the cheapest matrix it accepts
-        find_blocks(np.eye(2), **dataclasses.asdict(blocks))
+        find_blocks(np.eye(2), **{k: v for k, v in dataclasses.asdict(blocks).items() if k != "on"})
     except UserInputError as exc:
         raise UserInputError(f"[analyses.blocks]: {exc}") from None
 

@@ -66,13 +66,19 @@ def report_writer() -> Callable[[Path], object] | None:
 
 # -- inputs ------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=2)
-def _test_data(dataset: DatasetConfig) -> ImageData:
-    return load_dataset(dataset.name, dataset.data_dir, resize=dataset.resize)
+def _test_data(dataset: DatasetConfig, normalize: bool = True) -> ImageData:
+    return load_dataset(dataset.name, dataset.data_dir, resize=dataset.resize, normalize=normalize)
+
+
+def _normalize(config: ExperimentConfig) -> bool:
+    """Whether the runs see normalised pixels (one recipe for the whole experiment)."""
+    return config.train_config(config.runs[0]).normalize
 
 
 def test_inputs(config: ExperimentConfig) -> torch.Tensor:
-    """The test images every heatmap and analysis is computed on: the first `num_examples`."""
-    x = _test_data(config.dataset).x_test
+    """The test images every heatmap and analysis is computed on: the first `num_examples`,
+    prepared as the runs were trained on them (normalised or in [0, 1])."""
+    x = _test_data(config.dataset, _normalize(config)).x_test
     return x if config.cka.num_examples is None else x[: config.cka.num_examples]
 
 
@@ -110,7 +116,12 @@ def _cka(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
 def _blocks(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
     run = step.runs[0]
     cka = CKAResult.load(store.path(store.cka_file(run.name)))
-    find_blocks(cka, **dataclasses.asdict(ctx.config.analyses.blocks)).save(store.path(step.outputs[0]))
+    settings = dataclasses.asdict(ctx.config.analyses.blocks)
+    layers = None
+    if settings.pop("on") == "block-outputs":
+        outputs = set(_model(store, run.name, torch.device("cpu")).layer_names("blocks"))
+        layers = [name for name in cka.layers_a if name in outputs]
+    find_blocks(cka, layers=layers, **settings).save(store.path(step.outputs[0]))
 
 
 def _stability(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
@@ -133,7 +144,8 @@ def _probes(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
     assert settings is not None
     data = ctx.config.train_config(run).load_data()  # the examples this model was trained on
     result = linear_probes(_model(store, run.name, device), data, val_fraction=settings.val_fraction,
-                           max_features=settings.max_features, seed=settings.seed, device=device)
+                           max_features=settings.max_features, c_grid=settings.c_grid, seed=settings.seed,
+                           device=device)
     result.save(store.path(step.outputs[0]))
 
 

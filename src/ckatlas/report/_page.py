@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -214,15 +215,68 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def figure_html(fig: Figure, alt: str, caption: str) -> str:
-    """A figure as an inline PNG with its caption (both plain text)."""
+def figure_html(fig: Figure, alt: str, caption: str, *, hover: Sequence[tuple[Axes, Any]] = ()) -> str:
+    """A figure as an inline PNG with its caption (both plain text).
+
+    `hover`: (axes, CKA result) pairs of heatmaps drawn with `imshow` (one cell per layer
+    pair, origin lower left); the page then shows each cell's layer pair and value under
+    the mouse (`HOVER_SCRIPT`). Such a figure is saved whole (no tight cropping), so that
+    the axes' pixel positions are known.
+    """
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pil_kwargs={"optimize": True})
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches=None if hover else "tight", pil_kwargs={"optimize": True})
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    attr = f' data-hover="{esc(json.dumps(_hover_panels(fig, hover)))}"' if hover else ""
     return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{esc(alt)}">'
+        f'<figure><img src="data:image/png;base64,{data}" alt="{esc(alt)}"{attr}>'
         f"<figcaption>{esc(caption)}</figcaption></figure>"
     )
+
+
+def _hover_panels(fig: Figure, hover: Sequence[tuple[Axes, Any]]) -> list[dict[str, Any]]:
+    """Per heatmap: its axes as fractions of the image (top-left origin), names and values (3 decimals)."""
+    width, height = fig.get_size_inches() * DPI
+    panels = []
+    for ax, result in hover:
+        box = ax.get_window_extent()  # display pixels at the figure's dpi, origin lower left
+        scale = DPI / fig.dpi
+        x0, x1 = box.x0 * scale / width, box.x1 * scale / width
+        y0, y1 = 1 - box.y1 * scale / height, 1 - box.y0 * scale / height
+        matrix = np.round(np.asarray(result.matrix, dtype=float), 3)
+        panels.append({
+            "model": getattr(result, "model_a", ""),
+            "box": [round(v, 5) for v in (x0, y0, x1, y1)],
+            "rows": list(result.layers_a),
+            "cols": list(result.layers_b),
+            "values": [[None if not np.isfinite(v) else float(v) for v in row] for row in matrix],
+        })
+    return panels
+
+
+#: The page's script: a tooltip with the layer pair and CKA of the heatmap cell under the mouse.
+HOVER_SCRIPT = """
+(function () {
+  var tip = document.createElement("div"); tip.className = "tip"; document.body.appendChild(tip);
+  document.querySelectorAll("img[data-hover]").forEach(function (img) {
+    var panels = JSON.parse(img.getAttribute("data-hover"));
+    img.addEventListener("mousemove", function (e) {
+      var r = img.getBoundingClientRect(), fx = (e.clientX - r.left) / r.width, fy = (e.clientY - r.top) / r.height;
+      for (var k = 0; k < panels.length; k++) {
+        var p = panels[k], b = p.box;
+        if (fx < b[0] || fx >= b[2] || fy < b[1] || fy >= b[3]) continue;
+        var col = Math.floor((fx - b[0]) / (b[2] - b[0]) * p.cols.length);
+        var row = Math.floor((b[3] - fy) / (b[3] - b[1]) * p.rows.length);  /* origin lower left */
+        var v = p.values[row][col];
+        tip.textContent = p.rows[row] + " \u00d7 " + p.cols[col] + ": " + (v === null ? "n/a" : v.toFixed(3));
+        tip.style.left = (e.pageX + 12) + "px"; tip.style.top = (e.pageY + 12) + "px"; tip.style.display = "block";
+        return;
+      }
+      tip.style.display = "none";
+    });
+    img.addEventListener("mouseleave", function () { tip.style.display = "none"; });
+  });
+})();
+"""
 
 
 def table_html(header: Sequence[str], rows: Sequence[Sequence[str]], *, cls: str = "") -> str:
@@ -251,6 +305,7 @@ def pct(value: float | None) -> str:
 
 __all__ = [
     "DPI",
+    "HOVER_SCRIPT",
     "ReportData",
     "Section",
     "esc",

@@ -44,12 +44,14 @@ def heatmap_grid_section(data: ReportData) -> Section | None:
     parts = []
     tables = data.summary.get("grid", [])
     first: list[CKAResult] = []
+    drawn_on: list[tuple[Axes, CKAResult]] = []
 
     def draw(ax: Axes, model: dict[str, Any]) -> str | None:
         cka = data.load(CKAResult.load, model["paths"].get("cka"), notes)
         if cka is None:
             return None
         first.append(cka)
+        drawn_on.append((ax, cka))
         plot_heatmap(cka, ax, colorbar=False, title="")
         blocks = data.load(BlockResult.load, model["paths"].get("blocks"), notes)
         if blocks is None:
@@ -58,6 +60,7 @@ def heatmap_grid_section(data: ReportData) -> Section | None:
         return f"block fraction {blocks.block_fraction:.2f}"
 
     for table in tables:
+        drawn_on.clear()
         drawn = grid_figure(data, table, draw, panel=(3.3, 3.0))
         if drawn is None:
             continue
@@ -68,10 +71,12 @@ def heatmap_grid_section(data: ReportData) -> Section | None:
         threshold = data.summary.get("config", {}).get("analyses", {}).get("blocks", {}).get("threshold")
         caption = (
             f"Linear CKA between every pair of analysed layers of each model (input at the lower left), on "
-            f"{_cka_phrase(first[0])}; one model per cell ({seeds_phrase(shown)}); blocks (CKA uniformly >= "
-            f"{threshold}) outlined in cyan" + (f"; {sub}" if sub else "") + "."
+            f"{_cka_phrase(first[0])}; one model per cell ({seeds_phrase(shown)}); stage boundaries as thin white "
+            f"lines; blocks (CKA uniformly >= {threshold}) outlined in cyan; point at a cell for its layer pair and "
+            "value" + (f"; {sub}" if sub else "") + "."
         )
-        parts.append(figure_html(fig, "within-model CKA heatmaps, depth by width", caption))
+        hover = [(ax, cka) for ax, cka in drawn_on if ax.images]
+        parts.append(figure_html(fig, "within-model CKA heatmaps, depth by width", caption, hover=hover))
     if not parts:
         return Section("heatmaps", "Within-model CKA heatmaps", "", notes or ["no heatmaps"])
     return Section("heatmaps", "Within-model CKA heatmaps", "".join(parts), notes)

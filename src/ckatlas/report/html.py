@@ -21,7 +21,7 @@ from pathlib import Path
 from ckatlas import __version__
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_write_text
-from ckatlas.report._page import ReportData, Section, esc, para, table_html
+from ckatlas.report._page import HOVER_SCRIPT, ReportData, Section, esc, para, table_html
 from ckatlas.report.analysis_sections import errors_section, pca_section, probes_section, prune_section
 from ckatlas.report.block_sections import (
     block_table_section,
@@ -78,6 +78,8 @@ figcaption { font-size: 0.88em; color: #444; max-width: 60em; margin-top: 4px; }
 .note { background: #fff8e1; border-left: 4px solid #f2b600; padding: 6px 10px; font-size: 0.9em; }
 pre { background: #f6f8fa; padding: 10px; overflow-x: auto; font-size: 0.85em; }
 code { background: #f3f4f6; padding: 1px 4px; border-radius: 3px; }
+.tip { position: absolute; display: none; background: #111; color: #fff; padding: 3px 6px; border-radius: 3px;
+       font-size: 12px; pointer-events: none; white-space: nowrap; z-index: 10; }
 footer { margin-top: 3em; border-top: 1px solid #ddd; padding-top: 1em; font-size: 0.9em; color: #444; }
 """
 
@@ -97,7 +99,8 @@ def render_report(experiment_dir: str | os.PathLike) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>ckatlas report: {esc(name)}</title><style>{_CSS}</style></head><body>"
-        f"{_header(data)}<nav>{toc}</nav>{_not_computed(data)}{body}{_footer(data)}</body></html>\n"
+        f"{_header(data)}<nav>{toc}</nav>{_not_computed(data)}{body}{_footer(data)}"
+        f"<script>{HOVER_SCRIPT}</script></body></html>\n"
     )
 
 
