@@ -29,7 +29,7 @@ from ckatlas.cli import main
 from ckatlas.errors import UserInputError
 from ckatlas.heatmap import CKAResult
 from ckatlas.report._page import HOVER_SCRIPT
-from ckatlas.report.headline import trend_sentences
+from ckatlas.report.headline import statistic_sentences, trend_sentences
 from ckatlas.report.html import render_report, write_report
 from ckatlas.train import load_run
 
@@ -187,8 +187,12 @@ def test_the_headline_table_holds_the_numbers_of_summary_json(page, summary):
 def test_the_finding_is_stated_from_the_numbers(page, summary):
     table = summary["grid"][0]
     text = _section(_Dom(page), "headline").text
-    for sentence in trend_sentences(table["depths"], table["widths"], table["block_fraction"]):
-        assert sentence in text
+    models = [m for m in summary["models"] if (m["residual"], m["fraction"]) == (table["residual"], table["fraction"])]
+    statistics = statistic_sentences(models)
+    assert statistics and all(sentence in text for sentence in statistics)  # the verdict: a statistic over seeds
+    assert all("permutation p = " in sentence for sentence in statistics if "no trend" not in sentence)
+    for sentence in trend_sentences(table["depths"], table["widths"], table["block_fraction"])[1:]:
+        assert sentence in text  # and, row by row, what the means do
 
 
 def test_the_block_table_lists_each_models_blocks(experiment, page, summary):
@@ -423,3 +427,19 @@ def test_heatmap_cells_show_their_layer_pair_and_value_on_hover(experiment, page
     row_name, col_name = pair.split(" \u00d7 ")
     assert float(value) == pytest.approx(cka.matrix[cka.layers_a.index(row_name), cka.layers_b.index(col_name)],
                                          abs=5e-4)
+
+
+def test_statistic_sentences_say_plainly_whether_the_trend_is_significant():
+    def models(values):
+        return [{"depth": d, "width": w, "block_fraction": v}
+                for (d, w), vs in values.items() for v in vs]
+
+    growing = models({(8, 0.5): [0.0, 0.1, 0.0], (8, 1): [0.3, 0.4, 0.35], (8, 2): [0.7, 0.8, 0.75],
+                      (14, 0.5): [0.1, 0.0, 0.1], (14, 1): [0.5, 0.4, 0.45], (14, 2): [0.8, 0.9, 0.85]})
+    width, depth = statistic_sentences(growing)
+    assert "against width within each depth" in width and "significant at 0.05: block structure grows" in width
+    assert "rho +" in width and "not significant" not in width
+    assert "against depth" in depth
+    flat = models({(8, 0.5): [0.2, 0.4, 0.3], (8, 1): [0.3, 0.2, 0.4], (8, 2): [0.4, 0.3, 0.2]})
+    (only,) = statistic_sentences(flat)  # one depth: only width is tested
+    assert "not significant at 0.05: this grid does not establish" in only

@@ -11,7 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ckatlas.analysis.trend import trend_test
 from ckatlas.report._page import ReportData, Section, esc, fmt, para, slice_title, table_html
+
+#: Permutations of the headline's trend tests (enough for p-values to about 0.001).
+HEADLINE_PERMUTATIONS = 5000
 
 
 def _direction(values: Sequence[float]) -> str:
@@ -89,6 +93,36 @@ def trend_sentences(
     return [verdict, *sentences]
 
 
+def statistic_sentences(models: Sequence[dict[str, Any]], alpha: float = 0.05) -> list[str]:
+    """The verdict over seeds: a one-sided rank-trend permutation test of block fraction with
+    width (within each depth) and with depth (within each width), `ckatlas.analysis.trend`.
+
+    Args:
+        models: one grid slice's models (summary.json entries: depth, width, block_fraction).
+        alpha: significance level.
+
+    Returns:
+        One sentence per factor that the slice varies, saying plainly whether the trend is
+        significant.
+    """
+    out = []
+    for factor, stratum in (("width", "depth"), ("depth", "width")):
+        if len({m[factor] for m in models}) < 2:
+            continue
+        test = trend_test([m["block_fraction"] for m in models], [m[factor] for m in models],
+                          [m[stratum] for m in models], num_permutations=HEADLINE_PERMUTATIONS)
+        if not any(s["rho"] is not None for s in test.strata):
+            out.append(f"Over seeds, block fraction does not vary with {factor} at any {stratum}: no trend.")
+            continue
+        verdict = (f"significant at {alpha:g}: block structure grows with {factor}" if test.holds(alpha) else
+                   f"not significant at {alpha:g}: this grid does not establish that block structure grows with "
+                   f"{factor}")
+        out.append(f"Over seeds ({test.num_models} models), block fraction against {factor} within each {stratum}: "
+                   f"mean Spearman rho {test.statistic:+.2f}, one-sided permutation p = {test.p_value:.3g}, "
+                   f"{verdict}.")
+    return out
+
+
 def _spread_sentence(data: ReportData, models: list[dict[str, Any]]) -> str | None:
     names = {m["name"] for m in models}
     stds = [(g["block_fraction_std"], len(g["runs"])) for g in data.groups.values()
@@ -131,8 +165,9 @@ def headline_section(data: ReportData) -> Section | None:
         header = ["depth \\ width", *[f"{w:g}×" for w in table["widths"]]]
         rows = [[f"<th>{esc(d)}</th>", *[_cell(data, table, d, w) for w in table["widths"]]] for d in table["depths"]]
         parts.append(table_html(header, rows, cls="headline"))
+        statistics = statistic_sentences(data.slice_models(table))
         sentences = trend_sentences(table["depths"], table["widths"], table["block_fraction"])
-        parts.append(f'<p class="finding">{esc(sentences[0])}</p>')
+        parts += [f'<p class="finding">{esc(s)}</p>' for s in statistics]
         parts += [para(s) for s in sentences[1:]]
         spread = _spread_sentence(data, data.slice_models(table))
         if spread:
@@ -155,8 +190,12 @@ def headline_text(summary: dict[str, Any]) -> str:
         lines.append("depth " + "".join(f"{f'{w:g}x':>8}" for w in widths))
         for depth, row in zip(table["depths"], table["block_fraction"]):
             lines.append(f"{depth:>5} " + "".join(f"{fmt(v):>8}" for v in row))
-        lines += trend_sentences(table["depths"], widths, table["block_fraction"])
+        models = [m for m in summary.get("models", [])
+                  if (m.get("residual", True), m.get("fraction", 1.0)) == (table.get("residual", True),
+                                                                            table.get("fraction", 1.0))]
+        lines += statistic_sentences(models)
+        lines += trend_sentences(table["depths"], widths, table["block_fraction"])[1:]
     return "\n".join(lines)
 
 
-__all__ = ["headline_section", "headline_text", "trend_sentences"]
+__all__ = ["headline_section", "headline_text", "statistic_sentences", "trend_sentences"]
