@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 from ckatlas.data import load_dataset
 from ckatlas.errors import UserInputError
 from ckatlas.models import create_model
+from ckatlas.rundir import STATE_FILE
 from ckatlas.train import (
-    STATE_FILE,
     TrainConfig,
     cosine_lr,
     load_run,

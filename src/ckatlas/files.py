@@ -48,6 +48,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
+def is_stray(path: str | os.PathLike) -> bool:
+    """Whether `path` is a temporary file that an interrupted `atomic_open` left behind."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -185,4 +191,4 @@ def npz_intact(path: str | os.PathLike) -> bool:
 
 
 __all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_writable_dir",
-           "check_writable_file", "npz_intact", "read_json", "read_npz_arrays", "safetensors_intact"]
+           "check_writable_file", "is_stray", "npz_intact", "read_json", "read_npz_arrays", "safetensors_intact"]

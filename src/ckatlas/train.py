@@ -61,17 +61,11 @@ from ckatlas.data import (
 )
 from ckatlas.data.subsets import check_fraction, validation_split
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_bytes, atomic_write_json, npz_intact, safetensors_intact
+from ckatlas.files import atomic_write_bytes, atomic_write_json
+from ckatlas.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE, RunDir
 from ckatlas.models import create_model
 
 DEFAULT_EPOCHS = {"digits": 15}  # every other dataset: 200
-CONFIG_FILE, MODEL_FILE, METRICS_FILE, PREDICTIONS_FILE = (
-    "config.json",
-    "model.safetensors",
-    "metrics.json",
-    "predictions.npz",
-)
-STATE_FILE = "state/checkpoint.safetensors"
 _STATE_KEY = "ckatlas.state"
 
 
@@ -289,7 +283,7 @@ class TrainResult:
     @classmethod
     def load(cls, run_dir: str | Path) -> TrainResult:
         run_dir = Path(run_dir)
-        return cls(run_dir, _read_config(run_dir), _read_json(run_dir / METRICS_FILE))
+        return cls(run_dir, _read_config(run_dir), RunDir(run_dir).read_metrics())
 
 
 @dataclass(frozen=True)
@@ -422,48 +416,13 @@ def _seeds(seed: int) -> tuple[int, int]:
 # -- files -------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserInputError(f"{path} not found: not a (finished) ckatlas run directory") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: not valid JSON ({exc})") from None
-
-
 def _read_config(run_dir: Path) -> TrainConfig:
-    return TrainConfig.from_dict(_read_json(run_dir / CONFIG_FILE)["config"])
-
-
-def _is_stray(path: Path) -> bool:
-    """A temporary file that an interrupted atomic write left behind."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")
-
-
-def _clean_strays(run_dir: Path) -> None:
-    for folder in (run_dir, run_dir / "state"):
-        if folder.is_dir():
-            for path in folder.iterdir():
-                if path.is_file() and _is_stray(path):
-                    path.unlink(missing_ok=True)
+    return TrainConfig.from_dict(RunDir(run_dir).read_info()["config"])
 
 
 def run_is_finished(run_dir: str | Path) -> bool:
-    """Whether `run_dir` holds a finished run: its config, whole weights and predictions, and final metrics.
-
-    A weights or predictions file cut short (a copy interrupted, a full disk) makes the
-    run unfinished, so that `train(..., resume=True)` writes it again.
-    """
-    run_dir = Path(run_dir)
-    if not all((run_dir / name).is_file() for name in (CONFIG_FILE, MODEL_FILE, PREDICTIONS_FILE, METRICS_FILE)):
-        return False
-    try:
-        metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    if not isinstance(metrics, dict) or metrics.get("final") is None:
-        return False
-    return safetensors_intact(run_dir / MODEL_FILE) and npz_intact(run_dir / PREDICTIONS_FILE)
+    """Whether `run_dir` holds a finished run (`RunDir.is_finished`)."""
+    return RunDir(run_dir).is_finished()
 
 
 def _save_state(
@@ -553,12 +512,12 @@ def _check_run_dir(run_dir: Path, info: dict[str, Any], resume: bool) -> bool:
     """Decide what to do with `run_dir`; True when it holds this run already (resume it)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UserInputError(f"--out {run_dir} is a file; expected a folder for the run")
-    existing = [p for p in run_dir.iterdir() if not _is_stray(p)] if run_dir.is_dir() else []
-    if not existing:
+    files = RunDir(run_dir)
+    if not files.has_files():
         return False
-    if not (run_dir / CONFIG_FILE).is_file():
+    if not files.config.is_file():
         raise UserInputError(f"{run_dir} is not empty and holds no ckatlas run ({CONFIG_FILE}); choose another --out")
-    old = _identity(_read_json(run_dir / CONFIG_FILE))
+    old = _identity(files.read_info())
     new = _identity(info)
     if old != new:
         diffs = [
@@ -708,6 +667,7 @@ def train(
     config = config.resolved()
     device = resolve_device(device)
     run_dir = Path(out_dir).expanduser()
+    files = RunDir(run_dir)
     data, val = _held_out(config.load_data(), config)
     init_seed, data_seed = _seeds(config.seed)
     model = _build_model(config, data.num_classes, data.in_channels, torch.Generator().manual_seed(init_seed))
@@ -717,9 +677,9 @@ def train(
     if _check_run_dir(run_dir, info, resume):
         if run_is_finished(run_dir):
             return TrainResult.load(run_dir)
-        _clean_strays(run_dir)
+        files.clean_strays()
     else:
-        atomic_write_json(run_dir / CONFIG_FILE, info)
+        atomic_write_json(files.config, info)
 
     model.to(device=device, memory_format=_memory_format(device))
     data = data.to(device) if device.type == "cuda" else data
@@ -733,8 +693,8 @@ def train(
     history: list[dict[str, Any]] = []
     start_epoch = 0
     best: dict[str, torch.Tensor] | None = None  # the weights of the best validation epoch so far
-    if (run_dir / STATE_FILE).is_file():
-        meta, best = _load_state(run_dir / STATE_FILE, model, optimizer, generator, device)
+    if files.state.is_file():
+        meta, best = _load_state(files.state, model, optimizer, generator, device)
         start_epoch, history = meta["epoch"], meta["history"]
 
     with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.cpu)
@@ -743,17 +703,17 @@ def train(
             if val is not None and record["val_accuracy"] >= max(r["val_accuracy"] for r in history):
                 best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # ties: the later epoch
             bookkeeping = {"epoch": record["epoch"], "history": history}
-            _save_state(run_dir / STATE_FILE, model, optimizer, generator, bookkeeping, best)
-            atomic_write_json(run_dir / METRICS_FILE, {"epochs": history, "final": None})
+            _save_state(files.state, model, optimizer, generator, bookkeeping, best)
+            atomic_write_json(files.metrics, {"epochs": history, "final": None})
         if best is not None:
             model.load_state_dict(best)
 
         test_loss, test_accuracy, logits = _evaluate(model, data, config.batch_size, device, config.label_smoothing)
     buffer = io.BytesIO()
     np.savez(buffer, logits=logits.numpy(), labels=data.y_test.cpu().numpy())
-    atomic_write_bytes(run_dir / PREDICTIONS_FILE, buffer.getvalue())
+    atomic_write_bytes(files.predictions, buffer.getvalue())
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(run_dir / MODEL_FILE, save_safetensors(weights, metadata={"arch": config.arch}))
+    atomic_write_bytes(files.model, save_safetensors(weights, metadata={"arch": config.arch}))
     final = {
         "test_loss": test_loss,
         "test_accuracy": test_accuracy,
@@ -763,7 +723,7 @@ def train(
     if val is not None:
         kept = max(history, key=lambda r: (r["val_accuracy"], r["epoch"]))
         final["kept_epoch"], final["val_accuracy"] = kept["epoch"], kept["val_accuracy"]
-    atomic_write_json(run_dir / METRICS_FILE, {"epochs": history, "final": final})
+    atomic_write_json(files.metrics, {"epochs": history, "final": final})
     return TrainResult.load(run_dir)
 
 
@@ -775,17 +735,18 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = "cpu") -> 
             f"{run_dir} holds no finished ckatlas run (expected {MODEL_FILE} and a final {METRICS_FILE}); "
             "finish it with 'ckatlas train ... --resume'"
         )
-    info = _read_json(run_dir / CONFIG_FILE)
+    files = RunDir(run_dir)
+    info = files.read_info()
     config = TrainConfig.from_dict(info["config"])
     shape = info["data"]["image_shape"]
     model = _build_model(config, info["data"]["num_classes"], shape[0])
     try:
-        weights = load_safetensors((run_dir / MODEL_FILE).read_bytes())
+        weights = load_safetensors(files.model.read_bytes())
     except SafetensorError as exc:
-        raise UserInputError(f"{run_dir / MODEL_FILE}: unreadable weights ({exc})") from None
+        raise UserInputError(f"{files.model}: unreadable weights ({exc})") from None
     model.load_state_dict(weights)
     model.to(resolve_device(device)).eval()
-    return LoadedRun(run_dir, model, config, _read_json(run_dir / METRICS_FILE), info)
+    return LoadedRun(run_dir, model, config, files.read_metrics(), info)
 
 
 __all__ = [

@@ -17,6 +17,7 @@ import numpy as np
 
 from ckatlas.errors import UserInputError
 from ckatlas.files import read_json, read_npz_arrays
+from ckatlas.rundir import RunDir
 
 
 @dataclass
@@ -95,7 +96,7 @@ def load_predictions(paths: Sequence[str | os.PathLike], name: str = "") -> Popu
     labels, first, classes = None, "", 0
     for raw in paths:
         path = Path(raw)
-        file = path / "predictions.npz" if path.is_dir() else path
+        file = RunDir(path).predictions if path.is_dir() else path
         file_labels, pred, file_classes = _read_prediction_file(file)
         if classes and file_classes and file_classes != classes:
             raise UserInputError(

@@ -25,7 +25,6 @@ when the experiment starts again.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,8 @@ from typing import Any
 from ckatlas import __version__
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.config import ExperimentConfig, to_toml
-from ckatlas.files import atomic_write_json, atomic_write_text
-from ckatlas.train import run_is_finished
+from ckatlas.files import atomic_write_json, atomic_write_text, is_stray, read_json
+from ckatlas.rundir import RunDir
 
 EXPERIMENT_FILE = "experiment.json"
 SUMMARY_FILE = "summary.json"
@@ -92,7 +91,11 @@ class ExperimentStore:
     # -- state -------------------------------------------------------------------------------
     def is_finished_run(self, run: str) -> bool:
         """Whether runs/<run> holds a finished training run."""
-        return run_is_finished(self.path(self.run_dir(run)))
+        return self.run(run).is_finished()
+
+    def run(self, run: str) -> RunDir:
+        """The run directory of `run` (runs/<run>)."""
+        return RunDir(self.path(self.run_dir(run)))
 
     def claim(self, config: ExperimentConfig) -> None:
         """Make the root hold `config`'s experiment, or check that it already does.
@@ -108,14 +111,14 @@ class ExperimentStore:
             raise UserInputError(f"--out {self.root} is a file; expected a folder for the experiment")
         record = self.path(EXPERIMENT_FILE)
         if record.is_file():
-            old = _read_json(record).get("config", {})
+            old = read_json(record, "an experiment record (delete it to start over)").get("config", {})
             diff = _first_difference(_identity(old), _identity(config.to_dict()))
             if diff is not None:
                 raise UserInputError(
                     f"{self.root} holds a different experiment ({diff}); use another --out, or delete it to start over"
                 )
             return
-        if self.root.is_dir() and any(not _is_stray(p) for p in self.root.iterdir()):
+        if self.root.is_dir() and any(not is_stray(p) for p in self.root.iterdir()):
             raise UserInputError(f"{self.root} is not empty and holds no ckatlas experiment ({EXPERIMENT_FILE}); use another --out")
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path("experiment.toml"), to_toml(config))
@@ -134,15 +137,13 @@ class ExperimentStore:
     def read_timings(self) -> dict[str, float]:
         """Seconds each step took, by step key, as recorded so far."""
         path = self.path(TIMINGS_FILE)
-        return {k: float(v) for k, v in _read_json(path).items()} if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        return {k: float(v) for k, v in read_json(path, "step timings (delete the file to start them over)").items()}
 
     def record_timings(self, seconds: dict[str, float]) -> None:
         """Add (or overwrite) the seconds of the given steps."""
         atomic_write_json(self.path(TIMINGS_FILE), {**self.read_timings(), **seconds})
-
-
-def _is_stray(path: Path) -> bool:
-    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -167,13 +168,6 @@ def _first_difference(old: Any, new: Any, where: str = "") -> str | None:
     if old != new:
         return f"{where or 'the config'} was {old!r}, now {new!r}"
     return None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: unreadable ({exc}); delete it to start over") from None
 
 
 __all__ = ["EXPERIMENT_FILE", "ExperimentStore", "SUMMARY_FILE", "TIMINGS_FILE"]

@@ -30,7 +30,6 @@ deviations are null for groups of one model.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -48,12 +47,12 @@ def build_summary(store: ExperimentStore, config: ExperimentConfig) -> dict[str,
     models = [_model_entry(store, config, run) for run in config.runs]
     by_name = {m["name"]: m for m in models}
     groups = [_group_entry(store, name, [by_name[r.name] for r in runs]) for name, runs in config.groups.items()]
-    first_run = store.path(store.run_dir(config.runs[0].name)) / "config.json"
+    first_run = store.run(config.runs[0].name)
     return {
         "format": _FORMAT,
         "name": config.name,
         "description": config.description,
-        "dataset": json.loads(first_run.read_text(encoding="utf-8"))["data"],
+        "dataset": first_run.read_info()["data"],
         "models": models,
         "groups": groups,
         "grid": _grid_tables(config, by_name),
@@ -70,9 +69,8 @@ def build_summary(store: ExperimentStore, config: ExperimentConfig) -> dict[str,
 
 
 def _model_entry(store: ExperimentStore, config: ExperimentConfig, run: RunSpec) -> dict[str, Any]:
-    run_dir = store.path(store.run_dir(run.name))
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    info = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    files = store.run(run.name)
+    metrics, info = files.read_metrics(), files.read_info()
     blocks = BlockResult.load(store.path(store.blocks_file(run.name)))
     analyses = config.analyses
     paths = {

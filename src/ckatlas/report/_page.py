@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ckatlas.errors import UserInputError
+from ckatlas.rundir import RunDir
 
 SUMMARY_FORMAT = "ckatlas.ExperimentSummary"
 DPI = 100  # figures are embedded: enough for a screen, small enough to mail the file
@@ -127,12 +128,12 @@ class ReportData:
         if not self.models:
             return {}
         notes: list[str] = []
-        info = self.load(_read_json, f"{self.models[0]['paths']['run']}/config.json", notes)
+        info = self.load(_read_info, self.models[0]["paths"]["run"], notes)
         return dict(info.get("environment", {})) if isinstance(info, dict) else {}
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+def _read_info(run_dir: Path) -> dict[str, Any]:
+    return RunDir(run_dir).read_info()
 
 
 def slice_title(table: dict[str, Any], tables: Sequence[dict[str, Any]]) -> str:

@@ -1,0 +1,112 @@
+"""A run directory: the one place that knows its file names, when it is finished, and its readers.
+
+    RUN/
+      config.json          resolved settings, data summary, versions ("info")
+      model.safetensors    final (or kept) weights
+      metrics.json         per-epoch records and, once finished, "final"
+      predictions.npz      test-set logits and labels, in dataset order
+      state/checkpoint.safetensors   what resuming needs, rewritten every epoch
+
+Everything is written atomically (`ckatlas.files`); an interrupted write leaves only a
+stray temporary file (``.NAME.XXXX.tmp``), which `clean_strays` removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ckatlas.errors import UserInputError
+from ckatlas.files import is_stray, npz_intact, read_json, safetensors_intact
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.npz"
+STATE_FILE = "state/checkpoint.safetensors"
+
+
+class RunDir:
+    """The files of one training run (module docstring).
+
+    Args:
+        path: the run directory (it need not exist yet).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path).expanduser()
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def model(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / PREDICTIONS_FILE
+
+    @property
+    def state(self) -> Path:
+        return self.path / STATE_FILE
+
+    def is_finished(self) -> bool:
+        """Whether it holds a finished run: its config, whole weights and predictions, and final metrics.
+
+        A weights or predictions file cut short (a copy interrupted, a full disk) makes the
+        run unfinished, so that training it again with `resume` writes it again.
+        """
+        if not all(p.is_file() for p in (self.config, self.model, self.predictions, self.metrics)):
+            return False
+        try:
+            metrics = json.loads(self.metrics.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return False
+        if not isinstance(metrics, dict) or metrics.get("final") is None:
+            return False
+        return safetensors_intact(self.model) and npz_intact(self.predictions)
+
+    def has_files(self) -> bool:
+        """Whether the folder holds anything but stray temporary files."""
+        return self.path.is_dir() and any(not is_stray(p) for p in self.path.iterdir())
+
+    def read_info(self) -> dict[str, Any]:
+        """config.json: {"config": settings, "data": data summary, "model": ..., "environment": ...}."""
+        return self._json(self.config, "a ckatlas run's config.json")
+
+    def read_metrics(self) -> dict[str, Any]:
+        """metrics.json: {"epochs": [...], "final": {...} or None}."""
+        return self._json(self.metrics, "a ckatlas run's metrics.json")
+
+    def _json(self, path: Path, what: str) -> dict[str, Any]:
+        if not path.is_file():
+            raise UserInputError(f"{path} not found: {self.path} is not a (finished) ckatlas run directory")
+        data = read_json(path, what)
+        if not isinstance(data, dict):
+            raise UserInputError(f"{path}: expected {what} (a JSON object)")
+        return data
+
+    def clean_strays(self) -> list[Path]:
+        """Delete the temporary files of interrupted writes; returns what was removed."""
+        removed = []
+        for folder in (self.path, self.state.parent):
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if path.is_file() and is_stray(path):
+                        path.unlink(missing_ok=True)
+                        removed.append(path)
+        return removed
+
+
+__all__ = ["CONFIG_FILE", "METRICS_FILE", "MODEL_FILE", "PREDICTIONS_FILE", "RunDir", "STATE_FILE"]
