@@ -125,3 +125,15 @@ def test_cli_train_with_the_paper_recipe(tmp_path: Path) -> None:
     config = json.loads((out / "config.json").read_text())["config"]
     assert (config["lr"], config["epochs"], config["batch_size"], config["keep"]) == (0.01, 1, 64, "best-val")
     assert config["decay_scope"] == "kernels" and config["normalize"] is False
+
+
+def test_the_paper_imagenet_recipe_zero_inits_each_blocks_last_norm(tmp_path: Path) -> None:
+    config = TrainConfig.from_recipe("paper-imagenet", arch="bottleneck_tiny", dataset="digits", epochs=1)
+    assert (config.lr, config.epochs, config.batch_size, config.weight_decay) == (0.1, 1, 256, 1e-4)
+    from ckatlas.train import build_model  # the model a run starts from
+
+    model = build_model(config, 10, 1)
+    for ref in model.residual_blocks():
+        last = [m for m in ref.block.branch if isinstance(m, nn.BatchNorm2d)][-1]
+        assert torch.count_nonzero(last.weight) == 0
+    assert all(m.momentum == 0.01 for m in model.modules() if isinstance(m, nn.BatchNorm2d))

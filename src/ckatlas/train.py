@@ -104,6 +104,26 @@ RECIPES: dict[str, dict[str, Any]] = {
         "model_style": "paper",
         "bn_momentum": 0.01,
     },
+    # large_scale_training/imagenet_train.py and alt_resnet.py: SGD momentum 0.9, lr 0.1 at batch
+    # 256, 120 epochs, cosine per step, Keras L2 5e-5 on kernels (weight decay 1e-4), BatchNorm
+    # decay 0.99, the last BN of each bottleneck starting at zero, the best epoch. Departures:
+    # the best epoch on a held-out split (the code: ImageNet's validation set, which is our
+    # test split); pad-and-crop + flip instead of Inception-style random-resized crops (not in
+    # ckatlas); the input preprocessing of TF-models' ResNet was not checked (normalised here).
+    "paper-imagenet": {
+        "lr": 0.1,
+        "epochs": 120,
+        "batch_size": 256,
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 1e-4,
+        "decay_scope": "kernels",
+        "lr_schedule": "cosine-step",
+        "keep": "best-val",
+        "val_fraction": 0.02,
+        "bn_momentum": 0.01,
+        "zero_init_residual": True,
+    },
 }
 
 
@@ -146,9 +166,11 @@ class TrainConfig:
             accuracy on a validation split held out of the training data; the paper's
             code keeps the best epoch on the test set, which we do not copy).
         val_fraction: share of each training class held out for "best-val" (not trained on).
-        bn_momentum: BatchNorm running-statistics momentum (PyTorch convention) of the CIFAR
-            families: 0.1, PyTorch's default; the paper's Keras decay 0.99 is 0.01, which needs
+        bn_momentum: BatchNorm running-statistics momentum (PyTorch convention) of every
+            BatchNorm: 0.1, PyTorch's default; the paper's Keras decay 0.99 is 0.01, which needs
             thousands of steps before the running statistics settle (the paper trains 117,000).
+        zero_init_residual: start the last BatchNorm of each residual branch at zero (every
+            block the identity at initialisation), as the paper's ImageNet code does.
     """
 
     arch: str = "resnet20"
@@ -176,6 +198,7 @@ class TrainConfig:
     keep: str = "final"
     val_fraction: float = 0.1
     bn_momentum: float = 0.1
+    zero_init_residual: bool = False
 
     def __post_init__(self) -> None:
         def number(name: str, ok: bool, expected: str) -> None:
@@ -214,7 +237,7 @@ class TrainConfig:
         number("val_fraction", isinstance(vf, (int, float)) and 0 < vf < 1, "in (0, 1)")
         bm = self.bn_momentum
         number("bn_momentum", isinstance(bm, (int, float)) and 0 < bm <= 1, "in (0, 1]")
-        for name in ("nesterov", "augment", "normalize"):
+        for name in ("nesterov", "augment", "normalize", "zero_init_residual"):
             if not isinstance(getattr(self, name), bool):
                 raise UserInputError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
@@ -389,15 +412,22 @@ def _held_out(data: ImageData, config: TrainConfig) -> tuple[ImageData, tuple[to
     return train_part, (data.x_train[val_t], data.y_train[val_t])
 
 
-def _build_model(
+def build_model(
     config: TrainConfig, num_classes: int, in_channels: int, generator: torch.Generator | None = None
 ) -> nn.Module:
-    """The run's model with fresh weights; the CIFAR families in the config's `model_style`."""
-    options = {"style": config.model_style, "bn_momentum": config.bn_momentum} if _has_styles(config.arch) else {}
-    return create_model(
+    """The run's model with fresh weights; the CIFAR families in the config's `model_style`;
+    every BatchNorm with the config's momentum."""
+    options = {"style": config.model_style} if _has_styles(config.arch) else {}
+    if config.zero_init_residual:
+        options["zero_init_residual"] = True
+    model = create_model(
         config.arch, width=config.width, num_classes=num_classes, in_channels=in_channels, generator=generator,
         **options,
     )
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = config.bn_momentum
+    return model
 
 
 def _has_styles(arch: str) -> bool:
@@ -670,7 +700,7 @@ def train(
     files = RunDir(run_dir)
     data, val = _held_out(config.load_data(), config)
     init_seed, data_seed = _seeds(config.seed)
-    model = _build_model(config, data.num_classes, data.in_channels, torch.Generator().manual_seed(init_seed))
+    model = build_model(config, data.num_classes, data.in_channels, torch.Generator().manual_seed(init_seed))
     info = _run_info(config, data, model, device)
     if val is not None:
         info["data"]["num_val"] = len(val[1])
@@ -739,7 +769,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = "cpu") -> 
     info = files.read_info()
     config = TrainConfig.from_dict(info["config"])
     shape = info["data"]["image_shape"]
-    model = _build_model(config, info["data"]["num_classes"], shape[0])
+    model = build_model(config, info["data"]["num_classes"], shape[0])
     try:
         weights = load_safetensors(files.model.read_bytes())
     except SafetensorError as exc:
@@ -755,6 +785,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "RECIPES",
+    "build_model",
     "cosine_lr",
     "learning_rate",
     "load_run",

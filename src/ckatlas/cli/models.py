@@ -58,9 +58,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true", help="no pad-and-crop or flips")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, data order and augmentation (0)")
     p.add_argument("--eval-every", type=int, default=1, help="test every this many epochs; 0: at the end (1)")
-    p.add_argument("--recipe", choices=("ckatlas", "paper"), default="ckatlas",
+    p.add_argument("--recipe", choices=("ckatlas", "paper", "paper-imagenet"), default="ckatlas",
                    help="named settings: ckatlas (the defaults) or paper (the paper's code: lr 0.01, 300 epochs, "
-                        "L2 on kernels, per-epoch cosine, [0, 1] pixels, reflect padding, best validation epoch); "
+                        "L2 on kernels, per-epoch cosine, [0, 1] pixels, reflect padding, best validation epoch) or "
+                        "paper-imagenet (its ImageNet code: lr 0.1 at batch 256, 120 epochs, zero-init last BN); "
                         "options given explicitly override it")
     p.add_argument("--model-style", choices=("paper", "torchvision"),
                    help="architecture details: paper (conv biases, 1x1 conv shortcut without BN, he_normal; default) "

@@ -1,0 +1,160 @@
+"""Tables and small figures for REPRODUCTION.md from finished experiment directories.
+
+For each experiment: its claims (`ckatlas.experiment.claims`) as a markdown table, its
+depth x width table(s) of block fraction and accuracy (mean ± sd over seeds), a figure
+of block fraction against width per depth (every seed a dot), and its heatmap grid
+(all layers, blocks outlined, one seed per cell). Figures go to --figures as PNGs,
+markdown to stdout.
+
+    python scripts/reproduction.py out/fashion=fashion-choose out/fashion-100=fashion-confirm \\
+        --figures docs/reproduction > /tmp/tables.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ckatlas.analysis import BlockResult
+from ckatlas.experiment.claims import evaluate_claims
+from ckatlas.heatmap import CKAResult
+from ckatlas.report import outline_blocks, plot_heatmap
+
+DPI = 70
+
+
+def claims_table(root: Path, permutations: int) -> str:
+    result = evaluate_claims(root, num_permutations=permutations)
+    lines = ["| claim | statistic | value | p (one-sided) | n | verdict |", "|---|---|---:|---:|---:|---|"]
+    for c in result.claims:
+        if c.holds is None:
+            lines.append(f"| {c.key} | {c.statistic} | – | – | – | untested: {c.note} |")
+            continue
+        verdict = "holds" if c.holds else "**does not hold**"
+        lines.append(f"| {c.key} | {c.statistic} | {c.value:+.3f} | {c.p_value:.3g} | {c.n} | {verdict} |")
+    sweeps = []
+    for key in ("width", "depth", "data"):
+        claim = result[key]
+        for row in claim.details.get("sweep", []):
+            sweeps.append(f"| {key} | {row['threshold']} | {row['rho']:+.2f} | {row['p_value']:.3g} | "
+                          f"{row['mean_block_fraction']:.2f} |")
+    if sweeps:
+        lines += ["", "Threshold sweep (the detector re-run on the saved heatmaps):", "",
+                  "| claim | threshold | mean rho | p | mean block fraction |", "|---|---:|---:|---:|---:|", *sweeps]
+    extra = []
+    for c in result.claims:
+        details = {k: v for k, v in c.details.items() if k not in ("sweep", "strata") and v is not None}
+        if details and c.holds is not None:
+            extra.append(f"- {c.key}: " + ", ".join(f"{k} = {_short(v)}" for k, v in details.items()))
+    return "\n".join(lines + ([""] + extra if extra else []))
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list) and len(value) > 6:
+        return f"[{len(value)} items]"
+    return str(value)
+
+
+def grid_tables(summary: dict) -> str:
+    out = []
+    for table in summary["grid"]:
+        models = [m for m in summary["models"] if (m["residual"], m["fraction"]) == (table["residual"], table["fraction"])]
+        out.append(f"Training fraction {table['fraction']:g}: block fraction (mean ± sd over seeds) / test accuracy")
+        out.append("")
+        out.append("| depth \\ width | " + " | ".join(f"{w:g}" for w in table["widths"]) + " |")
+        out.append("|---|" + "---:|" * len(table["widths"]))
+        for depth in table["depths"]:
+            cells = []
+            for width in table["widths"]:
+                cell = [m for m in models if (m["depth"], m["width"]) == (depth, width)]
+                if not cell:
+                    cells.append("–")
+                    continue
+                bf = np.array([m["block_fraction"] for m in cell])
+                acc = np.array([m["test_accuracy"] for m in cell])
+                sd = f" ± {bf.std(ddof=1):.2f}" if len(cell) > 1 else ""
+                cells.append(f"{bf.mean():.2f}{sd} / {100 * acc.mean():.1f}% (n={len(cell)})")
+            out.append(f"| {depth} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def trend_figure(summary: dict, path: Path, title: str) -> None:
+    table = max(summary["grid"], key=lambda t: len(t["depths"]) * len(t["widths"]))
+    models = [m for m in summary["models"] if (m["residual"], m["fraction"]) == (table["residual"], table["fraction"])]
+    fig = Figure(figsize=(4.2, 3.0), layout="constrained")
+    ax = fig.subplots()
+    widths = table["widths"]
+    for k, depth in enumerate(table["depths"]):
+        colour = f"C{k}"
+        means = []
+        for j, width in enumerate(widths):
+            vals = [m["block_fraction"] for m in models if (m["depth"], m["width"]) == (depth, width)]
+            ax.scatter(np.full(len(vals), j) + 0.06 * (k - 1), vals, s=10, color=colour, alpha=0.6)
+            means.append(np.mean(vals) if vals else np.nan)
+        ax.plot(range(len(widths)), means, color=colour, label=f"ResNet-{depth}")
+    ax.set_xticks(range(len(widths)), [f"{w:g}" for w in widths])
+    ax.set_xlabel("width")
+    ax.set_ylabel("block fraction")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=DPI * 1.5)
+
+
+def heatmap_figure(root: Path, summary: dict, path: Path) -> None:
+    table = max(summary["grid"], key=lambda t: len(t["depths"]) * len(t["widths"]))
+    depths, widths = table["depths"], table["widths"]
+    fig = Figure(figsize=(1.9 * len(widths) + 0.6, 1.8 * len(depths)), layout="constrained")
+    axes = fig.subplots(len(depths), len(widths), squeeze=False)
+    for i, depth in enumerate(depths):
+        for j, width in enumerate(widths):
+            ax = axes[len(depths) - 1 - i][j]
+            cell = sorted((m for m in summary["models"] if (m["depth"], m["width"], m["fraction"], m["residual"])
+                           == (depth, width, table["fraction"], table["residual"])), key=lambda m: m["seed"])
+            if not cell:
+                ax.set_axis_off()
+                continue
+            model = cell[0]
+            cka = CKAResult.load(root / model["paths"]["cka"])
+            plot_heatmap(cka, ax, colorbar=False, title=f"d{depth} w{width:g}: {model['block_fraction']:.2f}")
+            outline_blocks(ax, BlockResult.load(root / model["paths"]["blocks"]), original_rows=True, color="cyan")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            ax.title.set_fontsize(7)
+    fig.savefig(path, dpi=DPI)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiments", nargs="+", help="DIR=LABEL pairs")
+    parser.add_argument("--figures", required=True, help="folder for the PNGs")
+    parser.add_argument("--permutations", type=int, default=10_000)
+    args = parser.parse_args()
+    figures = Path(args.figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    for item in args.experiments:
+        folder, label = item.split("=", 1)
+        root = Path(folder)
+        summary = json.loads((root / "summary.json").read_text())
+        print(f"### {label} ({root})\n")
+        print(grid_tables(summary))
+        print(claims_table(root, args.permutations))
+        trend_figure(summary, figures / f"{label}-trend.png", label)
+        heatmap_figure(root, summary, figures / f"{label}-heatmaps.png")
+        print(f"\n![{label}: block fraction by width]({figures / f'{label}-trend.png'})")
+        print(f"![{label}: heatmaps]({figures / f'{label}-heatmaps.png'})\n")
+
+
+if __name__ == "__main__":
+    main()
