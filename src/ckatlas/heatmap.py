@@ -57,7 +57,8 @@ from ckatlas.capture import (
 )
 from ckatlas.cka import MinibatchCKA
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_open, read_npz_arrays
+from ckatlas.files import atomic_open
+from ckatlas.results import NpzResult, read_result_npz
 from ckatlas.seeding import make_generator
 from ckatlas.tokens import attention_mask, check_token_mode, resolve_token_mode
 
@@ -66,7 +67,7 @@ MIN_BATCH = 4  # the unbiased HSIC estimator needs n >= 4
 
 # -- results -------------------------------------------------------------------------------
 @dataclass
-class CKAResult:
+class CKAResult(NpzResult):
     """A CKA heatmap: layers of model A (rows) against layers of model B (columns).
 
     Attributes:
@@ -80,6 +81,9 @@ class CKAResult:
         is_square: True when a model is compared with itself (symmetric, unit diagonal).
         metadata: settings and versions (JSON-able).
     """
+
+    WHAT = "a CKAResult"
+    ARRAYS = ("matrix", "standard_error")
 
     matrix: np.ndarray
     layers_a: list[str]
@@ -131,7 +135,7 @@ class CKAResult:
             self.num_batches, self.passes, self.model_b, self.model_a, self.is_square, dict(self.metadata),
         )
 
-    def _header(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
         return {
             "layers_a": self.layers_a,
             "layers_b": self.layers_b,
@@ -144,28 +148,13 @@ class CKAResult:
             "metadata": self.metadata,
         }
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"matrix": self.matrix, "standard_error": self.standard_error}
+
     @classmethod
-    def _from_header(cls, header: dict[str, Any], matrix: np.ndarray, se: np.ndarray) -> CKAResult:
+    def from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> CKAResult:
         keys = ("layers_a", "layers_b", "n", "num_batches", "passes", "model_a", "model_b", "is_square", "metadata")
-        return cls(matrix, standard_error=se, **{k: header[k] for k in keys})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything as JSON-able Python values (NaN stays float NaN)."""
-        return {**self._header(), "matrix": self.matrix.tolist(), "standard_error": self.standard_error.tolist()}
-
-    def save(self, path: str | Path) -> Path:
-        """Write an `.npz` (arrays plus a JSON header; loadable without pickle), atomically."""
-        path = Path(path)
-        with atomic_open(path, "wb") as fh:
-            header = np.array(json.dumps(self._header()))
-            np.savez(fh, matrix=self.matrix, standard_error=self.standard_error, header=header)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> CKAResult:
-        """Read what `save` wrote."""
-        arrays = load_result_npz(path, ("matrix", "standard_error", "header"), "a CKAResult")
-        return cls._from_header(json.loads(str(arrays["header"])), arrays["matrix"], arrays["standard_error"])
+        return cls(arrays["matrix"], standard_error=arrays["standard_error"], **{k: header[k] for k in keys})
 
 
 @dataclass
@@ -202,7 +191,7 @@ class PopulationResult:
         headers = []
         for k, ((a, b), res) in enumerate(self.results.items()):
             arrays[f"matrix_{k}"], arrays[f"standard_error_{k}"] = res.matrix, res.standard_error
-            headers.append({"pair": [a, b], **res._header()})
+            headers.append({"pair": [a, b], **res.fields()})
         header = np.array(json.dumps({"names": self.names, "results": headers}))
         with atomic_open(path, "wb") as fh:
             np.savez(fh, header=header, **arrays)
@@ -211,24 +200,13 @@ class PopulationResult:
     @classmethod
     def load(cls, path: str | Path) -> PopulationResult:
         """Read what `save` wrote."""
-        arrays = load_result_npz(path, ("header",), "a PopulationResult")
+        arrays = read_result_npz(path, ("header",), "a PopulationResult")
         header = json.loads(str(arrays["header"]))
         results = {}
         for k, h in enumerate(header["results"]):
-            results[tuple(h["pair"])] = CKAResult._from_header(h, arrays[f"matrix_{k}"], arrays[f"standard_error_{k}"])
+            parts = {"matrix": arrays[f"matrix_{k}"], "standard_error": arrays[f"standard_error_{k}"]}
+            results[tuple(h["pair"])] = CKAResult.from_parts(h, parts)
         return cls(header["names"], results)
-
-
-def load_result_npz(path: str | Path, keys: Sequence[str], what: str) -> dict[str, np.ndarray]:
-    """The arrays `keys` of a result saved as .npz (no pickle); one clear error if it is not `what`."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path} does not exist; expected {what} saved as .npz")
-    arrays = read_npz_arrays(path)
-    missing = [k for k in keys if k not in arrays]
-    if missing:
-        raise UserInputError(f"{path} holds no {what}: arrays {missing} are missing")
-    return arrays
 
 
 # -- the API -------------------------------------------------------------------------------
@@ -544,4 +522,4 @@ def _take(x: torch.Tensor | Mapping[str, torch.Tensor], index: slice | torch.Ten
     return {k: v[index] if isinstance(index, slice) else v[index.to(v.device)] for k, v in x.items()}
 
 
-__all__ = ["CKAResult", "Minibatches", "PopulationResult", "heatmap", "load_result_npz", "population_heatmaps"]
+__all__ = ["CKAResult", "Minibatches", "PopulationResult", "heatmap", "population_heatmaps"]

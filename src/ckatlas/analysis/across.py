@@ -19,11 +19,8 @@ with cross-model CKA heatmaps averaged over pairs of models.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,15 +29,13 @@ from torch import nn
 
 from ckatlas.capture import LayerSpec
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_open, atomic_write_json, read_json
-from ckatlas.heatmap import load_result_npz, population_heatmaps
+from ckatlas.heatmap import population_heatmaps
+from ckatlas.results import JsonResult, NpzResult
 
-_FORMAT = "ckatlas.AveragedCKA"
-_MATCH_FORMAT = "ckatlas.LayerMatch"
 
 
 @dataclass
-class AveragedCKA:
+class AveragedCKA(NpzResult):
     """A CKA heatmap averaged over several heatmaps (e.g. pairs of seeds), with its spread.
 
     It has the `matrix`, `layers_a`, `layers_b` of a `CKAResult`, so `find_blocks`,
@@ -55,6 +50,10 @@ class AveragedCKA:
         model_a, model_b: names of the row and column populations.
         is_square: True when every averaged heatmap compares a model with itself.
     """
+
+    FORMAT = "ckatlas.AveragedCKA"
+    WHAT = "an AveragedCKA"
+    ARRAYS = ("matrix", "std", "count")
 
     matrix: np.ndarray
     std: np.ndarray
@@ -83,31 +82,15 @@ class AveragedCKA:
         """(La, Lb) standard error of the mean over heatmaps: std / sqrt(count)."""
         return self.std / np.sqrt(np.maximum(self.count, 1))
 
-    def _header(self) -> dict[str, Any]:
-        return {"format": _FORMAT, "layers_a": self.layers_a, "layers_b": self.layers_b, "pairs": self.pairs,
-                "model_a": self.model_a, "model_b": self.model_b, "is_square": self.is_square,
-                "metadata": self.metadata}
+    def fields(self) -> dict[str, Any]:
+        return {"layers_a": self.layers_a, "layers_b": self.layers_b, "pairs": self.pairs, "model_a": self.model_a,
+                "model_b": self.model_b, "is_square": self.is_square, "metadata": self.metadata}
 
-    def to_dict(self) -> dict[str, Any]:
-        """Everything as JSON-able values (NaN stays float NaN)."""
-        arrays = {"matrix": self.matrix.tolist(), "std": self.std.tolist(), "count": self.count.tolist()}
-        return {**self._header(), **arrays}
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write an `.npz` (arrays plus a JSON header; loadable without pickle), atomically."""
-        path = Path(path)
-        with atomic_open(path, "wb") as fh:
-            header = np.array(json.dumps(self._header()))
-            np.savez(fh, matrix=self.matrix, std=self.std, count=self.count, header=header)
-        return path
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"matrix": self.matrix, "std": self.std, "count": self.count}
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> AveragedCKA:
-        """Read what `save` wrote."""
-        arrays = load_result_npz(path, ("matrix", "std", "count", "header"), "an AveragedCKA")
-        header = json.loads(str(arrays["header"]))
-        if header.pop("format", None) != _FORMAT:
-            raise UserInputError(f"{path} holds no AveragedCKA")
+    def from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> AveragedCKA:
         return cls(arrays["matrix"], arrays["std"], arrays["count"], **header)
 
 
@@ -248,7 +231,7 @@ def population_cka(
 
 # -- layer matching ------------------------------------------------------------------------------
 @dataclass
-class LayerMatch:
+class LayerMatch(JsonResult):
     """For each layer of model A, the most similar layer of model B.
 
     Attributes:
@@ -257,6 +240,9 @@ class LayerMatch:
             row is all NaN.
         cka: (La,) the CKA of the match (NaN where there is none).
     """
+
+    FORMAT = "ckatlas.LayerMatch"
+    WHAT = "a layer match"
 
     layers_a: list[str]
     layers_b: list[str]
@@ -275,30 +261,14 @@ class LayerMatch:
             for a, b, c in zip(self.layers_a, self.matched, self.cka)
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": _MATCH_FORMAT, "layers_a": self.layers_a, "layers_b": self.layers_b,
+    def fields(self) -> dict[str, Any]:
+        return {"layers_a": self.layers_a, "layers_b": self.layers_b,
                 "index": self.index.tolist(), "matched": self.matched, "cka": self.cka.tolist()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LayerMatch:
-        if data.get("format") != _MATCH_FORMAT:
-            raise UserInputError(f"not a layer match: expected format {_MATCH_FORMAT!r}, got {data.get('format')!r}")
+    def from_fields(cls, data: dict[str, Any]) -> LayerMatch:
         return cls(data["layers_a"], data["layers_b"], np.asarray(data["index"], dtype=np.int64),
                    np.asarray(data["cka"], dtype=np.float64))
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the match as JSON (atomically)."""
-        atomic_write_json(path, self.to_dict())
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> LayerMatch:
-        """Read what `save` wrote."""
-        data = read_json(path, "a layer match saved as JSON")
-        try:
-            return cls.from_dict(data)
-        except KeyError as exc:
-            raise UserInputError(f"{path} is not a layer match (no {exc})") from None
 
 
 def match_layers(

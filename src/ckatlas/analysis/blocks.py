@@ -34,7 +34,6 @@ indicator), which is well under a second for the few hundred layers of a ResNet'
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,10 +42,9 @@ from typing import Any
 import numpy as np
 
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_json, read_json
+from ckatlas.results import JsonResult
 
 _FORMAT = "ckatlas.BlockResult"
-_STABILITY_FORMAT = "ckatlas.BlockStability"
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ class Block:
 
 
 @dataclass
-class BlockResult:
+class BlockResult(JsonResult):
     """The blocks found in one CKA matrix, and the settings that found them.
 
     Attributes:
@@ -97,6 +95,9 @@ class BlockResult:
         threshold, tolerance, min_size: the settings used (``min_size`` is the
             effective minimum, after ``min_fraction``).
     """
+
+    FORMAT = "ckatlas.BlockResult"
+    WHAT = "a block result"
 
     blocks: list[Block]
     num_layers: int
@@ -139,9 +140,8 @@ class BlockResult:
             )
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
         return {
-            "format": _FORMAT,
             "blocks": [b.to_dict() for b in self.blocks],
             "block_fraction": self.block_fraction,
             "num_layers": self.num_layers,
@@ -153,9 +153,7 @@ class BlockResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BlockResult:
-        if data.get("format") != _FORMAT:
-            raise UserInputError(f"not a block result: expected format {_FORMAT!r}, got {data.get('format')!r}")
+    def from_fields(cls, data: dict[str, Any]) -> BlockResult:
         return cls(
             blocks=[Block.from_dict(b) for b in data["blocks"]],
             num_layers=int(data["num_layers"]),
@@ -165,15 +163,6 @@ class BlockResult:
             min_size=int(data["min_size"]),
             layer_names=data.get("layer_names"),
         )
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the result as JSON (atomically)."""
-        atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> BlockResult:
-        """Read a result written by `save`."""
-        return cls.from_dict(read_json(path, "a block result saved as JSON"))
 
 
 def find_blocks(
@@ -397,7 +386,7 @@ def _check_settings(threshold: float, tolerance: float, min_size: int, min_fract
 
 
 @dataclass
-class BlockStability:
+class BlockStability(JsonResult):
     """How much the blocks of several models (e.g. seeds) agree.
 
     Every statistic is derived from ``results``; ``to_dict`` writes them out.
@@ -406,6 +395,9 @@ class BlockStability:
         results: one `BlockResult` per model, all over the same layers.
         labels: a label per model (e.g. the seed or the file it came from).
     """
+
+    FORMAT = "ckatlas.BlockStability"
+    WHAT = "a block stability result"
 
     results: list[BlockResult]
     labels: list[str] = field(default_factory=list)
@@ -479,10 +471,9 @@ class BlockStability:
             lines.append("no model has a block")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
         largest = self.largest_blocks
         return {
-            "format": _STABILITY_FORMAT,
             "labels": list(self.labels),
             "num_layers": self.results[0].num_layers,
             "block_fraction_mean": float(self.block_fractions.mean()),
@@ -495,21 +486,8 @@ class BlockStability:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BlockStability:
-        if data.get("format") != _STABILITY_FORMAT:
-            raise UserInputError(
-                f"not a block stability result: expected format {_STABILITY_FORMAT!r}, got {data.get('format')!r}"
-            )
+    def from_fields(cls, data: dict[str, Any]) -> BlockStability:
         return cls([BlockResult.from_dict(r) for r in data["results"]], list(data["labels"]))
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the statistics and the per-model results as JSON (atomically)."""
-        atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> BlockStability:
-        """Read a result written by `save`."""
-        return cls.from_dict(read_json(path, "a block stability result saved as JSON"))
 
 
 def _spread(values: np.ndarray) -> str:

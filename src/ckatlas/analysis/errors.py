@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -52,9 +51,8 @@ from statsmodels.stats.multitest import multipletests
 
 from ckatlas.analysis.populations import Population, check_same_test_set, load_class_groups, load_predictions
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_json, read_json
+from ckatlas.results import JsonResult
 
-_FORMAT = "ckatlas.ErrorComparison"
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -161,8 +159,11 @@ class GroupLevel:
 
 
 @dataclass
-class ErrorComparison:
+class ErrorComparison(JsonResult):
     """Example- and class-level comparison of the errors of two populations of models."""
+
+    FORMAT = "ckatlas.ErrorComparison"
+    WHAT = "an error comparison"
 
     name_a: str
     name_b: str
@@ -227,9 +228,8 @@ class ErrorComparison:
             )
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
         return {
-            "format": _FORMAT,
             "name_a": self.name_a,
             "name_b": self.name_b,
             "sources_a": list(self.sources_a),
@@ -244,9 +244,7 @@ class ErrorComparison:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ErrorComparison:
-        if data.get("format") != _FORMAT:
-            raise UserInputError(f"not an error comparison: expected format {_FORMAT!r}, got {data.get('format')!r}")
+    def from_fields(cls, data: dict[str, Any]) -> ErrorComparison:
         return cls(
             name_a=data["name_a"],
             name_b=data["name_b"],
@@ -260,15 +258,6 @@ class ErrorComparison:
             alpha=float(data["alpha"]),
             seed=int(data["seed"]),
         )
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the comparison as JSON (atomically)."""
-        atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> ErrorComparison:
-        """Read a comparison written by `save`."""
-        return cls.from_dict(read_json(path, "an error comparison saved as JSON"))
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -34,10 +34,8 @@ holding all the examples) for a scatter plot coloured by class.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,14 +45,14 @@ from torch import nn
 from ckatlas.capture import GramTaps, LayerSpec, batch_len, call_model, capture_activations, inference, model_device
 from ckatlas.cka import MinibatchCKA, top_components
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_open
-from ckatlas.heatmap import Minibatches, load_result_npz
+from ckatlas.heatmap import Minibatches
+from ckatlas.results import NpzResult
 
 _RESIDUAL_TOL = 1e-6  # variance left after removing PC1, relative to the total, that counts as none
 
 
 @dataclass
-class PCAResult:
+class PCAResult(NpzResult):
     """First principal components of a model's layers (see the module docstring).
 
     Attributes:
@@ -67,6 +65,10 @@ class PCAResult:
         num_batches: minibatches.
         metadata: settings (batch size, shuffle, seed, device).
     """
+
+    FORMAT = "ckatlas.PCAResult"
+    WHAT = "a PCAResult"
+    ARRAYS = ("variance_explained", "pc_similarity", "cka_without_pc1", "cka")
 
     layers: list[str]
     variance_explained: np.ndarray
@@ -89,19 +91,19 @@ class PCAResult:
                 raise UserInputError(f"{name} has shape {value.shape}, expected ({size}, {size}) for {size} layers")
             setattr(self, name, value)
 
-    def _header(self) -> dict[str, Any]:
-        return {"format": "ckatlas.PCAResult", "layers": self.layers, "n": self.n, "num_batches": self.num_batches,
-                "metadata": self.metadata}
+    def fields(self) -> dict[str, Any]:
+        return {"layers": self.layers, "n": self.n, "num_batches": self.num_batches, "metadata": self.metadata}
 
-    def to_dict(self) -> dict[str, Any]:
-        """Everything as JSON-able values (NaN stays float NaN)."""
-        return {
-            **self._header(),
-            "variance_explained": self.variance_explained.tolist(),
-            "pc_similarity": self.pc_similarity.tolist(),
-            "cka_without_pc1": self.cka_without_pc1.tolist(),
-            "cka": self.cka.tolist(),
-        }
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"variance_explained": self.variance_explained, "pc_similarity": self.pc_similarity,
+                "cka_without_pc1": self.cka_without_pc1, "cka": self.cka}
+
+    @classmethod
+    def from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> PCAResult:
+        return cls(
+            header["layers"], arrays["variance_explained"], arrays["pc_similarity"], arrays["cka_without_pc1"],
+            arrays["cka"], int(header["n"]), int(header["num_batches"]), header["metadata"],
+        )
 
     def summary(self) -> str:
         """One line per layer: its first-PC variance fraction."""
@@ -110,33 +112,6 @@ class PCAResult:
         width = max(len(name) for name in self.layers)
         lines += [f"  {name:<{width}}  PC1 variance {v:.3f}" for name, v in zip(self.layers, self.variance_explained)]
         return "\n".join(lines)
-
-    def save(self, path: str | Path) -> Path:
-        """Write an `.npz` (arrays plus a JSON header; loadable without pickle), atomically."""
-        path = Path(path)
-        with atomic_open(path, "wb") as fh:
-            np.savez(
-                fh,
-                variance_explained=self.variance_explained,
-                pc_similarity=self.pc_similarity,
-                cka_without_pc1=self.cka_without_pc1,
-                cka=self.cka,
-                header=np.array(json.dumps(self._header())),
-            )
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> PCAResult:
-        """Read what `save` wrote."""
-        keys = ("variance_explained", "pc_similarity", "cka_without_pc1", "cka", "header")
-        arrays = load_result_npz(path, keys, "a PCAResult")
-        header = json.loads(str(arrays["header"]))
-        if header.get("format") != "ckatlas.PCAResult":
-            raise UserInputError(f"{path} holds no PCAResult (format {header.get('format')!r})")
-        return cls(
-            header["layers"], arrays["variance_explained"], arrays["pc_similarity"], arrays["cka_without_pc1"],
-            arrays["cka"], int(header["n"]), int(header["num_batches"]), header["metadata"],
-        )
 
 
 def principal_components(

@@ -36,11 +36,9 @@ examples at once (4 bytes per value); layers are put into groups of at most
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,15 +52,14 @@ from torch import nn
 from ckatlas.capture import ActivationTaps, LayerSpec, call_model, inference, model_device, resolve_layers
 from ckatlas.data.subsets import validation_split
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_json, read_json
+from ckatlas.results import JsonResult
 
 DEFAULT_C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 DEFAULT_MAX_FEATURES = 4096
-_FORMAT = "ckatlas.ProbeResult"
 
 
 @dataclass
-class ProbeResult:
+class ProbeResult(JsonResult):
     """Test accuracy of a linear probe on each layer.
 
     Attributes:
@@ -79,6 +76,9 @@ class ProbeResult:
         majority_accuracy: test accuracy of always predicting the most frequent test class.
         metadata: settings (seed, val_fraction, max_features, max_iter).
     """
+
+    FORMAT = "ckatlas.ProbeResult"
+    WHAT = "a probe result"
 
     layers: list[str]
     kinds: list[str]
@@ -114,9 +114,8 @@ class ProbeResult:
                          f"val {self.best_val_accuracy[i]:.3f}  C={self.chosen_c[i]:g}")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
         return {
-            "format": _FORMAT,
             "layers": self.layers,
             "kinds": self.kinds,
             "num_features": [int(f) for f in self.num_features],
@@ -133,26 +132,10 @@ class ProbeResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
-        if data.get("format") != _FORMAT:
-            raise UserInputError(f"not a probe result: expected format {_FORMAT!r}, got {data.get('format')!r}")
+    def from_fields(cls, data: dict[str, Any]) -> ProbeResult:
         keys = ("layers", "kinds", "num_features", "test_accuracy", "val_accuracy", "chosen_c", "converged", "c_grid",
                 "num_train", "num_val", "num_test", "majority_accuracy", "metadata")
         return cls(**{k: data[k] for k in keys})
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the result as JSON (atomically)."""
-        atomic_write_json(path, self.to_dict())
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> ProbeResult:
-        """Read what `save` wrote."""
-        data = read_json(path, "a probe result saved as JSON")
-        try:
-            return cls.from_dict(data)
-        except KeyError as exc:
-            raise UserInputError(f"{path} is not a probe result (no {exc})") from None
 
 
 # -- layers and features ---------------------------------------------------------------------

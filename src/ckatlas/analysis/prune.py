@@ -29,10 +29,8 @@ layers of a block (`mark_blocks`).
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,10 +43,9 @@ from ckatlas.analysis.blocks import BlockResult
 from ckatlas.capture import model_device
 from ckatlas.data import iterate_batches, num_batches
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_json, read_json
+from ckatlas.results import JsonResult
 from ckatlas.train import cosine_lr, predict
 
-_FORMAT = "ckatlas.PruneResult"
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ class PruneStep:
 
 
 @dataclass
-class PruneResult:
+class PruneResult(JsonResult):
     """Test accuracy as blocks are deleted from the end of each stage.
 
     Attributes:
@@ -106,6 +103,9 @@ class PruneResult:
         num_test: test examples.
         metadata: settings (seed, fine-tuning learning rate, batch size).
     """
+
+    FORMAT = "ckatlas.PruneResult"
+    WHAT = "a pruning result"
 
     unpruned_accuracy: float
     steps: list[PruneStep]
@@ -139,9 +139,8 @@ class PruneResult:
                          f"accuracy {s.accuracy:.4f} ({s.delta:+.4f}){where}")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
         return {
-            "format": _FORMAT,
             "unpruned_accuracy": self.unpruned_accuracy,
             "steps": [s.to_dict() for s in self.steps],
             "finetune_epochs": self.finetune_epochs,
@@ -150,27 +149,11 @@ class PruneResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PruneResult:
-        if data.get("format") != _FORMAT:
-            raise UserInputError(f"not a pruning result: expected format {_FORMAT!r}, got {data.get('format')!r}")
+    def from_fields(cls, data: dict[str, Any]) -> PruneResult:
         return cls(
             float(data["unpruned_accuracy"]), [PruneStep.from_dict(s) for s in data["steps"]],
             int(data["finetune_epochs"]), int(data["num_test"]), dict(data.get("metadata", {})),
         )
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the result as JSON (atomically)."""
-        atomic_write_json(path, self.to_dict())
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> PruneResult:
-        """Read what `save` wrote."""
-        data = read_json(path, "a pruning result saved as JSON")
-        try:
-            return cls.from_dict(data)
-        except KeyError as exc:
-            raise UserInputError(f"{path} is not a pruning result (no {exc})") from None
 
 
 def deletion_order(model: nn.Module) -> dict[int, list[str]]:
