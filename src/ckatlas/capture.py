@@ -48,7 +48,7 @@ import difflib
 import platform
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -830,6 +830,7 @@ def capture_activations(
     device: torch.device | str | None = None,
     to: torch.device | str | None = "cpu",
     tokens: str = "auto",
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Activations of the selected layers for `inputs`, in eval and inference mode.
 
@@ -843,6 +844,8 @@ def capture_activations(
         to: where the activations are kept (None: where they were produced).
         tokens: how a token sequence becomes one example's representation
             (see `ckatlas.tokens`; the batch's attention_mask is honoured).
+        reduce: applied to each layer's activations of each batch before they are kept
+            (e.g. pooling large feature maps), so that memory holds only its output.
 
     Returns:
         {layer name: (N, ...) tensor}, in forward order for globs and classes
@@ -859,7 +862,7 @@ def capture_activations(
             taps.expect_batch(batch)
             call_model(model, batch, device)
             for name, act in taps.take().items():
-                parts.setdefault(name, []).append(act)
+                parts.setdefault(name, []).append(act if reduce is None else reduce(act))
     return {name: acts[0] if len(acts) == 1 else torch.cat(acts) for name, acts in parts.items()}
 
 

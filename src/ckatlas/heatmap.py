@@ -304,6 +304,92 @@ def population_heatmaps(
 
 
 # -- the driver ----------------------------------------------------------------------------
+class GramPasses:
+    """The one loop over minibatches behind every heatmap and PCA: each distinct model runs once
+    per batch with Gram taps on its layers; iterating yields, per batch, each model's stacked
+    Grams (L, n, n) in the order of `models`.
+
+    After the loop: `names` (each model's layers, in their final order), `n_per_pass`,
+    `num_batches`, `masked` (whether any batch carried an attention mask) and `token_layers`
+    (per model, the layers whose token sequences were reduced), and `metadata()`.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        names: Sequence[str],
+        specs: Sequence[LayerSpec],
+        inputs: Any,
+        batch_size: int,
+        passes: int,
+        shuffle: bool,
+        seed: int,
+        device: torch.device | str | None,
+        progress: bool | None = False,
+        tokens: str = "auto",
+        desc: str = "CKA",
+    ) -> None:
+        self.tokens = check_token_mode(tokens)
+        self.models = [uncompiled(m) for m in models]
+        self.model_names, self.specs = list(names), list(specs)
+        self.device = _checked_device(self.models, self.model_names, batch_size, passes, device)
+        self.batches = Minibatches(inputs, batch_size, shuffle, seed)
+        if passes > 1 and self.batches.one_shot:
+            raise UserInputError(
+                "inputs is a one-shot iterator; passes > 1 needs a Tensor or a re-iterable (a list, a DataLoader)"
+            )
+        self.batch_size, self.passes, self.shuffle, self.seed = batch_size, passes, shuffle, seed
+        self.progress, self.desc = progress, desc
+        self.names: list[list[str]] = []
+        self.token_layers: list[list[str]] = []
+        self.n_per_pass = self.num_batches = 0
+        self.masked = False
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        distinct = list({id(m): m for m in self.models}.values())
+        total = self.batches.count * self.passes if self.batches.count is not None else None
+        with contextlib.ExitStack() as stack:
+            taps = [
+                stack.enter_context(GramTaps(m, spec, what=f"model {name!r}", tokens=self.tokens))
+                for m, spec, name in zip(self.models, self.specs, self.model_names)
+            ]
+            stack.enter_context(inference(*distinct))
+            disable = None if self.progress is None else not self.progress  # None: only on a terminal
+            bar = stack.enter_context(tqdm(total=total, desc=self.desc, unit="batch", disable=disable, leave=False))
+            for p in range(self.passes):
+                for batch in self.batches.epoch():
+                    n, mask = batch_len(batch), attention_mask(batch)
+                    self.masked = self.masked or mask is not None
+                    for t in taps:
+                        t.expect(n, mask)
+                    for model in distinct:
+                        call_model(model, batch, self.device)
+                    grams = [t.stacked() for t in taps]
+                    self.names = [t.names for t in taps]  # final after the first batch
+                    if p == 0:
+                        self.n_per_pass += n
+                    self.num_batches += 1
+                    bar.update(1)
+                    yield grams
+            self.token_layers = [list(t.token_layers) for t in taps]
+        if not self.num_batches:
+            raise UserInputError(f"no batch of at least {MIN_BATCH} examples to compute CKA from: give more inputs")
+
+    def metadata(self) -> dict[str, Any]:
+        """The settings of the loop (JSON-able), for a result's metadata."""
+        sliced = self.batches.sliced
+        return {
+            "batch_size": self.batch_size if sliced else None,
+            "shuffle": self.shuffle if sliced else None,
+            "seed": self.seed if sliced and self.shuffle else None,
+            "device": str(self.device),
+            "tokens": resolve_token_mode(self.tokens, self.masked),
+            "attention_mask": self.masked,
+            "ckatlas": __version__,
+            "torch": torch.__version__,
+        }
+
+
 def _population(
     models: list[nn.Module],
     names: list[str],
@@ -319,58 +405,15 @@ def _population(
     tokens: str = "auto",
 ) -> dict[tuple[int, int], CKAResult]:
     """Run each distinct model once per batch and feed every requested pair's accumulator."""
-    tokens = check_token_mode(tokens)
-    models = [uncompiled(m) for m in models]
-    device = _checked_device(models, names, batch_size, passes, device)
-    batches = Minibatches(inputs, batch_size, shuffle, seed)
-    if passes > 1 and batches.one_shot:
-        raise UserInputError(
-            "inputs is a one-shot iterator; passes > 1 needs a Tensor or a re-iterable (a list, a DataLoader)"
-        )
-    distinct = list({id(m): m for m in models}.values())
+    loop = GramPasses(models, names, specs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens)
     accs: dict[tuple[int, int], MinibatchCKA] = {}
-    n_per_pass = 0
-    masked = False
-    total = batches.count * passes if batches.count is not None else None
-    with contextlib.ExitStack() as stack:
-        taps = [
-            stack.enter_context(GramTaps(m, spec, what=f"model {name!r}", tokens=tokens))
-            for m, spec, name in zip(models, specs, names)
-        ]
-        stack.enter_context(inference(*distinct))
-        disable = None if progress is None else not progress  # None: only on a terminal
-        bar = stack.enter_context(tqdm(total=total, desc="CKA", unit="batch", disable=disable, leave=False))
-        for p in range(passes):
-            for batch in batches.epoch():
-                n, mask = batch_len(batch), attention_mask(batch)
-                masked = masked or mask is not None
-                for t in taps:
-                    t.expect(n, mask)
-                for model in distinct:
-                    call_model(model, batch, device)
-                grams = [t.stacked() for t in taps]
-                for i, j in pairs:
-                    if (i, j) not in accs:  # layer counts are known after the first batch
-                        lb = None if i == j else len(taps[j].names)
-                        accs[(i, j)] = MinibatchCKA(len(taps[i].names), lb, device=device)
-                    accs[(i, j)].update_grams(grams[i], None if i == j else grams[j])
-                if p == 0:
-                    n_per_pass += n
-                bar.update(1)
-        layer_names = [t.names for t in taps]
-    if not accs:
-        raise UserInputError(f"no batch of at least {MIN_BATCH} examples to compute CKA from: give more inputs")
-    meta = {
-        "batch_size": batch_size if batches.sliced else None,
-        "shuffle": shuffle if batches.sliced else None,
-        "seed": seed if batches.sliced and shuffle else None,
-        "device": str(device),
-        "tokens": resolve_token_mode(tokens, masked),
-        "attention_mask": masked,
-        "ckatlas": __version__,
-        "torch": torch.__version__,
-    }
-    token_layers = [t.token_layers for t in taps]
+    for grams in loop:
+        for i, j in pairs:
+            if (i, j) not in accs:  # layer counts are known after the first batch
+                lb = None if i == j else grams[j].shape[0]
+                accs[(i, j)] = MinibatchCKA(grams[i].shape[0], lb, device=loop.device)
+            accs[(i, j)].update_grams(grams[i], None if i == j else grams[j])
+    meta, layer_names, token_layers, n_per_pass = loop.metadata(), loop.names, loop.token_layers, loop.n_per_pass
     results = {}
     for (i, j), acc in accs.items():
         with warnings.catch_warnings():
@@ -522,4 +565,4 @@ def _take(x: torch.Tensor | Mapping[str, torch.Tensor], index: slice | torch.Ten
     return {k: v[index] if isinstance(index, slice) else v[index.to(v.device)] for k, v in x.items()}
 
 
-__all__ = ["CKAResult", "Minibatches", "PopulationResult", "heatmap", "population_heatmaps"]
+__all__ = ["CKAResult", "GramPasses", "Minibatches", "PopulationResult", "heatmap", "population_heatmaps"]

@@ -42,10 +42,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ckatlas.capture import GramTaps, LayerSpec, batch_len, call_model, capture_activations, inference, model_device
+from ckatlas.capture import LayerSpec, capture_activations
 from ckatlas.cka import MinibatchCKA, top_components
 from ckatlas.errors import UserInputError
-from ckatlas.heatmap import Minibatches
+from ckatlas.heatmap import GramPasses
 from ckatlas.results import NpzResult
 
 _RESIDUAL_TOL = 1e-6  # variance left after removing PC1, relative to the total, that counts as none
@@ -140,29 +140,16 @@ def principal_components(
     Raises:
         UserInputError: a layer that does not exist, no batch of at least 4 examples.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    device = model_device(model) if device is None else torch.device(device)
-    batches = Minibatches(inputs, batch_size, shuffle, seed)
+    loop = GramPasses([model], ["model"], [layers], inputs, batch_size, 1, shuffle, seed, device, desc="PCA")
     acc: _PCAccumulator | None = None
-    with GramTaps(model, layers) as taps, inference(model):
-        for batch in batches.epoch():
-            taps.expect(batch_len(batch))
-            call_model(model, batch, device)
-            grams = taps.stacked().double()  # (L, n, n)
-            if acc is None:
-                acc = _PCAccumulator(grams.shape[0], grams.device)
-            acc.update(grams)
-        names = taps.names
-    if acc is None:
-        raise UserInputError("no batch of at least 4 examples to analyse: give more inputs")
-    meta = {
-        "batch_size": batch_size if batches.sliced else None,
-        "shuffle": shuffle if batches.sliced else None,
-        "seed": seed if batches.sliced and shuffle else None,
-        "device": str(device),
-    }
-    return acc.result(names, meta)
+    for (grams,) in loop:
+        grams = grams.double()  # (L, n, n)
+        if acc is None:
+            acc = _PCAccumulator(grams.shape[0], grams.device)
+        acc.update(grams)
+    assert acc is not None  # the loop raises when there is no batch
+    meta = {k: v for k, v in loop.metadata().items() if k in ("batch_size", "shuffle", "seed", "device")}
+    return acc.result(loop.names[0], meta)
 
 
 class _PCAccumulator:

@@ -49,7 +49,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from ckatlas.capture import ActivationTaps, LayerSpec, call_model, inference, model_device, resolve_layers
+from ckatlas.capture import LayerSpec, capture_activations, model_device, resolve_layers
 from ckatlas.data.subsets import validation_split
 from ckatlas.errors import UserInputError
 from ckatlas.results import JsonResult
@@ -178,14 +178,9 @@ def pool_features(acts: torch.Tensor, max_features: int = DEFAULT_MAX_FEATURES) 
 def _features(
     model: nn.Module, names: list[str], x: torch.Tensor, batch_size: int, device: torch.device, max_features: int
 ) -> dict[str, np.ndarray]:
-    parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    with ActivationTaps(model, names) as taps, inference(model):
-        for batch in x.split(batch_size):
-            taps.expect(len(batch))
-            call_model(model, batch, device)
-            for name, act in taps.take().items():
-                parts[name].append(pool_features(act.float(), max_features).cpu())
-    return {name: torch.cat(p).numpy() for name, p in parts.items()}
+    feats = capture_activations(model, names, x, batch_size=batch_size, device=device, to=None,  # pooled where made
+                                reduce=lambda act: pool_features(act.float(), max_features).cpu())
+    return {name: feats[name].numpy() for name in names}
 
 
 def _feature_sizes(
