@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ckatlas.train
+import ckatlas.train.loop
 from ckatlas.analysis import BlockResult, compare_populations, find_blocks, load_predictions
 from ckatlas.analysis.errors import ErrorComparison
 from ckatlas.analysis.pca import PCAResult, principal_components
@@ -289,13 +289,13 @@ def test_a_run_interrupted_mid_training_resumes_from_its_checkpoint(tmp_path, mo
         "dataset": {"name": "digits"},
     }
     config = config_from_dict(table)
-    real_save = ckatlas.train._save_state
+    real_save = ckatlas.train.loop.save_state
 
     def save_then_interrupt(*args, **kwargs):
         real_save(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckatlas.train, "_save_state", save_then_interrupt)
+    monkeypatch.setattr(ckatlas.train.loop, "save_state", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, tmp_path / "exp", quiet=True, threads=THREADS)
     run_dir = tmp_path / "exp" / "runs" / config.runs[0].name
