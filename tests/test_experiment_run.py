@@ -8,6 +8,7 @@ exactly what is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ from ckatlas.analysis.pca import PCAResult, principal_components
 from ckatlas.cli import main
 from ckatlas.errors import UserInputError
 from ckatlas.experiment import config_from_dict, load_config, plan, run_experiment
+from ckatlas.experiment import registry
 from ckatlas.experiment import steps as steps_module
 from ckatlas.experiment.executors import torch_threads
 from ckatlas.experiment.steps import test_inputs as experiment_inputs
@@ -266,7 +268,8 @@ def test_a_crash_in_a_step_resumes_where_it_stopped(finished, toml_file, tmp_pat
     def boom(step, ctx, store):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setitem(steps_module._RUNNERS, "pca", boom)
+    monkeypatch.setattr(steps_module, "_pca", boom)
+    monkeypatch.setitem(registry._KINDS, "pca", dataclasses.replace(registry.step_kind("pca"), compute=boom))
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_experiment(toml_file, root, quiet=True, threads=THREADS)
     assert not (root / "summary.json").exists() and not (root / "analysis/pca").exists()

@@ -45,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -118,6 +118,14 @@ class BlocksConfig:
     min_fraction: float = 0.1
     on: Literal["heatmap", "block-outputs"] = "heatmap"
 
+    def check(self, config: ExperimentConfig) -> None:
+        from ckatlas.analysis import find_blocks
+
+        try:  # find_blocks checks its own settings; a 2 x 2 identity is the cheapest matrix it accepts
+            find_blocks(np.eye(2), **{k: v for k, v in dataclasses.asdict(self).items() if k != "on"})
+        except UserInputError as exc:
+            raise UserInputError(f"[analyses.blocks]: {exc}") from None
+
 
 @dataclass(frozen=True)
 class PCAConfig:
@@ -149,6 +157,22 @@ class ProbesConfig:
             for allowed, value in ((self.seeds, run.seed), (self.depths, run.depth), (self.fractions, run.fraction))
         )
 
+    def check(self, config: ExperimentConfig) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise UserInputError(f"val_fraction in [analyses.probes] must be in (0, 1), got {self.val_fraction:g}")
+        if self.max_features < 1:
+            raise UserInputError(f"max_features in [analyses.probes] must be >= 1, got {self.max_features}")
+        if not self.c_grid or any(not c > 0 for c in self.c_grid):
+            raise UserInputError(f"c_grid in [analyses.probes] must be positive numbers, got {list(self.c_grid)}")
+        if not any(self.wants(r) for r in config.runs):
+            raise UserInputError("[analyses.probes] selects no run of the grid (check its seeds, depths and fractions)")
+        if self.seeds is not None:
+            grid_seeds = sorted({r.seed for r in config.runs})
+            missing = [seed for seed in self.seeds if seed not in grid_seeds]
+            if missing:
+                raise UserInputError(f"seeds in [analyses.probes] lists seed(s) {missing} that no run of the grid has "
+                                     f"(the grid's seeds: {grid_seeds})")
+
 
 @dataclass(frozen=True)
 class PruneConfig:
@@ -156,6 +180,12 @@ class PruneConfig:
 
     finetune_epochs: int = 0
     finetune_lr: float = 0.01
+
+    def check(self, config: ExperimentConfig) -> None:
+        if not any(r.residual for r in config.runs):
+            raise UserInputError("[analyses.prune] deletes residual blocks, but the grid has no residual network")
+        if self.finetune_epochs < 0 or not self.finetune_lr > 0:
+            raise UserInputError("[analyses.prune]: finetune_epochs must be >= 0 and finetune_lr > 0")
 
 
 @dataclass(frozen=True)
@@ -166,6 +196,13 @@ class CrossSeedConfig:
     """
 
     pairs: Literal["first", "all"] = "first"
+
+    def check(self, config: ExperimentConfig) -> None:
+        if all(len(runs) < 2 for runs in config.groups.values()):
+            raise UserInputError(
+                "[analyses.cross_seed] compares seeds, but no architecture of the grid has 2 or more seeds; "
+                "add seeds to the grid"
+            )
 
 
 @dataclass(frozen=True)
@@ -192,22 +229,105 @@ class ErrorsConfig:
     num_permutations: int = 10_000
     seed: int = 0
 
+    def check(self, config: ExperimentConfig) -> None:
+        groups = config.groups
+        if self.population_a == self.population_b:
+            raise UserInputError("[analyses.errors]: population_a and population_b are the same architecture; compare "
+                                 "two different ones")
+        for key in ("population_a", "population_b"):
+            pop: PopulationConfig = getattr(self, key)
+            runs = groups.get(pop.label, [])
+            if not runs:
+                raise UserInputError(
+                    f"{key} in [analyses.errors] ({pop.label}) is not in the grid; the grid has {', '.join(groups)}"
+                )
+            if len(runs) < 2:
+                raise UserInputError(
+                    f"{key} in [analyses.errors] ({pop.label}) has {len(runs)} seed in the grid; comparing errors "
+                    "needs at least 2 seeds per population"
+                )
+        if not 0 < self.alpha < 1:
+            raise UserInputError(f"alpha in [analyses.errors] must be in (0, 1), got {self.alpha}")
+        if self.num_permutations < 1:
+            raise UserInputError(f"num_permutations in [analyses.errors] must be >= 1, got {self.num_permutations}")
 
-@dataclass(frozen=True)
-class AnalysesConfig:
-    """`[analyses]`: blocks always; the others when their table is present (or `= true`)."""
 
-    blocks: BlocksConfig = field(default_factory=BlocksConfig)
-    pca: PCAConfig | None = None
-    probes: ProbesConfig | None = None
-    prune: PruneConfig | None = None
-    cross_seed: CrossSeedConfig | None = None
-    errors: ErrorsConfig | None = None
+class AnalysesConfig(Mapping[str, Any]):
+    """`[analyses]`: the settings of each analysis that will run, by name (`registry.analysis_kinds`).
+
+    An analysis runs when its table is present (or ``name = true``), or, for one that is
+    on by default (blocks), always. ``config.analyses.pca`` is the PCA settings, or None
+    when PCA is off; iterating gives the names of the analyses that run, in plan order.
+
+    Args:
+        tables: {name: settings dataclass}; analyses on by default are added.
+    """
+
+    def __init__(self, tables: Mapping[str, Any] | None = None, **named: Any) -> None:
+        from ckatlas.experiment.registry import analysis_kinds
+
+        kinds = analysis_kinds()
+        given = {**(tables or {}), **named}
+        unknown = [name for name in given if name not in kinds]
+        if unknown:
+            raise UserInputError(f"unknown analysis {unknown[0]!r}; expected some of {', '.join(kinds)}")
+        self._tables = {
+            name: given[name] if given.get(name) is not None else kind.settings()
+            for name, kind in kinds.items()
+            if given.get(name) is not None or kind.default_on
+        }
+
+    @classmethod
+    def from_table(cls, table: Any, where: str = "[analyses]") -> AnalysesConfig:
+        """Validate the `[analyses]` table: each registered analysis' settings from its own sub-table."""
+        from ckatlas.experiment.registry import analysis_kinds
+
+        if not isinstance(table, Mapping):
+            raise UserInputError(f"{where} must be a table of analyses, got {table!r}")
+        kinds = analysis_kinds()
+        check_keys(table, kinds, where)
+        tables = {}
+        for name, value in table.items():
+            if value is False:
+                continue
+            tables[name] = from_table(kinds[name].settings, {} if value is True else value, f"[analyses.{name}]")
+        return cls(tables)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from ckatlas.experiment.registry import analysis_kinds
+
+        if name in analysis_kinds():
+            return self._tables.get(name)
+        raise AttributeError(f"{name!r} is not a registered analysis")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._tables[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AnalysesConfig) and self._tables == other._tables
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._tables.items(), key=lambda kv: kv[0])))
+
+    def __repr__(self) -> str:
+        return f"AnalysesConfig({self._tables!r})"
+
+    def replace(self, **changes: Any) -> AnalysesConfig:
+        """A copy with some analyses' settings replaced (None turns one off)."""
+        return AnalysesConfig({**self._tables, **changes})
 
     @property
     def enabled(self) -> list[str]:
         """Names of the analyses that will run."""
-        return ["blocks"] + [f.name for f in dataclasses.fields(self) if f.name != "blocks" and getattr(self, f.name)]
+        return list(self._tables)
 
 
 # -- one training run --------------------------------------------------------------------------
@@ -269,7 +389,7 @@ class ExperimentConfig:
     description: str = ""
     train: Mapping[str, Any] = field(default_factory=dict)
     cka: CKAConfig = field(default_factory=CKAConfig)
-    analyses: AnalysesConfig = field(default_factory=AnalysesConfig)
+    analyses: AnalysesConfig = field(default_factory=lambda: AnalysesConfig())
 
     @property
     def runs(self) -> list[RunSpec]:
@@ -330,7 +450,7 @@ class ExperimentConfig:
         analyses = self.analyses
         if analyses.probes is not None and analyses.probes.seeds is not None:
             probes = dataclasses.replace(analyses.probes, seeds=tuple(s + offset for s in analyses.probes.seeds))
-            analyses = dataclasses.replace(analyses, probes=probes)
+            analyses = analyses.replace(probes=probes)
         return self.replace(grid=grid, analyses=analyses, name=f"{self.name}-seed+{offset}")
 
     def with_data_dir(self, data_dir: str | Path | None) -> ExperimentConfig:
@@ -370,7 +490,7 @@ def config_from_dict(table: Mapping[str, Any], source: str = "the experiment") -
             grid=grids,
             train=_train_settings(table.get("train", {})),
             cka=from_table(CKAConfig, table.get("cka", {}), "[cka]"),
-            analyses=from_table(AnalysesConfig, table.get("analyses", {}), "[analyses]"),
+            analyses=AnalysesConfig.from_table(table.get("analyses", {})),
         )
         return _validate(config)
     except UserInputError as exc:
@@ -480,35 +600,10 @@ def _validate(config: ExperimentConfig) -> ExperimentConfig:
         where = "[grid]" if len(config.grid) == 1 else f"[[grid]] #{i + 1}"
         _check_grid(grid, where)
     _check_cka(config.cka)
-    _check_blocks(config.analyses.blocks)
-    groups = config.groups
-    if config.analyses.cross_seed is not None and all(len(runs) < 2 for runs in groups.values()):
-        raise UserInputError(
-            "[analyses.cross_seed] compares seeds, but no architecture of the grid has 2 or more seeds; "
-            "add seeds to the grid"
-        )
-    if config.analyses.errors is not None:
-        _check_errors(config.analyses.errors, groups)
-    probes, prune = config.analyses.probes, config.analyses.prune
-    if probes is not None and not 0 < probes.val_fraction < 1:
-        raise UserInputError(f"val_fraction in [analyses.probes] must be in (0, 1), got {probes.val_fraction:g}")
-    if probes is not None and probes.max_features < 1:
-        raise UserInputError(f"max_features in [analyses.probes] must be >= 1, got {probes.max_features}")
-    if probes is not None and (not probes.c_grid or any(not c > 0 for c in probes.c_grid)):
-        raise UserInputError(f"c_grid in [analyses.probes] must be positive numbers, got {list(probes.c_grid)}")
-    if probes is not None and not any(probes.wants(r) for r in config.runs):
-        raise UserInputError("[analyses.probes] selects no run of the grid (check its seeds, depths and fractions)")
-    if probes is not None and probes.seeds is not None:
-        grid_seeds = sorted({r.seed for r in config.runs})
-        missing = [seed for seed in probes.seeds if seed not in grid_seeds]
-        if missing:
-            raise UserInputError(f"seeds in [analyses.probes] lists seed(s) {missing} that no run of the grid has "
-                                 f"(the grid's seeds: {grid_seeds})")
-    if prune is not None:
-        if not any(r.residual for r in config.runs):
-            raise UserInputError("[analyses.prune] deletes residual blocks, but the grid has no residual network")
-        if prune.finetune_epochs < 0 or not prune.finetune_lr > 0:
-            raise UserInputError("[analyses.prune]: finetune_epochs must be >= 0 and finetune_lr > 0")
+    for settings in config.analyses.values():
+        check = getattr(settings, "check", None)
+        if check is not None:  # each analysis validates its own settings against the grid
+            check(config)
     return config
 
 
@@ -540,36 +635,6 @@ def _check_cka(cka: CKAConfig) -> None:
         raise UserInputError(f"passes in [cka] must be >= 1, got {cka.passes}")
     if cka.num_examples is not None and cka.num_examples < 4:
         raise UserInputError(f"num_examples in [cka] must be >= 4 (or left out for the whole test split), got {cka.num_examples}")
-
-
-def _check_blocks(blocks: BlocksConfig) -> None:
-    from ckatlas.analysis import find_blocks
-
-    try:  # find_blocks checks its own settings; a 2 x 2 identity is the cheapest matrix it accepts
-        find_blocks(np.eye(2), **{k: v for k, v in dataclasses.asdict(blocks).items() if k != "on"})
-    except UserInputError as exc:
-        raise UserInputError(f"[analyses.blocks]: {exc}") from None
-
-
-def _check_errors(errors: ErrorsConfig, groups: dict[str, list[RunSpec]]) -> None:
-    if errors.population_a == errors.population_b:
-        raise UserInputError("[analyses.errors]: population_a and population_b are the same architecture; compare two different ones")
-    for key in ("population_a", "population_b"):
-        pop: PopulationConfig = getattr(errors, key)
-        runs = groups.get(pop.label, [])
-        if not runs:
-            raise UserInputError(
-                f"{key} in [analyses.errors] ({pop.label}) is not in the grid; the grid has {', '.join(groups)}"
-            )
-        if len(runs) < 2:
-            raise UserInputError(
-                f"{key} in [analyses.errors] ({pop.label}) has {len(runs)} seed in the grid; comparing errors needs "
-                "at least 2 seeds per population"
-            )
-    if not 0 < errors.alpha < 1:
-        raise UserInputError(f"alpha in [analyses.errors] must be in (0, 1), got {errors.alpha}")
-    if errors.num_permutations < 1:
-        raise UserInputError(f"num_permutations in [analyses.errors] must be >= 1, got {errors.num_permutations}")
 
 
 __all__ = [

@@ -34,7 +34,7 @@ import torch
 
 from ckatlas.cpu import available_cores, command_threads, settle_allocator
 from ckatlas.errors import USER_ERRORS, UserInputError
-from ckatlas.experiment.plan import DRIVER_STEPS, Step
+from ckatlas.experiment.plan import Step, is_driver
 from ckatlas.experiment.steps import StepContext, execute
 
 EXECUTORS = ("local", "ray")
@@ -69,10 +69,10 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 def run_local(steps: Sequence[Step], ctx: StepContext, on_start: OnStart, on_done: OnDone,
               threads: int | None = None, jobs: int = 1) -> None:
     """Compute `steps` in order in this process, or in `jobs` worker processes (module docstring)."""
-    workers = [s for s in steps if s.kind not in DRIVER_STEPS]
+    workers = [s for s in steps if not is_driver(s)]
     if jobs > 1 and len(workers) > 1:
         _run_pool(workers, ctx, on_start, on_done, threads, jobs)
-        steps = [s for s in steps if s.kind in DRIVER_STEPS]
+        steps = [s for s in steps if is_driver(s)]
     with torch_threads(threads):
         for step in steps:
             on_start(step)
@@ -164,7 +164,7 @@ def run_ray(
         refs: dict[str, Any] = {}
         keys: dict[Any, Step] = {}
         for step in steps:
-            if step.kind in DRIVER_STEPS:
+            if is_driver(step):
                 continue
             heavy = step.uses_models
             device = ("cuda" if gpus_per_task else "cpu") if heavy else "cpu"
@@ -180,7 +180,7 @@ def run_ray(
         if started:
             ray.shutdown()
     for step in steps:
-        if step.kind in DRIVER_STEPS:
+        if is_driver(step):
             on_start(step)
             on_done(step, execute(step, ctx))
 

@@ -24,6 +24,7 @@ from ckatlas.errors import UserInputError
 from ckatlas.experiment.config import ExperimentConfig, load_config
 from ckatlas.experiment.executors import EXECUTORS, import_ray, run_local, run_ray
 from ckatlas.experiment.plan import Step, pending, plan
+from ckatlas.experiment.registry import step_kind
 from ckatlas.experiment.steps import StepContext, test_inputs
 from ckatlas.experiment.store import SUMMARY_FILE, ExperimentStore
 from ckatlas.train import resolve_device
@@ -120,7 +121,7 @@ def run_experiment(
     steps = plan(config)
     todo = pending(steps, store)
     for step in todo:  # outputs downstream of a missing piece are stale: never leave them to be trusted
-        if step.kind != "train":
+        if not step_kind(step.kind).resumable:
             for output in step.outputs:
                 store.path(output).unlink(missing_ok=True)
     result = ExperimentRun(store.root, skipped=[s.key for s in steps if s not in todo])
@@ -181,8 +182,9 @@ class _Log:
             print(text, file=sys.stderr, flush=True)
 
     def start(self, step: Step) -> None:
-        if step.kind == "train":
-            self.line(f"  training {step.runs[0].name} ...")
+        kind = step_kind(step.kind)
+        if kind.resumable:  # the long steps (training): say what is under way
+            self.line(f"  {kind.description or kind.kind}: {step.key} ...")
 
     def done(self, step: Step, seconds: float) -> None:
         self.count += 1

@@ -1,4 +1,16 @@
-"""What each step of an experiment computes (`execute`), in any process of any machine.
+"""The built-in step kinds, each registered once with its plan and its computation.
+
+    train/<run>          runs/<run>/                     (ckatlas.train)
+    cka/<run>            cka/<run>.npz                   <- train/<run>
+    cross/<a>__<b>       cka/<a>__<b>.npz                <- train/<a>, train/<b>      [analyses.cross_seed]
+    blocks/<run>         analysis/blocks/<run>.json      <- cka/<run>                 [analyses.blocks] (always)
+    stability/<group>    analysis/stability/<group>.json <- blocks/<run> of the group's seeds
+    pca/<run>            analysis/pca/<run>.npz          <- train/<run>               [analyses.pca]
+    probes/<run>         analysis/probes/<run>.json      <- train/<run>               [analyses.probes]
+    prune/<run>          analysis/prune/<run>.json       <- train/<run>, blocks/<run> [analyses.prune] (residual)
+    errors               analysis/errors.json            <- train/<run> of both populations  [analyses.errors]
+    summary              summary.json                    <- every other step
+    report               report/index.html               <- summary    (once ckatlas.report.html exists)
 
 A step reads only files under the experiment directory (and the dataset), and
 writes only its own outputs, atomically: it can run in this process, in a Ray
@@ -16,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,8 +37,17 @@ from ckatlas.analysis.pca import principal_components
 from ckatlas.analysis.probes import linear_probes
 from ckatlas.analysis.prune import prune_blocks
 from ckatlas.data import ImageData, load_dataset
-from ckatlas.experiment.config import DatasetConfig, ExperimentConfig
-from ckatlas.experiment.plan import REPORT_MODULE, Step
+from ckatlas.experiment.config import (
+    BlocksConfig,
+    CrossSeedConfig,
+    DatasetConfig,
+    ErrorsConfig,
+    ExperimentConfig,
+    PCAConfig,
+    ProbesConfig,
+    PruneConfig,
+)
+from ckatlas.experiment.registry import Step, StepKind, register_step, step_kind
 from ckatlas.experiment.store import SUMMARY_FILE, ExperimentStore
 from ckatlas.experiment.summary import build_summary
 from ckatlas.files import atomic_write_json
@@ -51,9 +73,9 @@ class StepContext:
 
 
 def execute(step: Step, ctx: StepContext) -> float:
-    """Compute `step` and write its outputs; returns the seconds it took."""
+    """Compute `step` (its registered kind's computation) and write its outputs; returns the seconds it took."""
     started = time.perf_counter()
-    _RUNNERS[step.kind](step, ctx, ExperimentStore(ctx.root))
+    step_kind(step.kind).compute(step, ctx, ExperimentStore(ctx.root))
     return time.perf_counter() - started
 
 
@@ -194,18 +216,81 @@ def _report(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
         writer(store.root)
 
 
-_RUNNERS: dict[str, Callable[[Step, StepContext, ExperimentStore], None]] = {
-    "train": _train,
-    "cka": _cka,
-    "cross": _cka,
-    "blocks": _blocks,
-    "stability": _stability,
-    "pca": _pca,
-    "probes": _probes,
-    "prune": _prune,
-    "errors": _errors,
-    "summary": _summary,
-    "report": _report,
-}
+# -- the plans ---------------------------------------------------------------------------------
+REPORT_MODULE = "ckatlas.report.html"  # provides write_report(experiment_dir), writing report/index.html
+_store = ExperimentStore
+
+
+def _per_run(kind: str, output: Callable[[str], str], needs: Callable[[str], tuple[str, ...]],
+             wants: Callable[[ExperimentConfig, Any], bool] = lambda config, run: True
+             ) -> Callable[[ExperimentConfig, list[Step]], list[Step]]:
+    """The plan of a kind with one step per run (those `wants` picks)."""
+    def plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]:
+        return [Step(kind, f"{kind}/{r.name}", (output(r.name),), needs(r.name), (r,))
+                for r in config.runs if wants(config, r)]
+    return plan
+
+
+def _cross_plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]:
+    from ckatlas.experiment.plan import cross_seed_pairs
+
+    return [Step("cross", f"cross/{a.name}__{b.name}", (_store.cka_file(a.name, b.name),),
+                 (f"train/{a.name}", f"train/{b.name}"), (a, b)) for a, b in cross_seed_pairs(config)]
+
+
+def _stability_plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]:
+    return [Step("stability", f"stability/{group}", (_store.stability_file(group),),
+                 tuple(f"blocks/{r.name}" for r in members), tuple(members))
+            for group, members in config.groups.items() if len(members) >= 2]
+
+
+def _errors_plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]:
+    errors = config.analyses.errors
+    members = tuple(r for pop in (errors.population_a, errors.population_b) for r in config.groups[pop.label])
+    return [Step("errors", "errors", (_store.errors_file(),), tuple(f"train/{r.name}" for r in members), members)]
+
+
+def _summary_plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]:
+    return [Step("summary", "summary", (SUMMARY_FILE,), tuple(s.key for s in earlier), tuple(config.runs))]
+
+
+def _report_plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]:
+    if importlib.util.find_spec(REPORT_MODULE) is None:
+        return []
+    return [Step("report", "report", ("report/index.html",), ("summary",), tuple(config.runs))]
+
+
+def _train_done(step: Step, store: ExperimentStore) -> bool:
+    return store.is_finished_run(step.runs[0].name)
+
+
+def _trained(name: str) -> tuple[str, ...]:
+    return (f"train/{name}",)
+
+
+for _kind in (
+    StepKind("train", _per_run("train", _store.run_dir, lambda name: ()), _train, uses_models=True, done=_train_done,
+             resumable=True, description="training"),
+    StepKind("cka", _per_run("cka", _store.cka_file, _trained), _cka, uses_models=True,
+             description="the model's within-model CKA heatmap"),
+    StepKind("cross", _cross_plan, _cka, settings=CrossSeedConfig, table="cross_seed", uses_models=True,
+             description="cross-seed CKA"),
+    StepKind("blocks", _per_run("blocks", _store.blocks_file, lambda name: (f"cka/{name}",)), _blocks,
+             settings=BlocksConfig, default_on=True, description="the block structure of the heatmap"),
+    StepKind("stability", _stability_plan, _stability, description="how the blocks of a group's seeds agree"),
+    StepKind("pca", _per_run("pca", _store.pca_file, _trained), _pca, settings=PCAConfig, uses_models=True,
+             description="first principal components"),
+    StepKind("probes", _per_run("probes", _store.probes_file, _trained, lambda c, r: c.analyses.probes.wants(r)),
+             _probes, settings=ProbesConfig, uses_models=True, description="linear probes"),
+    StepKind("prune", _per_run("prune", _store.prune_file, lambda name: (f"train/{name}", f"blocks/{name}"),
+                               lambda c, r: r.residual), _prune, settings=PruneConfig, uses_models=True,
+             description="block deletion"),
+    StepKind("errors", _errors_plan, _errors, settings=ErrorsConfig,
+             description="error comparison"),
+    StepKind("summary", _summary_plan, _summary, driver=True, description="summary.json"),
+    StepKind("report", _report_plan, _report, driver=True, description="report/index.html"),
+):
+    register_step(_kind)
+
 
 __all__ = ["StepContext", "execute", "report_writer", "test_inputs"]

@@ -9,7 +9,8 @@ written from disk. Paths are relative to the experiment directory.
       "models": [{"name", "arch", "depth", "width", "residual", "seed", "fraction",
                   "test_accuracy", "block_fraction", "blocks": [[start, end], ...],
                   "layers": [...], "num_parameters", "train_seconds",
-                  "paths": {"run", "cka", "blocks", and "pca", "probes", "prune" when computed}}, ...],
+                  "paths": {"run", "cka", "blocks", and the file of every other step of this model
+                            ("pca", "probes", "prune", or any registered analysis)}}, ...],
       "groups": [{"name", "arch", "depth", "width", "residual", "fraction", "runs": [...],
                   "test_accuracy_mean", "test_accuracy_std", "block_fraction_mean",
                   "block_fraction_std", "stability"}, ...],
@@ -44,7 +45,13 @@ _FORMAT = "ckatlas.ExperimentSummary"
 
 def build_summary(store: ExperimentStore, config: ExperimentConfig) -> dict[str, Any]:
     """The summary of a finished experiment (every step but the summary done)."""
-    models = [_model_entry(store, config, run) for run in config.runs]
+    from ckatlas.experiment.plan import plan
+
+    outputs: dict[str, dict[str, str]] = {}  # run -> {step kind: its output} for steps of one run
+    for step in plan(config):
+        if len(step.runs) == 1 and len(step.outputs) == 1:
+            outputs.setdefault(step.runs[0].name, {})[step.kind] = step.outputs[0]
+    models = [_model_entry(store, run, outputs.get(run.name, {})) for run in config.runs]
     by_name = {m["name"]: m for m in models}
     groups = [_group_entry(store, name, [by_name[r.name] for r in runs]) for name, runs in config.groups.items()]
     first_run = store.run(config.runs[0].name)
@@ -68,19 +75,12 @@ def build_summary(store: ExperimentStore, config: ExperimentConfig) -> dict[str,
     }
 
 
-def _model_entry(store: ExperimentStore, config: ExperimentConfig, run: RunSpec) -> dict[str, Any]:
+def _model_entry(store: ExperimentStore, run: RunSpec, outputs: dict[str, str]) -> dict[str, Any]:
+    """One model's entry; `outputs` maps the kinds of its own steps (train, cka, blocks, ...) to their file."""
     files = store.run(run.name)
     metrics, info = files.read_metrics(), files.read_info()
     blocks = BlockResult.load(store.path(store.blocks_file(run.name)))
-    analyses = config.analyses
-    paths = {
-        "run": store.run_dir(run.name),
-        "cka": store.cka_file(run.name),
-        "blocks": store.blocks_file(run.name),
-        "pca": store.pca_file(run.name) if analyses.pca is not None else None,
-        "probes": store.probes_file(run.name) if analyses.probes is not None and analyses.probes.wants(run) else None,
-        "prune": store.prune_file(run.name) if analyses.prune is not None and run.residual else None,
-    }
+    paths = {("run" if kind == "train" else kind): path for kind, path in outputs.items()}
     return {
         **run.to_dict(),
         "test_accuracy": metrics["final"]["test_accuracy"],
@@ -89,7 +89,7 @@ def _model_entry(store: ExperimentStore, config: ExperimentConfig, run: RunSpec)
         "layers": blocks.layer_names,
         "num_parameters": info["model"]["num_parameters"],
         "train_seconds": metrics["final"]["train_seconds"],
-        "paths": {k: v for k, v in paths.items() if v is not None},
+        "paths": paths,
     }
 
 

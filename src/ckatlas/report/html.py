@@ -14,12 +14,15 @@ style sheet is inline, so the file can be mailed or opened offline.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ckatlas import __version__
 from ckatlas.errors import UserInputError
+from ckatlas.experiment.registry import analysis_kinds
 from ckatlas.files import atomic_write_text
 from ckatlas.report._page import HOVER_SCRIPT, ReportData, Section, esc, para, table_html
 from ckatlas.report.analysis_sections import errors_section, pca_section, probes_section, prune_section
@@ -45,9 +48,9 @@ _SECTIONS: list[Callable[[ReportData], Section | None]] = [
     errors_section,
 ]
 
-# Analyses an experiment may leave out (keys of summary["analyses"]["enabled"]), as the report names them.
-_OPTIONAL = {"pca": "first principal components", "probes": "linear probes", "prune": "block deletion",
-             "cross_seed": "cross-seed CKA", "errors": "error comparison"}
+# The analyses ([analyses] tables) drawn by a section of their own above; every other registered
+# analysis gets the generic section (`registered_sections`).
+_OWN_SECTIONS = {"blocks", "pca", "probes", "prune", "cross_seed", "errors"}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1d1d1f;
@@ -91,7 +94,7 @@ def render_report(experiment_dir: str | os.PathLike) -> str:
         UserInputError: `experiment_dir` is no finished experiment (no summary.json).
     """
     data = ReportData(experiment_dir)
-    sections = [s for s in (build(data) for build in _SECTIONS) if s is not None]
+    sections = [s for s in (build(data) for build in _SECTIONS) if s is not None] + registered_sections(data)
     body = "".join(_section_html(s) for s in sections)
     toc = "".join(f'<a href="#{esc(s.anchor)}">{esc(s.title)}</a>' for s in sections)
     name = data.summary.get("name", "experiment")
@@ -152,9 +155,43 @@ def _header(data: ReportData) -> str:
             + f'<table class="meta">{meta}</table>')
 
 
+def registered_sections(data: ReportData) -> list[Section]:
+    """A generic section for each registered analysis without one of its own: each model's result
+    file and the plain values at its top level (JSON results)."""
+    enabled = data.summary.get("analyses", {}).get("enabled", [])
+    sections = []
+    for table, kind in analysis_kinds().items():
+        if table in _OWN_SECTIONS or table not in enabled:
+            continue
+        rows = []
+        for model in data.models:
+            path = model["paths"].get(kind.kind)
+            if path is None:
+                continue
+            values = data.load(_plain_values, path, [])
+            shown = "; ".join(f"{k} = {v}" for k, v in (values or {}).items()) or "–"
+            rows.append([esc(model["name"]), f"<code>{esc(path)}</code>", esc(shown)])
+        text = para(f"{kind.description or table} ([analyses.{table}]), one result per model.")
+        body = text + (table_html(["model", "result", "values"], rows) if rows else para("No results."))
+        sections.append(Section(f"analysis-{table}", kind.description or table, body))
+    return sections
+
+
+def _plain_values(path: Path) -> dict[str, Any]:
+    """The scalar top-level values of a JSON result (format tag left out); {} for other files."""
+    if path.suffix != ".json":
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        return {}
+    plain = {k: v for k, v in data.items() if k != "format" and isinstance(v, (str, int, float, bool))}
+    return {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in list(plain.items())[:8]}
+
+
 def _not_computed(data: ReportData) -> str:
     enabled = set(data.summary.get("analyses", {}).get("enabled", []))
-    missing = [label for key, label in _OPTIONAL.items() if key not in enabled]
+    missing = [kind.description or table for table, kind in analysis_kinds().items()
+               if not kind.default_on and table not in enabled]
     if not missing:
         return ""
     return para("Not computed in this experiment: " + ", ".join(missing)

@@ -1,0 +1,147 @@
+"""The step registry: every kind of experiment step, declared once beside its code.
+
+A step kind (`StepKind`) says what it is called, which settings table turns it on
+(``[analyses.<kind>]``: a frozen dataclass that *is* the table), which steps of a
+config it makes (`plan`: their outputs, what they read, which runs they concern),
+and how one step is computed (`compute`). The config parser, the plan, the executors,
+the summary and the report loop over the registry; nothing else spells step kinds.
+
+Adding an analysis is one module and one call:
+
+    @dataclass(frozen=True)
+    class MeanActivationConfig:           # [analyses.mean_activation]
+        layer: str = "pool"
+
+    def _plan(config, earlier):           # one step per run, after its training
+        return [Step("mean_activation", f"mean_activation/{r.name}", (f"analysis/mean_activation/{r.name}.json",),
+                     (f"train/{r.name}",), (r,)) for r in config.runs]
+
+    def _compute(step, ctx, store): ... write step.outputs[0] atomically ...
+
+    register_step(StepKind("mean_activation", _plan, _compute, settings=MeanActivationConfig, uses_models=True))
+
+An analysis without a section of its own in the report gets the report's generic
+section (its result file of each model). Worker processes (``jobs > 1``, Ray) import
+ckatlas afresh: register steps in a module they import, or run with ``jobs=1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ckatlas.experiment.config import ExperimentConfig, RunSpec
+
+
+@dataclass(frozen=True)
+class Step:
+    """One piece of an experiment.
+
+    Attributes:
+        kind: the registered kind ("train", "cka", "pca", ...).
+        key: unique name, "<kind>/<what>" (or the kind alone).
+        outputs: the files it writes, relative to the experiment directory ("train": the run folder).
+        needs: keys of the steps whose outputs it reads.
+        runs: the models it concerns.
+    """
+
+    kind: str
+    key: str
+    outputs: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+    runs: tuple[RunSpec, ...] = ()
+
+    @property
+    def uses_models(self) -> bool:
+        """Whether it trains or runs models (a GPU helps) rather than reading results."""
+        return step_kind(self.kind).uses_models
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """A kind of step (module docstring).
+
+    Attributes:
+        kind: its name, also the key of its settings table in ``[analyses]``.
+        plan: the steps of this kind, ``plan(config, earlier_steps)`` (called only when it is
+            on; `earlier_steps` are those of the kinds before it).
+        compute: computes one step: ``compute(step, ctx, store)`` writes the step's outputs.
+        settings: the dataclass of its ``[analyses.<table>]`` table; None when the kind has
+            no table and always runs (train, cka, summary, ...).
+        table: the name of that table (default: `kind`).
+        default_on: with a table, whether it runs when the table is absent (blocks).
+        uses_models: it runs models (placed on a GPU when there is one).
+        driver: it reads everything the others wrote and runs in the driver process, last.
+        done: whether one of its steps is finished, ``done(step, store)`` (None: every
+            output file exists).
+        resumable: a recomputed step keeps what it wrote before and resumes from it
+            (training); for other kinds a stale output is deleted before recomputing.
+        description: one line, for listings.
+    """
+
+    kind: str
+    plan: Callable[[ExperimentConfig, list[Step]], list[Step]]
+    compute: Callable[[Step, Any, Any], None]
+    settings: type | None = None
+    table: str | None = None
+    default_on: bool = False
+    uses_models: bool = False
+    driver: bool = False
+    done: Callable[[Step, Any], bool] | None = None
+    resumable: bool = False
+    description: str = ""
+
+
+    @property
+    def table_name(self) -> str:
+        """The key of its settings table in ``[analyses]``."""
+        return self.table or self.kind
+
+
+_KINDS: dict[str, StepKind] = {}
+
+
+def register_step(kind: StepKind) -> StepKind:
+    """Add a step kind; its steps come after those of every kind registered before it
+    (driver kinds, the summary and the report, always last)."""
+    if not isinstance(kind, StepKind):
+        raise TypeError(f"register_step takes a StepKind, got {type(kind).__name__}")
+    if kind.kind in _KINDS:
+        raise ValueError(f"a step kind {kind.kind!r} is already registered")
+    _KINDS[kind.kind] = kind
+    return kind
+
+
+def unregister_step(kind: str) -> None:
+    """Remove a step kind (for tests that register one of their own)."""
+    _KINDS.pop(kind, None)
+
+
+def _builtins() -> None:
+    import ckatlas.experiment.steps  # noqa: F401  (registers the built-in kinds)
+
+
+def step_kinds() -> list[StepKind]:
+    """Every registered kind, in plan order: registration order, driver kinds last."""
+    _builtins()
+    kinds = list(_KINDS.values())
+    return [k for k in kinds if not k.driver] + [k for k in kinds if k.driver]
+
+
+def step_kind(kind: str) -> StepKind:
+    """The registered kind named `kind`."""
+    _builtins()
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise KeyError(f"no step kind {kind!r} is registered; known: {', '.join(_KINDS)}") from None
+
+
+def analysis_kinds() -> dict[str, StepKind]:
+    """The kinds with a settings table, by table name (what ``[analyses]`` may hold)."""
+    return {k.table_name: k for k in step_kinds() if k.settings is not None}
+
+
+__all__ = ["Step", "StepKind", "analysis_kinds", "register_step", "step_kind", "step_kinds", "unregister_step"]
