@@ -56,6 +56,7 @@ from ckatlas.capture import (
     uncompiled,
 )
 from ckatlas.cka import MinibatchCKA
+from ckatlas.data.batches import batch_indices
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_open
 from ckatlas.results import NpzResult, read_result_npz
@@ -506,13 +507,10 @@ class Minibatches:
                     yield batch
             return
         x = self.inputs
-        size = _num_examples(x)
-        order = torch.randperm(size, generator=self.generator) if self.shuffle else None
-        for start in range(0, size, self.batch_size):
-            stop = min(start + self.batch_size, size)
-            if not self._usable(stop - start):
-                continue
-            yield _take(x, slice(start, stop) if order is None else order[start:stop])
+        for index in batch_indices(_num_examples(x), self.batch_size, generator=self.generator):
+            count = index.stop - index.start if isinstance(index, slice) else len(index)
+            if self._usable(count):
+                yield _take(x, index)
 
     def _usable(self, n: int) -> bool:
         if n >= MIN_BATCH:

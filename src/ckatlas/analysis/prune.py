@@ -35,16 +35,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ckatlas.cpu import training_threads
 from ckatlas.analysis.blocks import BlockResult
 from ckatlas.capture import model_device
-from ckatlas.data import iterate_batches, num_batches
 from ckatlas.errors import UserInputError
 from ckatlas.results import JsonResult
-from ckatlas.train import cosine_lr, predict
+from ckatlas.train import TrainConfig, fit, predict
 
 
 
@@ -302,26 +299,9 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
 def _finetune(
     model: nn.Module, data: Any, epochs: int, lr: float, batch_size: int, seed: int, device: torch.device
 ) -> None:
-    x, y = _split(data, "train")
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    drop_last = len(x) % batch_size == 1  # BatchNorm needs two examples in a batch
-    total = epochs * num_batches(len(x), batch_size, drop_last)
-    step = 0
-    model.train()
-    with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.cpu)
-        for _ in range(epochs):
-            for xb, yb in iterate_batches(x, y, batch_size, shuffle=True, generator=generator,
-                                          augment=getattr(data, "augmentation", None), device=device,
-                                          drop_last=drop_last):
-                for group in optimizer.param_groups:
-                    group["lr"] = cosine_lr(step, total, lr)
-                loss = F.cross_entropy(model(xb), yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-    model.eval()
+    """Fine-tune through the training loop: ckatlas's recipe (SGD momentum 0.9, weight decay 5e-4,
+    cosine from `lr`, the data's augmentation) for `epochs` epochs, no evaluation on the way."""
+    fit(model, data, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eval_every=0), device)
 
 
 __all__ = ["PruneResult", "PruneStep", "deletion_order", "mark_blocks", "prune_blocks"]

@@ -15,6 +15,22 @@ def num_batches(num_examples: int, batch_size: int, drop_last: bool = False) -> 
     return num_examples // batch_size if drop_last else -(-num_examples // batch_size)
 
 
+def batch_indices(
+    num_examples: int, batch_size: int, *, generator: torch.Generator | None = None, drop_last: bool = False
+) -> Iterator[slice | torch.Tensor]:
+    """The examples of each minibatch of one pass: consecutive slices, or (with a `generator`)
+    slices of one `torch.randperm` drawn from it when the pass starts. The one batch order of
+    ckatlas: training (`iterate_batches`) and CKA (`ckatlas.heatmap.Minibatches`) both use it.
+
+    Yields:
+        A `slice` (no generator) or an int64 index tensor on the generator's device.
+    """
+    order = torch.randperm(num_examples, generator=generator, device=generator.device) if generator else None
+    for b in range(num_batches(num_examples, batch_size, drop_last)):
+        part = slice(b * batch_size, min((b + 1) * batch_size, num_examples))
+        yield part if order is None else order[part]
+
+
 def iterate_batches(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -51,14 +67,10 @@ def iterate_batches(
     if (shuffle or augment is not None) and generator is None:
         raise UserInputError("shuffling and augmentation need an explicit torch.Generator")
     device = torch.device(device) if device is not None else x.device
-    n = x.shape[0]
-    order = torch.randperm(n, generator=generator, device=generator.device) if shuffle else None
-    for b in range(num_batches(n, batch_size, drop_last)):
-        if order is None:
-            xb, yb = x[b * batch_size : (b + 1) * batch_size], y[b * batch_size : (b + 1) * batch_size]
-        else:
-            idx = order[b * batch_size : (b + 1) * batch_size].to(x.device)
-            xb, yb = x[idx], y[idx]
+    for idx in batch_indices(x.shape[0], batch_size, generator=generator if shuffle else None, drop_last=drop_last):
+        if isinstance(idx, torch.Tensor):
+            idx = idx.to(x.device)
+        xb, yb = x[idx], y[idx]
         xb = xb.to(device, non_blocking=True)
         yb = yb.to(device, non_blocking=True)
         if augment is not None:
@@ -66,4 +78,4 @@ def iterate_batches(
         yield xb, yb
 
 
-__all__ = ["iterate_batches", "num_batches"]
+__all__ = ["batch_indices", "iterate_batches", "num_batches"]

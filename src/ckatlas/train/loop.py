@@ -246,6 +246,28 @@ def _epochs(
         bar.close()
 
 
+def fit(
+    model: nn.Module, data: ImageData, config: TrainConfig, device: str | torch.device | None = None,
+    *, quiet: bool = True,
+) -> list[dict[str, Any]]:
+    """Train an in-memory `model` on `data` as `train` would (its optimiser, schedule, decay and
+    augmentation from `config`), without a run directory; returns the per-epoch records.
+
+    For fine-tuning (block deletion): ``fit(pruned, data, TrainConfig(epochs=2, lr=0.01, eval_every=0))``.
+    The model ends in eval mode.
+    """
+    config = replace(config, dataset=getattr(data, "name", config.dataset)).resolved()
+    device = resolve_device(device)
+    optimizer = torch.optim.SGD(
+        parameter_groups(model, config), lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
+    )
+    generator = torch.Generator().manual_seed(_seeds(config.seed)[1])
+    with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.cpu)
+        history = list(_epochs(model, optimizer, data, config, device, generator, 0, quiet))
+    model.eval()
+    return history
+
+
 def train(
     config: TrainConfig,
     out_dir: str | Path,
@@ -336,4 +358,4 @@ def train(
     return TrainResult.load(run_dir)
 
 
-__all__ = ["cosine_lr", "learning_rate", "parameter_groups", "train"]
+__all__ = ["cosine_lr", "fit", "learning_rate", "parameter_groups", "train"]
