@@ -273,6 +273,18 @@ def test_prune_steps_skip_networks_without_residual_connections():
     assert pruned and all(r.residual for r in pruned)
 
 
+def test_prune_can_be_limited_to_some_runs_and_follows_a_seed_offset():
+    table = {**_base(), "analyses": {"prune": {"depths": [14], "seeds": [1]}}}
+    config = config_from_dict(table)
+    pruned = [s.runs[0] for s in plan(config) if s.kind == "prune"]
+    assert sorted((r.depth, r.width, r.seed) for r in pruned) == [(14, 0.25, 1), (14, 0.5, 1)]
+    shifted = config.with_seed_offset(10)
+    assert shifted.analyses.prune.seeds == (11,)
+    assert sorted(r.seed for s in plan(shifted) if s.kind == "prune" for r in s.runs) == [11, 11]
+    table["analyses"]["prune"] = {"depths": [20]}
+    assert "[analyses.prune] selects no run of the grid" in _error(table)
+
+
 def test_cifar_without_data_dir_fails_before_any_work(tmp_path):
     config = config_from_dict({**_base(), "dataset": {"name": "cifar10"}})
     with pytest.raises(UserInputError, match="cifar10 dataset needs a data directory"):

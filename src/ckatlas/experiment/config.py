@@ -133,7 +133,40 @@ class PCAConfig:
 
 
 @dataclass(frozen=True)
-class ProbesConfig:
+class RunSelection:
+    """Which runs an analysis takes: those with these `seeds`, `depths` and training `fractions`
+    (each None: any). For analyses too costly for every model of a large grid."""
+
+    seeds: tuple[int, ...] | None = None
+    depths: tuple[int, ...] | None = None
+    fractions: tuple[float, ...] | None = None
+
+    def wants(self, run: RunSpec) -> bool:
+        """Whether `run` is selected."""
+        return all(
+            allowed is None or value in allowed
+            for allowed, value in ((self.seeds, run.seed), (self.depths, run.depth), (self.fractions, run.fraction))
+        )
+
+    def check_selection(self, config: ExperimentConfig, where: str) -> None:
+        if not any(self.wants(r) for r in config.runs):
+            raise UserInputError(f"{where} selects no run of the grid (check its seeds, depths and fractions)")
+        if self.seeds is not None:
+            grid_seeds = sorted({r.seed for r in config.runs})
+            missing = [seed for seed in self.seeds if seed not in grid_seeds]
+            if missing:
+                raise UserInputError(f"seeds in {where} lists seed(s) {missing} that no run of the grid has "
+                                     f"(the grid's seeds: {grid_seeds})")
+
+    def shifted(self, offset: int) -> RunSelection:
+        """The same selection with every seed s as s + `offset` (`ExperimentConfig.with_seed_offset`)."""
+        if self.seeds is None:
+            return self
+        return dataclasses.replace(self, seeds=tuple(s + offset for s in self.seeds))
+
+
+@dataclass(frozen=True)
+class ProbesConfig(RunSelection):
     """`[analyses.probes]`: a linear probe on each layer of each model (`linear_probes`).
 
     Probes train on the model's own training examples and are scored on the test split.
@@ -145,43 +178,28 @@ class ProbesConfig:
     val_fraction: float = 0.2
     max_features: int = 4096
     seed: int = 0
-    seeds: tuple[int, ...] | None = None
-    depths: tuple[int, ...] | None = None
-    fractions: tuple[float, ...] | None = None
     c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
-    def wants(self, run: RunSpec) -> bool:
-        """Whether `run` gets probes."""
-        return all(
-            allowed is None or value in allowed
-            for allowed, value in ((self.seeds, run.seed), (self.depths, run.depth), (self.fractions, run.fraction))
-        )
-
     def check(self, config: ExperimentConfig) -> None:
+        self.check_selection(config, "[analyses.probes]")
         if not 0 < self.val_fraction < 1:
             raise UserInputError(f"val_fraction in [analyses.probes] must be in (0, 1), got {self.val_fraction:g}")
         if self.max_features < 1:
             raise UserInputError(f"max_features in [analyses.probes] must be >= 1, got {self.max_features}")
         if not self.c_grid or any(not c > 0 for c in self.c_grid):
             raise UserInputError(f"c_grid in [analyses.probes] must be positive numbers, got {list(self.c_grid)}")
-        if not any(self.wants(r) for r in config.runs):
-            raise UserInputError("[analyses.probes] selects no run of the grid (check its seeds, depths and fractions)")
-        if self.seeds is not None:
-            grid_seeds = sorted({r.seed for r in config.runs})
-            missing = [seed for seed in self.seeds if seed not in grid_seeds]
-            if missing:
-                raise UserInputError(f"seeds in [analyses.probes] lists seed(s) {missing} that no run of the grid has "
-                                     f"(the grid's seeds: {grid_seeds})")
 
 
 @dataclass(frozen=True)
-class PruneConfig:
-    """`[analyses.prune]`: delete residual blocks from the end of each stage (`prune_blocks`)."""
+class PruneConfig(RunSelection):
+    """`[analyses.prune]`: delete residual blocks from the end of each stage (`prune_blocks`);
+    `seeds`, `depths`, `fractions` limit it to some runs (default: every residual run)."""
 
     finetune_epochs: int = 0
     finetune_lr: float = 0.01
 
     def check(self, config: ExperimentConfig) -> None:
+        self.check_selection(config, "[analyses.prune]")
         if not any(r.residual for r in config.runs):
             raise UserInputError("[analyses.prune] deletes residual blocks, but the grid has no residual network")
         if self.finetune_epochs < 0 or not self.finetune_lr > 0:
@@ -447,10 +465,9 @@ class ExperimentConfig:
         if offset == 0:
             return self
         grid = tuple(dataclasses.replace(g, seeds=tuple(s + offset for s in g.seeds)) for g in self.grid)
-        analyses = self.analyses
-        if analyses.probes is not None and analyses.probes.seeds is not None:
-            probes = dataclasses.replace(analyses.probes, seeds=tuple(s + offset for s in analyses.probes.seeds))
-            analyses = analyses.replace(probes=probes)
+        analyses = self.analyses.replace(**{
+            name: settings.shifted(offset) for name, settings in self.analyses.items() if isinstance(settings, RunSelection)
+        })
         return self.replace(grid=grid, analyses=analyses, name=f"{self.name}-seed+{offset}")
 
     def with_data_dir(self, data_dir: str | Path | None) -> ExperimentConfig:
