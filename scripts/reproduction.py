@@ -40,11 +40,12 @@ def claims_table(root: Path, permutations: int) -> str:
     for key in ("width", "depth", "data"):
         claim = result[key]
         for row in claim.details.get("sweep", []):
-            sweeps.append(f"| {key} | {row['threshold']} | {row['rho']:+.2f} | {row['p_value']:.3g} | "
+            sweeps.append(f"| {key} | {row['on']} | {row['threshold']} | {row['rho']:+.2f} | {row['p_value']:.3g} | "
                           f"{row['mean_block_fraction']:.2f} |")
     if sweeps:
         lines += ["", "Threshold sweep (the detector re-run on the saved heatmaps):", "",
-                  "| claim | threshold | mean rho | p | mean block fraction |", "|---|---:|---:|---:|---:|", *sweeps]
+                  "| claim | rows | threshold | mean rho | p | mean block fraction |", "|---|---|---:|---:|---:|---:|",
+                  *sweeps]
     extra = []
     for c in result.claims:
         details = {k: v for k, v in c.details.items() if k not in ("sweep", "strata") and v is not None}

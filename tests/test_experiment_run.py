@@ -340,7 +340,8 @@ def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tm
         assert width.value == pytest.approx(expected.statistic) and width.p_value == pytest.approx(expected.p_value)
     else:
         assert width.holds is False and "does not vary" in width.note
-    assert [s["threshold"] for s in width.details["sweep"]] == [0.8, 0.85, 0.9, 0.95, 0.97]
+    assert [(s["on"], s["threshold"]) for s in width.details["sweep"]] == [
+        (on, t) for on in ("heatmap", "block-outputs") for t in (0.8, 0.85, 0.9, 0.95, 0.97)]
     for key in ("depth", "data"):  # one depth, one fraction: nothing to test, and it says so
         assert result[key].holds is None and "same" in result[key].note
     errors = ErrorComparison.load(root / "analysis" / "errors.json")

@@ -11,8 +11,9 @@ distributional assumption; a claim holds when p <= `alpha`.
 
 1. ``width`` / ``depth``: block fraction grows with width (within each depth and
    training fraction) and with depth (within each width and fraction): `trend_test`.
-   Also at each threshold of a sweep (the block detector re-run on the saved heatmaps),
-   so that a verdict that rests on one threshold shows.
+   Also at each threshold of a sweep, on every layer and on the block outputs only (the
+   block detector re-run on the saved heatmaps), so that a verdict that rests on one
+   threshold or one choice of rows shows.
 2. ``data``: block fraction falls as the training fraction grows (within each depth x
    width): `trend_test`, decreasing.
 3. ``pc1-variance``: in models with a block, the first PC explains more of the variance
@@ -49,6 +50,7 @@ from ckatlas.files import read_json
 from ckatlas.heatmap import CKAResult
 
 DEFAULT_SWEEP = (0.8, 0.85, 0.9, 0.95, 0.97)
+DETECTORS = ("heatmap", "block-outputs")  # the rows `[analyses.blocks] on` can find blocks in
 
 
 @dataclass
@@ -149,6 +151,8 @@ class _Context:
         self.permutations, self.seed = permutations, seed
         self.models = [m for m in summary["models"] if m.get("residual", True)]
         self._blocks: dict[str, BlockResult] = {}
+        self._heatmaps: dict[str, CKAResult] = {}
+        self._outputs: dict[str, list[str]] = {}
 
     # -- shared ----------------------------------------------------------------------------
     def blocks(self, model: dict[str, Any]) -> BlockResult:
@@ -203,24 +207,41 @@ class _Context:
 
     def sweep(self, models: list[dict[str, Any]], factor: str, labels: list[tuple], thresholds: Sequence[float],
               direction: str) -> list[dict[str, Any]]:
-        """The trend test with the block detector re-run at each threshold (other settings as used)."""
+        """The trend test with the block detector re-run at each threshold, on every layer of the
+        heatmap and on the block outputs only (tolerance and minimum size as used)."""
         out = []
-        for threshold in thresholds:
-            values = [self._block_fraction_at(m, threshold) for m in models]
-            test = trend_test(values, [m[factor] for m in models], labels, direction=direction,
-                              num_permutations=self.permutations, seed=self.seed)
-            out.append({"threshold": threshold, "rho": test.statistic, "p_value": test.p_value,
-                        "mean_block_fraction": float(np.mean(values))})
+        for on in DETECTORS:
+            for threshold in thresholds:
+                values = [self._block_fraction_at(m, threshold, on) for m in models]
+                test = trend_test(values, [m[factor] for m in models], labels, direction=direction,
+                                  num_permutations=self.permutations, seed=self.seed)
+                out.append({"on": on, "threshold": threshold, "rho": test.statistic, "p_value": test.p_value,
+                            "mean_block_fraction": float(np.mean(values))})
         return out
 
-    def _block_fraction_at(self, model: dict[str, Any], threshold: float) -> float:
+    def _block_fraction_at(self, model: dict[str, Any], threshold: float, on: str) -> float:
         used = self.blocks(model)
-        cka = CKAResult.load(self.root / model["paths"]["cka"])
-        names = used.layer_names
+        cka = self._cka(model)
+        layers = None
+        if on == "block-outputs":
+            outputs = set(self._block_outputs(model))
+            layers = [i for i, name in enumerate(cka.layers_a) if name in outputs]
         again = find_blocks(cka.matrix, threshold=threshold, tolerance=used.tolerance, min_size=used.min_size,
-                            min_fraction=0.0, layers=used.layer_indices, layer_names=cka.layers_a)
-        assert names is None or again.layer_names == names
+                            min_fraction=0.0, layers=layers, layer_names=cka.layers_a)
         return again.block_fraction
+
+    def _cka(self, model: dict[str, Any]) -> CKAResult:
+        if model["name"] not in self._heatmaps:
+            self._heatmaps[model["name"]] = CKAResult.load(self.root / model["paths"]["cka"])
+        return self._heatmaps[model["name"]]
+
+    def _block_outputs(self, model: dict[str, Any]) -> list[str]:
+        """The residual stream's layer names of `model` (`model.layer_names("blocks")`)."""
+        if model["name"] not in self._outputs:
+            from ckatlas.train import load_run
+
+            self._outputs[model["name"]] = load_run(self.root / model["paths"]["run"]).model.layer_names("blocks")
+        return self._outputs[model["name"]]
 
     # -- claim 3 ----------------------------------------------------------------------------
     def _pca(self, model: dict[str, Any]) -> tuple[PCAResult, np.ndarray, np.ndarray] | None:
