@@ -1,21 +1,26 @@
 """A/B of `GramTaps` across git revisions: hook cost over plain forward passes, interleaved.
 
 This machine's speed drifts by up to 1.6x within minutes, so two separate benchmark runs
-cannot show a 5-10% change. Here every revision's `ckatlas.capture` module (read with
-`git show REV:src/ckatlas/capture.py`, so the rest of the package is the working tree's)
-taps the same model in the same process, round after round: plain forward passes, then
+cannot show a 5-10% change. Here every revision's `ckatlas` package (read with
+`git archive REV src/ckatlas`)
+taps the same model in the same process (each revision's package imported under a name of
+its own), round after round: plain forward passes, then
 each revision's hooked forward passes with `stacked()`, the ratio taken within the round;
 the median and the best over the rounds are printed side by side.
 
     python benchmarks/ab_gramtaps.py b7fcfc9 HEAD                 # ResNet-56, "all", random weights
     python benchmarks/ab_gramtaps.py b7fcfc9 HEAD --layers blocks --calibrated
-    python benchmarks/ab_gramtaps.py HEAD WORKTREE --rounds 12     # WORKTREE: the file as it is now
+    python benchmarks/ab_gramtaps.py HEAD WORKTREE --rounds 12     # WORKTREE: the package as it is now
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
+import io
+import re
+import shutil
+import tarfile
 import statistics
 import subprocess
 import sys
@@ -35,24 +40,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_heatmap import _calibrate  # noqa: E402  (a script beside this one)
 
 ROOT = Path(__file__).resolve().parents[1]
-CAPTURE = "src/ckatlas/capture.py"
 
 
 def _module(rev: str, folder: Path) -> ModuleType:
-    """`ckatlas.capture` as of `rev` ("WORKTREE": the working tree's file), as a module of its own."""
+    """`ckatlas.capture` as of `rev` ("WORKTREE": the working tree), from a copy of that
+    revision's whole package under a name of its own (every `ckatlas` import renamed), so
+    that revisions where capture is one file and where it is a package compare alike."""
+    name = f"ckatlas_rev{len(list(folder.iterdir()))}"
+    target = folder / name
     if rev == "WORKTREE":
-        source = (ROOT / CAPTURE).read_text()
+        shutil.copytree(ROOT / "src" / "ckatlas", target, ignore=shutil.ignore_patterns("__pycache__"))
     else:
-        source = subprocess.run(
-            ["git", "show", f"{rev}:{CAPTURE}"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout
-    path = folder / f"capture_{len(list(folder.iterdir()))}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        archive = subprocess.run(["git", "archive", rev, "src/ckatlas"], cwd=ROOT, capture_output=True,
+                                 check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(folder / "extract", filter="data")
+        shutil.move(folder / "extract" / "src" / "ckatlas", target)
+    for path in target.rglob("*.py"):
+        text = path.read_text()
+        path.write_text(re.sub(r"\b(from|import) ckatlas\b", rf"\1 {name}", text))
+    sys.path.insert(0, str(folder))
+    return importlib.import_module(f"{name}.capture")
 
 
 def main() -> None:

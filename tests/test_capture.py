@@ -20,7 +20,7 @@ from ckatlas.capture import (
     pick_tensor,
     resolve_layers,
 )
-from ckatlas.capture import _double_centred, _full_precision, _product_nt, _self_product
+from ckatlas.cka.products import double_centred, full_precision, product_nt, self_product
 from ckatlas.cka import MinibatchCKA, gram_linear
 from ckatlas.errors import UserInputError
 from ckatlas.models import create_model
@@ -239,7 +239,7 @@ def test_inference_restores_each_flag_even_on_error() -> None:
 @pytest.mark.parametrize("n,p", [(5, 300), (128, 300), (256, 1024), (300, 2048), (512, 1100)])
 def test_blocked_self_product_equals_plain_product(n: int, p: int) -> None:
     x = torch.randn(n, p)
-    gram, ref = _self_product(x), x.double() @ x.double().T
+    gram, ref = self_product(x), x.double() @ x.double().T
     torch.testing.assert_close(gram.double(), ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
     if n >= 256 and p >= 1024:  # the blocked path (a plain product need not be exactly symmetric)
         assert torch.equal(gram, gram.T)
@@ -249,7 +249,7 @@ def test_blocked_self_product_equals_plain_product(n: int, p: int) -> None:
 def test_cpu_product_is_float32_accurate(shape: tuple[int, int]) -> None:
     a, b = torch.randn(*shape), torch.randn(shape[0] // 2 + 1, shape[1])
     ref = a.double() @ b.double().T
-    got = _product_nt(a, b)
+    got = product_nt(a, b)
     assert got.dtype == torch.float32
     # float32 accumulation: error well inside 1e-5 of the largest entry (bf16 would be ~1e-2)
     assert float((got.double() - ref).abs().max()) < 1e-5 * float(ref.abs().max())
@@ -263,7 +263,7 @@ def test_grams_stay_float32_under_reduced_matmul_precision() -> None:
     torch.set_float32_matmul_precision("medium")
     try:
         before = torch.backends.mkldnn.matmul.fp32_precision
-        with _full_precision(torch.device("cpu")):
+        with full_precision(torch.device("cpu")):
             assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
         names, grams = _grams(model, "blocks", x)
         assert torch.backends.mkldnn.matmul.fp32_precision == before
@@ -363,7 +363,7 @@ def test_double_centring_equals_centring_matrix_products() -> None:
     x = torch.randn(9, 30, dtype=torch.float64) + 5.0
     g = x @ x.T
     h = torch.eye(9, dtype=torch.float64) - 1.0 / 9
-    torch.testing.assert_close(_double_centred(g.clone()), h @ g @ h)
+    torch.testing.assert_close(double_centred(g.clone()), h @ g @ h)
 
 
 def test_uncentred_grams_are_used_while_accurate_and_dropped_when_a_mean_jumps() -> None:
