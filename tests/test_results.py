@@ -10,7 +10,7 @@ import pytest
 
 from ckatlas.analysis import BlockResult, ErrorComparison, find_blocks
 from ckatlas.analysis.across import AveragedCKA, LayerMatch, average_heatmaps, match_layers
-from ckatlas.analysis.blocks import BlockStability, block_stability
+from ckatlas.analysis.stability import BlockStability, block_stability
 from ckatlas.analysis.pca import PCAResult
 from ckatlas.analysis.probes import ProbeResult
 from ckatlas.analysis.prune import PruneResult

@@ -5,7 +5,8 @@ Each analysis is a module with pure functions and a result dataclass that saves 
 """
 
 from ckatlas.analysis.across import AveragedCKA, LayerMatch, average_heatmaps, match_layers, population_cka
-from ckatlas.analysis.blocks import Block, BlockResult, BlockStability, block_stability, find_blocks
+from ckatlas.analysis.blocks import Block, BlockResult, find_blocks
+from ckatlas.analysis.stability import BlockStability, block_stability
 from ckatlas.analysis.errors import (
     ErrorComparison,
     ExampleLevel,

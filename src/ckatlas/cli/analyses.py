@@ -41,7 +41,7 @@ def add_blocks(sub: argparse._SubParsersAction) -> None:
         ],
     )
     p.add_argument("matrices", nargs="+", metavar="MATRIX", help=".npy or .npz CKA matrix of one model")
-    p.add_argument("--threshold", type=positive_float, default=0.85, help="CKA that counts as similar (default 0.85)")
+    p.add_argument("--threshold", type=positive_float, default=0.9, help="CKA that counts as similar (default 0.9)")
     p.add_argument("--tolerance", type=float, default=0.1, help="share of a layer's partners allowed below it (0.1)")
     p.add_argument("--min-size", type=positive_int, default=3, help="smallest block, in layers (default 3)")
     p.add_argument("--min-fraction", type=float, default=0.1, help="smallest block, share of layers (default 0.1)")

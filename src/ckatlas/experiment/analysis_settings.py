@@ -29,7 +29,7 @@ class BlocksConfig:
     itself is a run of stream layers with uniformly high CKA.
     """
 
-    threshold: float = 0.85
+    threshold: float = 0.9
     tolerance: float = 0.1
     min_size: int = 3
     min_fraction: float = 0.1

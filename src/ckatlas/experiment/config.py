@@ -26,7 +26,7 @@
     num_examples = 256           # test examples the heatmaps are computed on (default: all)
 
     [analyses.blocks]            # always run (summary.json needs block_fraction)
-    threshold = 0.85
+    threshold = 0.9
     [analyses.pca]               # a table (or `pca = true`) turns an analysis on: pca, probes,
                                  # prune (residual nets only), cross_seed, errors
     [analyses.errors]

@@ -13,7 +13,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ckatlas.analysis.blocks import BlockResult, BlockStability
+from ckatlas.analysis.blocks import BlockResult
+from ckatlas.analysis.stability import BlockStability
 from ckatlas.report.heatmap_figures import plot_heatmap
 
 

@@ -1,0 +1,116 @@
+"""The minibatches of one pass over a user's inputs (`Minibatches`): a Tensor or array
+(N, ...), a dict of them (a tokenizer's output), or any iterable of batches. Sliced inputs
+follow ckatlas's one batch order (`ckatlas.data.batch_indices`); batches with fewer than
+`MIN_BATCH` examples are skipped with one warning."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ckatlas.capture.calls import as_tensor, batch_len
+from ckatlas.data.batches import batch_indices
+from ckatlas.errors import UserInputError
+from ckatlas.seeding import make_generator
+
+MIN_BATCH = 4  # the unbiased HSIC estimator needs n >= 4
+
+
+class Minibatches:
+    """The minibatches of one pass over `inputs` (module docstring), for as many passes as asked (`epoch`)."""
+
+    def __init__(self, inputs: Any, batch_size: int, shuffle: bool, seed: int) -> None:
+        inputs = _sliceable(inputs)
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, (torch.Tensor, Mapping, Iterable)):
+            raise UserInputError(
+                f"inputs must be a Tensor or array (N, ...), a dict of them, or an iterable of batches, "
+                f"got {type(inputs).__name__}"
+            )
+        self.inputs, self.batch_size, self.shuffle = inputs, batch_size, shuffle
+        self.sliced = isinstance(inputs, (torch.Tensor, Mapping))
+        self.one_shot = not self.sliced and iter(inputs) is inputs
+        self.generator = make_generator(seed) if self.sliced and shuffle else None
+        self._warned = False
+        if self.sliced:
+            size = _num_examples(inputs)
+            if size < MIN_BATCH:
+                shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else {
+                    k: tuple(v.shape) for k, v in inputs.items()}
+                raise UserInputError(
+                    f"inputs must hold at least {MIN_BATCH} examples along the first dimension, got shape {shape}"
+                )
+            if batch_size < MIN_BATCH:
+                raise UserInputError(
+                    f"batch_size must be at least {MIN_BATCH} (the unbiased HSIC estimator needs {MIN_BATCH} examples "
+                    f"per minibatch), got {batch_size}; the paper uses 256"
+                )
+            full, rest = divmod(size, batch_size)
+            self.count: int | None = full + (rest >= MIN_BATCH)
+        else:
+            self.count = len(inputs) if hasattr(inputs, "__len__") else None
+
+    def epoch(self) -> Iterator[Any]:
+        if not self.sliced:
+            for batch in self.inputs:
+                if self._usable(batch_len(batch)):
+                    yield batch
+            return
+        x = self.inputs
+        for index in batch_indices(_num_examples(x), self.batch_size, generator=self.generator):
+            count = index.stop - index.start if isinstance(index, slice) else len(index)
+            if self._usable(count):
+                yield _take(x, index)
+
+    def _usable(self, n: int) -> bool:
+        if n >= MIN_BATCH:
+            return True
+        if not self._warned:
+            which = "the final batch" if self.sliced else "a batch"
+            warnings.warn(
+                f"{which} of {n} example(s) is skipped: minibatch CKA needs at least {MIN_BATCH} per batch",
+                UserWarning,
+                stacklevel=4,
+            )
+            self._warned = True
+        return False
+
+
+def _sliceable(inputs: Any) -> Any:
+    """A Tensor for an array; a dict of Tensors (examples first, all the same count) for a dict; else as is."""
+    if isinstance(inputs, np.ndarray):
+        return as_tensor(inputs)
+    if not isinstance(inputs, Mapping):
+        return inputs
+    out: dict[str, torch.Tensor] = {}
+    for key, value in inputs.items():
+        if isinstance(value, np.ndarray):
+            value = as_tensor(value)
+        if not isinstance(value, torch.Tensor) or value.ndim == 0:
+            raise UserInputError(
+                f"inputs[{key!r}] is a {type(value).__name__}: a dict of inputs must hold Tensors or arrays with the "
+                "examples first (from a tokenizer: padding=True, return_tensors='pt')"
+            )
+        out[str(key)] = value
+    if not out:
+        raise UserInputError("inputs is an empty dict; expected e.g. {'input_ids': ..., 'attention_mask': ...}")
+    sizes = {key: len(value) for key, value in out.items()}
+    if len(set(sizes.values())) > 1:
+        raise UserInputError(f"the tensors of a dict of inputs must hold the same number of examples, got {sizes}")
+    return out
+
+
+def _num_examples(x: torch.Tensor | Mapping[str, torch.Tensor]) -> int:
+    if isinstance(x, torch.Tensor):
+        return len(x) if x.ndim else 0
+    return len(next(iter(x.values())))
+
+
+def _take(x: torch.Tensor | Mapping[str, torch.Tensor], index: slice | torch.Tensor) -> Any:
+    """The examples `index` of a Tensor or of every Tensor of a dict."""
+    if isinstance(x, torch.Tensor):
+        return x[index] if isinstance(index, slice) else x[index.to(x.device)]
+    return {k: v[index] if isinstance(index, slice) else v[index.to(v.device)] for k, v in x.items()}
