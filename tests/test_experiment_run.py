@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -350,3 +353,39 @@ def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tm
     assert main(["claims", str(root), "--permutations", "500", "--out", str(tmp_path / "claims.json")]) == 0
     out = capsys.readouterr().out
     assert "width" in out and json.loads((tmp_path / "claims.json").read_text())["format"] == "ckatlas.Claims"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads a process's children from /proc (Linux)")
+def test_a_killed_run_stops_its_worker_processes(tmp_path):
+    """`kill` (SIGTERM) of `ckatlas run --jobs 2` ends its workers too, not only itself."""
+    config = tmp_path / "e.toml"
+    config.write_text('name = "t"\n[dataset]\nname = "digits"\n[[grid]]\ndepths = [8]\nwidths = [0.25]\n'
+                      'seeds = [0, 1]\n[train]\nepochs = 500\n')
+    proc = subprocess.Popen([sys.executable, "-m", "ckatlas.cli", "run", str(config), "--out", str(tmp_path / "out"),
+                             "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    children: list[int] = []
+    deadline = time.monotonic() + 120
+    while len(children) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        children = [int(c) for path in Path(f"/proc/{proc.pid}/task").glob("*/children")
+                    for c in path.read_text().split()]
+    assert len(children) >= 2, proc.communicate()[0] if proc.poll() is not None else "no workers started"
+    time.sleep(1.0)  # the workers are inside their first training step
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 30
+    alive = children
+    while alive and time.monotonic() < deadline:
+        alive = [c for c in alive if Path(f"/proc/{c}").exists() and "Z" not in _state(c)]
+        time.sleep(0.2)
+    for pid in alive:  # leave no orphan computing when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"worker processes {alive} still run after their parent was killed"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "Z"

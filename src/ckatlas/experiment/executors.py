@@ -25,6 +25,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -90,7 +93,7 @@ def _run_pool(steps: Sequence[Step], ctx: StepContext, on_start: OnStart, on_don
         threads = max(1, available_cores() // jobs)
     task_ctx = dataclasses.replace(ctx, quiet=True)  # progress bars of several processes would interleave
     spawn = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-    with ProcessPoolExecutor(max_workers=min(jobs, len(steps)), mp_context=spawn) as pool:
+    with ProcessPoolExecutor(max_workers=min(jobs, len(steps)), mp_context=spawn) as pool, _sigterm_raises():
         try:
             while waiting or running:
                 for step in [s for s in waiting if all(k in done or k not in todo for k in s.needs)]:
@@ -117,8 +120,41 @@ def _run_pool(steps: Sequence[Step], ctx: StepContext, on_start: OnStart, on_don
         except BaseException:
             for future in running:
                 future.cancel()
+            if not isinstance(sys.exc_info()[1], Exception):  # interrupted (Ctrl-C, kill): stop the workers now
+                _terminate_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the workers run, SIGTERM (`kill`, a batch system's time limit) raises SystemExit in
+    this process, so that the workers are stopped with it; by default SIGTERM would end this
+    process at once and leave them computing. Only in the main thread (where signals arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's worker processes without waiting for their steps: every step writes its
+    results atomically and training resumes from its last checkpoint, so nothing finished is lost.
+    (`ProcessPoolExecutor.terminate_workers` does this from Python 3.14.)"""
+    if hasattr(pool, "terminate_workers"):
+        pool.terminate_workers()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
 
 
 def _limited(step: Step, ctx: StepContext, threads: int) -> float:
