@@ -5,6 +5,7 @@
       model.safetensors    final (or kept) weights
       metrics.json         per-epoch records and, once finished, "final"
       predictions.npz      test-set logits and labels, in dataset order
+      dynamics.npz         (optional) heatmaps and blocks at some epochs (ckatlas.analysis.dynamics)
       state/checkpoint.safetensors   what resuming needs, rewritten every epoch
 
 Everything is written atomically (`ckatlas.files`); an interrupted write leaves only a
@@ -26,6 +27,7 @@ MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.npz"
 STATE_FILE = "state/checkpoint.safetensors"
+DYNAMICS_FILE = "dynamics.npz"
 
 
 class RunDir:
@@ -60,6 +62,10 @@ class RunDir:
     @property
     def state(self) -> Path:
         return self.path / STATE_FILE
+
+    @property
+    def dynamics(self) -> Path:
+        return self.path / DYNAMICS_FILE
 
     def is_finished(self) -> bool:
         """Whether it holds a finished run: its config, whole weights and predictions, and final metrics.

@@ -78,8 +78,67 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bn-momentum", type=fraction, help="BatchNorm momentum (0.1; the paper recipe 0.01)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="finish the interrupted run in --out")
+    p.add_argument("--dynamics", action="store_true",
+                   help="record the heatmap, blocks and first-PC variance at some epochs (dynamics.npz)")
+    p.add_argument("--dynamics-epochs", type=_epoch_list, metavar="LIST",
+                   help="epochs to record, e.g. 0,1,5,15 (0: initialisation; default 0, 1, 2, 4, ... and the last)")
+    p.add_argument("--dynamics-examples", type=positive_int, default=256, metavar="N",
+                   help="probe images: the first N of the test split (default 256)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     p.set_defaults(func=_run_train)
+
+
+def _epoch_list(text: str) -> tuple[int, ...]:
+    try:
+        epochs = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected epochs as integers separated by commas (e.g. 0,1,5,15), got {text!r}")
+    if any(e < 0 for e in epochs):
+        raise argparse.ArgumentTypeError(f"epochs must be >= 0 (0: initialisation), got {text!r}")
+    return epochs
+
+
+def add_dynamics(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub,
+        "dynamics",
+        "show how a run's block structure arose during training",
+        """
+        Read the dynamics.npz that 'ckatlas train --dynamics' recorded in a run directory
+        (the heatmap over every layer of the model on the first test images, its blocks and
+        each layer's first-PC variance, at each recorded epoch; 0 is the initialisation) and
+        print one line per epoch: block fraction, blocks (first-last layer), mean first-PC
+        variance. --png draws the block fraction against epoch beside the heatmap of each
+        recorded epoch.
+        """,
+        [
+            "ckatlas train --arch resnet20 --width 2 --epochs 30 --dynamics --out runs/r20w2",
+            "ckatlas dynamics runs/r20w2 --png runs/r20w2/dynamics.png",
+        ],
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory trained with --dynamics")
+    p.add_argument("--png", metavar="FILE", help="draw the record into this PNG")
+    p.set_defaults(func=_run_dynamics)
+
+
+def _run_dynamics(args: argparse.Namespace) -> int:
+    from ckatlas.analysis.dynamics import BlockDynamics
+    from ckatlas.errors import UserInputError
+    from ckatlas.files import check_writable_file
+    from ckatlas.rundir import RunDir
+
+    path = RunDir(args.run_dir).dynamics
+    if not path.is_file():
+        raise UserInputError(f"{args.run_dir} holds no dynamics.npz; train it with 'ckatlas train ... --dynamics'")
+    if args.png:
+        check_writable_file(args.png, "the figure")
+    record = BlockDynamics.load(path)
+    print(record.summary())
+    if args.png:
+        from ckatlas.report.dynamics_figures import plot_dynamics
+
+        print(f"wrote {plot_dynamics(record, args.png)}")
+    return 0
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -118,7 +177,15 @@ def _run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         **{k: v for k, v in given.items() if v is not None},
     )
-    result = train(config, args.out, resume=args.resume, quiet=args.quiet, device=args.device)
+    dynamics = None
+    if args.dynamics or args.dynamics_epochs is not None:
+        from ckatlas.analysis.dynamics import DynamicsSettings
+
+        dynamics = DynamicsSettings(epochs=args.dynamics_epochs, examples=args.dynamics_examples,
+                                    batch_size=min(256, args.dynamics_examples))
+        dynamics.check()
+        dynamics.resolved_epochs(config.resolved().epochs)
+    result = train(config, args.out, resume=args.resume, quiet=args.quiet, device=args.device, dynamics=dynamics)
     if not args.quiet:
         final = result.metrics["final"]
         print(

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from ckatlas.train.predict import (
     resolve_device,
 )
 from ckatlas.train.runs import TrainResult, run_is_finished
+
+if TYPE_CHECKING:
+    from ckatlas.analysis.dynamics import DynamicsSettings
 
 
 def cosine_lr(step: int, total_steps: int, peak: float) -> float:
@@ -275,6 +278,7 @@ def train(
     resume: bool = False,
     quiet: bool = False,
     device: str | torch.device | None = None,
+    dynamics: DynamicsSettings | None = None,
 ) -> TrainResult:
     """Train one model and write its run directory (see the module docstring).
 
@@ -287,6 +291,8 @@ def train(
         quiet: no progress bar.
         device: "cpu", "cuda", "cuda:N" or None (CUDA when present). On CUDA,
             training uses bfloat16 autocast and channels_last.
+        dynamics: record the heatmap, blocks and first-PC variance at some epochs into
+            the run's dynamics.npz (`ckatlas.analysis.dynamics`); training is unchanged.
 
     Returns:
         The finished run's `TrainResult`.
@@ -328,8 +334,18 @@ def train(
         meta, best = load_state(files.state, model, optimizer, generator, device)
         start_epoch, history = meta["epoch"], meta["history"]
 
+    recorder = None
+    if dynamics is not None:
+        from ckatlas.analysis.dynamics import DynamicsRecorder
+
+        probe = data.x_test[: dynamics.examples]
+        recorder = DynamicsRecorder(dynamics, probe, config.epochs, files.dynamics, {"run": run_dir.name})
     with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.cpu)
+        if recorder is not None and start_epoch == 0:
+            recorder(model, 0, device)
         for record in _epochs(model, optimizer, data, config, device, generator, start_epoch, quiet, val):
+            if recorder is not None:
+                recorder(model, record["epoch"], device)
             history.append(record)
             if val is not None and record["val_accuracy"] >= max(r["val_accuracy"] for r in history):
                 best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # ties: the later epoch

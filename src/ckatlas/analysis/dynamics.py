@@ -1,0 +1,223 @@
+"""Block structure through training: the within-model heatmap at chosen epochs.
+
+The paper asks how the block structure arises during training. `train(...,
+dynamics=DynamicsSettings())` answers it for one run without saving a checkpoint
+per epoch: at each chosen epoch (0 is the initialisation) the model, as training
+left it, is run once over a fixed probe set (the first `examples` test images,
+in eval mode, under `torch.inference_mode()`), and from that one pass come
+the minibatch CKA heatmap over its layers and each layer's first-PC variance share
+(`ckatlas.analysis.pca.principal_components`, which computes both from the same
+Grams); the block detector (`find_blocks`) then gives the block fraction and the
+blocks. Training itself is unchanged: the pass draws no random numbers and
+updates no BatchNorm statistics, so a run trains to the same weights with or
+without it.
+
+The record is `dynamics.npz` in the run directory (`BlockDynamics`), rewritten
+after each recorded epoch, so that a resumed run keeps the epochs it already has.
+
+Default epochs (`default_epochs`): 0, then 1, 2, 4, 8, ... (doubling) and the last
+epoch: a handful, dense early, where the representations move most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ckatlas.analysis.blocks import find_blocks
+from ckatlas.analysis.pca import principal_components
+from ckatlas.capture import LayerSpec
+from ckatlas.errors import UserInputError
+from ckatlas.results import NpzResult
+
+
+def default_epochs(total: int) -> tuple[int, ...]:
+    """0, the powers of two below `total`, and `total` (e.g. 15: 0, 1, 2, 4, 8, 15)."""
+    epochs, e = {0, total}, 1
+    while e < total:
+        epochs.add(e)
+        e *= 2
+    return tuple(sorted(epochs))
+
+
+@dataclass(frozen=True)
+class DynamicsSettings:
+    """What to record while training (module docstring).
+
+    Attributes:
+        epochs: epochs after which to record (0: before the first step); None: `default_epochs`.
+        examples: probe images (the first of the test split).
+        layers: the heatmap's layers ("all", "blocks", names, globs).
+        batch_size: minibatch of the CKA estimator (at least 4).
+        threshold, tolerance, min_size, min_fraction: the block detector (`find_blocks`).
+    """
+
+    epochs: tuple[int, ...] | None = None
+    examples: int = 256
+    layers: LayerSpec = "all"
+    batch_size: int = 256
+    threshold: float = 0.9
+    tolerance: float = 0.1
+    min_size: int = 3
+    min_fraction: float = 0.1
+
+    def resolved_epochs(self, total: int) -> tuple[int, ...]:
+        """The epochs to record in a run of `total` epochs, checked."""
+        if self.epochs is None:
+            return default_epochs(total)
+        bad = [e for e in self.epochs if not isinstance(e, (int, np.integer)) or not 0 <= e <= total]
+        if bad:
+            raise UserInputError(f"dynamics epochs must be integers in [0, {total}] (0: initialisation), got {bad}")
+        return tuple(sorted(set(int(e) for e in self.epochs)))
+
+    def check(self) -> None:
+        if self.examples < 4:
+            raise UserInputError(f"dynamics examples must be >= 4 (the unbiased CKA estimator), got {self.examples}")
+        if self.batch_size < 4:
+            raise UserInputError(f"dynamics batch_size must be >= 4, got {self.batch_size}")
+        find_blocks(np.eye(2), threshold=self.threshold, tolerance=self.tolerance, min_size=self.min_size,
+                    min_fraction=self.min_fraction)  # checks the detector's settings
+
+
+@dataclass
+class BlockDynamics(NpzResult):
+    """The heatmap, the blocks and the first-PC variance of one run at several epochs.
+
+    Attributes:
+        epochs: (E,) the recorded epochs (0: initialisation).
+        layers: the L layer names (the same at every epoch).
+        cka: (E, L, L) the heatmap at each epoch.
+        variance_explained: (E, L) each layer's first-PC share of its variance.
+        block_fraction: (E,) share of the layers inside a block.
+        blocks: per epoch, the blocks as [first, last] layer indices (inclusive).
+        metadata: probe set size, detector settings, the run's name, and "seconds": the
+            time each epoch's record took.
+    """
+
+    FORMAT = "ckatlas.BlockDynamics"
+    WHAT = "a block dynamics record (dynamics.npz)"
+    ARRAYS = ("epochs", "cka", "variance_explained", "block_fraction")
+
+    epochs: np.ndarray
+    layers: list[str]
+    cka: np.ndarray
+    variance_explained: np.ndarray
+    block_fraction: np.ndarray
+    blocks: list[list[list[int]]]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.epochs = np.asarray(self.epochs, dtype=np.int64).reshape(-1)
+        size, count = len(self.layers), len(self.epochs)
+        self.cka = np.asarray(self.cka, dtype=np.float64).reshape(count, size, size)
+        self.variance_explained = np.asarray(self.variance_explained, dtype=np.float64).reshape(count, size)
+        self.block_fraction = np.asarray(self.block_fraction, dtype=np.float64).reshape(count)
+        if len(self.blocks) != count:
+            raise UserInputError(f"{self.WHAT}: {len(self.blocks)} block lists for {count} epochs")
+
+    def fields(self) -> dict[str, Any]:
+        return {"layers": self.layers, "blocks": self.blocks, "metadata": self.metadata}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"epochs": self.epochs, "cka": self.cka, "variance_explained": self.variance_explained,
+                "block_fraction": self.block_fraction}
+
+    @classmethod
+    def from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> BlockDynamics:
+        return cls(arrays["epochs"], header["layers"], arrays["cka"], arrays["variance_explained"],
+                   arrays["block_fraction"], header["blocks"], header.get("metadata", {}))
+
+    def summary(self) -> str:
+        """One line per recorded epoch: block fraction, blocks, mean first-PC variance."""
+        lines = [f"block structure through training ({len(self.layers)} layers, "
+                 f"{self.metadata.get('examples', '?')} probe images):"]
+        for i, epoch in enumerate(self.epochs):
+            spans = ", ".join(f"{a}-{b}" for a, b in self.blocks[i]) or "none"
+            lines.append(f"  epoch {int(epoch):>4}  block fraction {self.block_fraction[i]:.2f}  blocks {spans:<14}"
+                         f"  mean PC1 variance {float(np.nanmean(self.variance_explained[i])):.2f}")
+        return "\n".join(lines)
+
+
+def measure(model: nn.Module, probe: torch.Tensor, settings: DynamicsSettings,
+            device: torch.device | str | None = None) -> tuple[list[str], np.ndarray, np.ndarray, float, list[list[int]]]:
+    """One epoch's record: (layers, heatmap, first-PC variance, block fraction, blocks)."""
+    pca = principal_components(model, probe, layers=settings.layers, batch_size=min(settings.batch_size, len(probe)),
+                               shuffle=False, device=device)
+    found = find_blocks(pca.cka, threshold=settings.threshold, tolerance=settings.tolerance,
+                        min_size=settings.min_size, min_fraction=settings.min_fraction, layer_names=pca.layers)
+    spans = [[int(b.start), int(b.end)] for b in found.blocks]
+    return pca.layers, pca.cka, pca.variance_explained, float(found.block_fraction), spans
+
+
+class DynamicsRecorder:
+    """Records `BlockDynamics` into `path` as training reaches each chosen epoch.
+
+    Args:
+        settings: what to record.
+        probe: the probe images (N, ...), on the model's device or the CPU.
+        total_epochs: the run's epochs.
+        path: the record's file; an existing record (a resumed run) is continued.
+        metadata: stored with the record.
+    """
+
+    def __init__(self, settings: DynamicsSettings, probe: torch.Tensor, total_epochs: int, path: str | Path,
+                 metadata: dict[str, Any] | None = None) -> None:
+        settings.check()
+        self.settings, self.probe, self.path = settings, probe, Path(path)
+        self.epochs = settings.resolved_epochs(total_epochs)
+        self.metadata = {"examples": len(probe), "layers": str(settings.layers), "threshold": settings.threshold,
+                         "tolerance": settings.tolerance, "min_size": settings.min_size,
+                         "min_fraction": settings.min_fraction, **(metadata or {})}
+        self.record: BlockDynamics | None = BlockDynamics.load(self.path) if self.path.is_file() else None
+
+    def wants(self, epoch: int) -> bool:
+        done = set() if self.record is None else set(int(e) for e in self.record.epochs)
+        return epoch in self.epochs and epoch not in done
+
+    def __call__(self, model: nn.Module, epoch: int, device: torch.device | str | None = None) -> None:
+        """Record `epoch` if it is one of the chosen epochs (and not recorded yet)."""
+        if not self.wants(epoch):
+            return
+        started = time.perf_counter()
+        layers, cka, variance, fraction, spans = measure(model, self.probe, self.settings, device)
+        seconds = time.perf_counter() - started
+        old = self.record
+        if old is None:
+            self.record = BlockDynamics([epoch], layers, cka[None], variance[None], [fraction], [spans],
+                                        {**self.metadata, "seconds": [seconds]})
+        else:
+            if old.layers != layers:
+                raise UserInputError(f"{self.path} was recorded on other layers; delete it to record again")
+            self.record = BlockDynamics(
+                np.append(old.epochs, epoch), layers, np.concatenate([old.cka, cka[None]]),
+                np.concatenate([old.variance_explained, variance[None]]), np.append(old.block_fraction, fraction),
+                [*old.blocks, spans], {**old.metadata, "seconds": [*old.metadata.get("seconds", []), seconds]})
+        self.record.save(self.path)
+
+
+def block_dynamics(
+    model_at: Sequence[tuple[int, nn.Module]], probe: torch.Tensor, settings: DynamicsSettings | None = None,
+    device: torch.device | str | None = None,
+) -> BlockDynamics:
+    """The record for models you already have at several epochs: [(epoch, model), ...]."""
+    settings = settings or DynamicsSettings()
+    settings.check()
+    parts = [(epoch, *measure(model, probe, settings, device)) for epoch, model in model_at]
+    if not parts:
+        raise UserInputError("block_dynamics needs at least one (epoch, model)")
+    layers = parts[0][1]
+    if any(p[1] != layers for p in parts):
+        raise UserInputError("every model of block_dynamics must have the same layers")
+    return BlockDynamics([p[0] for p in parts], layers, np.stack([p[2] for p in parts]),
+                         np.stack([p[3] for p in parts]), [p[4] for p in parts], [p[5] for p in parts],
+                         {"examples": len(probe), "layers": str(settings.layers), "threshold": settings.threshold})
+
+
+__all__ = ["BlockDynamics", "DynamicsRecorder", "DynamicsSettings", "block_dynamics", "default_epochs", "measure"]

@@ -1,0 +1,52 @@
+"""The figure of a run's block structure through training (`ckatlas.analysis.dynamics`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from ckatlas.analysis.dynamics import BlockDynamics
+from ckatlas.files import atomic_open
+from ckatlas.report.heatmap_figures import plot_heatmap
+
+
+def dynamics_figure(record: BlockDynamics) -> Figure:
+    """Left: block fraction and mean first-PC variance against epoch. Right: the heatmap of
+    each recorded epoch, its blocks outlined (small multiples, in epoch order)."""
+    count = len(record.epochs)
+    fig = Figure(figsize=(3.6 + 1.6 * count, 2.4), layout="constrained")
+    grid = fig.add_gridspec(1, count + 2, width_ratios=[2.2, 0.2] + [1.0] * count)
+    ax = fig.add_subplot(grid[0, 0])
+    ax.plot(record.epochs, record.block_fraction, marker="o", label="block fraction")
+    ax.plot(record.epochs, [float(v[v == v].mean()) if (v == v).any() else float("nan")
+                            for v in record.variance_explained], marker="s", label="mean PC1 variance")
+    ax.set_xlabel("epoch")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=7)
+    for k in range(count):
+        sub = fig.add_subplot(grid[0, k + 2])
+        plot_heatmap(record.cka[k], sub, colorbar=False, groups=False, layer_ticks=False,
+                     title=f"epoch {int(record.epochs[k])}")
+        for start, end in record.blocks[k]:
+            sub.add_patch(Rectangle((start - 0.5, start - 0.5), end - start + 1, end - start + 1,
+                                    fill=False, edgecolor="cyan", linewidth=1.0))
+        sub.set_xticks([])
+        sub.set_yticks([])
+        sub.set_xlabel("")
+        sub.set_ylabel("")
+        sub.title.set_fontsize(8)
+    return fig
+
+
+def plot_dynamics(record: BlockDynamics, path: str | os.PathLike) -> Path:
+    """Write `dynamics_figure(record)` as a PNG, atomically."""
+    path = Path(path)
+    with atomic_open(path, "wb") as fh:
+        dynamics_figure(record).savefig(fh, format="png", dpi=100)
+    return path
+
+
+__all__ = ["dynamics_figure", "plot_dynamics"]
