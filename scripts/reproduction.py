@@ -20,15 +20,33 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ckatlas.analysis import BlockResult
-from ckatlas.experiment.claims import evaluate_claims
+from ckatlas.experiment.claims import ClaimsResult, evaluate_claims
 from ckatlas.heatmap import CKAResult
 from ckatlas.report import outline_blocks, plot_heatmap
 
 DPI = 70
 
 
-def claims_table(root: Path, permutations: int) -> str:
-    result = evaluate_claims(root, num_permutations=permutations)
+def summary_table(results: dict[str, ClaimsResult]) -> str:
+    """One row per claim, one column per experiment: the verdict, the statistic and its p-value."""
+    labels = list(results)
+    first = next(iter(results.values()))
+    lines = ["| claim | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for claim in first.claims:
+        cells = []
+        for label in labels:
+            c = results[label][claim.key]
+            if c.holds is None:
+                cells.append("untested")
+            else:
+                verdict = "holds" if c.holds else "**does not hold**"
+                cells.append(f"{verdict} ({c.value:+.3f}, p {c.p_value:.3g}, n {c.n})")
+        lines.append(f"| {claim.key}: {claim.statement} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def claims_table(root: Path, permutations: int, result: ClaimsResult | None = None) -> str:
+    result = result or evaluate_claims(root, num_permutations=permutations)
     lines = ["| claim | statistic | value | p (one-sided) | n | verdict |", "|---|---|---:|---:|---:|---|"]
     for c in result.claims:
         if c.holds is None:
@@ -144,13 +162,19 @@ def main() -> None:
     args = parser.parse_args()
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for item in args.experiments:
+        folder, label = item.split("=", 1)
+        results[label] = evaluate_claims(Path(folder), num_permutations=args.permutations)
+    print("### Summary\n")
+    print(summary_table(results) + "\n")
     for item in args.experiments:
         folder, label = item.split("=", 1)
         root = Path(folder)
         summary = json.loads((root / "summary.json").read_text())
         print(f"### {label} ({root})\n")
         print(grid_tables(summary))
-        print(claims_table(root, args.permutations))
+        print(claims_table(root, args.permutations, results[label]))
         trend_figure(summary, figures / f"{label}-trend.png", label)
         heatmap_figure(root, summary, figures / f"{label}-heatmaps.png")
         print(f"\n![{label}: block fraction by width]({figures / f'{label}-trend.png'})")

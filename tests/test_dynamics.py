@@ -92,3 +92,24 @@ def test_cli_train_records_dynamics_and_dynamics_prints_them(tmp_path: Path, cap
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["dynamics", str(tmp_path)]) == 2
     assert "no dynamics.npz" in capsys.readouterr().err
+
+
+def test_first_pc_share_is_the_pca_analysis_one_and_the_top_eigenvalue_is_exact():
+    import torch
+
+    from ckatlas.analysis.dynamics import measure, top_eigenvalue
+    from ckatlas.analysis.pca import principal_components
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 40, 30, generator=g, dtype=torch.float64)
+    x[0] *= torch.linspace(3.0, 0.1, 30, dtype=torch.float64)  # one dominant direction, one flat spectrum
+    grams = x @ x.transpose(1, 2)
+    np.testing.assert_allclose(top_eigenvalue(grams).numpy(), torch.linalg.eigvalsh(grams)[:, -1].numpy(), rtol=1e-4)
+
+    model = create_model("resnet8", width=0.25, num_classes=10, in_channels=1, generator=make_generator(0))
+    probe = TINY.resolved().load_data().x_test[:64]
+    layers, cka, variance, _, _ = measure(model, probe, DynamicsSettings(examples=64, batch_size=64))
+    pca = principal_components(model, probe, layers="all", batch_size=64, shuffle=False)
+    assert layers == pca.layers
+    np.testing.assert_allclose(variance, pca.variance_explained, rtol=1e-4, atol=1e-7, equal_nan=True)
+    np.testing.assert_allclose(cka, pca.cka, atol=1e-6, equal_nan=True)

@@ -6,8 +6,7 @@ per epoch: at each chosen epoch (0 is the initialisation) the model, as training
 left it, is run once over a fixed probe set (the first `examples` test images,
 in eval mode, under `torch.inference_mode()`), and from that one pass come
 the minibatch CKA heatmap over its layers and each layer's first-PC variance share
-(`ckatlas.analysis.pca.principal_components`, which computes both from the same
-Grams); the block detector (`find_blocks`) then gives the block fraction and the
+(both from the same Grams, `measure`); the block detector (`find_blocks`) then gives the block fraction and the
 blocks. Training itself is unchanged: the pass draws no random numbers and
 updates no BatchNorm statistics, so a run trains to the same weights with or
 without it.
@@ -24,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 from ckatlas.analysis.blocks import find_blocks
-from ckatlas.analysis.pca import principal_components
 from ckatlas.capture import LayerSpec
+from ckatlas.cka import MinibatchCKA
 from ckatlas.errors import UserInputError
+from ckatlas.heatmap import GramPasses
 from ckatlas.results import NpzResult
 
 
@@ -147,13 +148,57 @@ class BlockDynamics(NpzResult):
 
 def measure(model: nn.Module, probe: torch.Tensor, settings: DynamicsSettings,
             device: torch.device | str | None = None) -> tuple[list[str], np.ndarray, np.ndarray, float, list[list[int]]]:
-    """One epoch's record: (layers, heatmap, first-PC variance, block fraction, blocks)."""
-    pca = principal_components(model, probe, layers=settings.layers, batch_size=min(settings.batch_size, len(probe)),
-                               shuffle=False, device=device)
-    found = find_blocks(pca.cka, threshold=settings.threshold, tolerance=settings.tolerance,
-                        min_size=settings.min_size, min_fraction=settings.min_fraction, layer_names=pca.layers)
+    """One epoch's record: (layers, heatmap, first-PC variance, block fraction, blocks).
+
+    One pass over the probe images (`ckatlas.heatmap.GramPasses`): each batch's centred Grams
+    feed the minibatch CKA estimator, and each layer's first-PC share of its variance is the
+    top eigenvalue of its centred Gram over the Gram's trace (`top_eigenvalue`), averaged over
+    batches weighted by their size (exact for a probe set of one batch, the default).
+    """
+    loop = GramPasses([model], ["model"], [settings.layers], probe, min(settings.batch_size, len(probe)), 1,
+                      False, 0, device, desc="dynamics")
+    acc: MinibatchCKA | None = None
+    share = weight = None
+    for (grams,) in loop:
+        if acc is None:
+            acc = MinibatchCKA(grams.shape[0], device=loop.device)
+        acc.update_grams(grams)
+        trace = torch.diagonal(grams, dim1=1, dim2=2).double().sum(-1)
+        alive = trace > 0
+        ratio = torch.where(alive, top_eigenvalue(grams).double() / trace.clamp_min(1e-300), torch.zeros_like(trace))
+        n = grams.shape[-1]
+        share = ratio * n * alive if share is None else share + ratio * n * alive
+        weight = alive.double() * n if weight is None else weight + alive.double() * n
+    assert acc is not None and share is not None and weight is not None  # the loop raises without a batch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # dead layers: NaN CKA, no block
+        matrix = acc.compute().cpu().numpy()
+    variance = torch.where(weight > 0, share / weight.clamp_min(1), torch.nan).cpu().numpy()
+    layers = loop.names[0]
+    found = find_blocks(matrix, threshold=settings.threshold, tolerance=settings.tolerance,
+                        min_size=settings.min_size, min_fraction=settings.min_fraction, layer_names=layers)
     spans = [[int(b.start), int(b.end)] for b in found.blocks]
-    return pca.layers, pca.cka, pca.variance_explained, float(found.block_fraction), spans
+    return layers, matrix, variance, float(found.block_fraction), spans
+
+
+def top_eigenvalue(grams: torch.Tensor, steps: int = 16) -> torch.Tensor:
+    """The largest eigenvalue of each symmetric positive semi-definite (n, n) matrix of
+    `grams` (L, n, n), from a Krylov subspace of `steps` dimensions (Lanczos with full
+    re-orthogonalisation, then Rayleigh-Ritz): `steps` + 1 products with each matrix instead
+    of a full eigendecomposition, which would cost as much as the heatmap itself. The Ritz
+    value never exceeds the eigenvalue; the tests check it against `torch.linalg.eigvalsh`.
+    """
+    n = grams.shape[-1]
+    steps = min(steps, n)
+    q = torch.linspace(1.0, 2.0, n, dtype=grams.dtype, device=grams.device).expand(grams.shape[0], n).unsqueeze(-1)
+    basis = q / q.norm(dim=1, keepdim=True)
+    for _ in range(steps - 1):
+        w = grams @ basis[:, :, -1:]
+        for _ in range(2):  # twice is enough (Kahan): the basis stays orthonormal to rounding
+            w = w - basis @ (basis.transpose(1, 2) @ w)
+        basis = torch.cat([basis, w / w.norm(dim=1, keepdim=True).clamp_min(1e-300)], dim=2)
+    ritz = (basis.transpose(1, 2) @ (grams @ basis)).double()
+    return torch.linalg.eigvalsh((ritz + ritz.transpose(1, 2)) / 2)[:, -1]
 
 
 class DynamicsRecorder:
@@ -220,4 +265,7 @@ def block_dynamics(
                          {"examples": len(probe), "layers": str(settings.layers), "threshold": settings.threshold})
 
 
-__all__ = ["BlockDynamics", "DynamicsRecorder", "DynamicsSettings", "block_dynamics", "default_epochs", "measure"]
+__all__ = [
+    "BlockDynamics", "DynamicsRecorder", "DynamicsSettings", "block_dynamics", "default_epochs", "measure",
+    "top_eigenvalue",
+]
