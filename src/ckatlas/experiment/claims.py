@@ -168,11 +168,12 @@ class _Context:
 
     def claim(self, key: str, statement: str, statistic: str, test: dict[str, Any] | None, note: str = "",
               details: dict[str, Any] | None = None) -> Claim:
+        """`note` says what the claim needs: shown only when the experiment cannot test it."""
         if test is None or test.get("n", 0) == 0:
             return Claim(key, statement, statistic, holds=None, note=note or "the experiment holds no such models",
                          details=details or {})
         return Claim(key, statement, statistic, float(test["mean_difference"]), float(test["p_value"]),
-                     int(test["n"]), bool(test["p_value"] <= self.alpha), note, details or {})
+                     int(test["n"]), bool(test["p_value"] <= self.alpha), "", details or {})
 
     # -- claims 1 and 2 ----------------------------------------------------------------------
     def trend(self, key: str, statement: str, factor: str, strata: tuple[str, str], sweep: Sequence[float],
