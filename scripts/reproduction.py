@@ -37,7 +37,7 @@ def summary_table(results: dict[str, ClaimsResult]) -> str:
         for label in labels:
             c = results[label][claim.key]
             if c.holds is None:
-                cells.append("untested")
+                cells.append(f"untested ({c.note.split(';')[0]})")
             else:
                 verdict = "holds" if c.holds else "**does not hold**"
                 cells.append(f"{verdict} ({c.value:+.3f}, p {c.p_value:.3g}, n {c.n})")
@@ -58,7 +58,8 @@ def claims_table(root: Path, permutations: int, result: ClaimsResult | None = No
     for key in ("width", "depth", "data"):
         claim = result[key]
         for row in claim.details.get("sweep", []):
-            sweeps.append(f"| {key} | {row['on']} | {row['threshold']} | {row['rho']:+.2f} | {row['p_value']:.3g} | "
+            rho = "– (no slice varies)" if row["rho"] != row["rho"] else f"{row['rho']:+.2f}"
+            sweeps.append(f"| {key} | {row['on']} | {row['threshold']} | {rho} | {row['p_value']:.3g} | "
                           f"{row['mean_block_fraction']:.2f} |")
     if sweeps:
         lines += ["", "Threshold sweep (the detector re-run on the saved heatmaps):", "",

@@ -350,6 +350,7 @@ def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tm
     errors = ErrorComparison.load(root / "analysis" / "errors.json")
     assert result["errors"].p_value == pytest.approx(errors.examples.p_value)
     assert result["errors"].n == 4 and "cannot fall below" in result["errors"].note  # 2 vs 2 models
+    assert result["errors"].holds is None  # no outcome could reach alpha: untested, not refuted
     assert main(["claims", str(root), "--permutations", "500", "--out", str(tmp_path / "claims.json")]) == 0
     out = capsys.readouterr().out
     assert "width" in out and json.loads((tmp_path / "claims.json").read_text())["format"] == "ckatlas.Claims"

@@ -391,9 +391,10 @@ class _Context:
         }
         note = (f"control (two halves of {result.name_a}) D = {ex.control_statistic:.4f}; "
                 f"{int(np.sum(classes.significant))} of {len(classes.names)} classes differ after Holm-Sidak")
-        if ex.min_p_value > self.alpha:
-            note += f"; with these population sizes p cannot fall below {ex.min_p_value:.3g}"
         n = len(result.model_accuracy_a) + len(result.model_accuracy_b)
+        if ex.min_p_value > self.alpha:  # no outcome could reach alpha: the claim is not tested, not refuted
+            return Claim("errors", statement, statistic, float(ex.statistic), float(ex.p_value), n, None,
+                         f"{n} models: p cannot fall below {ex.min_p_value:.3g} > alpha; {note}", details)
         return Claim("errors", statement, statistic, float(ex.statistic), float(ex.p_value), n,
                      bool(ex.p_value <= self.alpha), note, details)
 
