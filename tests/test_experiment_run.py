@@ -345,6 +345,23 @@ def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tm
         assert width.holds is False and "does not vary" in width.note
     assert [(s["on"], s["threshold"]) for s in width.details["sweep"]] == [
         (on, t) for on in ("heatmap", "block-outputs") for t in (0.8, 0.85, 0.9, 0.95, 0.97)]
+    used = json.loads((root / "experiment.json").read_text())["config"]["analyses"]["blocks"]
+    again = [s for s in width.details["sweep"] if (s["on"], s["threshold"]) == (used["on"], used["threshold"])]
+    if again and np.isfinite(expected.statistic):  # the sweep at the experiment's own setting is its statistic
+        assert again[0]["rho"] == pytest.approx(expected.statistic)
+    # on the block outputs, the smallest block follows their count (min_fraction of ~10 rows, not of all layers)
+    from ckatlas.heatmap import CKAResult
+    from ckatlas.train import load_run
+
+    fractions = []
+    for m in models:
+        cka = CKAResult.load(root / m["paths"]["cka"])
+        outputs = set(load_run(root / m["paths"]["run"]).model.layer_names("blocks"))
+        fractions.append(find_blocks(cka, threshold=0.8, tolerance=used["tolerance"], min_size=used["min_size"],
+                                     min_fraction=used["min_fraction"],
+                                     layers=[n for n in cka.layers_a if n in outputs]).block_fraction)
+    row = next(s for s in width.details["sweep"] if (s["on"], s["threshold"]) == ("block-outputs", 0.8))
+    assert row["mean_block_fraction"] == pytest.approx(float(np.mean(fractions)))
     for key in ("depth", "data"):  # one depth, one fraction: nothing to test, and it says so
         assert result[key].holds is None and "same" in result[key].note
     errors = ErrorComparison.load(root / "analysis" / "errors.json")

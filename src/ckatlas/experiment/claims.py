@@ -152,6 +152,11 @@ class _Context:
         self.models = [m for m in summary["models"] if m.get("residual", True)]
         self._blocks: dict[str, BlockResult] = {}
         self._heatmaps: dict[str, CKAResult] = {}
+        record = root / "experiment.json"
+        settings = read_json(record, "an experiment record").get("config", {}) if record.is_file() else {}
+        blocks = (settings.get("analyses") or {}).get("blocks") or {}
+        self.detector = {"tolerance": blocks.get("tolerance", 0.1), "min_size": blocks.get("min_size", 3),
+                         "min_fraction": blocks.get("min_fraction", 0.1)}
         self._outputs: dict[str, list[str]] = {}
 
     # -- shared ----------------------------------------------------------------------------
@@ -221,14 +226,16 @@ class _Context:
         return out
 
     def _block_fraction_at(self, model: dict[str, Any], threshold: float, on: str) -> float:
-        used = self.blocks(model)
+        """Block fraction with the experiment's detector settings but `threshold` and rows `on`
+        (the smallest block follows the rows: min_fraction of 12 block outputs is not of 70 layers)."""
         cka = self._cka(model)
         layers = None
         if on == "block-outputs":
             outputs = set(self._block_outputs(model))
             layers = [i for i, name in enumerate(cka.layers_a) if name in outputs]
-        again = find_blocks(cka.matrix, threshold=threshold, tolerance=used.tolerance, min_size=used.min_size,
-                            min_fraction=0.0, layers=layers, layer_names=cka.layers_a)
+        again = find_blocks(cka.matrix, threshold=threshold, tolerance=self.detector["tolerance"],
+                            min_size=self.detector["min_size"], min_fraction=self.detector["min_fraction"],
+                            layers=layers, layer_names=cka.layers_a)
         return again.block_fraction
 
     def _cka(self, model: dict[str, Any]) -> CKAResult:
