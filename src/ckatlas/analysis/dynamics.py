@@ -20,10 +20,9 @@ epoch: a handful, dense early, where the representations move most.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -247,25 +246,7 @@ class DynamicsRecorder:
         self.record.save(self.path)
 
 
-def block_dynamics(
-    model_at: Sequence[tuple[int, nn.Module]], probe: torch.Tensor, settings: DynamicsSettings | None = None,
-    device: torch.device | str | None = None,
-) -> BlockDynamics:
-    """The record for models you already have at several epochs: [(epoch, model), ...]."""
-    settings = settings or DynamicsSettings()
-    settings.check()
-    parts = [(epoch, *measure(model, probe, settings, device)) for epoch, model in model_at]
-    if not parts:
-        raise UserInputError("block_dynamics needs at least one (epoch, model)")
-    layers = parts[0][1]
-    if any(p[1] != layers for p in parts):
-        raise UserInputError("every model of block_dynamics must have the same layers")
-    return BlockDynamics([p[0] for p in parts], layers, np.stack([p[2] for p in parts]),
-                         np.stack([p[3] for p in parts]), [p[4] for p in parts], [p[5] for p in parts],
-                         {"examples": len(probe), "layers": str(settings.layers), "threshold": settings.threshold})
-
-
 __all__ = [
-    "BlockDynamics", "DynamicsRecorder", "DynamicsSettings", "block_dynamics", "default_epochs", "measure",
+    "BlockDynamics", "DynamicsRecorder", "DynamicsSettings", "default_epochs", "measure",
     "top_eigenvalue",
 ]

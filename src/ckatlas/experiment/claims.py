@@ -152,9 +152,7 @@ class _Context:
         self.models = [m for m in summary["models"] if m.get("residual", True)]
         self._blocks: dict[str, BlockResult] = {}
         self._heatmaps: dict[str, CKAResult] = {}
-        record = root / "experiment.json"
-        settings = read_json(record, "an experiment record").get("config", {}) if record.is_file() else {}
-        blocks = (settings.get("analyses") or {}).get("blocks") or {}
+        blocks = ((summary.get("config") or {}).get("analyses") or {}).get("blocks") or {}
         self.detector = {"tolerance": blocks.get("tolerance", 0.1), "min_size": blocks.get("min_size", 3),
                          "min_fraction": blocks.get("min_fraction", 0.1)}
         self._outputs: dict[str, list[str]] = {}

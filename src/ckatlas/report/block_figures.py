@@ -29,12 +29,17 @@ def outline_blocks(ax: Axes, result: BlockResult, *, original_rows: bool = False
             found on a subset).
         color: outline colour.
     """
-    for block in result.blocks:
-        lo, hi = block.start, block.end
-        if original_rows:
-            lo, hi = result.layer_indices[lo], result.layer_indices[hi]
+    spans = [(b.start, b.end) for b in result.blocks]
+    if original_rows:
+        spans = [(result.layer_indices[lo], result.layer_indices[hi]) for lo, hi in spans]
+    return outline_spans(ax, spans, color=color)
+
+
+def outline_spans(ax: Axes, spans: Any, *, color: str = "red", linewidth: float = 1.5) -> Axes:
+    """Draw a square around each (first, last) row span (inclusive) on a heatmap drawn on `ax`."""
+    for lo, hi in spans:
         ax.add_patch(
-            Rectangle((lo - 0.5, lo - 0.5), hi - lo + 1, hi - lo + 1, fill=False, edgecolor=color, linewidth=1.5)
+            Rectangle((lo - 0.5, lo - 0.5), hi - lo + 1, hi - lo + 1, fill=False, edgecolor=color, linewidth=linewidth)
         )
     return ax
 
@@ -70,4 +75,4 @@ def plot_block_frequency(stability: BlockStability, ax: Axes | None = None) -> A
     return ax
 
 
-__all__ = ["outline_blocks", "plot_block_frequency", "plot_blocks"]
+__all__ = ["outline_blocks", "outline_spans", "plot_block_frequency", "plot_blocks"]

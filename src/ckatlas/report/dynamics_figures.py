@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from ckatlas.analysis.dynamics import BlockDynamics
 from ckatlas.files import atomic_open
+from ckatlas.report.block_figures import outline_spans
 from ckatlas.report.heatmap_figures import plot_heatmap
 
 
@@ -30,9 +30,7 @@ def dynamics_figure(record: BlockDynamics) -> Figure:
         sub = fig.add_subplot(grid[0, k + 2])
         plot_heatmap(record.cka[k], sub, colorbar=False, groups=False, layer_ticks=False,
                      title=f"epoch {int(record.epochs[k])}")
-        for start, end in record.blocks[k]:
-            sub.add_patch(Rectangle((start - 0.5, start - 0.5), end - start + 1, end - start + 1,
-                                    fill=False, edgecolor="cyan", linewidth=1.0))
+        outline_spans(sub, record.blocks[k], color="cyan", linewidth=1.0)
         sub.set_xticks([])
         sub.set_yticks([])
         sub.set_xlabel("")
