@@ -31,10 +31,9 @@ the Grams stay there.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,24 +41,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ckatlas import __version__
-from ckatlas.capture import (
-    GramTaps,
-    LayerSpec,
-    batch_len,
-    call_model,
-    inference,
-    model_device,
-    uncompiled,
-)
-from ckatlas.capture.minibatches import MIN_BATCH, Minibatches
+from ckatlas.capture import LayerSpec, uncompiled
+from ckatlas.capture.gram_passes import GramPasses
+from ckatlas.capture.minibatches import Minibatches
 from ckatlas.cka import MinibatchCKA
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_open
 from ckatlas.results import NpzResult, read_result_npz
-from ckatlas.tokens import attention_mask, check_token_mode, resolve_token_mode
 
 
 
@@ -301,93 +290,6 @@ def population_heatmaps(
     return PopulationResult(names, {(names[i], names[j]): res for (i, j), res in out.items()})
 
 
-# -- the driver ----------------------------------------------------------------------------
-class GramPasses:
-    """The one loop over minibatches behind every heatmap and PCA: each distinct model runs once
-    per batch with Gram taps on its layers; iterating yields, per batch, each model's stacked
-    Grams (L, n, n) in the order of `models`.
-
-    After the loop: `names` (each model's layers, in their final order), `n_per_pass`,
-    `num_batches`, `masked` (whether any batch carried an attention mask) and `token_layers`
-    (per model, the layers whose token sequences were reduced), and `metadata()`.
-    """
-
-    def __init__(
-        self,
-        models: Sequence[nn.Module],
-        names: Sequence[str],
-        specs: Sequence[LayerSpec],
-        inputs: Any,
-        batch_size: int,
-        passes: int,
-        shuffle: bool,
-        seed: int,
-        device: torch.device | str | None,
-        progress: bool | None = False,
-        tokens: str = "auto",
-        desc: str = "CKA",
-    ) -> None:
-        self.tokens = check_token_mode(tokens)
-        self.models = [uncompiled(m) for m in models]
-        self.model_names, self.specs = list(names), list(specs)
-        self.device = _checked_device(self.models, self.model_names, batch_size, passes, device)
-        self.batches = Minibatches(inputs, batch_size, shuffle, seed)
-        if passes > 1 and self.batches.one_shot:
-            raise UserInputError(
-                "inputs is a one-shot iterator; passes > 1 needs a Tensor or a re-iterable (a list, a DataLoader)"
-            )
-        self.batch_size, self.passes, self.shuffle, self.seed = batch_size, passes, shuffle, seed
-        self.progress, self.desc = progress, desc
-        self.names: list[list[str]] = []
-        self.token_layers: list[list[str]] = []
-        self.n_per_pass = self.num_batches = 0
-        self.masked = False
-
-    def __iter__(self) -> Iterator[list[torch.Tensor]]:
-        distinct = list({id(m): m for m in self.models}.values())
-        total = self.batches.count * self.passes if self.batches.count is not None else None
-        with contextlib.ExitStack() as stack:
-            taps = [
-                stack.enter_context(GramTaps(m, spec, what=f"model {name!r}", tokens=self.tokens))
-                for m, spec, name in zip(self.models, self.specs, self.model_names)
-            ]
-            stack.enter_context(inference(*distinct))
-            disable = None if self.progress is None else not self.progress  # None: only on a terminal
-            bar = stack.enter_context(tqdm(total=total, desc=self.desc, unit="batch", disable=disable, leave=False))
-            for p in range(self.passes):
-                for batch in self.batches.epoch():
-                    n, mask = batch_len(batch), attention_mask(batch)
-                    self.masked = self.masked or mask is not None
-                    for t in taps:
-                        t.expect(n, mask)
-                    for model in distinct:
-                        call_model(model, batch, self.device)
-                    grams = [t.stacked() for t in taps]
-                    self.names = [t.names for t in taps]  # final after the first batch
-                    if p == 0:
-                        self.n_per_pass += n
-                    self.num_batches += 1
-                    bar.update(1)
-                    yield grams
-            self.token_layers = [list(t.token_layers) for t in taps]
-        if not self.num_batches:
-            raise UserInputError(f"no batch of at least {MIN_BATCH} examples to compute CKA from: give more inputs")
-
-    def metadata(self) -> dict[str, Any]:
-        """The settings of the loop (JSON-able), for a result's metadata."""
-        sliced = self.batches.sliced
-        return {
-            "batch_size": self.batch_size if sliced else None,
-            "shuffle": self.shuffle if sliced else None,
-            "seed": self.seed if sliced and self.shuffle else None,
-            "device": str(self.device),
-            "tokens": resolve_token_mode(self.tokens, self.masked),
-            "attention_mask": self.masked,
-            "ckatlas": __version__,
-            "torch": torch.__version__,
-        }
-
-
 def _population(
     models: list[nn.Module],
     names: list[str],
@@ -424,29 +326,6 @@ def _population(
         )
     _warn_dead(results, names)
     return results
-
-
-def _checked_device(
-    models: list[nn.Module], names: list[str], batch_size: int, passes: int, device: torch.device | str | None
-) -> torch.device:
-    """Validate the arguments; the device to run on (None: model A's)."""
-    for label, value in (("batch_size", batch_size), ("passes", passes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserInputError(f"{label} must be a positive integer, got {value!r}")
-    for name, model in zip(names, models):
-        if not isinstance(model, nn.Module):
-            raise UserInputError(f"model {name!r} must be a torch.nn.Module, got {type(model).__name__}")
-    device = model_device(models[0]) if device is None else torch.device(device)
-    for name, model in zip(names, models):
-        if not _same_device(model_device(model), device):
-            raise UserInputError(
-                f"model {name!r} is on {model_device(model)} but CKA runs on {device}: move it with model.to(device)"
-            )
-    return device
-
-
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def _warn_dead(results: dict[tuple[int, int], CKAResult], names: list[str]) -> None:

@@ -34,7 +34,7 @@ from ckatlas.analysis.blocks import find_blocks
 from ckatlas.capture import LayerSpec
 from ckatlas.cka import MinibatchCKA
 from ckatlas.errors import UserInputError
-from ckatlas.heatmap import GramPasses
+from ckatlas.capture.gram_passes import GramPasses
 from ckatlas.results import NpzResult
 
 
@@ -149,7 +149,7 @@ def measure(model: nn.Module, probe: torch.Tensor, settings: DynamicsSettings,
             device: torch.device | str | None = None) -> tuple[list[str], np.ndarray, np.ndarray, float, list[list[int]]]:
     """One epoch's record: (layers, heatmap, first-PC variance, block fraction, blocks).
 
-    One pass over the probe images (`ckatlas.heatmap.GramPasses`): each batch's centred Grams
+    One pass over the probe images (`ckatlas.capture.gram_passes.GramPasses`): each batch's centred Grams
     feed the minibatch CKA estimator, and each layer's first-PC share of its variance is the
     top eigenvalue of its centred Gram over the Gram's trace (`top_eigenvalue`), averaged over
     batches weighted by their size (exact for a probe set of one batch, the default).

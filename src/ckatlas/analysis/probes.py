@@ -49,7 +49,8 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from ckatlas.capture import LayerSpec, capture_activations, model_device, resolve_layers
+from ckatlas.capture import LayerSpec, capture_activations, resolve_layers
+from ckatlas.devices import run_device
 from ckatlas.data.subsets import validation_split
 from ckatlas.errors import UserInputError
 from ckatlas.results import JsonResult
@@ -316,7 +317,7 @@ def linear_probes(
     else:
         names = resolve_layers(model, layers)
         kinds = [_known_kinds(model).get(n, "layer") for n in names]
-    device = model_device(model) if device is None else torch.device(device)
+    device = run_device(model, device)
     sizes = _feature_sizes(model, names, x_train, device, max_features)
     val_acc, chosen, test_acc, converged = [], [], [], []
     for group in _layer_groups(sizes, len(x_train) + len(x_test), feature_memory_gb):

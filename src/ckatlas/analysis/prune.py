@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ckatlas.analysis.blocks import BlockResult
-from ckatlas.capture import model_device
+from ckatlas.devices import run_device
 from ckatlas.errors import UserInputError
 from ckatlas.results import JsonResult
 from ckatlas.train import TrainConfig, fit, predict
@@ -228,7 +228,7 @@ def prune_blocks(
         raise UserInputError(f"finetune_epochs must be an integer >= 0, got {finetune_epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    device = model_device(model) if device is None else torch.device(device)
+    device = run_device(model, device)
     x_test, y_test = _split(data, "test")
     unpruned = _accuracy(copy.deepcopy(model), x_test, y_test, batch_size, device)
     steps = []

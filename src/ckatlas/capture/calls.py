@@ -12,6 +12,7 @@ from torch import nn
 
 from ckatlas.errors import UserInputError
 from ckatlas.capture.layers import uncompiled
+from ckatlas.devices import model_device  # noqa: F401  (re-exported by ckatlas.capture)
 
 
 
@@ -123,9 +124,3 @@ def inference(*models: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model without any)."""
-    model = uncompiled(model)
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")

@@ -46,6 +46,8 @@ class GramTaps(_Taps):
         self._last: tuple[str, torch.Tensor] | None = None  # the previous tapped layer's output
         self._stash: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._uncentred: set[str] = set()  # layers whose next Gram is taken without the centring pass
+        self._pending: dict[str, str] = {}  # layer -> how its Gram was taken, in the pass running
+        self._routes: dict[str, str] = {}  # the same for the last pass taken
 
     def __exit__(self, *exc: Any) -> None:
         super().__exit__(*exc)
@@ -57,6 +59,24 @@ class GramTaps(_Taps):
         super().expect(n, mask)
         self._last = None
         self._stash.clear()
+        self._pending = {}
+
+    def take(self) -> dict[str, Any]:
+        routes = self._pending
+        out = super().take()
+        self._routes = {name: routes[name] for name in out if name in routes}
+        return out
+
+    @property
+    def routes(self) -> dict[str, str]:
+        """How each layer's Gram was taken in the last forward pass taken (a diagnostic).
+
+        ``"centred"``: the product of a shifted copy; ``"uncentred"``: the product of the
+        activation as it is (a layer whose mean is small next to its spread, CPU);
+        ``"paired"``: an eval BatchNorm's Gram from the per-channel Grams of the tapped layer
+        that feeds it. Every route gives the same centred Gram up to rounding.
+        """
+        return dict(self._routes)
 
     def _process(self, name: str, tensor: torch.Tensor, module: nn.Module, args: Any) -> torch.Tensor:
         source = args[0] if isinstance(args, tuple) and args else None
@@ -65,6 +85,7 @@ class GramTaps(_Taps):
         if stash is not None:
             fed, sample, gram = stash
             if source is fed and torch.equal(_sample(source), sample):
+                self._pending[name] = "paired"
                 return gram
         elif last is not None and source is last[1] and last[0] not in self._feeds:
             if _bn_scale(module, source) is not None:
@@ -75,6 +96,7 @@ class GramTaps(_Taps):
             if scale is not None:
                 gram, bn_gram = self._gram(tensor, scale)
                 self._stash[bn] = (tensor, _sample(tensor), bn_gram)
+                self._pending[name] = "centred"
                 return gram
         return self._gram(tensor, name=name)[0]
 
@@ -91,8 +113,11 @@ class GramTaps(_Taps):
             if name is not None and name in self._uncentred:
                 gram = self._uncentred_gram(t)
                 if gram is not None:
+                    self._pending[name] = "uncentred"
                     return gram, None
                 self._uncentred.discard(name)
+            if name is not None:
+                self._pending[name] = "centred"
             return self._centred_gram(t, scale, name)
 
     def _uncentred_gram(self, t: torch.Tensor) -> torch.Tensor | None:

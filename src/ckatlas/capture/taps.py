@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from ckatlas.errors import UserInputError
-from ckatlas.capture.calls import batch_len, call_model, inference, model_device, pick_tensor
+from ckatlas.capture.calls import batch_len, call_model, inference, pick_tensor
+from ckatlas.devices import run_device
 from ckatlas.capture.layers import LayerSpec, _resolve, uncompiled
 from ckatlas.tokens import attention_mask, check_token_mode, is_token_output, reduce_tokens, resolve_token_mode
 
@@ -206,7 +207,7 @@ def capture_activations(
         {layer name: (N, ...) tensor}, in forward order for globs and classes
         (token outputs reduced as `tokens` says).
     """
-    device = model_device(model) if device is None else torch.device(device)
+    device = run_device(model, device)
     if batch_size is not None and isinstance(inputs, torch.Tensor):
         batches = list(inputs.split(batch_size))
     else:

@@ -65,7 +65,7 @@ from ckatlas.experiment.analysis_settings import (  # noqa: F401  (re-exported)
     RunSelection,
 )
 from ckatlas.experiment.presets import list_presets, preset_path
-from ckatlas.experiment.schema import check_keys, convert, from_table, to_table
+from ckatlas.experiment.schema import check_keys, convert, from_table, to_table, toml_text
 from ckatlas.train import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -302,28 +302,11 @@ def load_config(source: str | Path) -> ExperimentConfig:
 def to_toml(config: ExperimentConfig) -> str:
     """The config as TOML text that `load_config` reads back to an equal config."""
     data = config.to_dict()
-    lines = [f"{k} = {_toml_value(data[k])}" for k in ("name", "description") if k in data]
-    for key in ("dataset", "train", "cka"):
-        lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in data.get(key, {}).items()]
-    for grid in data["grid"]:
-        lines += ["", "[[grid]]"] + [f"{k} = {_toml_value(v)}" for k, v in grid.items()]
-    for name, table in data["analyses"].items():
-        lines += ["", f"[analyses.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+    top = {k: data[k] for k in ("name", "description") if k in data}
+    sections = [(f"[{key}]", data.get(key, {})) for key in ("dataset", "train", "cka")]
+    sections += [("[[grid]]", grid) for grid in data["grid"]]
+    sections += [(f"[analyses.{name}]", table) for name, table in data["analyses"].items()]
+    return toml_text(top, sections)
 
 
 # TrainConfig fields that the grid and [dataset] set for each run; [train] holds the others.

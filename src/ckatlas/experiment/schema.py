@@ -127,4 +127,26 @@ def _describe(value: Any) -> str:
     return f"{value!r}"
 
 
-__all__ = ["check_keys", "convert", "from_table", "to_table"]
+def toml_text(top: Mapping[str, Any], sections: list[tuple[str, Mapping[str, Any]]]) -> str:
+    """TOML text: the `top` keys, then each section, a header as written ("[train]", "[[grid]]") and its keys."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
+    for header, table in sections:
+        lines += ["", header] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+__all__ = ["check_keys", "convert", "from_table", "to_table", "toml_text"]

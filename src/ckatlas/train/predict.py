@@ -10,22 +10,7 @@ from torch import nn
 from ckatlas.data import (
     standard_layout,
 )
-from ckatlas.errors import UserInputError
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """`device` as a torch.device; None or "auto": CUDA when present, else the CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UserInputError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"device {device!r} asked for, but PyTorch sees no CUDA device; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise UserInputError(f"unsupported device {device!r}; expected auto, cpu, cuda or cuda:N")
-    return dev
+from ckatlas.devices import resolve_device
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
