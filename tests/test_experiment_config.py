@@ -265,6 +265,22 @@ def test_probes_can_be_limited_to_some_seeds():
         _error(table))
 
 
+def test_dynamics_is_checked_and_follows_cka_layers_and_the_block_detector():
+    table = {**_base(), "analyses": {"dynamics": {"seeds": [1]}, "blocks": {"threshold": 0.95}}}
+    config = config_from_dict(table)
+    recorded = [s.runs[0] for s in plan(config) if s.kind == "dynamics"]
+    assert recorded and {r.seed for r in recorded} == {1}
+    settings = config.analyses.dynamics.settings(config)
+    assert settings.layers == config.cka.layers and settings.threshold == 0.95 and settings.epochs is None
+    epochs = config.train_config(config.runs[0]).epochs
+    table["analyses"]["dynamics"] = {"epochs": [0, epochs + 1]}
+    assert f"epochs in [analyses.dynamics] must be epochs in [0, {epochs}]" in _error(table)
+    table["analyses"]["dynamics"] = {"layers": "some"}
+    assert "layers in [analyses.dynamics] must be one of 'all', 'blocks'" in _error(table)
+    table["analyses"]["dynamics"] = {"examples": 3}
+    assert "examples in [analyses.dynamics] must be >= 4" in _error(table)
+
+
 def test_prune_steps_skip_networks_without_residual_connections():
     table = _base()
     table["grid"][0]["residual"] = [True, False]

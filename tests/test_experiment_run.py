@@ -23,6 +23,7 @@ import pytest
 
 import ckatlas.train.loop
 from ckatlas.analysis import BlockResult, compare_populations, find_blocks, load_predictions
+from ckatlas.analysis.dynamics import BlockDynamics
 from ckatlas.analysis.errors import ErrorComparison
 from ckatlas.analysis.pca import PCAResult, principal_components
 from ckatlas.cli import main
@@ -64,6 +65,9 @@ batch_size = 32
 [analyses.pca]
 [analyses.prune]
 [analyses.cross_seed]
+[analyses.dynamics]
+examples = 32
+seeds = [0]
 [analyses.errors]
 population_a = { depth = 8, width = 0.5, fraction = 0.25 }
 population_b = { depth = 8, width = 0.25, fraction = 0.25 }
@@ -138,7 +142,7 @@ def test_summary_holds_every_model_as_the_issue_specifies(finished):
     assert table["depths"] == [8] and table["widths"] == [0.25, 0.5]
     assert table["block_fraction"][0][1] == pytest.approx(g["block_fraction_mean"])
     assert summary["analyses"]["errors"] == "analysis/errors.json"
-    kinds = {"train", "cka", "cross", "blocks", "stability", "pca", "prune", "errors", "summary"}
+    kinds = {"train", "cka", "cross", "blocks", "stability", "pca", "prune", "dynamics", "errors", "summary"}
     assert set(summary["timings"]) == kinds - {"summary"} | {"total"}
 
 
@@ -293,6 +297,7 @@ def test_a_run_interrupted_mid_training_resumes_from_its_checkpoint(tmp_path, mo
         "train": {"epochs": 2, "batch_size": 64},
         "cka": {"num_examples": 32, "batch_size": 32},
         "dataset": {"name": "digits"},
+        "analyses": {"dynamics": {"examples": 32}},
     }
     config = config_from_dict(table)
     real_save = ckatlas.train.loop.save_state
@@ -313,10 +318,36 @@ def test_a_run_interrupted_mid_training_resumes_from_its_checkpoint(tmp_path, mo
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     with torch_threads(THREADS):
-        reference = train(config.train_config(config.runs[0]), tmp_path / "reference", quiet=True)
+        reference = train(config.train_config(config.runs[0]), tmp_path / "reference", quiet=True,
+                          dynamics=config.analyses.dynamics.settings(config))
     resumed = load_run(run_dir).model.state_dict()
     for key, value in load_run(reference.run_dir).model.state_dict().items():
         assert (resumed[key] == value).all(), key
+    # the record of the epochs before the interruption is kept, and continued: the same as uninterrupted
+    record, whole = BlockDynamics.load(run_dir / "dynamics.npz"), BlockDynamics.load(reference.run_dir / "dynamics.npz")
+    assert list(record.epochs) == list(whole.epochs) == [0, 1, 2]
+    np.testing.assert_allclose(record.cka, whole.cka, rtol=1e-6, atol=1e-9)
+
+
+def test_dynamics_is_recorded_while_the_selected_runs_train_and_reported(finished, toml_file, tmp_path):
+    root, config, _ = finished
+    summary = json.loads((root / "summary.json").read_text())
+    for model in summary["models"]:
+        path = root / "runs" / model["name"] / "dynamics.npz"
+        assert path.is_file() == (model["seed"] == 0)
+        assert ("dynamics" in model["paths"]) == (model["seed"] == 0)
+        if model["seed"] == 0:
+            record = BlockDynamics.load(path)
+            assert list(record.epochs) == [0, 1] and record.metadata["examples"] == 32
+            assert record.layers == CKAResult.load(root / model["paths"]["cka"]).layers_a
+    page = (root / "report" / "index.html").read_text()
+    assert 'id="dynamics"' in page and "Block structure through training" in page
+    # a record deleted from a finished run cannot be recomputed without training: one clear error
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    (copy / "runs" / config.runs[0].name / "dynamics.npz").unlink()
+    with pytest.raises(UserInputError, match=r"dynamics.npz is missing from a finished run.*delete runs/"):
+        run_experiment(toml_file, copy, quiet=True, threads=THREADS)
 
 
 def test_a_different_experiment_in_the_same_directory_is_refused(finished):

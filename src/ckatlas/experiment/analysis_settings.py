@@ -108,6 +108,44 @@ class ProbesConfig(RunSelection):
 
 
 @dataclass(frozen=True)
+class DynamicsConfig(RunSelection):
+    """`[analyses.dynamics]`: block structure through training (`ckatlas.analysis.dynamics`).
+
+    Recorded while each run trains (not afterwards): at `epochs` (0: the initialisation;
+    default 0, 1, 2, 4, ... and the last), the heatmap over `layers` (default: those of
+    [cka]) of the first `examples`
+    test images, its blocks (the detector of [analyses.blocks]) and each layer's first-PC
+    variance, into the run's dynamics.npz. `seeds`, `depths`, `fractions` limit it to some runs.
+    """
+
+    epochs: tuple[int, ...] | None = None
+    examples: int = 256
+    layers: Literal["all", "blocks"] | None = None
+
+    def check(self, config: ExperimentConfig) -> None:
+        self.check_selection(config, "[analyses.dynamics]")
+        if self.examples < 4:
+            raise UserInputError(f"examples in [analyses.dynamics] must be >= 4 (the unbiased CKA estimator), "
+                                 f"got {self.examples}")
+        if self.epochs is not None:
+            last = min(config.train_config(r).epochs for r in config.runs if self.wants(r))
+            bad = [e for e in self.epochs if not 0 <= e <= last]
+            if bad or not self.epochs:
+                raise UserInputError(f"epochs in [analyses.dynamics] must be epochs in [0, {last}] (0: the "
+                                     f"initialisation), got {list(self.epochs)}")
+
+    def settings(self, config: ExperimentConfig):  # -> ckatlas.analysis.dynamics.DynamicsSettings
+        """The recorder's settings: these, with the layers of [cka] (unless set) and the detector of [analyses.blocks]."""
+        from ckatlas.analysis.dynamics import DynamicsSettings
+
+        blocks = config.analyses.blocks
+        layers = self.layers if self.layers is not None else config.cka.layers
+        return DynamicsSettings(epochs=self.epochs, examples=self.examples, layers=layers,
+                                threshold=blocks.threshold, tolerance=blocks.tolerance, min_size=blocks.min_size,
+                                min_fraction=blocks.min_fraction)
+
+
+@dataclass(frozen=True)
 class PruneConfig(RunSelection):
     """`[analyses.prune]`: delete residual blocks from the end of each stage (`prune_blocks`);
     `seeds`, `depths`, `fractions` limit it to some runs (default: every residual run)."""

@@ -8,6 +8,7 @@
     pca/<run>            analysis/pca/<run>.npz          <- train/<run>               [analyses.pca]
     probes/<run>         analysis/probes/<run>.json      <- train/<run>               [analyses.probes]
     prune/<run>          analysis/prune/<run>.json       <- train/<run>, blocks/<run> [analyses.prune] (residual)
+    dynamics/<run>       runs/<run>/dynamics.npz         <- train/<run> (recorded by it) [analyses.dynamics]
     errors               analysis/errors.json            <- train/<run> of both populations  [analyses.errors]
     summary              summary.json                    <- every other step
     report               report/index.html               <- summary    (once ckatlas.report.html exists)
@@ -41,6 +42,7 @@ from ckatlas.experiment.config import (
     BlocksConfig,
     CrossSeedConfig,
     DatasetConfig,
+    DynamicsConfig,
     ErrorsConfig,
     ExperimentConfig,
     PCAConfig,
@@ -50,6 +52,7 @@ from ckatlas.experiment.config import (
 from ckatlas.experiment.registry import Step, StepKind, register_step, step_kind
 from ckatlas.experiment.store import SUMMARY_FILE, ExperimentStore
 from ckatlas.experiment.summary import build_summary
+from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_write_json
 from ckatlas.heatmap import CKAResult, heatmap
 from ckatlas.train import load_run, resolve_device, train
@@ -110,9 +113,20 @@ def _model(store: ExperimentStore, name: str, device: torch.device) -> torch.nn.
 
 # -- the steps ---------------------------------------------------------------------------------
 def _train(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
-    run = step.runs[0]
+    run, analyses = step.runs[0], ctx.config.analyses
+    wanted = analyses.dynamics is not None and analyses.dynamics.wants(run)
     train(ctx.config.train_config(run), store.path(store.run_dir(run.name)), resume=True, quiet=ctx.quiet,
-          device=ctx.device)
+          device=ctx.device, dynamics=analyses.dynamics.settings(ctx.config) if wanted else None)
+
+
+def _dynamics(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
+    # Written by the run's training (`_train`): missing only when deleted from a finished run,
+    # and training again is the one way to get it back.
+    if not store.path(step.outputs[0]).is_file():
+        raise UserInputError(
+            f"{step.outputs[0]} is missing from a finished run: block structure through training is recorded "
+            f"while a run trains; delete {store.run_dir(step.runs[0].name)} to train it again with the record"
+        )
 
 
 def _cka(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
@@ -286,6 +300,10 @@ for _kind in (
                                lambda c, r: r.residual and c.analyses.prune.wants(r)), _prune, settings=PruneConfig,
              uses_models=True,
              description="block deletion"),
+    StepKind("dynamics", _per_run("dynamics", _store.dynamics_file, _trained,
+                                  lambda c, r: c.analyses.dynamics.wants(r)), _dynamics, settings=DynamicsConfig,
+             resumable=True,  # its file is written by training: kept when a run resumes
+             description="block structure through training"),
     StepKind("errors", _errors_plan, _errors, settings=ErrorsConfig,
              description="error comparison"),
     StepKind("summary", _summary_plan, _summary, driver=True, description="summary.json"),

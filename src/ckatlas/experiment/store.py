@@ -33,7 +33,7 @@ from ckatlas import __version__
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.config import ExperimentConfig, to_toml
 from ckatlas.files import atomic_write_json, atomic_write_text, is_stray, read_json
-from ckatlas.rundir import RunDir
+from ckatlas.rundir import DYNAMICS_FILE, RunDir
 
 EXPERIMENT_FILE = "experiment.json"
 SUMMARY_FILE = "summary.json"
@@ -79,6 +79,10 @@ class ExperimentStore:
     @staticmethod
     def prune_file(run: str) -> str:
         return f"analysis/prune/{run}.json"
+
+    @staticmethod
+    def dynamics_file(run: str) -> str:
+        return f"{ExperimentStore.run_dir(run)}/{DYNAMICS_FILE}"
 
     @staticmethod
     def errors_file() -> str:

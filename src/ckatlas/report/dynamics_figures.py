@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ckatlas.analysis.dynamics import BlockDynamics
 from ckatlas.files import atomic_open
@@ -24,6 +25,7 @@ def dynamics_figure(record: BlockDynamics) -> Figure:
     ax.plot(record.epochs, [float(v[v == v].mean()) if (v == v).any() else float("nan")
                             for v in record.variance_explained], marker="s", label="mean PC1 variance")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize=7)
     for k in range(count):

@@ -32,6 +32,7 @@ from ckatlas.report.block_sections import (
     heatmap_grid_section,
     stability_section,
 )
+from ckatlas.report.dynamics_sections import dynamics_section
 from ckatlas.report.headline import headline_section
 
 REPORT_FILE = "report/index.html"
@@ -45,12 +46,13 @@ _SECTIONS: list[Callable[[ReportData], Section | None]] = [
     probes_section,
     prune_section,
     cross_seed_section,
+    dynamics_section,
     errors_section,
 ]
 
 # The analyses ([analyses] tables) drawn by a section of their own above; every other registered
 # analysis gets the generic section (`registered_sections`).
-_OWN_SECTIONS = {"blocks", "pca", "probes", "prune", "cross_seed", "errors"}
+_OWN_SECTIONS = {"blocks", "pca", "probes", "prune", "cross_seed", "dynamics", "errors"}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1d1d1f;
