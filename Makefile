@@ -21,11 +21,14 @@ demo: install
 
 # Debian packages the tests and the reproduction study use, installed when missing: Chromium
 # (the report test renders the HTML report in a real headless browser) and Fashion-MNIST
-# (dataset-fashion-mnist: the study's data, in /usr/share/datasets/fashion-mnist).
+# (dataset-fashion-mnist: the study's data, in /usr/share/datasets/fashion-mnist) and the
+# fortunes quotations (fortunes: 2.5 MB of text in /usr/share/games/fortunes, which the layer-removal
+# test and benchmark train a small language model on).
 system-packages:
 	@missing=; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	[ -d /usr/share/games/fortunes ] || missing="$$missing fortunes"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then S=; else S=sudo; fi; \
 	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq $$missing >/dev/null; \

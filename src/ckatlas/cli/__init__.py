@@ -9,6 +9,7 @@ inside `_run_*` so that `ckatlas --help` stays fast.
     experiments.py   demo, run, presets, claims, report
     models.py        train, cka, info
     analyses.py      blocks, pca, probes, prune, errors
+    layers.py        layers (Hugging Face layer removal)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ckatlas import __version__
 from ckatlas.cli._common import Parser, one_line_warnings, positive_float, positive_int
 from ckatlas.cli.analyses import add_blocks, add_errors, add_pca, add_probes, add_prune
 from ckatlas.cli.experiments import add_claims, add_demo, add_presets, add_report, add_run, default_jobs
+from ckatlas.cli.layers import add_layers
 from ckatlas.cli.models import add_cka, add_dynamics, add_info, add_train
 from ckatlas.cpu import command_threads, settle_allocator
 from ckatlas.errors import USER_ERRORS
@@ -28,7 +30,7 @@ from ckatlas.errors import USER_ERRORS
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     # the main job first, then the pipeline from left to right
     add_demo, add_run, add_presets, add_train, add_dynamics, add_cka, add_blocks, add_pca, add_probes, add_prune,
-    add_errors, add_claims, add_report, add_info,
+    add_errors, add_layers, add_claims, add_report, add_info,
 ]
 
 

@@ -1,0 +1,98 @@
+"""`ckatlas layers`: which layers of a Hugging Face model are redundant, and removing them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ckatlas.cli._common import command, positive_int
+from ckatlas.errors import UserInputError
+
+
+def add_layers(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub, "layers", "redundant layers of a Hugging Face model: CKA, angular distance, Block Influence; removal",
+        """
+        Which layers of a transformer can go. On calibration data: the CKA heatmap of the
+        layer stack's boundaries and its blocks, the angular distance between them (Gromov et
+        al. 2024) and each layer's Block Influence (ShortGPT, Men et al. 2024); each gives a
+        removal order. On held-out data: the loss (perplexity; accuracy for a classifier)
+        after each removal, per criterion. Writes OUT/removal.json and OUT/removal.png;
+        with --save N, the model without the N layers --criterion picks, to
+        OUT/pruned-<criterion>-<N>/ (from_pretrained loads it). Nothing is downloaded.
+        """,
+        [
+            "ckatlas layers ./my-lm --text corpus.txt --out lm-layers",
+            "ckatlas layers ./my-lm --text corpus.txt --out lm-layers --save 3 --criterion cka",
+            "ckatlas layers ./my-vit --inputs images.npz --out vit-layers   # pixel_values, labels",
+        ],
+    )
+    p.add_argument("model", help="a Hugging Face model folder (save_pretrained)")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--text", help="a UTF-8 text file, tokenised by the model's tokenizer")
+    data.add_argument("--inputs", help=".npy of token ids (N, seq), or .npz of arrays (input_ids, attention_mask, "
+                                       "pixel_values, labels, ...)")
+    p.add_argument("--out", required=True, help="folder for removal.json, removal.png and pruned models")
+    p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per sequence cut from --text (128)")
+    p.add_argument("--sequences", type=positive_int, default=512, help="at most this many examples (512)")
+    p.add_argument("--holdout", type=float, default=0.5, help="share of the examples held out for the curves (0.5)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--max-remove", type=positive_int, help="removals measured per criterion (default: half the layers)")
+    p.add_argument("--threshold", type=float, default=0.9, help="CKA threshold of the block detector (0.9)")
+    p.add_argument("--layers-path", help="the ModuleList of layers (e.g. model.layers) when the guess is wrong")
+    p.add_argument("--save", type=positive_int, metavar="N", help="save the model without N layers")
+    p.add_argument("--criterion", choices=["cka", "angular", "block_influence"], default="cka",
+                   help="which criterion's N layers --save removes (cka)")
+    p.set_defaults(func=_run_layers)
+
+
+def _run_layers(args: argparse.Namespace) -> int:
+    from ckatlas.hf import layer_redundancy, load_inputs, read_text, removal_curves, save_pruned, split, text_token_ids
+    from ckatlas.hf.data import take
+    from ckatlas.hf.loading import load_model
+    from ckatlas.report.removal_figures import plot_removal
+
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; expected a folder")
+    pruned_dir = out / f"pruned-{args.criterion}-{args.save}" if args.save else None
+    if pruned_dir is not None and pruned_dir.exists():
+        raise UserInputError(f"{pruned_dir} exists; delete it or choose another --out")
+    if not 0 < args.holdout < 1:
+        raise UserInputError(f"--holdout must be in (0, 1), got {args.holdout}")
+    try:  # progress bars of saving and loading would interleave with the summary
+        import transformers
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass  # load_model says what to install
+    text = read_text(args.text) if args.text else None
+    inputs = load_inputs(args.inputs) if args.inputs else None
+    model, tokenizer = load_model(args.model)
+    if text is not None:
+        if tokenizer is None:
+            raise UserInputError(f"{args.model} holds no tokenizer to read --text with; give --inputs token ids")
+        inputs = text_token_ids(text, tokenizer, args.seq_len, args.sequences)
+    else:
+        from ckatlas.hf.data import num_examples
+        inputs = take(inputs, slice(0, min(args.sequences, num_examples(inputs))))
+    calibration, held_out = split(inputs, args.holdout)
+    result = layer_redundancy(model, calibration, batch_size=args.batch_size, layers_path=args.layers_path,
+                              threshold=args.threshold, max_remove=args.max_remove)
+    if args.save and args.save > len(result.removals[args.criterion]):
+        raise UserInputError(f"--save {args.save} is more than the {len(result.removals[args.criterion])} removals "
+                             f"measured; raise --max-remove")
+    result = removal_curves(model, result, held_out, batch_size=args.batch_size)
+    out.mkdir(parents=True, exist_ok=True)
+    result.save(out / "removal.json")
+    plot_removal(result, out / "removal.png")
+    print(result.summary())
+    print(f"wrote {out / 'removal.json'} and {out / 'removal.png'}", file=sys.stderr)
+    if pruned_dir is not None:
+        removed = result.removed(args.criterion, args.save)
+        save_pruned(model, removed, str(pruned_dir), tokenizer)
+        print(f"saved the model without layers {removed} to {pruned_dir}", file=sys.stderr)
+    return 0
+
+
+__all__ = ["add_layers"]

@@ -1,0 +1,67 @@
+"""The figure of a layer-removal result (`ckatlas.hf.LayerRemoval`)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ckatlas.files import atomic_open
+from ckatlas.report.block_figures import outline_spans
+from ckatlas.report.heatmap_figures import plot_heatmap
+
+_LABELS = {"cka": "CKA (blocks)", "angular": "angular distance (Gromov et al.)",
+           "block_influence": "Block Influence (ShortGPT)"}
+
+
+def removal_figure(result) -> Figure:  # result: ckatlas.hf.LayerRemoval
+    """Left: CKA between the layer stack's boundaries, blocks outlined. Middle: each layer's
+    Block Influence and the CKA of its input with its output. Right: the held-out metric
+    after n layers removed, one line per criterion (when measured)."""
+    fig = Figure(figsize=(14, 4), layout="constrained")
+    ax_map, ax_layer, ax_curve = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.1, 1, 1.2]})
+    plot_heatmap(result.cka, ax_map, title="CKA between layer boundaries", groups=False)
+    outline_spans(ax_map, result.blocks, color="cyan", linewidth=1.2)
+    ax_map.set_xlabel("boundary (0: input of layer 0)")
+    ax_map.set_ylabel("boundary")
+    count = len(result.layers)
+    ax_layer.plot(range(count), result.block_influence, marker="o", label="Block Influence (1 - cos)")
+    ax_layer.plot(range(count), [result.cka[i, i + 1] for i in range(count)], marker="s", label="CKA(input, output)")
+    ax_layer.set_xlabel("layer")
+    ax_layer.set_ylim(-0.03, 1.03)
+    ax_layer.legend(fontsize=7)
+    ax_layer.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_layer.set_title("per layer")
+    if result.curves:
+        for name, curve in result.curves.items():
+            values = np.exp(curve) if result.metric == "loss" else np.asarray(curve)
+            ax_curve.plot(range(len(curve)), values, marker="o", label=_LABELS.get(name, name))
+        if result.metric == "loss":
+            ax_curve.set_yscale("log")
+            ax_curve.set_ylabel("held-out perplexity")
+            base = math.exp(next(iter(result.curves.values()))[0])
+            ax_curve.axhline(base, color="grey", linewidth=0.8, linestyle=":")
+        else:
+            ax_curve.set_ylabel("held-out accuracy")
+        ax_curve.set_xlabel("layers removed")
+        ax_curve.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax_curve.legend(fontsize=7)
+        ax_curve.set_title("removal curves")
+    else:
+        ax_curve.set_axis_off()
+    return fig
+
+
+def plot_removal(result, path: str | os.PathLike) -> Path:
+    """Write `removal_figure(result)` as a PNG, atomically."""
+    path = Path(path)
+    with atomic_open(path, "wb") as fh:
+        removal_figure(result).savefig(fh, format="png", dpi=100)
+    return path
+
+
+__all__ = ["plot_removal", "removal_figure"]
