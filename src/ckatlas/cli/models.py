@@ -53,6 +53,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default 0.1; paper recipe 0.01)")
     p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     p.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], help="sgd (default) or adamw (transformers)")
     p.add_argument("--weight-decay", type=float, help="weight decay (default 5e-4; paper recipe 2e-4 on kernels)")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (default 0)")
     p.add_argument("--no-augment", action="store_true", help="no pad-and-crop or flips")
@@ -152,6 +153,7 @@ def _run_train(args: argparse.Namespace) -> int:
         "lr": args.lr,
         "momentum": args.momentum,
         "nesterov": args.nesterov,
+        "optimizer": args.optimizer,
         "weight_decay": args.weight_decay,
         "model_style": args.model_style,
         "lr_schedule": args.lr_schedule,

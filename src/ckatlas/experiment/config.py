@@ -18,6 +18,10 @@
     widths = [1]
     seeds = [0, 1, 2]
 
+    [[grid]]                     # family = "vit": vision transformers, depth = blocks (ckatlas.models.vit)
+    family = "vit"
+    depths = [2, 4, 8]
+
     [train]                      # any ckatlas.train.TrainConfig setting not set by the grid
     epochs = 10
 
@@ -94,6 +98,7 @@ class GridConfig:
     residual: tuple[bool, ...] = (True,)
     seeds: tuple[int, ...] = (0,)
     fractions: tuple[float, ...] = (1.0,)
+    family: Literal["resnet", "vit"] = "resnet"
 
 
 @dataclass(frozen=True)
@@ -114,22 +119,27 @@ class CKAConfig:
 # -- one training run --------------------------------------------------------------------------
 @dataclass(frozen=True, order=True)
 class RunSpec:
-    """One model of the grid: architecture, width, training fraction and seed."""
+    """One model of the grid: architecture family and depth, width, training fraction and seed."""
 
     depth: int
     width: float
     residual: bool
     seed: int
     fraction: float = 1.0
+    family: str = "resnet"
 
     @property
     def arch(self) -> str:
-        """"resnet20" or "cnn20" (no residual connections)."""
+        """"resnet20", "cnn20" (no residual connections) or "vit4" (a vision transformer of 4 blocks)."""
+        if self.family == "vit":
+            return f"vit{self.depth}"
         return f"{'resnet' if self.residual else 'cnn'}{self.depth}"
 
     @property
     def model_name(self) -> str:
         """The `create_model` name ("cifar_resnet<depth>", never the ImageNet ResNet of that name)."""
+        if self.family == "vit":
+            return self.arch
         return f"cifar_resnet{self.depth}" if self.residual else f"cnn{self.depth}"
 
     @property
@@ -152,6 +162,7 @@ class RunSpec:
             "residual": self.residual,
             "seed": self.seed,
             "fraction": self.fraction,
+            "family": self.family,
         }
 
 
@@ -176,7 +187,7 @@ class ExperimentConfig:
     def runs(self) -> list[RunSpec]:
         """Every run of the grid, once, sorted by (depth, width, residual, seed, fraction)."""
         runs = {
-            RunSpec(d, w, r, s, f)
+            RunSpec(d, w, r, s, f, g.family)
             for g in self.grid
             for d in g.depths
             for w in g.widths
@@ -184,7 +195,8 @@ class ExperimentConfig:
             for s in g.seeds
             for f in g.fractions
         }
-        return sorted(runs, key=lambda r: (r.fraction != 1.0, -r.fraction, not r.residual, r.depth, r.width, r.seed))
+        return sorted(runs, key=lambda r: (r.family != "resnet", r.family, r.fraction != 1.0, -r.fraction,
+                                           not r.residual, r.depth, r.width, r.seed))
 
     @property
     def groups(self) -> dict[str, list[RunSpec]]:
@@ -376,7 +388,14 @@ def _check_grid(grid: GridConfig, where: str) -> None:
         repeated = sorted({v for v in values if values.count(v) > 1})
         if repeated:
             raise UserInputError(f"{key} in {where} lists {repeated[0]!r} more than once")
-    for depth in grid.depths:
+    if grid.family == "vit":
+        if False in grid.residual:
+            raise UserInputError(f"residual = [false] in {where} is for the CNN family; a vision transformer keeps "
+                                 "its residual connections")
+        bad = [d for d in grid.depths if d < 1]
+        if bad:
+            raise UserInputError(f"depth {bad[0]} in {where} must be >= 1 (a vision transformer's number of blocks)")
+    for depth in grid.depths if grid.family == "resnet" else ():
         if depth < 8 or (depth - 2) % 6:
             shown = ", ".join(str(d) for d in valid_depths(56))
             raise UserInputError(f"depth {depth} in {where} is not 6n+2 (n >= 1); valid depths are {shown}, ..., 110, 164")

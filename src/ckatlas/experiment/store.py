@@ -153,7 +153,8 @@ class ExperimentStore:
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
     """What must match for a directory to hold the same experiment: all but the description and where data is read from."""
     dataset = {k: v for k, v in config.get("dataset", {}).items() if k != "data_dir"}
-    return {**{k: v for k, v in config.items() if k != "description"}, "dataset": dataset}
+    grid = [{"family": "resnet", **table} for table in config.get("grid", [])]  # recorded before families existed
+    return {**{k: v for k, v in config.items() if k != "description"}, "dataset": dataset, "grid": grid}
 
 
 def _first_difference(old: Any, new: Any, where: str = "") -> str | None:

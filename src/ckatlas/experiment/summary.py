@@ -110,11 +110,12 @@ def _group_entry(store: ExperimentStore, name: str, members: list[dict[str, Any]
 
 
 def _grid_tables(config: ExperimentConfig, models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Depth x width tables of mean block fraction and accuracy, one per (residual, fraction)."""
+    """Depth x width tables of mean block fraction and accuracy, one per (family, residual, fraction)."""
     tables = []
-    slices = sorted({(r.residual, r.fraction) for r in config.runs}, key=lambda s: (not s[0], -s[1]))
-    for residual, fraction in slices:
-        runs = [r for r in config.runs if (r.residual, r.fraction) == (residual, fraction)]
+    slices = sorted({(r.family, r.residual, r.fraction) for r in config.runs},
+                    key=lambda s: (s[0] != "resnet", s[0], not s[1], -s[2]))
+    for family, residual, fraction in slices:
+        runs = [r for r in config.runs if (r.family, r.residual, r.fraction) == (family, residual, fraction)]
         depths = sorted({r.depth for r in runs})
         widths = sorted({r.width for r in runs})
         cells: dict[str, list[list[float | None]]] = {"block_fraction": [], "test_accuracy": []}
@@ -125,7 +126,8 @@ def _grid_tables(config: ExperimentConfig, models: dict[str, dict[str, Any]]) ->
                     values = [models[r.name][key] for r in runs if (r.depth, r.width) == (depth, width)]
                     row.append(float(np.mean(values)) if values else None)
                 cells[key].append(row)
-        tables.append({"residual": residual, "fraction": fraction, "depths": depths, "widths": widths, **cells})
+        tables.append({"family": family, "residual": residual, "fraction": fraction, "depths": depths,
+                       "widths": widths, **cells})
     return tables
 
 

@@ -27,6 +27,8 @@ _Builder = TypeVar("_Builder", bound=ModelBuilder)
 
 _REGISTRY: dict[str, ModelBuilder] = {}
 _PARSED = re.compile(r"(?P<family>cifar_resnet|resnet|cnn)(?P<depth>\d+)")
+_VIT = re.compile(r"vit(?P<depth>\d+)")
+VIT_DEPTHS = (2, 4, 6, 8, 12)  # listed; any depth >= 1 builds
 
 
 def register_model(
@@ -55,7 +57,7 @@ def list_models(pattern: str = "*") -> list[str]:
     The standard depths of the parsed families are listed (resnet14 ... resnet164,
     cnn14 ... cnn164); `create_model` accepts any depth 6n+2 as well.
     """
-    parsed = [f"{family}{d}" for family in ("resnet", "cnn") for d in STANDARD_DEPTHS]
+    parsed = [f"{family}{d}" for family in ("resnet", "cnn") for d in STANDARD_DEPTHS] + [f"vit{d}" for d in VIT_DEPTHS]
     names = sorted(set(_REGISTRY) | set(parsed), key=_natural_key)
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
@@ -71,7 +73,8 @@ def create_model(
 
     Args:
         name: a registered name (`list_models()`), or `resnet<depth>`, `cnn<depth>`,
-            `cifar_resnet<depth>` for any depth 6n+2.
+            `cifar_resnet<depth>` for any depth 6n+2, or `vit<depth>` (a vision
+            transformer of `depth` blocks, `ckatlas.models.vit`; option `patch_size`, 4).
         width: channel multiplier.
         num_classes: outputs of the head.
         in_channels: channels of the input images.
@@ -92,6 +95,11 @@ def create_model(
     builder = _REGISTRY.get(name)
     if builder is not None:
         return builder(width=width, num_classes=num_classes, in_channels=in_channels, **kwargs)
+    vit = _VIT.fullmatch(name)
+    if vit is not None:
+        from ckatlas.models.vit import VisionTransformer
+
+        return VisionTransformer(int(vit["depth"]), width, num_classes, in_channels, **kwargs)
     match = _PARSED.fullmatch(name)
     if match is not None:
         residual = match["family"] != "cnn"
@@ -101,7 +109,7 @@ def create_model(
     close = difflib.get_close_matches(name, list_models(), n=4)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UserInputError(
-        f"unknown model {name!r}: expected resnet<depth>, cnn<depth> (depth 6n+2) "
+        f"unknown model {name!r}: expected resnet<depth>, cnn<depth> (depth 6n+2), vit<depth> "
         f"or a name from list_models(){hint}"
     )
 

@@ -108,7 +108,8 @@ class ReportData:
 
     def slice_models(self, table: dict[str, Any]) -> list[dict[str, Any]]:
         """The models of one depth x width table of summary["grid"] (one residual setting and data fraction)."""
-        return [m for m in self.models if (m["residual"], m["fraction"]) == (table["residual"], table["fraction"])]
+        key = (table.get("family", "resnet"), table["residual"], table["fraction"])
+        return [m for m in self.models if (m.get("family", "resnet"), m["residual"], m["fraction"]) == key]
 
     def cell(self, table: dict[str, Any], depth: int, width: float) -> list[dict[str, Any]]:
         """The models (all seeds, lowest first) at one cell of a depth x width table."""
@@ -141,6 +142,8 @@ def slice_title(table: dict[str, Any], tables: Sequence[dict[str, Any]]) -> str:
     if len(tables) < 2:
         return ""
     parts = []
+    if len({t.get("family", "resnet") for t in tables}) > 1:
+        parts.append("vision transformers" if table.get("family") == "vit" else "ResNets")
     if len({t["residual"] for t in tables}) > 1:
         parts.append("with residual connections" if table["residual"] else "without residual connections")
     if len({t["fraction"] for t in tables}) > 1:

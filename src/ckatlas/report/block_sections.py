@@ -97,7 +97,8 @@ def block_table_section(data: ReportData) -> Section | None:
     """One row per model: its blocks as layer ranges, their sizes and mean CKA, its block fraction."""
     notes: list[str] = []
     rows = []
-    for m in sorted(data.models, key=lambda m: (not m["residual"], -m["fraction"], m["depth"], m["width"], m["seed"])):
+    for m in sorted(data.models, key=lambda m: (m.get("family", "resnet") != "resnet", not m["residual"], -m["fraction"],
+                                               m["depth"], m["width"], m["seed"])):
         result = data.load(BlockResult.load, m["paths"].get("blocks"), notes)
         blocks = _block_cell(result) if result is not None else "<em>missing</em>"
         rows.append([esc(m["name"]), esc(m["depth"]), f"{m['width']:g}", esc(m["seed"]), pct(m["test_accuracy"]),

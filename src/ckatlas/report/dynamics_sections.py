@@ -28,11 +28,11 @@ def _mean_pc1(record: BlockDynamics) -> np.ndarray:
 
 
 def _architecture(model: dict[str, Any]) -> tuple[Any, ...]:
-    return (model["depth"], model["width"], model["residual"], model["fraction"])
+    return (model["depth"], model["width"], model["residual"], model["fraction"], model.get("family", "resnet"))
 
 
 def _label(model: dict[str, Any], several_kinds: bool) -> str:
-    text = f"depth {model['depth']}, width {model['width']:g}"
+    text = f"{'ViT ' if model.get('family') == 'vit' else ''}depth {model['depth']}, width {model['width']:g}"
     if several_kinds:
         text += ("" if model["residual"] else ", no skips") + ("" if model["fraction"] == 1 else f", {model['fraction']:g} data")
     return text
@@ -51,7 +51,7 @@ def dynamics_section(data: ReportData) -> Section | None:
             by_arch[_architecture(m)].append((m, records[m["name"]]))
     if not by_arch:
         return Section("dynamics", "Block structure through training", para("No readable record."), notes)
-    several = len({(a[2], a[3]) for a in by_arch}) > 1
+    several = len({(a[2], a[3], a[4]) for a in by_arch}) > 1
     depths = sorted({a[0] for a in by_arch})
     widths = sorted({a[1] for a in by_arch})
     cmap, styles = colormaps["viridis"], ["-", "--", ":", "-."]

@@ -26,6 +26,7 @@ _CHOICES = {
     "decay_scope": ("all", "kernels"),
     "pad_mode": ("zeros", "reflect"),
     "keep": ("final", "best-val"),
+    "optimizer": ("sgd", "adamw"),
 }
 
 #: Named sets of training settings (`TrainConfig.from_recipe`, `[train] recipe = "..."`,
@@ -122,6 +123,9 @@ class TrainConfig:
             thousands of steps before the running statistics settle (the paper trains 117,000).
         zero_init_residual: start the last BatchNorm of each residual branch at zero (every
             block the identity at initialisation), as the paper's ImageNet code does.
+        optimizer: "sgd" (momentum, nesterov and L2 weight decay as above) or "adamw"
+            (Adam with decoupled weight decay, betas 0.9 and 0.999; momentum and nesterov
+            unused): what transformers usually train with (e.g. lr 1e-3, weight_decay 0.05).
     """
 
     arch: str = "resnet20"
@@ -150,6 +154,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     bn_momentum: float = 0.1
     zero_init_residual: bool = False
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
         def number(name: str, ok: bool, expected: str) -> None:

@@ -61,7 +61,7 @@ def learning_rate(config: TrainConfig, step: int, per_epoch: int) -> float:
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-    """SGD parameter groups: weight decay on every parameter, or on conv and linear kernels only."""
+    """Parameter groups: weight decay on every parameter, or on conv and linear kernels only."""
     if config.decay_scope == "all":
         return [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
     kernels = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
@@ -70,6 +70,14 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
         {"params": [p for p in params if id(p) in kernels], "weight_decay": config.weight_decay},
         {"params": [p for p in params if id(p) not in kernels], "weight_decay": 0.0},
     ]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The run's optimiser (`config.optimizer`) over `parameter_groups`."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameter_groups(model, config), lr=config.lr)
+    return torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=config.momentum,
+                           nesterov=config.nesterov)
 
 
 def _held_out(data: ImageData, config: TrainConfig) -> tuple[ImageData, tuple[torch.Tensor, torch.Tensor] | None]:
@@ -261,9 +269,7 @@ def fit(
     """
     config = replace(config, dataset=getattr(data, "name", config.dataset)).resolved()
     device = resolve_device(device)
-    optimizer = torch.optim.SGD(
-        parameter_groups(model, config), lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
-    )
+    optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(_seeds(config.seed)[1])
     with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.cpu)
         history = list(_epochs(model, optimizer, data, config, device, generator, 0, quiet))
@@ -320,12 +326,7 @@ def train(
 
     model.to(device=device, memory_format=memory_format_for(device))
     data = data.to(device) if device.type == "cuda" else data
-    optimizer = torch.optim.SGD(
-        parameter_groups(model, config),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-    )
+    optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(data_seed)
     history: list[dict[str, Any]] = []
     start_epoch = 0
