@@ -258,6 +258,23 @@ def test_a_classifier_gets_accuracy_curves() -> None:
     assert result.curves["cka"][0] == pytest.approx(float((predicted == held_out["labels"]).float().mean()))
 
 
+def test_a_vision_transformer_from_pixel_values() -> None:
+    torch.manual_seed(0)
+    vit = transformers.ViTForImageClassification(transformers.ViTConfig(
+        image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+        intermediate_size=64, num_channels=1, num_labels=3)).eval()
+    data = {"pixel_values": torch.randn(24, 1, 16, 16, generator=torch.Generator().manual_seed(1)),
+            "labels": torch.arange(24) % 3}
+    calibration, held_out = split(data, 0.5)
+    result = removal_curves(vit, layer_redundancy(vit, calibration, batch_size=6, max_remove=2), held_out)
+    assert result.cka.shape == (5, 5) and result.metric == "accuracy"
+    pruned = remove_layers(vit, result.removed("block_influence", 2))
+    with torch.no_grad():
+        accuracy = float((pruned(pixel_values=held_out["pixel_values"]).logits.argmax(-1) == held_out["labels"])
+                         .float().mean())
+    assert result.curves["block_influence"][2] == pytest.approx(accuracy)
+
+
 def test_a_result_round_trips_and_a_bad_file_is_one_error(tmp_path) -> None:
     model = _llama()
     result = removal_curves(model, layer_redundancy(model, _ids(16), batch_size=8, max_remove=2), _ids(8, seed=1))
