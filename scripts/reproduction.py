@@ -86,7 +86,8 @@ def _short(value: object) -> str:
 def grid_tables(summary: dict) -> str:
     out = []
     for table in summary["grid"]:
-        models = [m for m in summary["models"] if (m["residual"], m["fraction"]) == (table["residual"], table["fraction"])]
+        models = [m for m in summary["models"] if (m["residual"], m["fraction"], m.get("family", "resnet"))
+                  == (table["residual"], table["fraction"], table.get("family", "resnet"))]
         out.append(f"Training fraction {table['fraction']:g}: block fraction (mean ± sd over seeds) / test accuracy")
         out.append("")
         out.append("| depth \\ width | " + " | ".join(f"{w:g}" for w in table["widths"]) + " |")
@@ -120,7 +121,8 @@ def trend_figure(summary: dict, path: Path, title: str) -> None:
             vals = [m["block_fraction"] for m in models if (m["depth"], m["width"]) == (depth, width)]
             ax.scatter(np.full(len(vals), j) + 0.06 * (k - 1), vals, s=10, color=colour, alpha=0.6)
             means.append(np.mean(vals) if vals else np.nan)
-        ax.plot(range(len(widths)), means, color=colour, label=f"ResNet-{depth}")
+        name = f"ViT-{depth}" if table.get("family") == "vit" else f"ResNet-{depth}"
+        ax.plot(range(len(widths)), means, color=colour, label=name)
     ax.set_xticks(range(len(widths)), [f"{w:g}" for w in widths])
     ax.set_xlabel("width")
     ax.set_ylabel("block fraction")
@@ -155,6 +157,29 @@ def heatmap_figure(root: Path, summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=DPI)
 
 
+def dynamics_table(root: Path, summary: dict) -> str:
+    """Per architecture, mean block fraction (and mean first-PC variance) over seeds at each recorded epoch."""
+    from ckatlas.analysis.dynamics import BlockDynamics
+
+    rows: dict[tuple, list[BlockDynamics]] = {}
+    for m in summary["models"]:
+        if "dynamics" in m["paths"]:
+            rows.setdefault((m["depth"], m["width"]), []).append(BlockDynamics.load(root / m["paths"]["dynamics"]))
+    if not rows:
+        return ""
+    epochs = [int(e) for e in next(iter(rows.values()))[0].epochs]
+    lines = ["Block fraction through training (mean over seeds; in brackets the mean first-PC variance share):", "",
+             "| depth, width | " + " | ".join(f"epoch {e}" for e in epochs) + " |", "|---|" + "---:|" * len(epochs)]
+    for (depth, width), records in sorted(rows.items()):
+        cells = []
+        for k in range(len(epochs)):
+            bf = np.mean([r.block_fraction[k] for r in records])
+            pc = np.mean([np.nanmean(r.variance_explained[k]) for r in records])
+            cells.append(f"{bf:.2f} ({pc:.2f})")
+        lines.append(f"| {depth}, {width:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="+", help="DIR=LABEL pairs")
@@ -176,6 +201,7 @@ def main() -> None:
         print(f"### {label} ({root})\n")
         print(grid_tables(summary))
         print(claims_table(root, args.permutations, results[label]))
+        print(dynamics_table(root, summary))
         trend_figure(summary, figures / f"{label}-trend.png", label)
         heatmap_figure(root, summary, figures / f"{label}-heatmaps.png")
         print(f"\n![{label}: block fraction by width]({figures / f'{label}-trend.png'})")

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -160,11 +164,6 @@ def save_pruned(model: nn.Module, remove: Sequence[int], out: str, tokenizer: An
     Raises:
         UserInputError: the model cannot ``save_pretrained`` (not a Hugging Face model), or `out` exists.
     """
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     if not hasattr(model, "save_pretrained"):
         raise UserInputError(f"{type(model).__name__} has no save_pretrained: only Hugging Face models are saved")
     target = Path(out).expanduser()

@@ -313,7 +313,8 @@ def evaluate(model: nn.Module, inputs: Any, *, batch_size: int = 16, device: tor
                 continue
             ids = batch["input_ids"] if isinstance(batch, Mapping) else batch
             ids = ids.to(device)
-            mask = _mask(batch, logits, device)[:, 1:] & _mask(batch, logits, device)[:, :-1]
+            valid = _mask(batch, logits, device)
+            mask = valid[:, 1:] & valid[:, :-1]  # a prediction counts when it and its target are real tokens
             losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(),
                                                        reduction="none").view(mask.shape)
             total += float(losses[mask].double().sum())
