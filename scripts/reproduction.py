@@ -157,8 +157,9 @@ def heatmap_figure(root: Path, summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=DPI)
 
 
-def dynamics_table(root: Path, summary: dict) -> str:
-    """Per architecture, mean block fraction (and mean first-PC variance) over seeds at each recorded epoch."""
+def dynamics_table(root: Path, summary: dict, figure: Path | None = None) -> str:
+    """Per architecture, mean block fraction (and mean first-PC variance) over seeds at each recorded epoch;
+    with `figure`, block fraction against epoch per architecture as a PNG."""
     from ckatlas.analysis.dynamics import BlockDynamics
 
     rows: dict[tuple, list[BlockDynamics]] = {}
@@ -177,6 +178,20 @@ def dynamics_table(root: Path, summary: dict) -> str:
             pc = np.mean([np.nanmean(r.variance_explained[k]) for r in records])
             cells.append(f"{bf:.2f} ({pc:.2f})")
         lines.append(f"| {depth}, {width:g} | " + " | ".join(cells) + " |")
+    if figure is not None:
+        fig = Figure(figsize=(4.6, 3.0), layout="constrained")
+        ax = fig.subplots()
+        depths = sorted({d for d, _ in rows})
+        widths = sorted({w for _, w in rows})
+        for (depth, width), records in sorted(rows.items()):
+            mean = np.mean([r.block_fraction for r in records], axis=0)
+            ax.plot(epochs, mean, ["-", "--", ":"][widths.index(width) % 3], color=f"C{depths.index(depth)}",
+                    marker="o", markersize=3, label=f"depth {depth}, width {width:g}")
+        ax.set_xlabel("epoch (0: initialisation)")
+        ax.set_ylabel("block fraction (mean over seeds)")
+        ax.set_ylim(-0.03, 1.03)
+        ax.legend(fontsize=6, ncol=2, handlelength=3)
+        fig.savefig(figure, dpi=DPI * 1.5)
     return "\n".join(lines) + "\n"
 
 
@@ -201,7 +216,10 @@ def main() -> None:
         print(f"### {label} ({root})\n")
         print(grid_tables(summary))
         print(claims_table(root, args.permutations, results[label]))
-        print(dynamics_table(root, summary))
+        dynamics = dynamics_table(root, summary, figures / f"{label}-dynamics.png")
+        if dynamics:
+            print(dynamics)
+            print(f"![{label}: block fraction through training]({figures / f'{label}-dynamics.png'})\n")
         trend_figure(summary, figures / f"{label}-trend.png", label)
         heatmap_figure(root, summary, figures / f"{label}-heatmaps.png")
         print(f"\n![{label}: block fraction by width]({figures / f'{label}-trend.png'})")
