@@ -44,6 +44,7 @@ def add_layers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save", type=positive_int, metavar="N", help="save the model without N layers")
     p.add_argument("--criterion", choices=["cka", "angular", "block_influence"], default="cka",
                    help="which criterion's N layers --save removes (cka)")
+    p.add_argument("--quiet", action="store_true", help="print only where the results are")
     p.set_defaults(func=_run_layers)
 
 
@@ -86,7 +87,8 @@ def _run_layers(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "removal.json")
     plot_removal(result, out / "removal.png")
-    print(result.summary())
+    if not args.quiet:
+        print(result.summary())
     print(f"wrote {out / 'removal.json'} and {out / 'removal.png'}", file=sys.stderr)
     if pruned_dir is not None:
         removed = result.removed(args.criterion, args.save)
