@@ -47,6 +47,7 @@ from ckatlas.errors import UserInputError
 from ckatlas.hf.data import batches, num_examples, without_labels
 from ckatlas.hf.layers import LayerStack, layer_stack, layers_removed
 from ckatlas.results import JsonResult
+from ckatlas.tokens import attention_mask, reduce_tokens
 
 CRITERIA = ("cka", "angular", "block_influence")
 
@@ -206,13 +207,11 @@ def layer_redundancy(
             call_model(model, batch, device)
             states = hooks.take(n)
             mask = _mask(batch, states[0], device)
-            weights = mask.float() / mask.float().sum(1, keepdim=True).clamp_min(1)
-            acc.update([torch.einsum("nt,ntd->nd", weights, s) for s in states])
+            acc.update([reduce_tokens(s, "mean", mask) for s in states])  # ckatlas.tokens: the mean over real tokens
             for i in range(count):
                 cos = torch.nn.functional.cosine_similarity(states[i], states[i + 1], dim=-1)
                 bi_sum[i] += (1 - cos.double())[mask].sum()
-            last = mask.long().cumsum(1).argmax(1)  # each example's last valid token
-            ends = torch.stack([s[torch.arange(n, device=device), last] for s in states])  # (L+1, n, d)
+            ends = torch.stack([reduce_tokens(s, "last", mask) for s in states])  # (L+1, n, d): last real token
             ends = torch.nn.functional.normalize(ends.double(), dim=-1)
             cos = torch.einsum("and,bnd->abn", ends, ends).clamp(-1, 1)
             ang_sum += torch.arccos(cos).sum(-1) / math.pi
@@ -235,10 +234,11 @@ def layer_redundancy(
 
 
 def _mask(batch: Any, state: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Which tokens count: the batch's attention mask when it covers the layers' tokens, else all."""
-    mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
-    if isinstance(mask, torch.Tensor) and tuple(mask.shape) == tuple(state.shape[:2]):
-        return mask.to(device).bool()
+    """Which tokens count: the batch's attention mask (`ckatlas.tokens.attention_mask`) when it covers
+    the layers' tokens, else all of them."""
+    mask = attention_mask(batch)
+    if mask is not None and tuple(mask.shape) == tuple(state.shape[:2]):
+        return mask.to(device)
     return torch.ones(state.shape[:2], dtype=torch.bool, device=device)
 
 
