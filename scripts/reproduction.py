@@ -178,6 +178,22 @@ def dynamics_table(root: Path, summary: dict, figure: Path | None = None) -> str
             pc = np.mean([np.nanmean(r.variance_explained[k]) for r in records])
             cells.append(f"{bf:.2f} ({pc:.2f})")
         lines.append(f"| {depth}, {width:g} | " + " | ".join(cells) + " |")
+    from scipy.stats import wilcoxon
+
+    from ckatlas.analysis import find_blocks
+
+    change = np.array([r.block_fraction[-1] - r.block_fraction[0] for records in rows.values() for r in records])
+    p_value = wilcoxon(change).pvalue if np.any(change != 0) else 1.0
+    lines += ["", f"Last recorded epoch minus initialisation, per model: mean {change.mean():+.2f}, "
+                  f"{int((change < 0).sum())} of {len(change)} models lower, Wilcoxon signed-rank p = {p_value:.2g} "
+                  f"(two-sided)."]
+
+    lines += ["", "The same records with the detector re-run at CKA >= 0.95 (a sweep, not the pre-set detector):", "",
+              "| depth, width | " + " | ".join(f"epoch {e}" for e in epochs) + " |", "|---|" + "---:|" * len(epochs)]
+    for (depth, width), records in sorted(rows.items()):
+        cells = [f"{np.mean([find_blocks(r.cka[k], threshold=0.95).block_fraction for r in records]):.2f}"
+                 for k in range(len(epochs))]
+        lines.append(f"| {depth}, {width:g} | " + " | ".join(cells) + " |")
     if figure is not None:
         fig = Figure(figsize=(4.6, 3.0), layout="constrained")
         ax = fig.subplots()
