@@ -24,7 +24,7 @@ class Minibatches:
     """The minibatches of one pass over `inputs` (module docstring), for as many passes as asked (`epoch`)."""
 
     def __init__(self, inputs: Any, batch_size: int, shuffle: bool, seed: int) -> None:
-        inputs = _sliceable(inputs)
+        inputs = sliceable_inputs(inputs)
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, (torch.Tensor, Mapping, Iterable)):
             raise UserInputError(
                 f"inputs must be a Tensor or array (N, ...), a dict of them, or an iterable of batches, "
@@ -36,7 +36,7 @@ class Minibatches:
         self.generator = make_generator(seed) if self.sliced and shuffle else None
         self._warned = False
         if self.sliced:
-            size = _num_examples(inputs)
+            size = count_examples(inputs)
             if size < MIN_BATCH:
                 shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else {
                     k: tuple(v.shape) for k, v in inputs.items()}
@@ -60,10 +60,10 @@ class Minibatches:
                     yield batch
             return
         x = self.inputs
-        for index in batch_indices(_num_examples(x), self.batch_size, generator=self.generator):
+        for index in batch_indices(count_examples(x), self.batch_size, generator=self.generator):
             count = index.stop - index.start if isinstance(index, slice) else len(index)
             if self._usable(count):
-                yield _take(x, index)
+                yield take_examples(x, index)
 
     def _usable(self, n: int) -> bool:
         if n >= MIN_BATCH:
@@ -79,7 +79,7 @@ class Minibatches:
         return False
 
 
-def _sliceable(inputs: Any) -> Any:
+def sliceable_inputs(inputs: Any) -> Any:
     """A Tensor for an array; a dict of Tensors (examples first, all the same count) for a dict; else as is."""
     if isinstance(inputs, np.ndarray):
         return as_tensor(inputs)
@@ -103,14 +103,18 @@ def _sliceable(inputs: Any) -> Any:
     return out
 
 
-def _num_examples(x: torch.Tensor | Mapping[str, torch.Tensor]) -> int:
+def count_examples(x: torch.Tensor | Mapping[str, torch.Tensor]) -> int:
+    """The examples of sliceable inputs (`sliceable_inputs`)."""
     if isinstance(x, torch.Tensor):
         return len(x) if x.ndim else 0
     return len(next(iter(x.values())))
 
 
-def _take(x: torch.Tensor | Mapping[str, torch.Tensor], index: slice | torch.Tensor) -> Any:
+def take_examples(x: torch.Tensor | Mapping[str, torch.Tensor], index: slice | torch.Tensor) -> Any:
     """The examples `index` of a Tensor or of every Tensor of a dict."""
     if isinstance(x, torch.Tensor):
         return x[index] if isinstance(index, slice) else x[index.to(x.device)]
     return {k: v[index] if isinstance(index, slice) else v[index.to(v.device)] for k, v in x.items()}
+
+
+__all__ = ["MIN_BATCH", "Minibatches", "count_examples", "sliceable_inputs", "take_examples"]

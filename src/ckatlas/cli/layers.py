@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ckatlas.cli._common import command, positive_int
+from ckatlas.cli._common import command, positive_int, write_png
 from ckatlas.errors import UserInputError
 
 
@@ -52,7 +52,7 @@ def _run_layers(args: argparse.Namespace) -> int:
     from ckatlas.hf import layer_redundancy, load_inputs, read_text, removal_curves, save_pruned, split, text_token_ids
     from ckatlas.hf.data import take
     from ckatlas.hf.loading import load_model
-    from ckatlas.report.removal_figures import plot_removal
+    from ckatlas.report.removal_figures import removal_figure
 
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
@@ -75,8 +75,7 @@ def _run_layers(args: argparse.Namespace) -> int:
             raise UserInputError(f"{args.model} holds no tokenizer to read --text with; give --inputs token ids")
         inputs = text_token_ids(text, tokenizer, args.seq_len, args.sequences)
     else:
-        from ckatlas.hf.data import num_examples
-        inputs = take(inputs, slice(0, min(args.sequences, num_examples(inputs))))
+        inputs = take(inputs, slice(0, args.sequences))
     calibration, held_out = split(inputs, args.holdout)
     result = layer_redundancy(model, calibration, batch_size=args.batch_size, layers_path=args.layers_path,
                               threshold=args.threshold, max_remove=args.max_remove)
@@ -86,7 +85,7 @@ def _run_layers(args: argparse.Namespace) -> int:
     result = removal_curves(model, result, held_out, batch_size=args.batch_size)
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "removal.json")
-    plot_removal(result, out / "removal.png")
+    write_png(removal_figure(result), out / "removal.png")
     if not args.quiet:
         print(result.summary())
     print(f"wrote {out / 'removal.json'} and {out / 'removal.png'}", file=sys.stderr)

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ckatlas.capture.minibatches import count_examples, sliceable_inputs, take_examples
+from ckatlas.data.batches import batch_indices
 from ckatlas.errors import UserInputError
 
 
@@ -64,17 +66,13 @@ def load_inputs(path: str | os.PathLike) -> Any:
 
 
 def num_examples(inputs: Any) -> int:
-    """The rows of `inputs` (all tensors of a dict must have as many)."""
-    if isinstance(inputs, torch.Tensor):
-        if inputs.ndim < 2:
-            raise UserInputError(f"token ids must be (N, seq), got shape {tuple(inputs.shape)}")
-        return inputs.shape[0]
-    if isinstance(inputs, Mapping) and inputs:
-        sizes = {k: v.shape[0] for k, v in inputs.items() if isinstance(v, torch.Tensor) and v.ndim > 0}
-        if len(set(sizes.values())) != 1 or len(sizes) != len(inputs):
-            raise UserInputError(f"inputs must be tensors with one example per row, got sizes {sizes}")
-        return next(iter(sizes.values()))
-    raise UserInputError(f"inputs must be token ids (N, seq) or a dict of tensors, got {type(inputs).__name__}")
+    """The rows of `inputs` (all tensors of a dict must have as many; `sliceable_inputs` checks)."""
+    if not isinstance(inputs, (torch.Tensor, np.ndarray, Mapping)):
+        raise UserInputError(f"inputs must be token ids (N, seq) or a dict of tensors, got {type(inputs).__name__}")
+    x = sliceable_inputs(inputs)
+    if isinstance(x, torch.Tensor) and x.ndim < 2:
+        raise UserInputError(f"token ids must be (N, seq), got shape {tuple(x.shape)}")
+    return count_examples(x)
 
 
 def without_labels(inputs: Any) -> Any:
@@ -86,9 +84,7 @@ def without_labels(inputs: Any) -> Any:
 
 def take(inputs: Any, rows: slice) -> Any:
     """Rows `rows` of the inputs."""
-    if isinstance(inputs, Mapping):
-        return {k: v[rows] for k, v in inputs.items()}
-    return inputs[rows]
+    return take_examples(sliceable_inputs(inputs), rows)
 
 
 def split(inputs: Any, holdout: float) -> tuple[Any, Any]:
@@ -103,12 +99,12 @@ def split(inputs: Any, holdout: float) -> tuple[Any, Any]:
 
 
 def batches(inputs: Any, batch_size: int, min_size: int = 1) -> Iterator[Any]:
-    """Consecutive batches of `batch_size` rows; a last batch under `min_size` rows is dropped."""
-    n = num_examples(inputs)
-    for start in range(0, n, batch_size):
-        rows = slice(start, min(start + batch_size, n))
+    """Consecutive batches of `batch_size` rows (ckatlas's one batch order, `batch_indices`);
+    a last batch under `min_size` rows is dropped."""
+    x = sliceable_inputs(inputs)
+    for rows in batch_indices(num_examples(x), batch_size):
         if rows.stop - rows.start >= min_size:
-            yield take(inputs, rows)
+            yield take_examples(x, rows)
 
 
 __all__ = ["batches", "load_inputs", "num_examples", "read_text", "split", "take", "text_token_ids", "without_labels"]

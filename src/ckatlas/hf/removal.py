@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from torch import nn
 
 from ckatlas.analysis.blocks import find_blocks
 from ckatlas.capture.calls import call_model, inference, pick_tensor
+from ckatlas.capture.minibatches import MIN_BATCH
 from ckatlas.cka import MinibatchCKA
 from ckatlas.devices import run_device
 from ckatlas.errors import UserInputError
@@ -193,8 +194,8 @@ def layer_redundancy(
     if isinstance(max_remove, bool) or not isinstance(max_remove, int) or not 1 <= max_remove < count:
         raise UserInputError(f"max_remove must be an integer in [1, {count - 1}] (the model has {count} layers), "
                              f"got {max_remove!r}")
-    if batch_size < 4:
-        raise UserInputError(f"batch_size must be >= 4 (the unbiased CKA estimator), got {batch_size}")
+    if batch_size < MIN_BATCH:
+        raise UserInputError(f"batch_size must be >= {MIN_BATCH} (the unbiased CKA estimator), got {batch_size}")
     device = run_device(model, device)
     started = time.perf_counter()
     acc = MinibatchCKA(count + 1, device=device)
@@ -202,7 +203,7 @@ def layer_redundancy(
     ang_sum = torch.zeros(count + 1, count + 1, dtype=torch.float64, device=device)
     tokens = examples = 0
     with _Boundaries(model, stack) as hooks, inference(model):
-        for batch in batches(without_labels(inputs), batch_size, min_size=4):
+        for batch in batches(without_labels(inputs), batch_size, min_size=MIN_BATCH):
             n = num_examples(batch)
             call_model(model, batch, device)
             states = hooks.take(n)
@@ -218,7 +219,7 @@ def layer_redundancy(
             tokens += int(mask.sum())
             examples += n
     if not examples:
-        raise UserInputError("no batch of at least 4 examples: give more calibration inputs")
+        raise UserInputError(f"no batch of at least {MIN_BATCH} examples: give more calibration inputs")
     cka = acc.compute().cpu().numpy()
     bi = (bi_sum / tokens).cpu().numpy()
     angular = (ang_sum / examples).cpu().numpy()
@@ -293,10 +294,8 @@ def removal_curves(
 
     started = time.perf_counter()
     curves = {c: [measure(())] + [measure(r) for r in result.removals[c]] for c in criteria}
-    return LayerRemoval(result.layers, result.cka, result.angular, result.block_influence, result.blocks,
-                        result.removals, curves, metric,
-                        {**result.metadata, "curve_seconds": time.perf_counter() - started,
-                         "held_out_examples": num_examples(inputs)})
+    return replace(result, curves=curves, metric=metric, metadata={
+        **result.metadata, "curve_seconds": time.perf_counter() - started, "held_out_examples": num_examples(inputs)})
 
 
 def evaluate(model: nn.Module, inputs: Any, *, batch_size: int = 16, device: torch.device | str | None = None) -> float:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ckatlas.files import atomic_open
 from ckatlas.report.block_figures import outline_spans
 from ckatlas.report.heatmap_figures import plot_heatmap
 
@@ -56,12 +53,4 @@ def removal_figure(result) -> Figure:  # result: ckatlas.hf.LayerRemoval
     return fig
 
 
-def plot_removal(result, path: str | os.PathLike) -> Path:
-    """Write `removal_figure(result)` as a PNG, atomically."""
-    path = Path(path)
-    with atomic_open(path, "wb") as fh:
-        removal_figure(result).savefig(fh, format="png", dpi=100)
-    return path
-
-
-__all__ = ["plot_removal", "removal_figure"]
+__all__ = ["removal_figure"]
