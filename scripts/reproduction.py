@@ -175,7 +175,7 @@ def dynamics_table(root: Path, summary: dict, figure: Path | None = None) -> str
         cells = []
         for k in range(len(epochs)):
             bf = np.mean([r.block_fraction[k] for r in records])
-            pc = np.mean([np.nanmean(r.variance_explained[k]) for r in records])
+            pc = np.mean([r.mean_variance_explained()[k] for r in records])
             cells.append(f"{bf:.2f} ({pc:.2f})")
         lines.append(f"| {depth}, {width:g} | " + " | ".join(cells) + " |")
     from scipy.stats import wilcoxon

@@ -134,14 +134,22 @@ class BlockDynamics(NpzResult):
         return cls(arrays["epochs"], header["layers"], arrays["cka"], arrays["variance_explained"],
                    arrays["block_fraction"], header["blocks"], header.get("metadata", {}))
 
+    def mean_variance_explained(self) -> np.ndarray:
+        """(E,) each epoch's mean first-PC variance share over the layers that have one (NaN: none has)."""
+        v = self.variance_explained
+        alive = np.isfinite(v)
+        return np.where(alive.any(axis=1), np.where(alive, v, 0.0).sum(axis=1) / np.maximum(alive.sum(axis=1), 1),
+                        np.nan)
+
     def summary(self) -> str:
         """One line per recorded epoch: block fraction, blocks, mean first-PC variance."""
         lines = [f"block structure through training ({len(self.layers)} layers, "
                  f"{self.metadata.get('examples', '?')} probe images):"]
+        pc1 = self.mean_variance_explained()
         for i, epoch in enumerate(self.epochs):
             spans = ", ".join(f"{a}-{b}" for a, b in self.blocks[i]) or "none"
             lines.append(f"  epoch {int(epoch):>4}  block fraction {self.block_fraction[i]:.2f}  blocks {spans:<14}"
-                         f"  mean PC1 variance {float(np.nanmean(self.variance_explained[i])):.2f}")
+                         f"  mean PC1 variance {pc1[i]:.2f}")
         return "\n".join(lines)
 
 

@@ -20,13 +20,6 @@ from ckatlas.report._page import ReportData, Section, esc, fmt, figure_html, par
 from ckatlas.report.dynamics_figures import dynamics_figure
 
 
-def _mean_pc1(record: BlockDynamics) -> np.ndarray:
-    v = record.variance_explained
-    alive = np.isfinite(v)
-    return np.where(alive.any(axis=1), np.nansum(np.where(alive, v, 0.0), axis=1) / np.maximum(alive.sum(1), 1),
-                    np.nan)
-
-
 def _architecture(model: dict[str, Any]) -> tuple[Any, ...]:
     return (model["depth"], model["width"], model["residual"], model["fraction"], model.get("family", "resnet"))
 
@@ -63,7 +56,7 @@ def dynamics_section(data: ReportData) -> Section | None:
         members = by_arch[arch]
         common = sorted(set.intersection(*(set(int(e) for e in r.epochs) for _, r in members)))
         fraction = np.array([[r.block_fraction[list(r.epochs).index(e)] for e in common] for _, r in members])
-        pc1 = np.array([[_mean_pc1(r)[list(r.epochs).index(e)] for e in common] for _, r in members])
+        pc1 = np.array([[r.mean_variance_explained()[list(r.epochs).index(e)] for e in common] for _, r in members])
         colour = cmap(depths.index(arch[0]) / max(len(depths) - 1, 1) * 0.85)
         style = styles[widths.index(arch[1]) % len(styles)]
         label = _label(members[0][0], several)
