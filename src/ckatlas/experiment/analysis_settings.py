@@ -155,7 +155,7 @@ class PruneConfig(RunSelection):
 
     def check(self, config: ExperimentConfig) -> None:
         self.check_selection(config, "[analyses.prune]")
-        if not any(r.residual and r.family == "resnet" for r in config.runs):
+        if not any(r.prunable for r in config.runs):
             raise UserInputError("[analyses.prune] deletes residual blocks, but the grid has no residual network")
         if self.finetune_epochs < 0 or not self.finetune_lr > 0:
             raise UserInputError("[analyses.prune]: finetune_epochs must be >= 0 and finetune_lr > 0")

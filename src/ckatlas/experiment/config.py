@@ -146,6 +146,11 @@ class RunSpec:
         return f"cifar_resnet{self.depth}" if self.residual else f"cnn{self.depth}"
 
     @property
+    def prunable(self) -> bool:
+        """Whether `prune_blocks` applies: a ResNet with residual connections (its blocks can be deleted)."""
+        return self.family == "resnet" and self.residual
+
+    @property
     def group(self) -> str:
         """The name without the seed: runs of one group differ only in their seed."""
         fraction = f"-f{_number(self.fraction)}" if self.fraction != 1.0 else ""

@@ -297,7 +297,7 @@ for _kind in (
     StepKind("probes", _per_run("probes", _store.probes_file, _trained, lambda c, r: c.analyses.probes.wants(r)),
              _probes, settings=ProbesConfig, uses_models=True, description="linear probes"),
     StepKind("prune", _per_run("prune", _store.prune_file, lambda name: (f"train/{name}", f"blocks/{name}"),
-                               lambda c, r: r.residual and r.family == "resnet" and c.analyses.prune.wants(r)), _prune, settings=PruneConfig,
+                               lambda c, r: r.prunable and c.analyses.prune.wants(r)), _prune, settings=PruneConfig,
              uses_models=True,
              description="block deletion"),
     StepKind("dynamics", _per_run("dynamics", _store.dynamics_file, _trained,
