@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ckatlas.errors import UserInputError
-from ckatlas.models.base import LayeredModel
+from ckatlas.models.base import LayeredModel, _scratch, check_positive_int, is_positive_number
 from ckatlas.models.modules import Add
 
 HEAD_DIM = 16
@@ -116,10 +116,9 @@ class VisionTransformer(LayeredModel):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise UserInputError(f"a vision transformer's depth is its number of blocks (>= 1), got {depth!r}")
-        if not width > 0:
+        if not is_positive_number(width):
             raise UserInputError(f"width must be > 0, got {width}")
-        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
-            raise UserInputError(f"patch_size must be a positive integer, got {patch_size!r}")
+        check_positive_int("patch_size", patch_size)
         dim = token_dim(width)
         self.depth, self.width, self.dim, self.patch_size = depth, width, dim, patch_size
         self.embed = PatchEmbedding(in_channels, dim, patch_size)
@@ -132,14 +131,13 @@ class VisionTransformer(LayeredModel):
 
     @torch.no_grad()
     def _init(self, generator: torch.Generator | None) -> None:
-        """Truncated normal (std 0.02) weights, zero biases; drawn in float32 on the CPU."""
+        """Truncated normal (std 0.02) weights, zero biases; drawn in float32 on the generator's device
+        (`ckatlas.models.base`), so one seed gives the same weights on any device and dtype."""
         for module in self.modules():
             params = [module.weight] if isinstance(module, (nn.Linear, nn.Conv2d)) else []
             params += [module.position] if isinstance(module, Tokens) else []
             for p in params:
-                draw = torch.empty(p.shape)
-                nn.init.trunc_normal_(draw, std=0.02, a=-0.04, b=0.04, generator=generator)
-                p.copy_(draw)
+                p.copy_(nn.init.trunc_normal_(_scratch(p, generator), std=0.02, a=-0.04, b=0.04, generator=generator))
             if isinstance(module, (nn.Linear, nn.Conv2d)) and module.bias is not None:
                 module.bias.zero_()
 
