@@ -243,9 +243,8 @@ def heatmap(
         model_names = tuple(type(uncompiled(m)).__name__ for m in (model_a, model_b if model_b is not None else model_a))
     names = [model_names[0]] if model_b is None else list(model_names)
     pair = (0, 0) if model_b is None else (0, 1)
-    return _population(
-        models, names, specs, [pair], inputs, batch_size, passes, shuffle, seed, device, progress, tokens
-    )[pair]
+    loop = GramPasses(models, names, specs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens)
+    return _population(loop, [pair])[pair]
 
 
 def population_heatmaps(
@@ -286,26 +285,14 @@ def population_heatmaps(
     else:
         specs = [layers] * len(mods)
     pairs = [(i, j) for i in range(len(mods)) for j in range(i, len(mods))]
-    out = _population(mods, names, specs, pairs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens)
+    loop = GramPasses(mods, names, specs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens)
+    out = _population(loop, pairs)
     return PopulationResult(names, {(names[i], names[j]): res for (i, j), res in out.items()})
 
 
-def _population(
-    models: list[nn.Module],
-    names: list[str],
-    specs: list[LayerSpec],
-    pairs: list[tuple[int, int]],
-    inputs: Any,
-    batch_size: int,
-    passes: int,
-    shuffle: bool,
-    seed: int,
-    device: torch.device | str | None,
-    progress: bool | None,
-    tokens: str = "auto",
-) -> dict[tuple[int, int], CKAResult]:
+def _population(loop: GramPasses, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], CKAResult]:
     """Run each distinct model once per batch and feed every requested pair's accumulator."""
-    loop = GramPasses(models, names, specs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens)
+    names = loop.model_names
     accs: dict[tuple[int, int], MinibatchCKA] = {}
     for grams in loop:
         for i, j in pairs:
@@ -321,7 +308,7 @@ def _population(
             matrix, se = acc.compute(), acc.standard_error()
         results[(i, j)] = CKAResult(
             matrix.cpu().numpy(), layer_names[i], layer_names[j], se.cpu().numpy(), n_per_pass, acc.num_batches,
-            passes, names[i], names[j], i == j,
+            loop.passes, names[i], names[j], i == j,
             {**meta, "token_layers_a": list(token_layers[i]), "token_layers_b": list(token_layers[j])},
         )
     _warn_dead(results, names)
