@@ -9,15 +9,14 @@ import math
 import numpy as np
 import pytest
 import torch
+import transformers  # a dev dependency (the hf extra): a missing one fails here, never skips
 from torch import nn
 
-transformers = pytest.importorskip("transformers")  # a dev dependency: always there in CI
-
-from ckatlas.cka import linear_cka  # noqa: E402
-from ckatlas.cli import main  # noqa: E402
-from ckatlas.errors import UserInputError  # noqa: E402
-from ckatlas.experiment.executors import torch_threads  # noqa: E402
-from ckatlas.hf import (  # noqa: E402
+from ckatlas.cka import linear_cka
+from ckatlas.cli import main
+from ckatlas.errors import UserInputError
+from ckatlas.experiment.executors import torch_threads
+from ckatlas.hf import (
     LayerRemoval,
     evaluate,
     layer_redundancy,
