@@ -27,8 +27,15 @@ from ckatlas.report import outline_blocks, plot_heatmap
 DPI = 70
 
 
+def _verdict(holds: bool | None, value: float | None, p: float | None, n: int, note: str = "") -> str:
+    if holds is None:
+        return f"untested ({note.split(';')[0]})" if note else "untested"
+    return f"{'holds' if holds else '**does not hold**'} ({value:+.3f}, p {p:.3g}, n {n})"
+
+
 def summary_table(results: dict[str, ClaimsResult]) -> str:
-    """One row per claim, one column per experiment: the verdict, the statistic and its p-value."""
+    """One row per claim, one column per experiment: the verdict, the statistic and its p-value, with the
+    threshold rule's verdict beside it (where the claim rests on blocks)."""
     labels = list(results)
     first = next(iter(results.values()))
     lines = ["| claim | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
@@ -36,11 +43,11 @@ def summary_table(results: dict[str, ClaimsResult]) -> str:
         cells = []
         for label in labels:
             c = results[label][claim.key]
-            if c.holds is None:
-                cells.append(f"untested ({c.note.split(';')[0]})")
-            else:
-                verdict = "holds" if c.holds else "**does not hold**"
-                cells.append(f"{verdict} ({c.value:+.3f}, p {c.p_value:.3g}, n {c.n})")
+            cell = _verdict(c.holds, c.value, c.p_value, c.n, c.note)
+            other = c.details.get("compare")
+            if other is not None:
+                cell += "; threshold rule: " + _verdict(other["holds"], other["value"], other["p_value"], other["n"])
+            cells.append(cell)
         lines.append(f"| {claim.key}: {claim.statement} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -54,20 +61,21 @@ def claims_table(root: Path, permutations: int, result: ClaimsResult | None = No
             continue
         verdict = "holds" if c.holds else "**does not hold**"
         lines.append(f"| {c.key} | {c.statistic} | {c.value:+.3f} | {c.p_value:.3g} | {c.n} | {verdict} |")
-    sweeps = []
+    sweeps, knob = [], "setting"
     for key in ("width", "depth", "data"):
         claim = result[key]
         for row in claim.details.get("sweep", []):
+            knob = next(k for k in ("min_score", "threshold") if k in row)
             rho = "– (no slice varies)" if row["rho"] != row["rho"] else f"{row['rho']:+.2f}"
-            sweeps.append(f"| {key} | {row['on']} | {row['threshold']} | {rho} | {row['p_value']:.3g} | "
-                          f"{row['mean_block_fraction']:.2f} |")
+            sweeps.append(f"| {key} | {row['on']} | {row[knob]} | {rho} | {row['p_value']:.3g} | "
+                          f"{row.get('mean_block_strength', float('nan')):.2f} | {row['mean_block_fraction']:.2f} |")
     if sweeps:
-        lines += ["", "Threshold sweep (the detector re-run on the saved heatmaps):", "",
-                  "| claim | rows | threshold | mean rho | p | mean block fraction |", "|---|---|---:|---:|---:|---:|",
-                  *sweeps]
+        lines += ["", f"Sweep of {knob} (the detector re-run on the saved heatmaps):", "",
+                  f"| claim | rows | {knob} | mean rho | p | mean block strength | mean block fraction |",
+                  "|---|---|---:|---:|---:|---:|---:|", *sweeps]
     extra = []
     for c in result.claims:
-        details = {k: v for k, v in c.details.items() if k not in ("sweep", "strata") and v is not None}
+        details = {k: v for k, v in c.details.items() if k not in ("sweep", "strata", "compare") and v is not None}
         if details and c.holds is not None:
             extra.append(f"- {c.key}: " + ", ".join(f"{k} = {_short(v)}" for k, v in details.items()))
     return "\n".join(lines + ([""] + extra if extra else []))
@@ -88,7 +96,8 @@ def grid_tables(summary: dict) -> str:
     for table in summary["grid"]:
         models = [m for m in summary["models"] if (m["residual"], m["fraction"], m.get("family", "resnet"))
                   == (table["residual"], table["fraction"], table.get("family", "resnet"))]
-        out.append(f"Training fraction {table['fraction']:g}: block fraction (mean ± sd over seeds) / test accuracy")
+        out.append(f"Training fraction {table['fraction']:g}: block strength (mean ± sd over seeds) / block fraction / "
+                   "test accuracy / clean training accuracy")
         out.append("")
         out.append("| depth \\ width | " + " | ".join(f"{w:g}" for w in table["widths"]) + " |")
         out.append("|---|" + "---:|" * len(table["widths"]))
@@ -99,10 +108,14 @@ def grid_tables(summary: dict) -> str:
                 if not cell:
                     cells.append("–")
                     continue
+                strength = np.array([m.get("block_strength", np.nan) for m in cell])
                 bf = np.array([m["block_fraction"] for m in cell])
                 acc = np.array([m["test_accuracy"] for m in cell])
-                sd = f" ± {bf.std(ddof=1):.2f}" if len(cell) > 1 else ""
-                cells.append(f"{bf.mean():.2f}{sd} / {100 * acc.mean():.1f}% (n={len(cell)})")
+                fit = [m.get("train_accuracy") for m in cell]
+                fitted = f"{100 * np.mean(fit):.1f}%" if None not in fit else "–"
+                sd = f" ± {strength.std(ddof=1):.2f}" if len(cell) > 1 else ""
+                cells.append(f"{strength.mean():.2f}{sd} / {bf.mean():.2f} / {100 * acc.mean():.1f}% / {fitted} "
+                             f"(n={len(cell)})")
             out.append(f"| {depth} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
@@ -118,14 +131,15 @@ def trend_figure(summary: dict, path: Path, title: str) -> None:
         colour = f"C{k}"
         means = []
         for j, width in enumerate(widths):
-            vals = [m["block_fraction"] for m in models if (m["depth"], m["width"]) == (depth, width)]
+            vals = [m.get("block_strength", m["block_fraction"]) for m in models
+                    if (m["depth"], m["width"]) == (depth, width)]
             ax.scatter(np.full(len(vals), j) + 0.06 * (k - 1), vals, s=10, color=colour, alpha=0.6)
             means.append(np.mean(vals) if vals else np.nan)
         name = f"ViT-{depth}" if table.get("family") == "vit" else f"ResNet-{depth}"
         ax.plot(range(len(widths)), means, color=colour, label=name)
     ax.set_xticks(range(len(widths)), [f"{w:g}" for w in widths])
     ax.set_xlabel("width")
-    ax.set_ylabel("block fraction")
+    ax.set_ylabel("block strength")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
@@ -147,7 +161,8 @@ def heatmap_figure(root: Path, summary: dict, path: Path) -> None:
                 continue
             model = cell[0]
             cka = CKAResult.load(root / model["paths"]["cka"])
-            plot_heatmap(cka, ax, colorbar=False, title=f"d{depth} w{width:g}: {model['block_fraction']:.2f}")
+            plot_heatmap(cka, ax, colorbar=False, title=f"d{depth} w{width:g}: {model['block_fraction']:.2f} / "
+                                                        f"{model.get('block_strength', float('nan')):.2f}")
             outline_blocks(ax, BlockResult.load(root / model["paths"]["blocks"]), original_rows=True, color="cyan")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -180,7 +195,7 @@ def dynamics_table(root: Path, summary: dict, figure: Path | None = None) -> str
         lines.append(f"| {depth}, {width:g} | " + " | ".join(cells) + " |")
     from scipy.stats import wilcoxon
 
-    from ckatlas.analysis import find_blocks
+    from ckatlas.analysis import find_threshold_blocks
 
     change = np.array([r.block_fraction[-1] - r.block_fraction[0] for records in rows.values() for r in records])
     p_value = wilcoxon(change).pvalue if np.any(change != 0) else 1.0
@@ -188,10 +203,10 @@ def dynamics_table(root: Path, summary: dict, figure: Path | None = None) -> str
                   f"{int((change < 0).sum())} of {len(change)} models lower, Wilcoxon signed-rank p = {p_value:.2g} "
                   f"(two-sided)."]
 
-    lines += ["", "The same records with the detector re-run at CKA >= 0.95 (a sweep, not the pre-set detector):", "",
+    lines += ["", "The same records with the threshold rule of earlier releases (CKA >= 0.9), for comparison:", "",
               "| depth, width | " + " | ".join(f"epoch {e}" for e in epochs) + " |", "|---|" + "---:|" * len(epochs)]
     for (depth, width), records in sorted(rows.items()):
-        cells = [f"{np.mean([find_blocks(r.cka[k], threshold=0.95).block_fraction for r in records]):.2f}"
+        cells = [f"{np.mean([find_threshold_blocks(r.cka[k]).block_fraction for r in records]):.2f}"
                  for k in range(len(epochs))]
         lines.append(f"| {depth}, {width:g} | " + " | ".join(cells) + " |")
     if figure is not None:

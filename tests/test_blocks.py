@@ -1,19 +1,66 @@
-"""Block structure: planted blocks recovered, checkerboards and holes rejected, a naive reference."""
+"""Block structure by the contrast rule (the default detector): planted blocks found on any floor,
+nothing in a smooth decay, a checkerboard or a flat heatmap, scores against a naive loop, the
+detector's settings, results, stability, figures and the command line. The threshold rule of
+earlier releases: test_block_threshold.py."""
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from ckatlas.analysis import Block, BlockResult, BlockStability, block_stability, find_blocks
+from ckatlas.analysis import (
+    Block,
+    BlockDetector,
+    BlockResult,
+    BlockStability,
+    block_stability,
+    find_blocks,
+    find_threshold_blocks,
+)
+from ckatlas.analysis.block_rules import contrast_table
 from ckatlas.cka import linear_cka
 from ckatlas.errors import UserInputError
 from ckatlas.report import outline_blocks, plot_block_frequency, plot_blocks
 
 # -- synthetic matrices -----------------------------------------------------------------------
+
+
+def synthetic(num_layers: int, floor: float, blocks: tuple[tuple[int, int], ...] = (), *, kind: str = "decay",
+              period: int = 7, noise: float = 0.01, seed: int = 0) -> np.ndarray:
+    """A CKA-like heatmap ``floor + (1 - floor) * structure`` plus symmetric noise of sd `noise`.
+
+    kind: "decay" (0.5 * 0.9^|i-j|: a heatmap without blocks), "smooth" (0.9^|i-j|, no background),
+    "flat" (0.9 everywhere), "lines" (alike layers cut every `period` layers by one unlike layer, a
+    transformer's stream at initialisation), "checker" (a residual checkerboard: every `period`-th pair of stream
+    layers at 0.95 with one another, the residual branches' layers decaying from 0.6). Planted blocks
+    (inclusive spans) are 0.95 inside.
+    """
+    i, j = np.indices((num_layers, num_layers))
+    distance = np.abs(i - j)
+    if kind == "decay":
+        structure = 0.5 * 0.9**distance
+    elif kind == "smooth":
+        structure = 0.9**distance
+    elif kind == "flat":
+        structure = np.full((num_layers, num_layers), 0.9)
+    elif kind == "lines":  # a field of alike layers cut every `period` layers by one unlike layer
+        line = np.arange(num_layers) % period == period - 1
+        structure = np.where(line[:, None] | line[None, :], 0.4, 0.95 * 0.999**distance)
+    else:
+        phase = np.arange(num_layers) % period
+        stream = phase >= period - 2 if period > 3 else phase == period - 1
+        structure = np.where(stream[:, None] & stream[None, :], 0.95, 0.6 * 0.95**distance)
+    for start, end in blocks:
+        structure[start : end + 1, start : end + 1] = 0.95
+    m = floor + (1 - floor) * structure
+    e = np.random.default_rng(seed).normal(0.0, noise, m.shape)
+    m = np.clip(m + (e + e.T) / 2, 0.0, 1.0)
+    np.fill_diagonal(m, 1.0)
+    return m
 
 
 def planted(num_layers: int, blocks: list[tuple[int, int]], *, inside: float = 0.95, outside: float = 0.4,
@@ -33,69 +80,92 @@ def spans(result: BlockResult) -> list[tuple[int, int]]:
     return [(b.start, b.end) for b in result.blocks]
 
 
-def naive_find_blocks(m: np.ndarray, threshold: float, tolerance: float, min_size: int) -> list[tuple[int, int]]:
-    """The documented algorithm, one interval and one layer at a time."""
-    n = len(m)
-    candidates = []
-    for i in range(n):
-        for j in range(i + min_size - 1, n):
-            size = j - i + 1
-            allowed = math.floor(tolerance * (size - 1) + 1e-9)
-            uniform = True
-            for k in range(i, j + 1):
-                lows = sum(1 for o in range(i, j + 1) if o != k and not (m[k, o] >= threshold and m[o, k] >= threshold))
-                uniform = uniform and lows <= allowed
-            if uniform:
-                vals = [m[a, b] for a in range(i, j + 1) for b in range(i, j + 1) if a != b and not np.isnan(m[a, b])]
-                candidates.append((size, float(np.mean(vals)), i, j))
-    candidates.sort(key=lambda c: (-c[0], -c[1], c[2]))
-    taken: set[int] = set()
-    picked = []
-    for _, _, i, j in candidates:
-        if not taken & set(range(i, j + 1)):
-            taken |= set(range(i, j + 1))
-            picked.append((i, j))
-    return sorted(picked)
+def naive_contrast(m: np.ndarray, i: int, j: int, min_outside: int = 1) -> tuple[float, float]:
+    """Score and gap of run [i, j] as documented, one border, one distance and one pair at a time."""
+    cells = (m + m.T) / 2
+    size = len(m)
+    sides = []
+    for crosses, beyond in ((lambda a, b: a < i <= b <= j, i), (lambda a, b: i <= a <= j < b, size - 1 - j)):
+        if beyond < min_outside:
+            continue
+        num = dissimilar = weights = 0.0
+        for d in range(1, j - i + 1):
+            pairs = [(a, a + d) for a in range(size - d)]
+            inside = [cells[p] for p in pairs if i <= p[0] and p[1] <= j and not np.isnan(cells[p])]
+            across = [cells[p] for p in pairs if crosses(*p) and not np.isnan(cells[p])]
+            if inside and across:
+                w = len(inside) * len(across) / (len(inside) + len(across))
+                num += w * (np.mean(inside) - np.mean(across))
+                dissimilar += w * (1 - np.mean(across))
+                weights += w
+        if weights > 0:
+            sides.append((num / dissimilar if dissimilar > 0 else math.nan, num / weights))
+    if not sides:
+        return math.nan, math.nan
+    finite = [s for s in sides if not math.isnan(s[0])] or sides
+    return min(s[0] for s in finite), min(s[1] for s in sides)
 
 
-# -- recovery -----------------------------------------------------------------------------------
+# -- the contrast rule ---------------------------------------------------------------------------
+
+FLOORS = (0.0, 0.5, 0.85)
+PLACES = (((0, 15),), ((30, 50),), ((55, 71),), ((10, 25), (40, 65)), ((20, 35), (36, 55)))
 
 
-def test_planted_blocks_are_recovered_exactly() -> None:
-    m = planted(24, [(3, 8), (13, 21)])
-    res = find_blocks(m)
-    assert spans(res) == [(3, 8), (13, 21)]
-    assert [b.size for b in res.blocks] == [6, 9]
-    assert res.block_fraction == pytest.approx(15 / 24)
-    inner = m[13:22, 13:22][~np.eye(9, dtype=bool)]
-    assert res.blocks[1].mean_cka == pytest.approx(inner.mean())
-    assert res.blocks[1].min_cka == pytest.approx(inner.min())
+@pytest.mark.parametrize("floor", FLOORS)
+@pytest.mark.parametrize("blocks", PLACES, ids=["start", "middle", "end", "two", "adjacent"])
+@pytest.mark.parametrize("kind", ["decay", "checker"])
+def test_planted_blocks_are_found_exactly_on_any_floor(floor: float, blocks: tuple, kind: str) -> None:
+    for seed in range(3):  # noise of sd 0.01 does not move the verdict
+        res = find_blocks(synthetic(72, floor, blocks, kind=kind, seed=seed))
+        assert spans(res) == list(blocks)
+        assert all(b.score > 0.8 and b.gap > 0.05 for b in res.blocks)
 
 
-def test_adjacent_blocks_that_differ_stay_apart() -> None:
-    m = planted(20, [(2, 9), (10, 17)], outside=0.5)
-    assert spans(find_blocks(m)) == [(2, 9), (10, 17)]
+@pytest.mark.parametrize("floor", (0.0, 0.5, 0.85, 0.95))
+@pytest.mark.parametrize(("kind", "period"), [("decay", 7), ("smooth", 7), ("flat", 7), ("checker", 2),
+                                              ("checker", 3), ("checker", 7), ("lines", 9), ("lines", 12)])
+def test_no_block_in_a_decay_a_checkerboard_or_a_flat_heatmap(floor: float, kind: str, period: int) -> None:
+    for seed in range(3):
+        res = find_blocks(synthetic(72, floor, kind=kind, period=period, seed=seed))
+        assert res.blocks == [] and res.block_fraction == 0.0 and res.block_strength == 0.0
+        assert res.peak_score < 0.35 or floor == 0.95 or kind == "lines"  # else the gap or the median keeps them out
+    # without noise a distance-only decay has no contrast at all
+    exact = find_blocks(synthetic(72, 0.8, kind="smooth", noise=0.0))
+    assert abs(exact.peak_score) < 1e-9
 
 
-def test_no_structure_gives_no_block() -> None:
-    res = find_blocks(planted(20, []))
-    assert res.blocks == [] and res.block_fraction == 0.0
+def test_score_does_not_move_with_the_floor() -> None:
+    m = synthetic(40, 0.0, ((10, 25),), noise=0.0)
+    score, gap = contrast_table(m)
+    for a in (0.3, 0.8, 0.95):
+        lifted_score, lifted_gap = contrast_table(a + (1 - a) * m)
+        np.testing.assert_allclose(lifted_score, score, atol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(lifted_gap, (1 - a) * gap, atol=1e-12, equal_nan=True)
 
 
-@pytest.mark.parametrize("period", [2, 3])
-def test_residual_checkerboard_is_not_a_block(period: int) -> None:
-    # Post-residual-sum layers (every `period`-th) similar to each other, branch layers not.
-    n = 30
-    post = np.arange(n) % period == period - 1
-    m = np.where(post[:, None] & post[None, :], 0.9, 0.3)
-    if period == 2:  # the plain alternating checkerboard: 0.9 where i + j is even
-        i, j = np.indices((n, n))
-        m = np.where((i + j) % 2 == 0, 0.9, 0.3)
-    m = m + np.random.default_rng(1).uniform(-0.02, 0.02, m.shape)
-    m = (m + m.T) / 2
+@pytest.mark.parametrize("seed", range(4))
+def test_contrast_table_matches_a_naive_loop(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(6, 16))
+    m = rng.uniform(0, 1, (size, size))
+    m[rng.random(m.shape) < 0.05] = np.nan
+    for min_outside in (1, 3):
+        score, gap = contrast_table(m, min_outside)
+        for i in range(size):
+            for j in range(size):
+                expected = naive_contrast(m, i, j, min_outside) if j > i else (math.nan, math.nan)
+                np.testing.assert_allclose([score[i, j], gap[i, j]], expected, atol=1e-12, equal_nan=True)
+        assert np.isnan(score[0, size - 1])  # the whole matrix has no border
+    assert np.isnan(score[2, size - 2]) and not np.isnan(score[3, size - 2])  # too few layers beyond both borders
+
+
+def test_a_block_that_stands_out_from_a_low_floor_is_found_where_the_threshold_rule_misses_it() -> None:
+    m = synthetic(40, 0.0, ((10, 25),))
+    m[10:26, 10:26] = np.clip(m[10:26, 10:26] - 0.15, 0, 1)  # the block at CKA ~0.8, its surroundings ~0.1-0.4
     np.fill_diagonal(m, 1.0)
-    for tolerance in (0.0, 0.1, 0.3):
-        assert find_blocks(m, tolerance=tolerance).blocks == []
+    assert spans(find_blocks(m)) == [(10, 25)]
+    assert find_threshold_blocks(m).blocks == []
 
 
 def test_block_with_a_hole_is_not_one_block() -> None:
@@ -107,31 +177,17 @@ def test_block_with_a_hole_is_not_one_block() -> None:
     assert spans(res) == [(4, 9), (12, 17)]
 
 
-def test_block_with_a_dissimilar_patch_is_not_one_block() -> None:
-    m = planted(24, [(4, 17)])
-    m[4:10, 12:18] = m[12:18, 4:10] = 0.5  # the two ends of the run are not alike
-    res = find_blocks(m)
-    assert not any(b.start <= 5 and b.end >= 16 for b in res.blocks)
-
-
 def test_large_block_does_not_absorb_an_unlike_neighbour() -> None:
     m = planted(60, [(10, 49)])
     m[50, 40:50] = m[40:50, 50] = 0.95  # layer 50 resembles only the block's last 10 layers
     assert spans(find_blocks(m)) == [(10, 49)]
 
 
-def test_tolerance_admits_a_few_noisy_pairs() -> None:
-    m = planted(20, [(5, 16)], noise=0.0)
-    m[7, 12] = m[12, 7] = 0.6
-    assert spans(find_blocks(m, tolerance=0.1)) == [(5, 16)]
-    assert (5, 16) not in spans(find_blocks(m, tolerance=0.0))
-    assert find_blocks(m, tolerance=0.1).blocks[0].min_cka == pytest.approx(0.6)
-
-
 def test_dead_layer_nan_is_never_inside_a_block() -> None:
     m = planted(20, [(3, 16)])
     m[9, :] = m[:, 9] = np.nan
-    res = find_blocks(m)
+    with pytest.warns(RuntimeWarning, match="no finite CKA"):
+        res = find_blocks(m)
     assert spans(res) == [(3, 8), (10, 16)]
     assert not res.in_block[9]
 
@@ -160,30 +216,68 @@ def test_blocks_in_cka_of_activations_sharing_a_dominant_component() -> None:
     for a in range(num_layers):
         for b in range(a + 1, num_layers):
             m[a, b] = m[b, a] = linear_cka(acts[a], acts[b])
-    assert m[5:11, 5:11].min() > 0.9 and np.delete(m[5], range(5, 11)).max() < 0.5
+    assert spans(find_blocks(m)) == [(5, 10)]
+
+
+def test_scores_strength_and_peak() -> None:
+    m = synthetic(72, 0.5, ((10, 25), (40, 65)))
     res = find_blocks(m)
-    assert spans(res) == [(5, 10)]
+    score, gap = contrast_table(m, BlockDetector().border_context(72))  # a border needs 10% of the layers beyond it
+    for b in res.blocks:
+        assert b.score == pytest.approx(score[b.start, b.end]) and b.gap == pytest.approx(gap[b.start, b.end])
+        inner = m[b.start : b.end + 1, b.start : b.end + 1][~np.eye(b.size, dtype=bool)]
+        assert b.mean_cka == pytest.approx(inner.mean()) and b.min_cka == pytest.approx(inner.min())
+    expected = sum(b.size * b.score for b in res.blocks) / 72
+    assert res.block_strength == pytest.approx(expected) and res.block_strength < res.block_fraction
+    assert res.peak_score == pytest.approx(max(b.score for b in res.blocks))
+    # a weaker block scores lower: strength follows how much blocks stand out, fraction does not
+    weak = synthetic(72, 0.5, ((10, 25), (40, 65)))
+    weak[10:26, 10:26] = weak[10:26, 10:26] - 0.12
+    np.fill_diagonal(weak, 1.0)
+    again = find_blocks(weak)
+    assert spans(again) == spans(res) and again.block_fraction == res.block_fraction
+    assert again.block_strength < res.block_strength - 0.02
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_matches_naive_reference(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(12, 22))
-    starts = sorted(rng.choice(n - 3, size=3, replace=False))
-    blocks = [(int(s), int(min(n - 1, s + rng.integers(2, 8)))) for s in starts]
-    m = planted(n, blocks, inside=0.85, outside=0.6, noise=0.15, seed=seed)
-    m[rng.random(m.shape) < 0.05] = np.nan
-    for tolerance in (0.0, 0.15, 0.3):
-        for min_size in (2, 3):
-            res = find_blocks(m, threshold=0.8, tolerance=tolerance, min_size=min_size, min_fraction=0.0)
-            assert spans(res) == naive_find_blocks(m, 0.8, tolerance, min_size)
+# -- the detector's settings ---------------------------------------------------------------------
 
 
-def test_asymmetric_matrix_needs_both_directions_high() -> None:
-    m = planted(12, [(2, 9)])
-    m[5, 2:10] = 0.2  # row 5 low, column 5 high
-    m[5, 5] = 1.0
-    assert not any(b.start <= 5 <= b.end for b in find_blocks(m).blocks)
+def test_detector_settings_are_checked_when_made() -> None:
+    for bad, message in [({"method": "brightness"}, "method"), ({"min_score": 0.0}, "min_score"),
+                         ({"min_gap": 1.0}, "min_gap"), ({"threshold": 0.0}, "threshold"),
+                         ({"tolerance": 0.5}, "tolerance"), ({"min_size": 1}, "min_size"),
+                         ({"min_fraction": 2.0}, "min_fraction"), ({"min_score": "high"}, "min_score")]:
+        with pytest.raises(UserInputError, match=message):
+            BlockDetector(**bad)
+    with pytest.raises(UserInputError, match="unknown setting"):
+        BlockDetector.from_dict({"threshhold": 0.9})
+    with pytest.raises(UserInputError, match="unknown block detector setting"):
+        find_blocks(np.eye(3), threshhold=0.9)
+
+
+def test_one_detector_one_set_of_defaults() -> None:
+    from ckatlas.analysis.dynamics import DynamicsSettings
+    from ckatlas.experiment.analysis_settings import BlocksConfig
+
+    assert BlocksConfig().detector == BlockDetector() == DynamicsSettings().detector
+    assert find_blocks(synthetic(30, 0.5, ((5, 15),))).detector == BlockDetector()
+    assert BlockDetector.from_dict(BlockDetector(min_score=0.7).to_dict()) == BlockDetector(min_score=0.7)
+    # a saved table of earlier releases (no method) is the threshold rule; `on` is not the detector's
+    old = BlockDetector.from_saved({"threshold": 0.95, "tolerance": 0.1, "min_size": 3, "min_fraction": 0.1,
+                                    "on": "heatmap"})
+    assert old.method == "threshold" and old.threshold == 0.95
+    assert BlockDetector.from_saved(None) == BlockDetector()
+
+
+def test_a_block_result_of_earlier_releases_loads_as_the_threshold_rule(tmp_path) -> None:
+    old = {"format": "ckatlas.BlockResult", "blocks": [{"start": 2, "end": 7, "size": 6, "mean_cka": 0.95,
+                                                        "min_cka": 0.91}],
+           "block_fraction": 0.5, "num_layers": 12, "layer_indices": list(range(12)), "layer_names": None,
+           "threshold": 0.9, "tolerance": 0.1, "min_size": 3}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    res = BlockResult.load(tmp_path / "old.json")
+    assert res.detector.method == "threshold" and spans(res) == [(2, 7)] and res.block_fraction == 0.5
+    assert math.isnan(res.blocks[0].score) and res.block_strength == 0.0
 
 
 # -- layers, inputs, results --------------------------------------------------------------------
@@ -254,8 +348,10 @@ def test_save_load_roundtrip(tmp_path) -> None:
     res.save(tmp_path / "blocks.json")
     back = BlockResult.load(tmp_path / "blocks.json")
     assert back == res and back.to_dict() == res.to_dict()
-    assert back.to_dict()["blocks"][0] == {"start": 2, "end": 7, "size": 6, "mean_cka": res.blocks[0].mean_cka,
-                                          "min_cka": res.blocks[0].min_cka}
+    first = res.blocks[0]
+    assert back.to_dict()["blocks"][0] == {"start": 2, "end": 7, "size": 6, "mean_cka": first.mean_cka,
+                                          "min_cka": first.min_cka, "score": first.score, "gap": first.gap}
+    assert back.block_strength == res.block_strength and back.detector == res.detector
     (tmp_path / "other.json").write_text('{"format": "something else"}')
     with pytest.raises(UserInputError, match="not a block result"):
         BlockResult.load(tmp_path / "other.json")
@@ -340,10 +436,13 @@ def test_cli_blocks_writes_result_and_figure(tmp_path, capsys) -> None:
 
     names = np.array([f"block{i}" for i in range(20)])
     np.savez(tmp_path / "cka.npz", matrix=m, layers_a=names)
-    argv = ["blocks", str(tmp_path / "cka.npz"), "--threshold", "0.9", "--layers", *names[::2], "--out", str(out)]
+    argv = ["blocks", str(tmp_path / "cka.npz"), "--min-score", "0.6", "--layers", *names[::2], "--out", str(out)]
     assert main(argv) == 0
     saved = BlockResult.load(out)
-    assert saved.layer_names == names[::2].tolist() and saved.threshold == 0.9 and spans(saved) == [(2, 6)]
+    assert saved.layer_names == names[::2].tolist() and saved.detector.min_score == 0.6 and spans(saved) == [(2, 6)]
+    argv = ["blocks", str(tmp_path / "cka.npy"), "--method", "threshold", "--threshold", "0.95", "--out", str(out)]
+    assert main(argv) == 0
+    assert BlockResult.load(out) == find_threshold_blocks(m, threshold=0.95)
 
 
 def test_cli_blocks_stability_over_several_matrices(tmp_path, capsys) -> None:
@@ -370,6 +469,7 @@ def test_cli_blocks_stability_over_several_matrices(tmp_path, capsys) -> None:
         (lambda p: np.savez(p.with_suffix(".npz"), cka=np.ones((3, 3))), [], "named 'matrix'"),
         (lambda p: np.save(p.with_suffix(".npy"), np.ones((3, 3))), ["--layers", "5"], "does not exist"),
         (lambda p: np.save(p.with_suffix(".npy"), np.ones((3, 3))), ["--tolerance", "0.7"], "tolerance"),
+        (lambda p: np.save(p.with_suffix(".npy"), np.ones((3, 3))), ["--min-score", "1.5"], "min_score"),
     ],
 )
 def test_cli_blocks_user_errors_are_one_line(tmp_path, capsys, make, extra, message) -> None:

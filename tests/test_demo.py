@@ -39,16 +39,16 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert all(len(g["runs"]) >= 2 for g in summary["groups"] if g["width"] == widest)
     for model in summary["models"]:
         assert set(model) >= {"name", "arch", "depth", "width", "residual", "seed", "fraction", "test_accuracy",
-                              "block_fraction", "blocks"}
-        assert 0.0 <= model["block_fraction"] <= 1.0
+                              "train_accuracy", "block_fraction", "block_strength", "peak_score", "blocks"}
+        assert 0.0 <= model["block_strength"] <= model["block_fraction"] <= 1.0
         assert model["test_accuracy"] > 0.5  # trained: chance is 0.1 on ten digits
 
     table = summary["grid"][0]
     models = summary["models"]
     for factor, stratum in (("width", "depth"), ("depth", "width")):
-        test = trend_test([m["block_fraction"] for m in models], [m[factor] for m in models],
+        test = trend_test([m["block_strength"] for m in models], [m[factor] for m in models],
                           [m[stratum] for m in models], num_permutations=HEADLINE_PERMUTATIONS)
-        sentence = next(line for line in printed.splitlines() if f"block fraction against {factor}" in line)
+        sentence = next(line for line in printed.splitlines() if f"block strength against {factor}" in line)
         assert f"mean Spearman rho {test.statistic:+.2f}, one-sided permutation p = {test.p_value:.3g}" in sentence
         assert ("not significant" in sentence) == (not test.holds(0.05)), sentence
 

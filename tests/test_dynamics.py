@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from ckatlas.analysis import find_blocks
+from ckatlas.analysis import BlockDetector, find_blocks
 from ckatlas.analysis.dynamics import BlockDynamics, DynamicsRecorder, DynamicsSettings, default_epochs
 from ckatlas.cli import main
 from ckatlas.errors import UserInputError
@@ -45,8 +45,14 @@ def test_a_run_records_the_heatmap_of_each_chosen_epoch_and_trains_the_same(tmp_
     # the last record is the finished model's heatmap on the probe images, and its blocks
     final = heatmap(run.model, probe, layers="all", batch_size=32, shuffle=False)
     np.testing.assert_allclose(record.cka[-1], final.matrix, atol=1e-5, equal_nan=True)
-    again = find_blocks(final.matrix, threshold=0.9, tolerance=0.1, min_size=3, min_fraction=0.1)
+    again = find_blocks(final.matrix)
     assert record.block_fraction[-1] == pytest.approx(again.block_fraction)
+    assert record.block_strength[-1] == pytest.approx(again.block_strength)
+    # the record can be read with another detector: its blocks found again in the stored heatmaps
+    threshold = BlockDetector(method="threshold")
+    other = record.redetect(threshold)
+    assert other.block_fraction[-1] == pytest.approx(threshold.find(record.cka[-1]).block_fraction)
+    assert other.metadata["detector"]["method"] == "threshold" and np.array_equal(other.cka, record.cka)
     # the first record is the untrained model: its heatmap differs from the trained one
     assert not np.allclose(record.cka[0], record.cka[-1], equal_nan=True)
     assert all((0 <= v <= 1) for v in record.variance_explained[np.isfinite(record.variance_explained)])
@@ -76,7 +82,7 @@ def test_bad_dynamics_settings_are_one_clear_error(tmp_path: Path):
     with pytest.raises(UserInputError, match="dynamics examples must be >= 4"):
         DynamicsRecorder(DynamicsSettings(examples=2), probe, 3, tmp_path / "d.npz")
     with pytest.raises(UserInputError, match="threshold"):
-        DynamicsRecorder(DynamicsSettings(threshold=1.5), probe, 3, tmp_path / "d.npz")
+        DynamicsRecorder(DynamicsSettings(detector=BlockDetector(threshold=1.5)), probe, 3, tmp_path / "d.npz")
 
 
 def test_cli_train_records_dynamics_and_dynamics_prints_them(tmp_path: Path, capsys):
@@ -108,7 +114,7 @@ def test_first_pc_share_is_the_pca_analysis_one_and_the_top_eigenvalue_is_exact(
 
     model = create_model("resnet8", width=0.25, num_classes=10, in_channels=1, generator=make_generator(0))
     probe = TINY.resolved().load_data().x_test[:64]
-    layers, cka, variance, _, _ = measure(model, probe, DynamicsSettings(examples=64, batch_size=64))
+    layers, cka, variance, _ = measure(model, probe, DynamicsSettings(examples=64, batch_size=64))
     pca = principal_components(model, probe, layers="all", batch_size=64, shuffle=False)
     assert layers == pca.layers
     np.testing.assert_allclose(variance, pca.variance_explained, rtol=1e-4, atol=1e-7, equal_nan=True)

@@ -24,6 +24,7 @@ from ckatlas.experiment import (
 )
 from ckatlas.experiment.plan import is_done, pending
 from ckatlas.experiment.schema import from_table, to_table
+from ckatlas.analysis import BlockDetector
 
 
 def _base() -> dict:
@@ -266,12 +267,13 @@ def test_probes_can_be_limited_to_some_seeds():
 
 
 def test_dynamics_is_checked_and_follows_cka_layers_and_the_block_detector():
-    table = {**_base(), "analyses": {"dynamics": {"seeds": [1]}, "blocks": {"threshold": 0.95}}}
+    table = {**_base(), "analyses": {"dynamics": {"seeds": [1]}, "blocks": {"min_score": 0.6, "threshold": 0.95}}}
     config = config_from_dict(table)
     recorded = [s.runs[0] for s in plan(config) if s.kind == "dynamics"]
     assert recorded and {r.seed for r in recorded} == {1}
     settings = config.analyses.dynamics.settings(config)
-    assert settings.layers == config.cka.layers and settings.threshold == 0.95 and settings.epochs is None
+    assert settings.layers == config.cka.layers and settings.epochs is None
+    assert settings.detector == BlockDetector(min_score=0.6, threshold=0.95)
     epochs = config.train_config(config.runs[0]).epochs
     table["analyses"]["dynamics"] = {"epochs": [0, epochs + 1]}
     assert f"epochs in [analyses.dynamics] must be epochs in [0, {epochs}]" in _error(table)

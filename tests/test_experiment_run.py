@@ -22,15 +22,18 @@ import numpy as np
 import pytest
 
 import ckatlas.train.loop
-from ckatlas.analysis import BlockResult, compare_populations, find_blocks, load_predictions
+from ckatlas.analysis import BlockDetector, BlockResult, compare_populations, find_blocks, load_predictions
 from ckatlas.analysis.dynamics import BlockDynamics
 from ckatlas.analysis.errors import ErrorComparison
+from ckatlas.analysis.origins import BlockOrigins
+from ckatlas.analysis.trend import paired_difference_test
 from ckatlas.analysis.pca import PCAResult, principal_components
 from ckatlas.cli import main
 from ckatlas.errors import UserInputError
 from ckatlas.experiment import config_from_dict, load_config, plan, run_experiment
 from ckatlas.experiment import registry
 from ckatlas.experiment import steps as steps_module
+from ckatlas.experiment.claims import SWEEPS
 from ckatlas.experiment.executors import torch_threads
 from ckatlas.experiment.steps import test_inputs as experiment_inputs
 from ckatlas.heatmap import CKAResult, heatmap
@@ -68,6 +71,9 @@ batch_size = 32
 [analyses.dynamics]
 examples = 32
 seeds = [0]
+[analyses.origins]
+seeds = [0]
+remove = 0.05
 [analyses.errors]
 population_a = { depth = 8, width = 0.5, fraction = 0.25 }
 population_b = { depth = 8, width = 0.25, fraction = 0.25 }
@@ -131,8 +137,9 @@ def test_summary_holds_every_model_as_the_issue_specifies(finished):
         metrics = json.loads((root / "runs" / run.name / "metrics.json").read_text())
         assert model["test_accuracy"] == metrics["final"]["test_accuracy"]
         blocks = find_blocks(CKAResult.load(root / "cka" / f"{run.name}.npz"))
-        assert model["block_fraction"] == blocks.block_fraction
+        assert model["block_fraction"] == blocks.block_fraction and model["block_strength"] == blocks.block_strength
         assert model["blocks"] == [[b.start, b.end] for b in blocks.blocks]
+        assert model["train_accuracy"] == metrics["final"]["train_accuracy"]
         assert all((root / path).exists() for path in model["paths"].values())
     groups = {g["name"]: g for g in summary["groups"]}
     g = groups["resnet8-w0.5-f0.25"]
@@ -142,7 +149,7 @@ def test_summary_holds_every_model_as_the_issue_specifies(finished):
     assert table["depths"] == [8] and table["widths"] == [0.25, 0.5]
     assert table["block_fraction"][0][1] == pytest.approx(g["block_fraction_mean"])
     assert summary["analyses"]["errors"] == "analysis/errors.json"
-    kinds = {"train", "cka", "cross", "blocks", "stability", "pca", "prune", "dynamics", "errors", "summary"}
+    kinds = {"train", "cka", "cross", "blocks", "stability", "pca", "prune", "dynamics", "errors", "origins", "summary"}
     assert set(summary["timings"]) == kinds - {"summary"} | {"total"}
 
 
@@ -284,7 +291,7 @@ def test_a_crash_in_a_step_resumes_where_it_stopped(finished, toml_file, tmp_pat
     monkeypatch.undo()
 
     result = run_experiment(toml_file, root, quiet=True, threads=THREADS)
-    assert {k.split("/")[0] for k in result.computed} == {"pca", "prune", "errors", "summary", "report"}
+    assert {k.split("/")[0] for k in result.computed} == {"pca", "prune", "errors", "origins", "summary", "report"}
     assert _snapshot(root / "runs") == trained
     old, new = (json.loads((r / "summary.json").read_text()) for r in (finished[0], root))
     assert _results(new) == _results(old)  # the same numbers as the uninterrupted experiment
@@ -368,16 +375,20 @@ def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tm
     result = evaluate_claims(root, num_permutations=2000)
     width = result["width"]
     models = summary["models"]
-    expected = trend_test([m["block_fraction"] for m in models], [m["width"] for m in models],
+    strength = [BlockResult.load(root / m["paths"]["blocks"]).block_strength for m in models]
+    assert strength == pytest.approx([m["block_strength"] for m in models])
+    expected = trend_test(strength, [m["width"] for m in models],
                           [(m["depth"], m["fraction"]) for m in models], num_permutations=2000)
     if np.isfinite(expected.statistic):
         assert width.value == pytest.approx(expected.statistic) and width.p_value == pytest.approx(expected.p_value)
     else:
         assert width.holds is False and "does not vary" in width.note
-    assert [(s["on"], s["threshold"]) for s in width.details["sweep"]] == [
-        (on, t) for on in ("heatmap", "block-outputs") for t in (0.8, 0.85, 0.9, 0.95, 0.97)]
+    knob, values = SWEEPS["contrast"]
+    assert [(s["on"], s[knob]) for s in width.details["sweep"]] == [
+        (on, v) for on in ("heatmap", "block-outputs") for v in values]
     used = json.loads((root / "experiment.json").read_text())["config"]["analyses"]["blocks"]
-    again = [s for s in width.details["sweep"] if (s["on"], s["threshold"]) == (used["on"], used["threshold"])]
+    detector = BlockDetector.from_saved(used)
+    again = [s for s in width.details["sweep"] if (s["on"], s[knob]) == (used["on"], detector.min_score)]
     if again and np.isfinite(expected.statistic):  # the sweep at the experiment's own setting is its statistic
         assert again[0]["rho"] == pytest.approx(expected.statistic)
     # on the block outputs, the smallest block follows their count (min_fraction of ~10 rows, not of all layers)
@@ -388,11 +399,31 @@ def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tm
     for m in models:
         cka = CKAResult.load(root / m["paths"]["cka"])
         outputs = set(load_run(root / m["paths"]["run"]).model.layer_names("blocks"))
-        fractions.append(find_blocks(cka, threshold=0.8, tolerance=used["tolerance"], min_size=used["min_size"],
-                                     min_fraction=used["min_fraction"],
-                                     layers=[n for n in cka.layers_a if n in outputs]).block_fraction)
-    row = next(s for s in width.details["sweep"] if (s["on"], s["threshold"]) == ("block-outputs", 0.8))
+        fractions.append(detector.replace(min_score=0.3).find(
+            cka, layers=[n for n in cka.layers_a if n in outputs]).block_fraction)
+    row = next(s for s in width.details["sweep"] if (s["on"], s[knob]) == ("block-outputs", 0.3))
     assert row["mean_block_fraction"] == pytest.approx(float(np.mean(fractions)))
+    # beside each claim on blocks: its verdict with the threshold rule of earlier releases
+    threshold = BlockDetector(method="threshold")
+    old = trend_test([threshold.find(CKAResult.load(root / m["paths"]["cka"])).block_strength for m in models],
+                     [m["width"] for m in models], [(m["depth"], m["fraction"]) for m in models],
+                     num_permutations=2000)
+    compare = width.details["compare"]
+    assert compare["method"] == "threshold" and compare["n"] == old.num_models
+    if np.isfinite(old.statistic):
+        assert compare["value"] == pytest.approx(old.statistic)
+    assert "errors" == result.claims[-1].key and "compare" not in result["errors"].details
+    # where blocks come from: the origins of the seed-0 models with a block, paired over models
+    traced = [BlockOrigins.load(root / m["paths"]["origins"]) for m in models if "origins" in m["paths"]]
+    assert len(traced) == 2 and all(m["seed"] == 0 for m in models if "origins" in m["paths"])
+    scores = [o.scores() for o in traced if o.blocks]
+    dominant = result["dominant-examples"]
+    if scores:
+        expected = paired_difference_test([np.nanmean(s["cka_random"]) for s in scores],
+                                          [np.nanmean(s["cka_without"]) for s in scores], num_permutations=2000)
+        assert dominant.value == pytest.approx(expected["mean_difference"]) and dominant.n == len(scores)
+    else:
+        assert dominant.holds is None and "origins" in dominant.note
     for key in ("depth", "data"):  # one depth, one fraction: nothing to test, and it says so
         assert result[key].holds is None and "same" in result[key].note
     errors = ErrorComparison.load(root / "analysis" / "errors.json")

@@ -154,12 +154,14 @@ def test_the_report_is_self_contained(page):
 def test_every_section_with_results_is_there(page):
     dom = _Dom(page)
     anchors = {s.attrs["id"] for s in dom.root.iter("section")}
-    assert anchors == {"headline", "heatmaps", "blocks", "stability", "pca", "prune", "cross-seed", "errors"}
+    assert anchors == {"headline", "heatmaps", "blocks", "stability", "pca", "prune", "cross-seed", "origins",
+                       "errors"}
     nav = {a.attrs["href"][1:] for a in next(dom.root.iter("nav")).iter("a")}
     assert nav == anchors
     assert "Not computed in this experiment: linear probes" in page
     for anchor in anchors - {"blocks"}:
-        assert list(_section(dom, anchor).iter("figcaption")) or anchor == "headline"
+        assert list(_section(dom, anchor).iter("figcaption")) or anchor == "headline" or (
+            anchor == "origins" and "No traced model has a block" in _section(dom, anchor).text)
     assert "Not shown" not in page  # nothing missing
 
 
@@ -191,7 +193,8 @@ def test_the_finding_is_stated_from_the_numbers(page, summary):
     statistics = statistic_sentences(models)
     assert statistics and all(sentence in text for sentence in statistics)  # the verdict: a statistic over seeds
     assert all("permutation p = " in sentence for sentence in statistics if "no trend" not in sentence)
-    for sentence in trend_sentences(table["depths"], table["widths"], table["block_fraction"])[1:]:
+    assert all("block strength against" in s for s in statistics if "no trend" not in s)  # not the fraction
+    for sentence in trend_sentences(table["depths"], table["widths"], table["block_strength"], "Block strength")[1:]:
         assert sentence in text  # and, row by row, what the means do
 
 

@@ -5,7 +5,7 @@ Each analysis is a module with pure functions and a result dataclass that saves 
 """
 
 from ckatlas.analysis.across import AveragedCKA, LayerMatch, average_heatmaps, match_layers, population_cka
-from ckatlas.analysis.blocks import Block, BlockResult, find_blocks
+from ckatlas.analysis.blocks import Block, BlockDetector, BlockResult, find_blocks, find_threshold_blocks
 from ckatlas.analysis.stability import BlockStability, block_stability
 from ckatlas.analysis.errors import (
     ErrorComparison,
@@ -24,6 +24,7 @@ from ckatlas.analysis.prune import PruneResult, PruneStep, deletion_order, mark_
 __all__ = [
     "AveragedCKA",
     "Block",
+    "BlockDetector",
     "BlockResult",
     "BlockStability",
     "ErrorComparison",
@@ -43,6 +44,7 @@ __all__ = [
     "default_probe_layers",
     "deletion_order",
     "find_blocks",
+    "find_threshold_blocks",
     "linear_probes",
     "load_class_groups",
     "load_predictions",

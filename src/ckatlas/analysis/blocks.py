@@ -1,50 +1,198 @@
-"""Block structure: contiguous runs of layers whose representations are uniformly similar.
+"""Block structure: contiguous runs of layers whose representations stand out as alike.
 
 Wide or deep networks (relative to the data) show a *block structure* (Nguyen, Raghu &
-Kornblith, 2021): a large contiguous run of layers, mostly late in the network, whose
-pairwise CKA is close to 1, a bright square on the CKA heatmap. Residual networks also
-show a fine *checkerboard* (post-residual sums similar to one another, layers inside
-the residual branches not); that alternation is not a block.
+Kornblith, 2021): a large contiguous run of layers, mostly late in the network, that are
+much more similar to one another than to the layers around them, a square that stands out
+on the CKA heatmap. Residual networks also show a fine *checkerboard* (post-residual sums
+similar to one another, layers inside the residual branches not), and every network a
+smooth decay of similarity away from the diagonal; neither is a block.
 
-The algorithm (`find_blocks`), on a square within-model CKA matrix ``C`` of L layers:
+`BlockDetector` holds how blocks are found, with one set of defaults that every caller
+(`find_blocks`, `ckatlas blocks`, `[analyses.blocks]`, training dynamics, the claims,
+`ckatlas.hf`) shares. Two rules (`ckatlas.analysis.block_rules` has the formulas):
 
-1. A pair of layers (a, b), a != b, is *high* when both ``C[a, b]`` and ``C[b, a]``
-   are >= ``threshold``. NaN (a dead layer whose CKA is undefined) counts as low, so a
-   dead layer is never inside a block. The diagonal is ignored.
-2. An interval of layers [i, j] (in layer order, j inclusive) is *uniformly high* when
-   every layer k in it is high with all but at most ``floor(tolerance * (size - 1))``
-   of the other layers of the interval. With ``tolerance=0`` this is "the minimum
-   off-diagonal CKA of the sub-matrix is >= threshold". The condition is per layer, not
-   per interval, so a large block cannot absorb a neighbouring layer that is unlike it,
-   and a checkerboard (where about half of every layer's partners are low) or a block
-   with a dissimilar layer or patch in the middle (a hole) fails.
-3. Of the uniformly high intervals with ``size >= max(min_size, ceil(min_fraction * L))``,
-   blocks are picked greedily: the largest first (ties: the higher mean CKA, then the
-   earlier start), skipping any interval that overlaps one already picked. Blocks
-   therefore never overlap, and each one is maximal among the intervals still free.
+- ``method="contrast"`` (the default): every run of at least ``max(min_size,
+  ceil(min_fraction * L))`` layers is scored by how much the CKA of its pairs exceeds that
+  of the pairs at the same distance from the diagonal that straddle its borders (each
+  border judged on its own, when at least ``min_fraction`` of the layers lie beyond it;
+  the weaker decides),
+  relative to the dissimilarity across the border (``score`` in [.., 1]; ``gap`` the same excess in
+  CKA units). A run is a block when ``score >= min_score`` and ``gap >= min_gap``, both
+  with the mean and with the median of the straddling pairs (`typical_contrast`: a square
+  cut off from squares as alike as it by a thin line of unlike layers is not a block): the
+  score makes the verdict independent of the heatmap's floor, the gap asks for a
+  difference a reader can see. Of the qualifying runs the highest-scoring is taken first
+  (scores within `SCORE_TIE` of the best count as equal, and the largest of them wins: a
+  block is not cut short by noise), skipping any that overlaps one already taken.
+- ``method="threshold"`` (earlier releases; for comparison): a run is a block when each of
+  its layers reaches CKA ``threshold`` with all but a ``tolerance`` share of the others;
+  the largest runs are taken first. It measures how bright a square is, not whether it
+  stands out.
 
-Every interval is tested, in O(L^3) time with NumPy (row prefix sums of the low-pair
-indicator), which is well under a second for the few hundred layers of a ResNet's
-"all" layer list.
-
-`block_fraction` is the share of the analysed layers that lie inside a block.
-`block_stability` (`ckatlas.analysis.stability`) compares the blocks found in several models.
+A layer with no finite CKA (dead, zero variance) is never inside a block and separates the
+layers before it from those after it (runs are judged within each stretch of live layers);
+other NaN cells are skipped. Every block carries its contrast ``score`` and ``gap`` whichever rule found it.
+Per model: ``block_fraction`` (share of the layers inside a block), ``block_strength``
+(the same share weighted by each block's score: continuous, so that trend tests over
+models do not saturate) and ``peak_score`` (the best score of any run long enough to be a
+block, found or not). `block_stability` (`ckatlas.analysis.stability`) compares the blocks
+of several models.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from ckatlas.analysis.block_rules import (
+    dead_layers,
+    interval_means,
+    live_stretches,
+    pick_disjoint,
+    pick_standing_out,
+    segmented_contrast,
+    typical_contrast,
+    uniform_intervals,
+)
 from ckatlas.errors import UserInputError
 from ckatlas.results import JsonResult
 
-_FORMAT = "ckatlas.BlockResult"
+METHODS = ("contrast", "threshold")
+
+
+@dataclass(frozen=True)
+class BlockDetector:
+    """How blocks are found (module docstring); checked when made.
+
+    Attributes:
+        method: "contrast" (a block stands out from its surroundings) or "threshold"
+            (a block is uniformly above a CKA level; earlier releases).
+        min_score: contrast: smallest score of a block, in (0, 1].
+        min_gap: contrast: smallest gap of a block, in CKA units, in [0, 1).
+        threshold: threshold rule: CKA at or above which two layers count as similar.
+        tolerance: threshold rule: share of a layer's partners allowed below it, in [0, 0.5).
+        min_size: smallest block, in layers (>= 2).
+        min_fraction: smallest block as a share of the analysed layers; the effective
+            minimum is ``max(min_size, ceil(min_fraction * L))``.
+    """
+
+    method: Literal["contrast", "threshold"] = "contrast"
+    min_score: float = 0.5
+    min_gap: float = 0.05
+    threshold: float = 0.9
+    tolerance: float = 0.1
+    min_size: int = 3
+    min_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserInputError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for name in ("min_score", "min_gap", "threshold", "tolerance", "min_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserInputError(f"{name} must be a number, got {value!r}")
+        if not 0 < self.min_score <= 1:
+            raise UserInputError(f"min_score must be in (0, 1], got {self.min_score}")
+        if not 0 <= self.min_gap < 1:
+            raise UserInputError(f"min_gap must be in [0, 1), got {self.min_gap}")
+        if not 0 < self.threshold <= 1:
+            raise UserInputError(f"threshold must be in (0, 1], got {self.threshold}")
+        if not 0 <= self.tolerance < 0.5:
+            raise UserInputError(f"tolerance must be in [0, 0.5), got {self.tolerance}")
+        if isinstance(self.min_size, bool) or not isinstance(self.min_size, (int, np.integer)) or self.min_size < 2:
+            raise UserInputError(f"min_size must be an integer >= 2, got {self.min_size!r}")
+        if not 0 <= self.min_fraction <= 1:
+            raise UserInputError(f"min_fraction must be in [0, 1], got {self.min_fraction}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "the block detector") -> BlockDetector:
+        """A detector from a mapping of its fields (a TOML table, a JSON object); unknown keys are errors."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserInputError(f"{where}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        try:
+            return cls(**dict(data))
+        except UserInputError as exc:
+            raise UserInputError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_saved(cls, table: Mapping[str, Any] | None, where: str = "the saved detector") -> BlockDetector:
+        """The detector of a saved ``[analyses.blocks]`` table (summary.json, experiment.json): its ``on``
+        (the rows) is left out; a table of earlier releases names no method and is the threshold rule."""
+        settings = {k: v for k, v in (table or {}).items() if k != "on"}
+        if settings and "method" not in settings:
+            settings["method"] = "threshold"
+        return cls.from_dict(settings, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> BlockDetector:
+        """The same detector with some settings changed (checked)."""
+        return dataclasses.replace(self, **changes)
+
+    def smallest_block(self, num_layers: int) -> int:
+        """The effective minimum block size for `num_layers` analysed layers."""
+        return max(int(self.min_size), math.ceil(self.min_fraction * num_layers))
+
+    def border_context(self, num_layers: int) -> int:
+        """Layers a border needs beyond it to be judged: ``min_fraction`` of the analysed layers, at least one."""
+        return max(1, math.ceil(self.min_fraction * num_layers))
+
+    def describe(self) -> str:
+        """One line saying what counts as a block."""
+        size = f"at least {self.min_size} layers and {self.min_fraction:.0%} of them"
+        if self.method == "contrast":
+            return (f"contrast rule: a run of layers that stands out from its surroundings by a score of at least "
+                    f"{self.min_score:g} and a CKA gap of at least {self.min_gap:g}, {size}")
+        return (f"threshold rule: a run of layers each at CKA >= {self.threshold:g} with all but "
+                f"{self.tolerance:.0%} of the others, {size}")
+
+    def find(self, cka_matrix: Any, *, layers: Sequence[str | int] | None = None,
+             layer_names: Sequence[str] | None = None) -> BlockResult:
+        """The blocks of one within-model CKA matrix (`find_blocks`)."""
+        matrix, names = _as_matrix(cka_matrix, layer_names)
+        indices = _select_layers(layers, names, matrix.shape[0])
+        sub = matrix[np.ix_(indices, indices)]
+        num_layers = len(indices)
+        smallest = self.smallest_block(num_layers)
+        beyond = self.border_context(num_layers)
+        score, gap = segmented_contrast(sub, beyond)
+        admissible = _admissible(sub, smallest)
+        if self.method == "contrast":
+            ok = admissible & (score >= self.min_score) & (gap >= self.min_gap)
+            stretches = live_stretches(sub)
+
+            def typical_passes(run: tuple[int, int]) -> bool:  # the surroundings' median must pass too
+                start, stop = next(s for s in stretches if s[0] <= run[0] < s[1])
+                part = sub[start:stop, start:stop]
+                t_score, t_gap = typical_contrast(part, [(run[0] - start, run[1] - start)], beyond)[0]
+                return bool(t_score >= self.min_score and t_gap >= self.min_gap)
+
+            runs = [(int(i), int(j)) for i, j in zip(*np.nonzero(ok))]
+            spans = pick_standing_out(runs, score, num_layers, typical_passes)
+        else:
+            candidates = uniform_intervals(sub, self.threshold, self.tolerance, smallest)
+            means = interval_means(candidates, sub) if candidates else np.zeros(0)
+            priority = [(i - j, -float(m), i) for (i, j), m in zip(candidates, means)]
+            spans = pick_disjoint(candidates, priority, num_layers)
+        peak = np.where(admissible, score, np.nan)
+        return BlockResult(
+            blocks=[_block(sub, i, j, score, gap) for i, j in spans],
+            num_layers=num_layers,
+            layer_indices=[int(i) for i in indices],
+            detector=self,
+            min_size=int(smallest),
+            layer_names=None if names is None else [names[i] for i in indices],
+            peak_score=float(np.nanmax(peak)) if np.isfinite(peak).any() else float("nan"),
+        )
 
 
 @dataclass(frozen=True)
@@ -55,14 +203,19 @@ class Block:
         start: first layer of the block, an index into the analysed layers.
         end: last layer of the block (inclusive).
         mean_cka: mean off-diagonal CKA inside the block (NaN entries skipped).
-        min_cka: smallest off-diagonal CKA inside the block (below the threshold when
-            the tolerance let a few low pairs in).
+        min_cka: smallest off-diagonal CKA inside the block.
+        score: how much the block stands out from its surroundings (contrast rule,
+            module docstring): 1 for a uniform block, 0 for none; NaN when the block
+            spans every layer (no border).
+        gap: the same, in CKA units (mean inside minus across the border, at equal distances).
     """
 
     start: int
     end: int
     mean_cka: float
     min_cka: float
+    score: float = float("nan")
+    gap: float = float("nan")
 
     @property
     def size(self) -> int:
@@ -70,30 +223,28 @@ class Block:
         return self.end - self.start + 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "start": self.start,
-            "end": self.end,
-            "size": self.size,
-            "mean_cka": self.mean_cka,
-            "min_cka": self.min_cka,
-        }
+        return {"start": self.start, "end": self.end, "size": self.size, "mean_cka": self.mean_cka,
+                "min_cka": self.min_cka, "score": self.score, "gap": self.gap}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Block:
-        return cls(int(data["start"]), int(data["end"]), float(data["mean_cka"]), float(data["min_cka"]))
+        return cls(int(data["start"]), int(data["end"]), float(data["mean_cka"]), float(data["min_cka"]),
+                   _number(data.get("score")), _number(data.get("gap")))
 
 
 @dataclass
 class BlockResult(JsonResult):
-    """The blocks found in one CKA matrix, and the settings that found them.
+    """The blocks found in one CKA matrix, and the detector that found them.
 
     Attributes:
         blocks: the blocks, in layer order.
         num_layers: number of analysed layers.
         layer_indices: for each analysed layer, its row in the input matrix.
+        detector: the `BlockDetector` used.
+        min_size: the effective smallest block, in layers (after ``min_fraction``).
         layer_names: names of the analysed layers, when known.
-        threshold, tolerance, min_size: the settings used (``min_size`` is the
-            effective minimum, after ``min_fraction``).
+        peak_score: the best contrast score of any run of at least ``min_size`` layers
+            without a dead layer, found as a block or not (NaN when there is none).
     """
 
     FORMAT = "ckatlas.BlockResult"
@@ -102,10 +253,10 @@ class BlockResult(JsonResult):
     blocks: list[Block]
     num_layers: int
     layer_indices: list[int]
-    threshold: float
-    tolerance: float
+    detector: BlockDetector
     min_size: int
     layer_names: list[str] | None = None
+    peak_score: float = float("nan")
 
     @property
     def in_block(self) -> np.ndarray:
@@ -120,6 +271,15 @@ class BlockResult(JsonResult):
         """Share of the analysed layers that lie inside a block, in [0, 1]."""
         return float(self.in_block.mean()) if self.num_layers else 0.0
 
+    @property
+    def block_strength(self) -> float:
+        """Share of the analysed layers inside a block, each weighted by its block's score (clipped
+        to [0, 1]): 0 without a block, 1 for one uniform block over every layer."""
+        if not self.num_layers:
+            return 0.0
+        total = sum(b.size * min(max(b.score, 0.0), 1.0) for b in self.blocks if math.isfinite(b.score))
+        return float(total / self.num_layers)
+
     def block_layers(self, block: Block) -> list[str]:
         """Names of the layers in `block` (indices as strings when names are unknown)."""
         names = self.layer_names or [str(i) for i in self.layer_indices]
@@ -127,72 +287,69 @@ class BlockResult(JsonResult):
 
     def summary(self) -> str:
         """A few human-readable lines."""
-        head = (
-            f"{len(self.blocks)} block(s) in {self.num_layers} layers, block_fraction {self.block_fraction:.2f} "
-            f"(threshold {self.threshold:g}, tolerance {self.tolerance:g}, min_size {self.min_size})"
-        )
-        lines = [head]
+        lines = [
+            f"{len(self.blocks)} block(s) in {self.num_layers} layers, block_fraction {self.block_fraction:.2f}, "
+            f"block_strength {self.block_strength:.2f}, peak score {self.peak_score:.2f} ({self.detector.method} rule)"
+        ]
         for b in self.blocks:
             names = self.block_layers(b)
             named = f", {names[0]} .. {names[-1]}" if self.layer_names is not None else ""
-            lines.append(
-                f"  layers {b.start}-{b.end} ({b.size} layers{named}): mean CKA {b.mean_cka:.3f}, min {b.min_cka:.3f}"
-            )
+            lines.append(f"  layers {b.start}-{b.end} ({b.size} layers{named}): score {b.score:.2f}, "
+                         f"gap {b.gap:.3f}, mean CKA {b.mean_cka:.3f}, min {b.min_cka:.3f}")
         return "\n".join(lines)
 
     def fields(self) -> dict[str, Any]:
         return {
             "blocks": [b.to_dict() for b in self.blocks],
             "block_fraction": self.block_fraction,
+            "block_strength": self.block_strength,
+            "peak_score": self.peak_score,
             "num_layers": self.num_layers,
             "layer_indices": list(self.layer_indices),
             "layer_names": None if self.layer_names is None else list(self.layer_names),
-            "threshold": self.threshold,
-            "tolerance": self.tolerance,
+            "detector": self.detector.to_dict(),
             "min_size": self.min_size,
         }
 
     @classmethod
     def from_fields(cls, data: dict[str, Any]) -> BlockResult:
+        if "detector" in data:
+            detector = BlockDetector.from_dict(data["detector"], "the block result's detector")
+        else:  # written before the detector had a name: the threshold rule, min_size already effective
+            detector = BlockDetector(method="threshold", threshold=float(data["threshold"]),
+                                     tolerance=float(data["tolerance"]), min_size=int(data["min_size"]),
+                                     min_fraction=0.0)
         return cls(
             blocks=[Block.from_dict(b) for b in data["blocks"]],
             num_layers=int(data["num_layers"]),
             layer_indices=[int(i) for i in data["layer_indices"]],
-            threshold=float(data["threshold"]),
-            tolerance=float(data["tolerance"]),
+            detector=detector,
             min_size=int(data["min_size"]),
             layer_names=data.get("layer_names"),
+            peak_score=_number(data.get("peak_score")),
         )
 
 
 def find_blocks(
     cka_matrix: Any,
+    detector: BlockDetector | None = None,
     *,
-    threshold: float = 0.9,
-    tolerance: float = 0.1,
-    min_size: int = 3,
-    min_fraction: float = 0.1,
     layers: Sequence[str | int] | None = None,
     layer_names: Sequence[str] | None = None,
+    **settings: Any,
 ) -> BlockResult:
-    """Find the block structure of a within-model CKA matrix (algorithm: module docstring).
+    """Find the block structure of a within-model CKA matrix (module docstring).
 
     Args:
         cka_matrix: square (L, L) CKA matrix of one model's layers against themselves,
             as an array, or any object with a ``.matrix`` attribute (a `CKAResult`),
             whose ``.layers_a`` then names the layers. NaN marks a dead layer.
-        threshold: CKA at or above which two layers count as similar. The default asks
-            for the near-1 similarity inside the paper's blocks; neighbouring layers of
-            any network can be that similar too, which ``min_size`` and ``min_fraction``
-            guard against. Tune all three for your models.
-        tolerance: fraction, in [0, 0.5), of a layer's partners inside a block that may
-            fall below ``threshold`` (noise tolerance; 0 asks for the minimum to pass).
-        min_size: smallest block, in layers (>= 2).
-        min_fraction: smallest block as a fraction of the analysed layers; the effective
-            minimum is ``max(min_size, ceil(min_fraction * L))``.
+        detector: how blocks are found (default: `BlockDetector()`, the contrast rule).
         layers: analyse only these layers (names or row indices), e.g. block outputs
             only; they are taken in model order.
         layer_names: names of the matrix's rows (overrides ``.layers_a``).
+        **settings: fields of `BlockDetector` that replace the detector's
+            (``find_blocks(m, min_score=0.6)``).
 
     Returns:
         A `BlockResult`; block indices refer to the analysed layers.
@@ -201,90 +358,42 @@ def find_blocks(
         UserInputError: a matrix that is not square, holds infinities or values above 1,
             a layer that does not exist, or settings out of range.
     """
-    matrix, names = _as_matrix(cka_matrix, layer_names)
-    _check_settings(threshold, tolerance, min_size, min_fraction)
-    indices = _select_layers(layers, names, matrix.shape[0])
-    sub = matrix[np.ix_(indices, indices)]
-    num_layers = len(indices)
-    effective_min = max(min_size, math.ceil(min_fraction * num_layers))
-
-    low = ~((sub >= threshold) & (sub.T >= threshold))  # NaN compares False: low
-    np.fill_diagonal(low, False)
-    candidates = _uniform_intervals(low, tolerance, effective_min)
-    blocks = _pick_blocks(candidates, sub)
-    return BlockResult(
-        blocks=blocks,
-        num_layers=num_layers,
-        layer_indices=[int(i) for i in indices],
-        threshold=float(threshold),
-        tolerance=float(tolerance),
-        min_size=int(effective_min),
-        layer_names=None if names is None else [names[i] for i in indices],
-    )
+    detector = detector or BlockDetector()
+    if settings:
+        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(BlockDetector)})
+        if unknown:
+            raise UserInputError(f"unknown block detector setting(s) {unknown}")
+        detector = detector.replace(**settings)
+    return detector.find(cka_matrix, layers=layers, layer_names=layer_names)
 
 
-def _allowed_low(size: np.ndarray | int, tolerance: float) -> np.ndarray:
-    # A small epsilon so that e.g. 0.1 * 10 counts as 1, not 0.999...
-    return np.floor(tolerance * (np.asarray(size) - 1) + 1e-9).astype(np.int64)
+def find_threshold_blocks(cka_matrix: Any, *, threshold: float = 0.9, tolerance: float = 0.1, min_size: int = 3,
+                          min_fraction: float = 0.1, layers: Sequence[str | int] | None = None,
+                          layer_names: Sequence[str] | None = None) -> BlockResult:
+    """The threshold rule of earlier releases (module docstring), for comparison with their results."""
+    detector = BlockDetector(method="threshold", threshold=threshold, tolerance=tolerance, min_size=min_size,
+                             min_fraction=min_fraction)
+    return detector.find(cka_matrix, layers=layers, layer_names=layer_names)
 
 
-def _uniform_intervals(low: np.ndarray, tolerance: float, min_size: int) -> list[tuple[int, int]]:
-    """All intervals [i, j] (inclusive) of size >= min_size that are uniformly high."""
-    n = low.shape[0]
-    prefix = np.zeros((n, n + 1), dtype=np.int64)  # prefix[k, m] = low pairs of k with layers < m
-    prefix[:, 1:] = np.cumsum(low, axis=1)
-    out: list[tuple[int, int]] = []
-    for i in range(n - min_size + 1):
-        # counts[k - i, j - i] = low partners of layer k among layers i..j, for k, j >= i
-        counts = prefix[i:, i + 1 :] - prefix[i:, i : i + 1]
-        counts = np.where(np.triu(np.ones_like(counts, dtype=bool)), counts, 0)  # only k <= j
-        worst = counts.max(axis=0)
-        sizes = np.arange(1, n - i + 1)
-        ok = (worst <= _allowed_low(sizes, tolerance)) & (sizes >= min_size)
-        out.extend((i, i + int(s) - 1) for s in sizes[ok])
-    return out
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
 
 
-def _block_stats(sub: np.ndarray, start: int, end: int) -> tuple[float, float]:
-    """Mean and minimum off-diagonal CKA of the block (NaN skipped)."""
+def _admissible(sub: np.ndarray, smallest: int) -> np.ndarray:
+    """(L, L) bool: runs [i, j] of at least `smallest` layers with no dead layer."""
+    size = sub.shape[0]
+    dead = np.concatenate([[0], np.cumsum(dead_layers(sub))])
+    first = np.arange(size)[:, None]
+    last = np.arange(size)[None, :]
+    return (last - first + 1 >= smallest) & (dead[np.clip(last + 1, 0, size)] - dead[first] == 0)
+
+
+def _block(sub: np.ndarray, start: int, end: int, score: np.ndarray, gap: np.ndarray) -> Block:
     part = sub[start : end + 1, start : end + 1]
     off = part[~np.eye(part.shape[0], dtype=bool)]
     off = off[~np.isnan(off)]
-    return float(off.mean()), float(off.min())
-
-
-def _interval_means(candidates: list[tuple[int, int]], sub: np.ndarray) -> np.ndarray:
-    """Mean off-diagonal CKA of each interval, from 2-D prefix sums (O(1) per interval)."""
-    valid = ~np.isnan(sub)
-    np.fill_diagonal(valid, False)
-    values = np.where(valid, sub, 0.0)
-    sums = np.pad(values.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    counts = np.pad(valid.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    i = np.array([c[0] for c in candidates], dtype=np.int64)
-    j = np.array([c[1] for c in candidates], dtype=np.int64) + 1
-
-    def rect(table: np.ndarray) -> np.ndarray:
-        return table[j, j] - table[i, j] - table[j, i] + table[i, i]
-
-    return rect(sums) / np.maximum(rect(counts), 1)
-
-
-def _pick_blocks(candidates: list[tuple[int, int]], sub: np.ndarray) -> list[Block]:
-    """Greedy: largest first (then higher mean CKA, then earlier start), no overlaps."""
-    if not candidates:
-        return []
-    means = _interval_means(candidates, sub)
-    order = sorted(
-        range(len(candidates)), key=lambda k: (candidates[k][0] - candidates[k][1], -means[k], candidates[k][0])
-    )
-    taken = np.zeros(sub.shape[0], dtype=bool)
-    blocks = []
-    for k in order:
-        i, j = candidates[k]
-        if not taken[i : j + 1].any():
-            taken[i : j + 1] = True
-            blocks.append(Block(i, j, *_block_stats(sub, i, j)))
-    return sorted(blocks, key=lambda b: b.start)
+    return Block(start, end, float(off.mean()), float(off.min()), float(score[start, end]), float(gap[start, end]))
 
 
 def _as_matrix(cka_matrix: Any, layer_names: Sequence[str] | None) -> tuple[np.ndarray, list[str] | None]:
@@ -371,15 +480,4 @@ def _select_layers(layers: Sequence[str | int] | None, names: list[str] | None, 
     return np.array(sorted(chosen))
 
 
-def _check_settings(threshold: float, tolerance: float, min_size: int, min_fraction: float) -> None:
-    if not 0 < threshold <= 1:
-        raise UserInputError(f"threshold must be in (0, 1], got {threshold}")
-    if not 0 <= tolerance < 0.5:
-        raise UserInputError(f"tolerance must be in [0, 0.5), got {tolerance}")
-    if isinstance(min_size, bool) or int(min_size) != min_size or min_size < 2:
-        raise UserInputError(f"min_size must be an integer >= 2, got {min_size}")
-    if not 0 <= min_fraction <= 1:
-        raise UserInputError(f"min_fraction must be in [0, 1], got {min_fraction}")
-
-
-__all__ = ["Block", "BlockResult", "find_blocks"]
+__all__ = ["Block", "BlockDetector", "BlockResult", "find_blocks", "find_threshold_blocks"]

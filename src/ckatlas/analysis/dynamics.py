@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ckatlas.analysis.blocks import find_blocks
+from ckatlas.analysis.blocks import BlockDetector, BlockResult
 from ckatlas.capture import LayerSpec
 from ckatlas.cka import MinibatchCKA
 from ckatlas.errors import UserInputError
@@ -56,17 +56,14 @@ class DynamicsSettings:
         examples: probe images (the first of the test split).
         layers: the heatmap's layers ("all", "blocks", names, globs).
         batch_size: minibatch of the CKA estimator (at least 4).
-        threshold, tolerance, min_size, min_fraction: the block detector (`find_blocks`).
+        detector: the block detector (`BlockDetector`).
     """
 
     epochs: tuple[int, ...] | None = None
     examples: int = 256
     layers: LayerSpec = "all"
     batch_size: int = 256
-    threshold: float = 0.9
-    tolerance: float = 0.1
-    min_size: int = 3
-    min_fraction: float = 0.1
+    detector: BlockDetector = BlockDetector()
 
     def resolved_epochs(self, total: int) -> tuple[int, ...]:
         """The epochs to record in a run of `total` epochs, checked."""
@@ -82,8 +79,6 @@ class DynamicsSettings:
             raise UserInputError(f"dynamics examples must be >= 4 (the unbiased CKA estimator), got {self.examples}")
         if self.batch_size < 4:
             raise UserInputError(f"dynamics batch_size must be >= 4, got {self.batch_size}")
-        find_blocks(np.eye(2), threshold=self.threshold, tolerance=self.tolerance, min_size=self.min_size,
-                    min_fraction=self.min_fraction)  # checks the detector's settings
 
 
 @dataclass
@@ -112,6 +107,7 @@ class BlockDynamics(NpzResult):
     block_fraction: np.ndarray
     blocks: list[list[list[int]]]
     metadata: dict[str, Any] = field(default_factory=dict)
+    block_strength: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.epochs = np.asarray(self.epochs, dtype=np.int64).reshape(-1)
@@ -119,6 +115,8 @@ class BlockDynamics(NpzResult):
         self.cka = np.asarray(self.cka, dtype=np.float64).reshape(count, size, size)
         self.variance_explained = np.asarray(self.variance_explained, dtype=np.float64).reshape(count, size)
         self.block_fraction = np.asarray(self.block_fraction, dtype=np.float64).reshape(count)
+        strength = np.full(count, np.nan) if self.block_strength is None else self.block_strength
+        self.block_strength = np.asarray(strength, dtype=np.float64).reshape(count)
         if len(self.blocks) != count:
             raise UserInputError(f"{self.WHAT}: {len(self.blocks)} block lists for {count} epochs")
 
@@ -127,12 +125,22 @@ class BlockDynamics(NpzResult):
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"epochs": self.epochs, "cka": self.cka, "variance_explained": self.variance_explained,
-                "block_fraction": self.block_fraction}
+                "block_fraction": self.block_fraction, "block_strength": self.block_strength}
 
     @classmethod
     def from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> BlockDynamics:
         return cls(arrays["epochs"], header["layers"], arrays["cka"], arrays["variance_explained"],
-                   arrays["block_fraction"], header["blocks"], header.get("metadata", {}))
+                   arrays["block_fraction"], header["blocks"], header.get("metadata", {}),
+                   arrays.get("block_strength"))  # records of earlier releases have none: NaN
+
+    def redetect(self, detector: BlockDetector) -> BlockDynamics:
+        """The same record with the blocks of every epoch found again by `detector` (from the stored heatmaps)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # dead layers: NaN CKA, never in a block
+            found = [detector.find(matrix, layer_names=self.layers) for matrix in self.cka]
+        return BlockDynamics(self.epochs, self.layers, self.cka, self.variance_explained,
+                             [f.block_fraction for f in found], [_spans(f) for f in found],
+                             {**self.metadata, "detector": detector.to_dict()}, [f.block_strength for f in found])
 
     def mean_variance_explained(self) -> np.ndarray:
         """(E,) each epoch's mean first-PC variance share over the layers that have one (NaN: none has)."""
@@ -148,14 +156,15 @@ class BlockDynamics(NpzResult):
         pc1 = self.mean_variance_explained()
         for i, epoch in enumerate(self.epochs):
             spans = ", ".join(f"{a}-{b}" for a, b in self.blocks[i]) or "none"
-            lines.append(f"  epoch {int(epoch):>4}  block fraction {self.block_fraction[i]:.2f}  blocks {spans:<14}"
+            lines.append(f"  epoch {int(epoch):>4}  block fraction {self.block_fraction[i]:.2f}  "
+                         f"strength {self.block_strength[i]:.2f}  blocks {spans:<14}"
                          f"  mean PC1 variance {pc1[i]:.2f}")
         return "\n".join(lines)
 
 
 def measure(model: nn.Module, probe: torch.Tensor, settings: DynamicsSettings,
-            device: torch.device | str | None = None) -> tuple[list[str], np.ndarray, np.ndarray, float, list[list[int]]]:
-    """One epoch's record: (layers, heatmap, first-PC variance, block fraction, blocks).
+            device: torch.device | str | None = None) -> tuple[list[str], np.ndarray, np.ndarray, BlockResult]:
+    """One epoch's record: (layers, heatmap, first-PC variance, blocks).
 
     One pass over the probe images (`ckatlas.capture.gram_passes.GramPasses`): each batch's centred Grams
     feed the minibatch CKA estimator, and each layer's first-PC share of its variance is the
@@ -182,10 +191,14 @@ def measure(model: nn.Module, probe: torch.Tensor, settings: DynamicsSettings,
         matrix = acc.compute().cpu().numpy()
     variance = torch.where(weight > 0, share / weight.clamp_min(1), torch.nan).cpu().numpy()
     layers = loop.names[0]
-    found = find_blocks(matrix, threshold=settings.threshold, tolerance=settings.tolerance,
-                        min_size=settings.min_size, min_fraction=settings.min_fraction, layer_names=layers)
-    spans = [[int(b.start), int(b.end)] for b in found.blocks]
-    return layers, matrix, variance, float(found.block_fraction), spans
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # dead layers were warned about by the estimator
+        found = settings.detector.find(matrix, layer_names=layers)
+    return layers, matrix, variance, found
+
+
+def _spans(found: BlockResult) -> list[list[int]]:
+    return [[int(b.start), int(b.end)] for b in found.blocks]
 
 
 def top_eigenvalue(grams: torch.Tensor, steps: int = 16) -> torch.Tensor:
@@ -224,9 +237,8 @@ class DynamicsRecorder:
         settings.check()
         self.settings, self.probe, self.path = settings, probe, Path(path)
         self.epochs = settings.resolved_epochs(total_epochs)
-        self.metadata = {"examples": len(probe), "layers": str(settings.layers), "threshold": settings.threshold,
-                         "tolerance": settings.tolerance, "min_size": settings.min_size,
-                         "min_fraction": settings.min_fraction, **(metadata or {})}
+        self.metadata = {"examples": len(probe), "layers": str(settings.layers),
+                         "detector": settings.detector.to_dict(), **(metadata or {})}
         self.record: BlockDynamics | None = BlockDynamics.load(self.path) if self.path.is_file() else None
 
     def wants(self, epoch: int) -> bool:
@@ -238,19 +250,21 @@ class DynamicsRecorder:
         if not self.wants(epoch):
             return
         started = time.perf_counter()
-        layers, cka, variance, fraction, spans = measure(model, self.probe, self.settings, device)
+        layers, cka, variance, found = measure(model, self.probe, self.settings, device)
+        fraction, spans, strength = found.block_fraction, _spans(found), found.block_strength
         seconds = time.perf_counter() - started
         old = self.record
         if old is None:
             self.record = BlockDynamics([epoch], layers, cka[None], variance[None], [fraction], [spans],
-                                        {**self.metadata, "seconds": [seconds]})
+                                        {**self.metadata, "seconds": [seconds]}, [strength])
         else:
             if old.layers != layers:
                 raise UserInputError(f"{self.path} was recorded on other layers; delete it to record again")
             self.record = BlockDynamics(
                 np.append(old.epochs, epoch), layers, np.concatenate([old.cka, cka[None]]),
                 np.concatenate([old.variance_explained, variance[None]]), np.append(old.block_fraction, fraction),
-                [*old.blocks, spans], {**old.metadata, "seconds": [*old.metadata.get("seconds", []), seconds]})
+                [*old.blocks, spans], {**old.metadata, "seconds": [*old.metadata.get("seconds", []), seconds]},
+                np.append(old.block_strength, strength))
         self.record.save(self.path)
 
 

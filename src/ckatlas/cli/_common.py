@@ -124,3 +124,51 @@ def write_png(ax: object, path: object) -> None:
     with atomic_open(path, "wb") as fh:
         figure.savefig(fh, format="png", dpi=150, bbox_inches="tight")
 
+
+
+def add_detector_options(p: argparse.ArgumentParser, inherit: str | None = None) -> None:
+    """The block detector's settings (`ckatlas.analysis.BlockDetector`), each defaulting to the detector's
+    own; with `inherit` (e.g. "the experiment's"), an option left out keeps that detector's setting."""
+    from ckatlas.analysis.blocks import BlockDetector
+
+    d = BlockDetector()
+
+    def default(value: object) -> object:
+        return None if inherit else value
+
+    def shown(value: object) -> str:
+        return inherit if inherit else f"{value:g}" if isinstance(value, float) else str(value)
+
+    g = p.add_argument_group("block detector (ckatlas.analysis.BlockDetector)")
+    g.add_argument("--method", choices=("contrast", "threshold"), default=default(d.method),
+                   help="contrast: a block stands out from the layers around it; threshold: a block is uniformly "
+                        f"above --threshold, as in earlier releases ({shown(d.method)})")
+    g.add_argument("--min-score", type=float, default=default(d.min_score),
+                   help=f"contrast: how much a block must stand out, in (0, 1] ({shown(d.min_score)})")
+    g.add_argument("--min-gap", type=float, default=default(d.min_gap),
+                   help=f"contrast: smallest CKA difference to the layers around a block ({shown(d.min_gap)})")
+    g.add_argument("--threshold", type=positive_float, default=default(d.threshold),
+                   help=f"threshold rule: CKA that counts as similar ({shown(d.threshold)})")
+    g.add_argument("--tolerance", type=float, default=default(d.tolerance),
+                   help=f"threshold rule: share of a layer's partners allowed below it ({shown(d.tolerance)})")
+    g.add_argument("--min-size", type=positive_int, default=default(d.min_size),
+                   help=f"smallest block, in layers ({shown(d.min_size)})")
+    g.add_argument("--min-fraction", type=float, default=default(d.min_fraction),
+                   help=f"smallest block, share of the layers ({shown(d.min_fraction)})")
+
+
+DETECTOR_OPTIONS = ("method", "min_score", "min_gap", "threshold", "tolerance", "min_size", "min_fraction")
+
+
+def detector_from_args(args: argparse.Namespace, base: object = None) -> object:
+    """The `BlockDetector` of the options `add_detector_options` added (checked: one clear error); with
+    `base`, the options given replace its settings."""
+    from ckatlas.analysis.blocks import BlockDetector
+
+    given = {name: getattr(args, name) for name in DETECTOR_OPTIONS if getattr(args, name) is not None}
+    return (base or BlockDetector()).replace(**given)
+
+
+def detector_options_given(args: argparse.Namespace) -> bool:
+    """Whether any detector option was given (for commands whose options inherit a detector)."""
+    return any(getattr(args, name) is not None for name in DETECTOR_OPTIONS)

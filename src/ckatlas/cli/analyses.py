@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 from ckatlas.cli._common import (
+    add_detector_options,
     add_run_analysis_options,
     check_outputs,
     command,
+    detector_from_args,
     layer_spec,
     open_run,
     positive_float,
@@ -22,10 +24,14 @@ def add_blocks(sub: argparse._SubParsersAction) -> None:
         "blocks",
         "find the block structure in a CKA matrix (and its stability across seeds)",
         """
-        Find blocks: contiguous runs of layers whose CKA with one another is uniformly high
-        (each layer at or above --threshold with all but a --tolerance share of the others),
-        at least max(--min-size, --min-fraction x layers) long. The residual checkerboard is
-        not a block. With several matrices (e.g. one per seed) it also reports how stable the
+        Find blocks: contiguous runs of layers, at least max(--min-size, --min-fraction x
+        layers) long, that stand out: their CKA with one another exceeds their CKA with the
+        layers around them (compared at equal distances from the diagonal) by a score of at
+        least --min-score (the gap relative to the dissimilarity across the border; the
+        heatmap's overall level does not move it) and a CKA gap of at least --min-gap. The
+        smooth decay away from the diagonal and the residual checkerboard are not blocks.
+        --method threshold is the rule of earlier releases (every pair at CKA >= --threshold
+        but a --tolerance share), for comparison. With several matrices (e.g. one per seed) it also reports how stable the
         blocks' positions are. A MATRIX is a within-model CKAResult (.npz, as `ckatlas
         cka` saves it), a .npy (L, L) array, or an .npz with a 'matrix' array (and
         optionally 'layers_a', the layer names).
@@ -35,19 +41,17 @@ def add_blocks(sub: argparse._SubParsersAction) -> None:
         """,
         [
             "ckatlas blocks cka/resnet56_w4.npy",
-            "ckatlas blocks cka/resnet56_w4.npz --threshold 0.9 --out analysis/blocks_w4.json",
+            "ckatlas blocks cka/resnet56_w4.npz --min-score 0.6 --out analysis/blocks_w4.json",
+            "ckatlas blocks cka/resnet56_w4.npz --method threshold --threshold 0.9   # the rule of earlier releases",
             "ckatlas blocks cka/seed*.npy --out analysis/block_stability.json",
             "ckatlas blocks cka/resnet56_w4.npz --layers stage3.0 stage3.1 stage3.2 stage3.3",
         ],
     )
     p.add_argument("matrices", nargs="+", metavar="MATRIX", help=".npy or .npz CKA matrix of one model")
-    p.add_argument("--threshold", type=positive_float, default=0.9, help="CKA that counts as similar (default 0.9)")
-    p.add_argument("--tolerance", type=float, default=0.1, help="share of a layer's partners allowed below it (0.1)")
-    p.add_argument("--min-size", type=positive_int, default=3, help="smallest block, in layers (default 3)")
-    p.add_argument("--min-fraction", type=float, default=0.1, help="smallest block, share of layers (default 0.1)")
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="analyse only these layers (names or row indices)")
     p.add_argument("--out", metavar="FILE", help="write the result as JSON here, and a .png figure beside it")
     p.add_argument("--quiet", action="store_true", help="print only where the results are")
+    add_detector_options(p)
     p.set_defaults(func=_run_blocks)
 
 
@@ -87,26 +91,19 @@ def _load_cka_matrix(path: str) -> tuple[object, list[str] | None]:
 def _run_blocks(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ckatlas.analysis import block_stability, find_blocks
+    from ckatlas.analysis import block_stability
     from ckatlas.files import atomic_open, check_writable_file
     from ckatlas.report import plot_block_frequency, plot_blocks
 
     if args.out:
         check_writable_file(args.out, "the block result")
         check_writable_file(Path(args.out).with_suffix(".png"), "the block figure")
+    detector = detector_from_args(args)
     layers = None if args.layers is None else [int(x) if x.isdigit() else x for x in args.layers]
     matrices, results = [], []
     for path in args.matrices:
         matrix, names = _load_cka_matrix(path)
-        result = find_blocks(
-            matrix,
-            threshold=args.threshold,
-            tolerance=args.tolerance,
-            min_size=args.min_size,
-            min_fraction=args.min_fraction,
-            layers=layers,
-            layer_names=names,
-        )
+        result = detector.find(matrix, layers=layers, layer_names=names)
         if not args.quiet:
             print(f"{path}: {result.summary()}")
         matrices.append(matrix)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ckatlas.cli._common import command, positive_float, positive_int
+from ckatlas.cli._common import (
+    add_detector_options,
+    command,
+    detector_from_args,
+    detector_options_given,
+    positive_float,
+    positive_int,
+)
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
@@ -232,17 +239,21 @@ def add_claims(sub: argparse._SubParsersAction) -> None:
         """
         Read a finished experiment directory and test each claim of Nguyen, Raghu & Kornblith
         (2021) that it holds the models and analyses for: block structure grows with width and
-        with depth, and with less data (rank-trend permutation tests within each slice of the
-        grid, also at a sweep of block thresholds); the first PC dominates and carries through a
+        with depth, and with less data (rank-trend permutation tests of block strength within
+        each slice of the grid, also at a sweep of the detector's main setting); the first PC dominates and carries through a
         block; probes stall and deletions cost little inside a block; layers of two seeds match
         outside a block but not inside; wide and deep models make different errors. One line per
-        claim: the statistic, its one-sided permutation p-value and the verdict at --alpha.
+        claim: the statistic, its one-sided permutation p-value and the verdict at --alpha, and
+        beside it the verdict with the threshold rule of earlier releases (--compare none: not).
+        The blocks are the experiment's; any detector option below finds them again on the
+        saved heatmaps with the experiment's detector changed by the options given.
 
         Writes --out (JSON: every claim with the numbers behind it).
         """,
         [
             "ckatlas claims out/fashion",
             "ckatlas claims out/fashion --out out/fashion/claims.json --permutations 20000",
+            "ckatlas claims out/fashion --min-score 0.6          # blocks found again with another setting",
         ],
     )
     p.add_argument("experiment_dir", metavar="EXPERIMENT_DIR", help="a finished experiment directory")
@@ -251,16 +262,26 @@ def add_claims(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--permutations", type=positive_int, default=10_000, help="permutations per test (10000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
     p.add_argument("--quiet", action="store_true", help="print only where the result is")
+    p.add_argument("--compare", choices=("threshold", "none"), default="threshold",
+                   help="a second detector whose verdicts are shown beside each claim's (threshold: the rule of "
+                        "earlier releases at its defaults)")
+    add_detector_options(p, inherit="the experiment's")
     p.set_defaults(func=_run_claims)
 
 
 def _run_claims(args: argparse.Namespace) -> int:
-    from ckatlas.experiment.claims import evaluate_claims
+    from ckatlas.analysis import BlockDetector
+    from ckatlas.experiment.claims import evaluate_claims, experiment_detector
     from ckatlas.files import atomic_write_json, check_writable_file
 
     if args.out:
         check_writable_file(args.out, "the claims")
-    result = evaluate_claims(args.experiment_dir, alpha=args.alpha, num_permutations=args.permutations, seed=args.seed)
+    detector = None
+    if detector_options_given(args):
+        detector = detector_from_args(args, experiment_detector(args.experiment_dir))
+    compare = BlockDetector(method="threshold") if args.compare == "threshold" else None
+    result = evaluate_claims(args.experiment_dir, alpha=args.alpha, num_permutations=args.permutations, seed=args.seed,
+                             detector=detector, compare_with=compare)
     if not args.quiet:
         print(result.summary())
     if args.out:

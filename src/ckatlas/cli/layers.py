@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ckatlas.cli._common import command, positive_int, write_png
+from ckatlas.cli._common import add_detector_options, command, detector_from_args, positive_int, write_png
 from ckatlas.errors import UserInputError
 
 
@@ -39,12 +39,12 @@ def add_layers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout", type=float, default=0.5, help="share of the examples held out for the curves (0.5)")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--max-remove", type=positive_int, help="removals measured per criterion (default: half the layers)")
-    p.add_argument("--threshold", type=float, default=0.9, help="CKA threshold of the block detector (0.9)")
     p.add_argument("--layers-path", help="the ModuleList of layers (e.g. model.layers) when the guess is wrong")
     p.add_argument("--save", type=positive_int, metavar="N", help="save the model without N layers")
     p.add_argument("--criterion", choices=["cka", "angular", "block_influence"], default="cka",
                    help="which criterion's N layers --save removes (cka)")
     p.add_argument("--quiet", action="store_true", help="print only where the results are")
+    add_detector_options(p)
     p.set_defaults(func=_run_layers)
 
 
@@ -78,7 +78,7 @@ def _run_layers(args: argparse.Namespace) -> int:
         inputs = take(inputs, slice(0, args.sequences))
     calibration, held_out = split(inputs, args.holdout)
     result = layer_redundancy(model, calibration, batch_size=args.batch_size, layers_path=args.layers_path,
-                              threshold=args.threshold, max_remove=args.max_remove)
+                              detector=detector_from_args(args), max_remove=args.max_remove)
     if args.save and args.save > len(result.removals[args.criterion]):
         raise UserInputError(f"--save {args.save} is more than the {len(result.removals[args.criterion])} removals "
                              f"measured; raise --max-remove")

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 
 from ckatlas import __version__
-from ckatlas.cli._common import command, fraction, layer_spec, positive_float, positive_int, write_png
+from ckatlas.cli._common import (
+    add_detector_options,
+    command,
+    detector_from_args,
+    fraction,
+    layer_spec,
+    positive_float,
+    positive_int,
+    write_png,
+)
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -108,8 +117,10 @@ def add_dynamics(sub: argparse._SubParsersAction) -> None:
         Read the dynamics.npz that 'ckatlas train --dynamics' recorded in a run directory
         (the heatmap over every layer of the model on the first test images, its blocks and
         each layer's first-PC variance, at each recorded epoch; 0 is the initialisation) and
-        print one line per epoch: block fraction, blocks (first-last layer), mean first-PC
-        variance. --png draws the block fraction against epoch beside the heatmap of each
+        print one line per epoch: block fraction, block strength, blocks (first-last layer),
+        mean first-PC variance. The blocks are found again in the recorded heatmaps with the
+        detector options below (their defaults are the detector's), so a record made with
+        another detector can be read with this one. --png draws the block fraction against epoch beside the heatmap of each
         recorded epoch.
         """,
         [
@@ -119,6 +130,7 @@ def add_dynamics(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory trained with --dynamics")
     p.add_argument("--png", metavar="FILE", help="draw the record into this PNG")
+    add_detector_options(p)
     p.set_defaults(func=_run_dynamics)
 
 
@@ -133,7 +145,8 @@ def _run_dynamics(args: argparse.Namespace) -> int:
         raise UserInputError(f"{args.run_dir} holds no dynamics.npz; train it with 'ckatlas train ... --dynamics'")
     if args.png:
         check_writable_file(args.png, "the figure")
-    record = BlockDynamics.load(path)
+    detector_from_args(args)  # checked before the record is read
+    record = BlockDynamics.load(path).redetect(detector_from_args(args))
     print(record.summary())
     if args.png:
         from ckatlas.report.dynamics_figures import plot_dynamics

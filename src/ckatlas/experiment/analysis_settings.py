@@ -8,8 +8,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 
+from ckatlas.analysis.blocks import BlockDetector
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.schema import check_keys, from_table
 
@@ -18,35 +18,34 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class BlocksConfig:
-    """`[analyses.blocks]`: settings of `ckatlas.analysis.find_blocks`.
+class BlocksConfig(BlockDetector):
+    """`[analyses.blocks]`: the block detector (`ckatlas.analysis.BlockDetector`: its fields and
+    defaults) and the rows it reads.
 
     `on` chooses the rows blocks are found in: "heatmap" (every layer of the heatmap)
     or "block-outputs" (the residual stream: the stem's output, each residual block's
     output, the pooled features and the logits, `model.layer_names("blocks")`, taken
     out of a heatmap of all layers). Inside a residual network's block the layers of
-    the residual branches differ from the stream (the paper's checkerboard); the block
-    itself is a run of stream layers with uniformly high CKA.
+    the residual branches differ from the stream (the paper's checkerboard).
     """
 
-    threshold: float = 0.9
-    tolerance: float = 0.1
-    min_size: int = 3
-    min_fraction: float = 0.1
     on: Literal["heatmap", "block-outputs"] = "heatmap"
 
-    def check(self, config: ExperimentConfig) -> None:
-        from ckatlas.analysis import find_blocks
-
-        try:  # find_blocks checks its own settings; a 2 x 2 identity is the cheapest matrix it accepts
-            find_blocks(np.eye(2), **{k: v for k, v in dataclasses.asdict(self).items() if k != "on"})
+    def __post_init__(self) -> None:
+        try:
+            super().__post_init__()
         except UserInputError as exc:
             raise UserInputError(f"[analyses.blocks]: {exc}") from None
 
+    @property
+    def detector(self) -> BlockDetector:
+        """The detector alone (without `on`)."""
+        return BlockDetector(**{f.name: getattr(self, f.name) for f in dataclasses.fields(BlockDetector)})
 
-@dataclass(frozen=True)
-class PCAConfig:
-    """`[analyses.pca]`: first principal components of each model (`principal_components`)."""
+    def check(self, config: ExperimentConfig) -> None:
+        """Checked when made."""
+
+
 
 
 @dataclass(frozen=True)
@@ -80,6 +79,15 @@ class RunSelection:
         if self.seeds is None:
             return self
         return dataclasses.replace(self, seeds=tuple(s + offset for s in self.seeds))
+
+
+@dataclass(frozen=True)
+class PCAConfig(RunSelection):
+    """`[analyses.pca]`: first principal components of each model (`principal_components`); `seeds`,
+    `depths`, `fractions` limit it to some runs (default: every run)."""
+
+    def check(self, config: ExperimentConfig) -> None:
+        self.check_selection(config, "[analyses.pca]")
 
 
 @dataclass(frozen=True)
@@ -138,11 +146,9 @@ class DynamicsConfig(RunSelection):
         """The recorder's settings: these, with the layers of [cka] (unless set) and the detector of [analyses.blocks]."""
         from ckatlas.analysis.dynamics import DynamicsSettings
 
-        blocks = config.analyses.blocks
         layers = self.layers if self.layers is not None else config.cka.layers
         return DynamicsSettings(epochs=self.epochs, examples=self.examples, layers=layers,
-                                threshold=blocks.threshold, tolerance=blocks.tolerance, min_size=blocks.min_size,
-                                min_fraction=blocks.min_fraction)
+                                detector=config.analyses.blocks.detector)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,14 @@ outputs, when blocks are found on them). Every test is one-sided in the paper's
 direction and uses permutations (`ckatlas.analysis.trend`), so its p-value needs no
 distributional assumption; a claim holds when p <= `alpha`.
 
-1. ``width`` / ``depth``: block fraction grows with width (within each depth and
-   training fraction) and with depth (within each width and fraction): `trend_test`.
-   Also at each threshold of a sweep, on every layer and on the block outputs only (the
-   block detector re-run on the saved heatmaps), so that a verdict that rests on one
-   threshold or one choice of rows shows.
-2. ``data``: block fraction falls as the training fraction grows (within each depth x
+1. ``width`` / ``depth``: block strength (the share of layers in a block weighted by how
+   much each block stands out, `BlockResult.block_strength`: continuous, so the test does
+   not saturate) grows with width (within each depth and training fraction) and with depth
+   (within each width and fraction): `trend_test`. Also at each setting of a sweep of the
+   detector's main knob (``min_score`` of the contrast rule, ``threshold`` of the threshold
+   rule), on every layer and on the block outputs only (the detector re-run on the saved
+   heatmaps), so that a verdict that rests on one setting or one choice of rows shows.
+2. ``data``: block strength falls as the training fraction grows (within each depth x
    width): `trend_test`, decreasing.
 3. ``pc1-variance``: in models with a block, the first PC explains more of the variance
    of in-block layers than of the other analysed layers (mean per model, paired over
@@ -25,13 +27,24 @@ distributional assumption; a claim holds when p <= `alpha`.
    structure costs less accuracy than deleting one outside (paired over models).
 5. ``cross-seed``: CKA between the same layer of two seeds is higher outside the block
    structure than inside it (paired over pairs of seeds, blocks of the first seed).
-6. ``errors``: the two populations of the errors analysis differ in their per-example
+6. ``dominant-examples`` and ``normalised`` (beyond the paper: Nguyen, Raghu & Kornblith 2022):
+   without the examples that dominate a block's first PC, the block's contrast score falls
+   more than without as many random examples; with per-example normalised activations it
+   falls (paired over models, `ckatlas.analysis.origins`). They read the experiment's own
+   blocks whatever the detector.
+7. ``errors``: the two populations of the errors analysis differ in their per-example
    accuracies more than two halves of one population (the analysis' own permutation
    test), and in which classes they get right (Holm-Sidak over classes).
+
+The blocks are the experiment's own (its blocks files), or, given a `detector`, found again
+on the saved heatmaps with it. Every claim that rests on blocks is also decided with a
+second detector (`compare_with`, by default the threshold rule of earlier releases), and
+its verdict is kept beside the claim's, so that a change of detector shows.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +52,9 @@ from typing import Any
 
 import numpy as np
 
-from ckatlas.analysis import BlockResult, find_blocks
+from ckatlas.analysis import BlockDetector, BlockResult, mark_blocks
 from ckatlas.analysis.errors import ErrorComparison
+from ckatlas.analysis.origins import BlockOrigins
 from ckatlas.analysis.pca import PCAResult
 from ckatlas.analysis.probes import ProbeResult
 from ckatlas.analysis.prune import PruneResult
@@ -49,7 +63,9 @@ from ckatlas.errors import UserInputError
 from ckatlas.files import read_json
 from ckatlas.heatmap import CKAResult
 
-DEFAULT_SWEEP = (0.8, 0.85, 0.9, 0.95, 0.97)
+FIXED_BLOCKS = ("errors", "dominant-examples", "normalised")  # claims that do not follow a change of detector
+SWEEPS = {"contrast": ("min_score", (0.3, 0.4, 0.5, 0.6, 0.7)), "threshold": ("threshold", (0.8, 0.85, 0.9, 0.95, 0.97))}
+DEFAULT_SWEEP = SWEEPS["threshold"][1]  # earlier releases' name for the threshold sweep
 DETECTORS = ("heatmap", "block-outputs")  # the rows `[analyses.blocks] on` can find blocks in
 
 
@@ -80,11 +96,19 @@ class Claim:
     details: dict[str, Any] = field(default_factory=dict)
 
     def line(self) -> str:
+        other = self.details.get("compare")
+        beside = ""
+        if other is not None:
+            if other["holds"] is None:
+                beside = f"; {other['method']} rule: untested"
+            else:
+                beside = (f"; {other['method']} rule: {'holds' if other['holds'] else 'does not hold'} "
+                          f"({other['value']:+.3f}, p {other['p_value']:.3g}, n {other['n']})")
         if self.holds is None:
-            return f"[untested] {self.key}: {self.note}"
+            return f"[untested] {self.key}: {self.note}{beside}"
         verdict = "holds" if self.holds else "does NOT hold"
         return (f"[{verdict}] {self.key}: {self.statistic} = {self.value:+.3f}, p = {self.p_value:.3g}, n = {self.n}"
-                + (f" ({self.note})" if self.note else ""))
+                + (f" ({self.note})" if self.note else "") + beside)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("key", "statement", "statistic", "value", "p_value", "n", "holds",
@@ -121,15 +145,43 @@ def evaluate_claims(
     alpha: float = 0.05,
     num_permutations: int = 10_000,
     seed: int = 0,
-    sweep: Sequence[float] = DEFAULT_SWEEP,
+    sweep: Sequence[float] | None = None,
+    detector: BlockDetector | None = None,
+    compare_with: BlockDetector | None = BlockDetector(method="threshold"),
 ) -> ClaimsResult:
-    """Test the paper's claims on the finished experiment in `root` (module docstring)."""
+    """Test the paper's claims on the finished experiment in `root` (module docstring).
+
+    Args:
+        sweep: values of the detector's main knob to re-run the trend tests at (default:
+            `SWEEPS` of its method).
+        detector: find the blocks again on the saved heatmaps with this detector (default:
+            the experiment's blocks as computed).
+        compare_with: a second detector whose verdicts are kept beside each claim's (None: none).
+    """
     root = Path(root).expanduser()
     summary = read_json(root / "summary.json", "an experiment's summary.json (run 'ckatlas run' to the end)")
     if not isinstance(summary, dict) or "models" not in summary:
         raise UserInputError(f"{root / 'summary.json'} is not a ckatlas experiment summary")
-    ctx = _Context(root, summary, alpha, num_permutations, seed)
-    claims = [
+    ctx = _Context(root, summary, alpha, num_permutations, seed, detector)
+    if sweep is None:
+        sweep = SWEEPS[ctx.detector.method][1]
+    claims = _claims(ctx, sweep)
+    if compare_with is not None and compare_with != ctx.detector:
+        other = _Context(root, summary, alpha, num_permutations, seed, compare_with)
+        other._heatmaps, other._outputs = ctx._heatmaps, ctx._outputs  # the same files: read once
+        for claim, again in zip(claims, _claims(other, ())):
+            if claim.key not in FIXED_BLOCKS:
+                claim.details["compare"] = {"method": compare_with.method, "detector": compare_with.to_dict(),
+                                            "value": again.value, "p_value": again.p_value, "n": again.n,
+                                            "holds": again.holds}
+    return ClaimsResult(summary.get("name", str(root)), claims, alpha,
+                        {"num_permutations": num_permutations, "seed": seed, "sweep": list(sweep),
+                         "detector": ctx.detector.to_dict(),
+                         "compare_with": None if compare_with is None else compare_with.to_dict()})
+
+
+def _claims(ctx: _Context, sweep: Sequence[float]) -> list[Claim]:
+    return [
         ctx.trend("width", "block structure emerges as networks get wider", "width", ("depth", "fraction"), sweep),
         ctx.trend("depth", "block structure emerges as networks get deeper", "depth", ("width", "fraction"), sweep),
         ctx.trend("data", "with less training data, block structure appears in smaller models", "fraction",
@@ -139,29 +191,38 @@ def evaluate_claims(
         ctx.probes(),
         ctx.pruning(),
         ctx.cross_seed(),
+        ctx.dominant_examples(),
+        ctx.normalised(),
         ctx.errors(),
     ]
-    return ClaimsResult(summary.get("name", str(root)), claims, alpha,
-                        {"num_permutations": num_permutations, "seed": seed, "sweep": list(sweep)})
 
 
 class _Context:
-    def __init__(self, root: Path, summary: dict[str, Any], alpha: float, permutations: int, seed: int) -> None:
+    def __init__(self, root: Path, summary: dict[str, Any], alpha: float, permutations: int, seed: int,
+                 detector: BlockDetector | None) -> None:
         self.root, self.summary, self.alpha = root, summary, alpha
         self.permutations, self.seed = permutations, seed
         self.models = [m for m in summary["models"] if m.get("residual", True)]
         self._blocks: dict[str, BlockResult] = {}
         self._heatmaps: dict[str, CKAResult] = {}
-        blocks = ((summary.get("config") or {}).get("analyses") or {}).get("blocks") or {}
-        self.detector = {"tolerance": blocks.get("tolerance", 0.1), "min_size": blocks.get("min_size", 3),
-                         "min_fraction": blocks.get("min_fraction", 0.1)}
+        table = ((summary.get("config") or {}).get("analyses") or {}).get("blocks") or {}
+        self.rows = table.get("on", "heatmap")
+        self.refind = detector is not None
+        self.detector = detector or BlockDetector.from_saved(table, "[analyses.blocks] of summary.json")
         self._outputs: dict[str, list[str]] = {}
 
     # -- shared ----------------------------------------------------------------------------
     def blocks(self, model: dict[str, Any]) -> BlockResult:
+        """The model's blocks: as the experiment found them, or found again with this context's detector."""
         if model["name"] not in self._blocks:
-            self._blocks[model["name"]] = BlockResult.load(self.root / model["paths"]["blocks"])
+            if self.refind:
+                self._blocks[model["name"]] = self._find(model, self.detector, self.rows)
+            else:
+                self._blocks[model["name"]] = BlockResult.load(self.root / model["paths"]["blocks"])
         return self._blocks[model["name"]]
+
+    def has_block(self, model: dict[str, Any]) -> bool:
+        return bool(self.blocks(model).blocks)
 
     def in_block(self, model: dict[str, Any]) -> dict[str, bool]:
         """{analysed layer name: inside a block}."""
@@ -181,7 +242,7 @@ class _Context:
     # -- claims 1 and 2 ----------------------------------------------------------------------
     def trend(self, key: str, statement: str, factor: str, strata: tuple[str, str], sweep: Sequence[float],
               direction: str = "increasing") -> Claim:
-        statistic = f"mean Spearman rho of block fraction with {factor}, within each {' x '.join(strata)}"
+        statistic = f"mean Spearman rho of block strength with {factor}, within each {' x '.join(strata)}"
         levels = {m[factor] for m in self.models}
         if len(levels) < 2:
             return Claim(key, statement, statistic, note=f"every model has the same {factor}")
@@ -189,18 +250,17 @@ class _Context:
         if not models:
             return Claim(key, statement, statistic, note=f"no {' x '.join(strata)} slice has two {factor}s")
         labels = [tuple(m[s] for s in strata) for m in models]
-        values = [m["block_fraction"] for m in models]
+        values = [self.blocks(m).block_strength for m in models]
         test = trend_test(values, [m[factor] for m in models], labels, direction=direction,
                           num_permutations=self.permutations, seed=self.seed)
         details: dict[str, Any] = {"strata": test.strata, "sweep": self.sweep(models, factor, labels, sweep, direction)}
-        mean_by_level = {}
-        for level in sorted(levels):
-            vals = [m["block_fraction"] for m in models if m[factor] == level]
-            if vals:
-                mean_by_level[str(level)] = float(np.mean(vals))
-        details["mean_block_fraction"] = mean_by_level
+        for name, read in (("block_strength", lambda m: self.blocks(m).block_strength),
+                           ("block_fraction", lambda m: self.blocks(m).block_fraction)):
+            by_level = {str(level): float(np.mean([read(m) for m in models if m[factor] == level]))
+                        for level in sorted(levels) if any(m[factor] == level for m in models)}
+            details[f"mean_{name}"] = by_level
         if not np.isfinite(test.statistic):
-            return Claim(key, statement, statistic, note="block fraction does not vary in any slice",
+            return Claim(key, statement, statistic, note="block strength does not vary in any slice",
                          details=details, n=test.num_models, holds=False, value=0.0, p_value=1.0)
         return Claim(key, statement, statistic, test.statistic, test.p_value, test.num_models,
                      test.holds(self.alpha), details=details)
@@ -209,32 +269,35 @@ class _Context:
         same = [m for m in self.models if all(m[s] == model[s] for s in strata)]
         return len({m[factor] for m in same}) >= 2
 
-    def sweep(self, models: list[dict[str, Any]], factor: str, labels: list[tuple], thresholds: Sequence[float],
+    def sweep(self, models: list[dict[str, Any]], factor: str, labels: list[tuple], values: Sequence[float],
               direction: str) -> list[dict[str, Any]]:
-        """The trend test with the block detector re-run at each threshold, on every layer of the
-        heatmap and on the block outputs only (tolerance and minimum size as used)."""
+        """The trend test with the detector re-run at each value of its main knob (`SWEEPS`), on every
+        layer of the heatmap and on the block outputs only (its other settings as used)."""
+        knob = SWEEPS[self.detector.method][0]
         out = []
         for on in DETECTORS:
-            for threshold in thresholds:
-                values = [self._block_fraction_at(m, threshold, on) for m in models]
-                test = trend_test(values, [m[factor] for m in models], labels, direction=direction,
+            for value in values:
+                detector = self.detector.replace(**{knob: value})
+                found = [self._find(m, detector, on) for m in models]
+                strength = [f.block_strength for f in found]
+                test = trend_test(strength, [m[factor] for m in models], labels, direction=direction,
                                   num_permutations=self.permutations, seed=self.seed)
-                out.append({"on": on, "threshold": threshold, "rho": test.statistic, "p_value": test.p_value,
-                            "mean_block_fraction": float(np.mean(values))})
+                out.append({"on": on, knob: value, "rho": test.statistic, "p_value": test.p_value,
+                            "mean_block_strength": float(np.mean(strength)),
+                            "mean_block_fraction": float(np.mean([f.block_fraction for f in found]))})
         return out
 
-    def _block_fraction_at(self, model: dict[str, Any], threshold: float, on: str) -> float:
-        """Block fraction with the experiment's detector settings but `threshold` and rows `on`
-        (the smallest block follows the rows: min_fraction of 12 block outputs is not of 70 layers)."""
+    def _find(self, model: dict[str, Any], detector: BlockDetector, on: str) -> BlockResult:
+        """The model's blocks by `detector` on rows `on` of its saved heatmap (the smallest block follows
+        the rows: min_fraction of 12 block outputs is not of 70 layers)."""
         cka = self._cka(model)
         layers = None
         if on == "block-outputs":
             outputs = set(self._block_outputs(model))
-            layers = [i for i, name in enumerate(cka.layers_a) if name in outputs]
-        again = find_blocks(cka.matrix, threshold=threshold, tolerance=self.detector["tolerance"],
-                            min_size=self.detector["min_size"], min_fraction=self.detector["min_fraction"],
-                            layers=layers, layer_names=cka.layers_a)
-        return again.block_fraction
+            layers = [name for name in cka.layers_a if name in outputs]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # dead layers were warned about when found first
+            return detector.find(cka, layers=layers)
 
     def _cka(self, model: dict[str, Any]) -> CKAResult:
         if model["name"] not in self._heatmaps:
@@ -252,7 +315,7 @@ class _Context:
     # -- claim 3 ----------------------------------------------------------------------------
     def _pca(self, model: dict[str, Any]) -> tuple[PCAResult, np.ndarray, np.ndarray] | None:
         path = model["paths"].get("pca")
-        if path is None or not model["blocks"]:
+        if path is None or not self.has_block(model):
             return None
         pca = PCAResult.load(self.root / path)
         inside = self.in_block(model)
@@ -308,7 +371,7 @@ class _Context:
         inside, outside = [], []
         for model in self.models:
             path = model["paths"].get("probes")
-            if path is None or not model["blocks"]:
+            if path is None or not self.has_block(model):
                 continue
             probes = ProbeResult.load(self.root / path)
             in_block = self.in_block(model)
@@ -336,7 +399,7 @@ class _Context:
             path = model["paths"].get("prune")
             if path is None:
                 continue
-            result = PruneResult.load(self.root / path)
+            result = mark_blocks(PruneResult.load(self.root / path), self.blocks(model))
             first = [s for s in result.steps if s.num_removed == 1 and s.in_block is not None]
             ins = [s.delta for s in first if s.in_block]
             outs = [s.delta for s in first if not s.in_block]
@@ -358,7 +421,7 @@ class _Context:
         inside, outside = [], []
         for pair in self.summary.get("cross_seed", []):
             model = by_name.get(pair["a"])
-            if model is None or not model["blocks"]:
+            if model is None or not self.has_block(model):
                 continue
             cka = CKAResult.load(self.root / pair["path"])
             in_block = self.in_block(model)
@@ -374,6 +437,47 @@ class _Context:
                    "mean_elsewhere": float(np.mean(outside)) if outside else None}
         return self.claim("cross-seed", statement, statistic, test,
                           "needs [analyses.cross_seed] and models with a block", details)
+
+    # -- where blocks come from (Nguyen, Raghu & Kornblith 2022) --------------------------------
+    def _origins(self) -> list[tuple[dict[str, Any], dict[str, np.ndarray], BlockOrigins]]:
+        out = []
+        for model in self.models:
+            path = model["paths"].get("origins")
+            if path is not None:
+                origins = BlockOrigins.load(self.root / path)
+                if origins.blocks:
+                    out.append((model, origins.scores(), origins))
+        return out
+
+    def dominant_examples(self) -> Claim:
+        statement = ("block structure is carried by a few dominant examples: without them a block stands out less "
+                     "than without as many random examples")
+        statistic = "mean block score without as many random examples minus without the dominant ones (per model)"
+        found = self._origins()
+        random = [float(np.nanmean(s["cka_random"])) for _, s, _ in found]
+        without = [float(np.nanmean(s["cka_without"])) for _, s, _ in found]
+        test = paired_difference_test(random, without, num_permutations=self.permutations, seed=self.seed) \
+            if found else None
+        details = {"mean_score": float(np.mean([np.nanmean(s["cka"]) for _, s, _ in found])) if found else None,
+                   "mean_score_without_random": float(np.mean(random)) if found else None,
+                   "mean_score_without_dominant": float(np.mean(without)) if found else None,
+                   "mean_dominant_pc1_share": float(np.mean([np.nanmean(o.dominant_share()) for *_, o in found]))
+                   if found else None}
+        return self.claim("dominant-examples", statement, statistic, test,
+                          "needs [analyses.origins] on models with a block", details)
+
+    def normalised(self) -> Claim:
+        statement = "with each example's activations scaled to unit length, blocks stand out less"
+        statistic = "mean block score minus its score with per-example normalised activations (per model)"
+        found = self._origins()
+        plain = [float(np.nanmean(s["cka"])) for _, s, _ in found]
+        normalised = [float(np.nanmean(s["cka_normalised"])) for _, s, _ in found]
+        test = paired_difference_test(plain, normalised, num_permutations=self.permutations, seed=self.seed) \
+            if found else None
+        details = {"mean_score": float(np.mean(plain)) if found else None,
+                   "mean_score_normalised": float(np.mean(normalised)) if found else None}
+        return self.claim("normalised", statement, statistic, test, "needs [analyses.origins] on models with a block",
+                          details)
 
     # -- claim 6 ----------------------------------------------------------------------------
     def errors(self) -> Claim:
@@ -404,4 +508,13 @@ class _Context:
                      bool(ex.p_value <= self.alpha), note, details)
 
 
-__all__ = ["Claim", "ClaimsResult", "DEFAULT_SWEEP", "evaluate_claims"]
+
+
+
+def experiment_detector(root: str | Path) -> BlockDetector:
+    """The block detector a finished experiment used (its summary.json)."""
+    path = Path(root).expanduser() / "summary.json"
+    summary = read_json(path, "an experiment's summary.json (run 'ckatlas run' to the end)")
+    table = ((summary.get("config") or {}).get("analyses") or {}).get("blocks") if isinstance(summary, dict) else None
+    return BlockDetector.from_saved(table, f"[analyses.blocks] of {path}")
+__all__ = ["Claim", "ClaimsResult", "DEFAULT_SWEEP", "SWEEPS", "evaluate_claims", "experiment_detector"]

@@ -21,7 +21,6 @@ worker, or again after a crash, with the same result. Models run on
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -33,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ckatlas.analysis import BlockResult, block_stability, compare_populations, find_blocks, load_predictions
+from ckatlas.analysis import BlockResult, block_stability, compare_populations, load_predictions
 from ckatlas.analysis.pca import principal_components
 from ckatlas.analysis.probes import linear_probes
 from ckatlas.analysis.prune import prune_blocks
@@ -107,7 +106,8 @@ def test_inputs(config: ExperimentConfig) -> torch.Tensor:
     return x if config.cka.num_examples is None else x[: config.cka.num_examples]
 
 
-def _model(store: ExperimentStore, name: str, device: torch.device) -> torch.nn.Module:
+def load_model(store: ExperimentStore, name: str, device: torch.device) -> torch.nn.Module:
+    """The trained model of run `name`, on `device`."""
     return load_run(store.path(store.run_dir(name)), device=device).model
 
 
@@ -131,7 +131,7 @@ def _dynamics(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
 
 def _cka(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
     device = resolve_device(ctx.device)
-    models = [_model(store, r.name, device) for r in step.runs]
+    models = [load_model(store, r.name, device) for r in step.runs]
     cka = ctx.config.cka
     result = heatmap(
         models[0],
@@ -152,12 +152,12 @@ def _cka(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
 def _blocks(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
     run = step.runs[0]
     cka = CKAResult.load(store.path(store.cka_file(run.name)))
-    settings = dataclasses.asdict(ctx.config.analyses.blocks)
+    settings = ctx.config.analyses.blocks
     layers = None
-    if settings.pop("on") == "block-outputs":
-        outputs = set(_model(store, run.name, torch.device("cpu")).layer_names("blocks"))
+    if settings.on == "block-outputs":
+        outputs = set(load_model(store, run.name, torch.device("cpu")).layer_names("blocks"))
         layers = [name for name in cka.layers_a if name in outputs]
-    find_blocks(cka, layers=layers, **settings).save(store.path(step.outputs[0]))
+    settings.detector.find(cka, layers=layers).save(store.path(step.outputs[0]))
 
 
 def _stability(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
@@ -168,7 +168,7 @@ def _stability(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
 def _pca(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
     device = resolve_device(ctx.device)
     cka = ctx.config.cka
-    model = _model(store, step.runs[0].name, device)
+    model = load_model(store, step.runs[0].name, device)
     result = principal_components(model, test_inputs(ctx.config), layers=cka.layers, batch_size=cka.batch_size,
                                   shuffle=True, seed=cka.seed, device=device)
     result.save(store.path(step.outputs[0]))
@@ -179,7 +179,7 @@ def _probes(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
     run, settings = step.runs[0], ctx.config.analyses.probes
     assert settings is not None
     data = ctx.config.train_config(run).load_data()  # the examples this model was trained on
-    result = linear_probes(_model(store, run.name, device), data, val_fraction=settings.val_fraction,
+    result = linear_probes(load_model(store, run.name, device), data, val_fraction=settings.val_fraction,
                            max_features=settings.max_features, c_grid=settings.c_grid, seed=settings.seed,
                            device=device)
     result.save(store.path(step.outputs[0]))
@@ -191,7 +191,7 @@ def _prune(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
     assert settings is not None
     data = ctx.config.train_config(run).load_data()
     result = prune_blocks(
-        _model(store, run.name, device),
+        load_model(store, run.name, device),
         data,
         finetune_epochs=settings.finetune_epochs,
         finetune_lr=settings.finetune_lr,
@@ -292,7 +292,8 @@ for _kind in (
     StepKind("blocks", _per_run("blocks", _store.blocks_file, lambda name: (f"cka/{name}",)), _blocks,
              settings=BlocksConfig, default_on=True, description="the block structure of the heatmap"),
     StepKind("stability", _stability_plan, _stability, description="how the blocks of a group's seeds agree"),
-    StepKind("pca", _per_run("pca", _store.pca_file, _trained), _pca, settings=PCAConfig, uses_models=True,
+    StepKind("pca", _per_run("pca", _store.pca_file, _trained, lambda c, r: c.analyses.pca.wants(r)), _pca,
+             settings=PCAConfig, uses_models=True,
              description="first principal components"),
     StepKind("probes", _per_run("probes", _store.probes_file, _trained, lambda c, r: c.analyses.probes.wants(r)),
              _probes, settings=ProbesConfig, uses_models=True, description="linear probes"),
@@ -311,5 +312,7 @@ for _kind in (
 ):
     register_step(_kind)
 
+import ckatlas.experiment.origins_step  # noqa: E402,F401  (registers "origins"; it uses this module's helpers)
 
-__all__ = ["StepContext", "execute", "report_writer", "test_inputs"]
+
+__all__ = ["StepContext", "execute", "load_model", "report_writer", "test_inputs"]

@@ -7,15 +7,17 @@ written from disk. Paths are relative to the experiment directory.
       "format": "ckatlas.ExperimentSummary",
       "name": ..., "description": ..., "dataset": {name, num_train, num_test, image_shape, num_classes, ...},
       "models": [{"name", "arch", "depth", "width", "residual", "seed", "fraction",
-                  "test_accuracy", "block_fraction", "blocks": [[start, end], ...],
+                  "test_accuracy", "train_accuracy" (clean, on the examples trained on), "block_fraction",
+                  "block_strength", "peak_score",
+                  "blocks": [[start, end], ...], "block_scores": [...],
                   "layers": [...], "num_parameters", "train_seconds",
                   "paths": {"run", "cka", "blocks", and the file of every other step of this model
                             ("pca", "probes", "prune", or any registered analysis)}}, ...],
       "groups": [{"name", "arch", "depth", "width", "residual", "fraction", "runs": [...],
-                  "test_accuracy_mean", "test_accuracy_std", "block_fraction_mean",
-                  "block_fraction_std", "stability"}, ...],
+                  "test_accuracy_mean", "test_accuracy_std", "train_accuracy_mean", "block_fraction_mean",
+                  "block_fraction_std", "block_strength_mean", "block_strength_std", "stability"}, ...],
       "grid": [{"residual", "fraction", "depths", "widths",
-                "block_fraction": [[...]], "test_accuracy": [[...]]}, ...],
+                "block_fraction": [[...]], "block_strength": [[...]], "test_accuracy": [[...]]}, ...],
       "cross_seed": [{"a", "b", "path"}, ...],
       "analyses": {"enabled": [...], "errors": path or null},
       "timings": {"train": s, "cka": s, ..., "total": s},
@@ -24,7 +26,9 @@ written from disk. Paths are relative to the experiment directory.
 
 `blocks` are inclusive index ranges into `layers` (the analysed layers of the
 model's within-model heatmap); `block_fraction` is the share of those layers
-inside a block. In "grid", `block_fraction[i][j]` is the mean over seeds at
+inside a block, `block_strength` the same share weighted by each block's contrast score
+(`block_scores`), and `peak_score` the best score of any run long enough to be a block
+(`ckatlas.analysis.BlockResult`). In "grid", `block_fraction[i][j]` is the mean over seeds at
 `depths[i]`, `widths[j]` (null where the grid has no such model). Standard
 deviations are null for groups of one model.
 """
@@ -84,8 +88,12 @@ def _model_entry(store: ExperimentStore, run: RunSpec, outputs: dict[str, str]) 
     return {
         **run.to_dict(),
         "test_accuracy": metrics["final"]["test_accuracy"],
+        "train_accuracy": metrics["final"].get("train_accuracy"),  # clean; runs of earlier releases have none
         "block_fraction": blocks.block_fraction,
+        "block_strength": blocks.block_strength,
+        "peak_score": blocks.peak_score,
         "blocks": [[b.start, b.end] for b in blocks.blocks],
+        "block_scores": [b.score for b in blocks.blocks],
         "layers": blocks.layer_names,
         "num_parameters": info["model"]["num_parameters"],
         "train_seconds": metrics["final"]["train_seconds"],
@@ -96,6 +104,7 @@ def _model_entry(store: ExperimentStore, run: RunSpec, outputs: dict[str, str]) 
 def _group_entry(store: ExperimentStore, name: str, members: list[dict[str, Any]]) -> dict[str, Any]:
     accuracy = np.array([m["test_accuracy"] for m in members])
     fraction = np.array([m["block_fraction"] for m in members])
+    strength = np.array([m["block_strength"] for m in members])
     first = members[0]
     return {
         "name": name,
@@ -103,10 +112,17 @@ def _group_entry(store: ExperimentStore, name: str, members: list[dict[str, Any]
         "runs": [m["name"] for m in members],
         "test_accuracy_mean": float(accuracy.mean()),
         "test_accuracy_std": float(accuracy.std(ddof=1)) if len(members) > 1 else None,
+        "train_accuracy_mean": _mean([m["train_accuracy"] for m in members]),
         "block_fraction_mean": float(fraction.mean()),
         "block_fraction_std": float(fraction.std(ddof=1)) if len(members) > 1 else None,
+        "block_strength_mean": float(strength.mean()),
+        "block_strength_std": float(strength.std(ddof=1)) if len(members) > 1 else None,
         "stability": store.stability_file(name) if len(members) > 1 else None,
     }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else float(np.mean(values))
 
 
 def _grid_tables(config: ExperimentConfig, models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -118,7 +134,7 @@ def _grid_tables(config: ExperimentConfig, models: dict[str, dict[str, Any]]) ->
         runs = [r for r in config.runs if (r.family, r.residual, r.fraction) == (family, residual, fraction)]
         depths = sorted({r.depth for r in runs})
         widths = sorted({r.width for r in runs})
-        cells: dict[str, list[list[float | None]]] = {"block_fraction": [], "test_accuracy": []}
+        cells: dict[str, list[list[float | None]]] = {"block_fraction": [], "block_strength": [], "test_accuracy": []}
         for key in cells:
             for depth in depths:
                 row = []

@@ -6,7 +6,7 @@ the first layer; boundary i: the output of layer i - 1, the input of layer i):
 
 * ``cka``: the minibatch CKA heatmap (the paper's unbiased estimator) of the boundaries,
   each example one vector (the mean over its valid tokens), and the blocks in it
-  (`find_blocks`);
+  (`BlockDetector`);
 * ``angular``: the angular distance ``arccos(cos(x_a, x_b)) / pi`` between boundaries a
   and b at each example's last valid token, averaged over examples (Gromov et al. 2024,
   "The Unreasonable Ineffectiveness of the Deeper Layers");
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ckatlas.analysis.blocks import find_blocks
+from ckatlas.analysis.blocks import BlockDetector
 from ckatlas.capture.calls import call_model, inference, pick_tensor
 from ckatlas.capture.minibatches import MIN_BATCH
 from ckatlas.cka import MinibatchCKA
@@ -172,8 +172,7 @@ def layer_redundancy(
     *,
     batch_size: int = 16,
     layers_path: str | None = None,
-    threshold: float = 0.9,
-    min_size: int = 2,
+    detector: BlockDetector | None = None,
     max_remove: int | None = None,
     device: torch.device | str | None = None,
 ) -> LayerRemoval:
@@ -185,7 +184,7 @@ def layer_redundancy(
             ``attention_mask``, ``pixel_values``, ...; ``labels`` are left out), N >= 4.
         batch_size: examples per forward pass (at least 4: the unbiased CKA estimator).
         layers_path: the ModuleList of layers, when `layer_stack` would guess wrong.
-        threshold, min_size: the block detector on the boundary heatmap (`find_blocks`).
+        detector: the block detector on the boundary heatmap (default: `BlockDetector()`).
         max_remove: removals listed per criterion (default: half the layers).
     """
     stack = layer_stack(model, layers_path)
@@ -223,15 +222,16 @@ def layer_redundancy(
     cka = acc.compute().cpu().numpy()
     bi = (bi_sum / tokens).cpu().numpy()
     angular = (ang_sum / examples).cpu().numpy()
-    found = find_blocks(cka, threshold=threshold, min_size=min_size, min_fraction=0.0)
+    detector = detector or BlockDetector()
+    found = detector.find(cka)
     blocks = [[int(b.start), int(b.end)] for b in found.blocks]
     order, ranks = _cka_order(cka, blocks), np.argsort(bi, kind="stable").tolist()
     counts = range(1, max_remove + 1)
     removals = {"cka": [sorted(order[:n]) for n in counts], "angular": [_best_span(angular, n) for n in counts],
                 "block_influence": [sorted(ranks[:n]) for n in counts]}
     return LayerRemoval(stack.names(), cka, angular, bi, blocks, removals, metadata={
-        "examples": examples, "tokens": tokens, "layers_path": stack.path, "threshold": threshold,
-        "min_size": min_size, "seconds": time.perf_counter() - started})
+        "examples": examples, "tokens": tokens, "layers_path": stack.path, "detector": detector.to_dict(),
+        "seconds": time.perf_counter() - started})
 
 
 def _mask(batch: Any, state: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ckatlas.analysis.blocks import BlockDetector
 from ckatlas.errors import UserInputError
 from ckatlas.rundir import RunDir
 
@@ -83,6 +84,12 @@ class ReportData:
         self.models: list[dict[str, Any]] = list(self.summary.get("models", []))
         self.groups: dict[str, dict[str, Any]] = {g["name"]: g for g in self.summary.get("groups", [])}
         self._cache: dict[tuple[str, str], tuple[Any, str | None]] = {}
+
+    @property
+    def detector(self) -> BlockDetector:
+        """The block detector the experiment used (`[analyses.blocks]` without its rows)."""
+        table = ((self.summary.get("config") or {}).get("analyses") or {}).get("blocks")
+        return BlockDetector.from_saved(table, "[analyses.blocks] of summary.json")
 
     def load(self, loader: Callable[[Path], T], relative: str | None, notes: list[str]) -> T | None:
         """`loader(root / relative)`, or None (with a line in `notes`) when the file is missing or unreadable."""

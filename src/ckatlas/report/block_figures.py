@@ -57,7 +57,11 @@ def plot_blocks(cka_matrix: Any, result: BlockResult, ax: Axes | None = None, *,
     rows = np.asarray(result.layer_indices)
     ax = plot_heatmap(matrix[np.ix_(rows, rows)], ax)
     outline_blocks(ax, result, color="cyan")
-    ax.set_title(title or f"{len(result.blocks)} block(s), block_fraction {result.block_fraction:.2f}")
+    for b in result.blocks:  # each block's contrast score at its top left corner
+        if np.isfinite(b.score):
+            ax.text(b.start - 0.5, b.end + 0.5, f"{b.score:.2f}", color="cyan", fontsize=7, va="bottom", ha="left")
+    ax.set_title(title or f"{len(result.blocks)} block(s), block fraction {result.block_fraction:.2f}, "
+                          f"strength {result.block_strength:.2f}")
     return ax
 
 

@@ -68,11 +68,10 @@ def heatmap_grid_section(data: ReportData) -> Section | None:
         image = next(ax.images[0] for ax in fig.axes if ax.images)
         fig.colorbar(image, ax=fig.axes, label="CKA", shrink=0.8)
         sub = slice_title(table, tables)
-        threshold = data.summary.get("config", {}).get("analyses", {}).get("blocks", {}).get("threshold")
         caption = (
             f"Linear CKA between every pair of analysed layers of each model (input at the lower left), on "
             f"{_cka_phrase(first[0])}; one model per cell ({seeds_phrase(shown)}); stage boundaries as thin white "
-            f"lines; blocks (CKA uniformly >= {threshold}) outlined in cyan; point at a cell for its layer pair and "
+            f"lines; blocks ({data.detector.describe()}) outlined in cyan, each with its score; point at a cell for its layer pair and "
             "value" + (f"; {sub}" if sub else "") + "."
         )
         hover = [(ax, cka) for ax, cka in drawn_on if ax.images]
@@ -89,7 +88,7 @@ def _block_cell(result: BlockResult) -> str:
     for b in result.blocks:
         names = result.block_layers(b)
         lines.append(f"{b.start}–{b.end}: {esc(names[0])} … {esc(names[-1])} "
-                     f"<span class=\"dim\">({b.size} layers, mean CKA {b.mean_cka:.2f})</span>")
+                     f"<span class=\"dim\">({b.size} layers, score {b.score:.2f}, mean CKA {b.mean_cka:.2f})</span>")
     return "<br>".join(lines)
 
 
@@ -102,16 +101,16 @@ def block_table_section(data: ReportData) -> Section | None:
         result = data.load(BlockResult.load, m["paths"].get("blocks"), notes)
         blocks = _block_cell(result) if result is not None else "<em>missing</em>"
         rows.append([esc(m["name"]), esc(m["depth"]), f"{m['width']:g}", esc(m["seed"]), pct(m["test_accuracy"]),
-                     esc(len(m.get("layers") or [])), blocks, fmt(m["block_fraction"])])
+                     esc(len(m.get("layers") or [])), blocks, fmt(m["block_fraction"]),
+                     fmt(result.block_strength if result is not None else None)])
     if not rows:
         return None
     header = ["model", "depth", "width", "seed", "test acc", "layers", "blocks (analysed layer indices)",
-              "block fraction"]
-    settings = data.summary.get("config", {}).get("analyses", {}).get("blocks", {})
+              "block fraction", "block strength"]
     text = para(
-        "A block is a run of consecutive layers in which every layer has CKA of at least the threshold with all but a "
-        f"few of the others (threshold {settings.get('threshold')}, tolerance {settings.get('tolerance')}, at least "
-        f"{settings.get('min_size')} layers). Layer indices count the analysed layers from the input (0)."
+        f"A block, by the {data.detector.describe()}. Its score is 1 for a run of identical layers and 0 for one no "
+        "more alike inside than across its borders; block strength is the share of layers in a block weighted by "
+        "the score. Layer indices count the analysed layers from the input (0)."
     )
     return Section("blocks", "Blocks of every model", text + table_html(header, rows, cls="blocks"), notes)
 

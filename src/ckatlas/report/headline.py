@@ -1,9 +1,12 @@
-"""The report's headline: block fraction and accuracy over the depth x width grid, and what they show.
+"""The report's headline: block fraction, block strength and accuracy over the depth x width grid, and what
+they show.
 
 The paper's central finding is that block structure grows as networks get wider
 and deeper (relative to the data). `trend_sentences` states, from the numbers
-alone, whether the block fraction of an experiment's grid does so: along each row
-(growing width at one depth) and each column (growing depth at one width).
+alone, whether the block strength of an experiment's grid (the share of layers in
+blocks weighted by how much each block stands out: continuous, unlike the fraction)
+does so: along each row (growing width at one depth) and each column (growing depth
+at one width); `statistic_sentences` tests it over seeds.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _where(along: str, keys: Sequence[str]) -> str:
     return f"{along}s {', '.join(keys[:-1])} and {keys[-1]}"
 
 
-def _axis_sentence(axis: str, along: str, lines: list[tuple[str, list[float]]]) -> str | None:
+def _axis_sentence(axis: str, along: str, lines: list[tuple[str, list[float]]], what: str) -> str | None:
     """One sentence on how the block fraction changes along `axis` in each line of the grid.
 
     `lines` holds, for each row (or column) of the grid, its key (e.g. the depth) and its
@@ -51,21 +54,23 @@ def _axis_sentence(axis: str, along: str, lines: list[tuple[str, list[float]]]) 
     shown = "; ".join(f"{along} {key}: " + " → ".join(f"{x:.2f}" for x in v) for key, v in lines)
     if not other:
         where = f"every {along}" if len(lines) > 1 else _where(along, growing)
-        return f"Block fraction grows with {axis} at {where} ({shown})."
+        return f"{what} grows with {axis} at {where} ({shown})."
     if not growing:
-        return f"Block fraction does not grow with {axis} at any {along} ({shown})."
-    return f"Block fraction grows with {axis} at {_where(along, growing)}, but not at {_where(along, other)} ({shown})."
+        return f"{what} does not grow with {axis} at any {along} ({shown})."
+    return f"{what} grows with {axis} at {_where(along, growing)}, but not at {_where(along, other)} ({shown})."
 
 
 def trend_sentences(
-    depths: Sequence[int], widths: Sequence[float], block_fraction: Sequence[Sequence[float | None]]
+    depths: Sequence[int], widths: Sequence[float], block_fraction: Sequence[Sequence[float | None]],
+    what: str = "Block fraction",
 ) -> list[str]:
-    """Sentences saying whether the block fraction grows with width (at each depth) and with depth (at each width).
+    """Sentences saying whether a block statistic grows with width (at each depth) and with depth (at each width).
 
     Args:
         depths, widths: the grid's rows and columns.
-        block_fraction: `[i][j]` the mean block fraction at `depths[i]`, `widths[j]`; None where
+        block_fraction: `[i][j]` the statistic's mean at `depths[i]`, `widths[j]`; None where
             the grid has no model.
+        what: the statistic's name, to start a sentence ("Block fraction", "Block strength").
 
     Returns:
         A verdict on the paper's finding, then one sentence per axis that varies (a line
@@ -74,7 +79,8 @@ def trend_sentences(
     rows = [(str(d), [v for v in block_fraction[i] if v is not None]) for i, d in enumerate(depths)]
     cols = [(f"{w:g}", [block_fraction[i][j] for i in range(len(depths)) if block_fraction[i][j] is not None])
             for j, w in enumerate(widths)]
-    sentences = [s for s in (_axis_sentence("width", "depth", rows), _axis_sentence("depth", "width", cols)) if s]
+    sentences = [s for s in (_axis_sentence("width", "depth", rows, what), _axis_sentence("depth", "width", cols, what))
+                 if s]
     if not sentences:
         return ["The grid has a single model size, so no trend with width or depth can be read from it."]
     lines = [v for _, v in rows + cols if len(v) >= 2]
@@ -88,17 +94,23 @@ def trend_sentences(
     elif growing == 0:
         verdict = "The paper's central finding does not show here: block structure does not grow across this grid."
     else:
-        verdict = (f"The paper's central finding holds only in part here: block fraction grows along {growing} of the "
+        verdict = (f"The paper's central finding holds only in part here: {what.lower()} grows along {growing} of the "
                    f"{len(lines)} rows and columns of the grid.")
     return [verdict, *sentences]
 
 
+def statistic_name(models: Sequence[dict[str, Any]]) -> str:
+    """The block statistic the headline tests: "block_strength", or "block_fraction" in summaries of
+    earlier releases, which have no strength."""
+    return "block_strength" if all("block_strength" in m for m in models) else "block_fraction"
+
+
 def statistic_sentences(models: Sequence[dict[str, Any]], alpha: float = 0.05) -> list[str]:
-    """The verdict over seeds: a one-sided rank-trend permutation test of block fraction with
-    width (within each depth) and with depth (within each width), `ckatlas.analysis.trend`.
+    """The verdict over seeds: a one-sided rank-trend permutation test of block strength (`statistic_name`)
+    with width (within each depth) and with depth (within each width), `ckatlas.analysis.trend`.
 
     Args:
-        models: one grid slice's models (summary.json entries: depth, width, block_fraction).
+        models: one grid slice's models (summary.json entries: depth, width, block_strength).
         alpha: significance level.
 
     Returns:
@@ -106,18 +118,20 @@ def statistic_sentences(models: Sequence[dict[str, Any]], alpha: float = 0.05) -
         significant.
     """
     out = []
+    key = statistic_name(models)
+    what = key.replace("_", " ")
     for factor, stratum in (("width", "depth"), ("depth", "width")):
         if len({m[factor] for m in models}) < 2:
             continue
-        test = trend_test([m["block_fraction"] for m in models], [m[factor] for m in models],
+        test = trend_test([m[key] for m in models], [m[factor] for m in models],
                           [m[stratum] for m in models], num_permutations=HEADLINE_PERMUTATIONS)
         if not any(s["rho"] is not None for s in test.strata):
-            out.append(f"Over seeds, block fraction does not vary with {factor} at any {stratum}: no trend.")
+            out.append(f"Over seeds, {what} does not vary with {factor} at any {stratum}: no trend.")
             continue
         verdict = (f"significant at {alpha:g}: block structure grows with {factor}" if test.holds(alpha) else
                    f"not significant at {alpha:g}: this grid does not establish that block structure grows with "
                    f"{factor}")
-        out.append(f"Over seeds ({test.num_models} models), block fraction against {factor} within each {stratum}: "
+        out.append(f"Over seeds ({test.num_models} models), {what} against {factor} within each {stratum}: "
                    f"mean Spearman rho {test.statistic:+.2f}, one-sided permutation p = {test.p_value:.3g}, "
                    f"{verdict}.")
     return out
@@ -144,12 +158,14 @@ def _cell(data: ReportData, table: dict[str, Any], depth: int, width: float) -> 
     acc = group["test_accuracy_mean"] if group else models[0]["test_accuracy"]
     bf_std = group["block_fraction_std"] if group else None
     acc_std = group["test_accuracy_std"] if group else None
+    strength = group.get("block_strength_mean") if group else models[0].get("block_strength")
     spread = f" ± {bf_std:.2f}" if bf_std is not None else ""
     accuracy = f"{100 * acc:.1f}" + (f" ± {100 * acc_std:.1f}" if acc_std is not None else "") + "%"
     attrs = (f'data-depth="{depth}" data-width="{width:g}" data-block-fraction="{bf!r}" '
              f'data-test-accuracy="{acc!r}" data-seeds="{n}"')
     return (f'<td class="cell" {attrs}><span class="bf">{fmt(bf)}{spread}</span>'
-            f'<span class="acc">acc {accuracy}</span><span class="n">n = {n}</span></td>')
+            + (f'<span class="strength">strength {fmt(strength)}</span>' if strength is not None else "")
+            + f'<span class="acc">acc {accuracy}</span><span class="n">n = {n}</span></td>')
 
 
 def headline_section(data: ReportData) -> Section | None:
@@ -166,17 +182,18 @@ def headline_section(data: ReportData) -> Section | None:
         rows = [[f"<th>{esc(d)}</th>", *[_cell(data, table, d, w) for w in table["widths"]]] for d in table["depths"]]
         parts.append(table_html(header, rows, cls="headline"))
         statistics = statistic_sentences(data.slice_models(table))
-        sentences = trend_sentences(table["depths"], table["widths"], table["block_fraction"])
+        sentences = _trend_sentences(table)
         parts += [f'<p class="finding">{esc(s)}</p>' for s in statistics]
         parts += [para(s) for s in sentences[1:]]
         spread = _spread_sentence(data, data.slice_models(table))
         if spread:
             parts.append(para(spread))
-    threshold = data.summary.get("config", {}).get("analyses", {}).get("blocks", {}).get("threshold")
     parts.append(para(
-        "Block fraction: the share of a model's analysed layers that lie inside a block, a run of layers whose "
-        f"pairwise CKA is uniformly high (threshold {threshold}), on the model's within-model CKA heatmap; mean ± "
-        "standard deviation over the n seeds of each cell. Test accuracy: the same models on the full test split."
+        "Block fraction: the share of a model's analysed layers that lie inside a block, on the model's "
+        f"within-model CKA heatmap (a block by the {data.detector.describe()}); mean ± "
+        "standard deviation over the n seeds of each cell. Block strength: the same share with each block weighted "
+        "by its score (how much it stands out: 1 for identical layers, 0 for none), the statistic the trend tests "
+        "use. Test accuracy: the same models on the full test split."
     ))
     return Section("headline", "Headline: block structure across the grid", "".join(parts))
 
@@ -193,9 +210,20 @@ def headline_text(summary: dict[str, Any]) -> str:
         models = [m for m in summary.get("models", [])
                   if (m.get("residual", True), m.get("fraction", 1.0)) == (table.get("residual", True),
                                                                             table.get("fraction", 1.0))]
+        if "block_strength" in table:
+            lines.append("block strength (mean over seeds), depth x width:")
+            for depth, row in zip(table["depths"], table["block_strength"]):
+                lines.append(f"{depth:>5} " + "".join(f"{fmt(v):>8}" for v in row))
         lines += statistic_sentences(models)
-        lines += trend_sentences(table["depths"], widths, table["block_fraction"])[1:]
+        lines += _trend_sentences(table)[1:]
     return "\n".join(lines)
 
 
-__all__ = ["headline_section", "headline_text", "statistic_sentences", "trend_sentences"]
+def _trend_sentences(table: dict[str, Any]) -> list[str]:
+    """`trend_sentences` of a grid table's block strength (block fraction in summaries of earlier releases)."""
+    if "block_strength" in table:
+        return trend_sentences(table["depths"], table["widths"], table["block_strength"], "Block strength")
+    return trend_sentences(table["depths"], table["widths"], table["block_fraction"])
+
+
+__all__ = ["headline_section", "headline_text", "statistic_name", "statistic_sentences", "trend_sentences"]

@@ -34,6 +34,7 @@ from ckatlas.report.block_sections import (
 )
 from ckatlas.report.dynamics_sections import dynamics_section
 from ckatlas.report.headline import headline_section
+from ckatlas.report.origins_sections import origins_section
 
 REPORT_FILE = "report/index.html"
 
@@ -47,12 +48,13 @@ _SECTIONS: list[Callable[[ReportData], Section | None]] = [
     prune_section,
     cross_seed_section,
     dynamics_section,
+    origins_section,
     errors_section,
 ]
 
 # The analyses ([analyses] tables) drawn by a section of their own above; every other registered
 # analysis gets the generic section (`registered_sections`).
-_OWN_SECTIONS = {"blocks", "pca", "probes", "prune", "cross_seed", "dynamics", "errors"}
+_OWN_SECTIONS = {"blocks", "pca", "probes", "prune", "cross_seed", "dynamics", "origins", "errors"}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1d1d1f;
@@ -73,7 +75,7 @@ table.headline td.cell { text-align: center; min-width: 8.5em; }
 table.headline th { text-align: center; vertical-align: middle; }
 table.headline span { display: block; }
 table.headline .bf { font-size: 1.25em; font-weight: 600; }
-table.headline .acc, table.headline .n, .dim { color: #666; font-size: 0.85em; }
+table.headline .acc, table.headline .n, table.headline .strength, .dim { color: #666; font-size: 0.85em; }
 .finding { font-weight: 600; font-size: 1.05em; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; display: block; }

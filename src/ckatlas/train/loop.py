@@ -172,6 +172,13 @@ def _evaluate(
     return loss, (logits.argmax(1) == labels).double().mean().item(), logits
 
 
+def _clean_train_accuracy(model: nn.Module, data: ImageData, batch_size: int, device: torch.device) -> float:
+    """Accuracy of the final model on the examples it trained on, without augmentation (eval mode): whether
+    it fits its training data, unlike the running accuracy over augmented batches that each epoch records."""
+    logits = predict(model, data.x_train, batch_size, device)
+    return (logits.argmax(1) == data.y_train.cpu()).double().mean().item()
+
+
 def _epochs(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -357,6 +364,7 @@ def train(
             model.load_state_dict(best)
 
         test_loss, test_accuracy, logits = _evaluate(model, data, config.batch_size, device, config.label_smoothing)
+        train_accuracy = _clean_train_accuracy(model, data, config.batch_size, device)
     buffer = io.BytesIO()
     np.savez(buffer, logits=logits.numpy(), labels=data.y_test.cpu().numpy())
     atomic_write_bytes(files.predictions, buffer.getvalue())
@@ -365,6 +373,7 @@ def train(
     final = {
         "test_loss": test_loss,
         "test_accuracy": test_accuracy,
+        "train_accuracy": train_accuracy,
         "train_seconds": sum(r["seconds"] for r in history),
         "epochs": config.epochs,
     }

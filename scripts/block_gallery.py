@@ -1,0 +1,163 @@
+"""The block-detector gallery: real heatmaps with the blocks each rule finds, for judging by eye.
+
+    scripts/gallery/corpus.sh out/gallery          # trains the models (resumable; about an hour on 2 cores)
+    python scripts/block_gallery.py out/gallery/fashion out/gallery/vit out/gallery/digits \
+        --untrained out/gallery/fashion out/gallery/vit --lm out/gallery/lm/fortunes-12 \
+        --cache out/gallery/cache --out docs/gallery
+
+Every within-model heatmap of the given experiment directories (their cka/ files), the
+heatmaps of the same architectures with fresh weights (--untrained: one per run of those
+experiments, on the same data and layers, computed once and kept under --cache), and
+the boundary heatmap of Hugging Face language models (--lm: a model folder, on held-out text of
+Debian's fortunes), each drawn with the blocks of the default detector (the contrast rule, cyan,
+each with its score) and of the threshold rule of earlier releases (dashed white). Writes
+gallery.png (all panels) and gallery.json (every heatmap's blocks by both rules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ckatlas.analysis import BlockDetector
+from ckatlas.files import atomic_open, atomic_write_json
+from ckatlas.heatmap import CKAResult, heatmap
+from ckatlas.report import outline_blocks
+from ckatlas.report.heatmap_figures import plot_heatmap
+
+THRESHOLD_RULE = BlockDetector(method="threshold")
+
+
+def experiment_heatmaps(root: Path) -> list[tuple[str, CKAResult, dict]]:
+    """(label, heatmap, facts) of every model of a finished experiment."""
+    summary = json.loads((root / "summary.json").read_text())
+    out = []
+    for m in summary["models"]:
+        facts = {"experiment": summary["name"], "model": m["name"], "test_accuracy": m["test_accuracy"],
+                 "trained": True}
+        out.append((f"{summary['name'].removeprefix('gallery-')}: {m['name']}", CKAResult.load(root / m["paths"]["cka"]),
+                    facts))
+    return out
+
+
+def untrained_heatmaps(root: Path, cache: Path) -> list[tuple[str, CKAResult, dict]]:
+    """The heatmap of each run's architecture with fresh weights (its own seed), on the experiment's
+    CKA examples and layers; computed once into `cache`."""
+    from ckatlas.seeding import make_generator
+    from ckatlas.train import build_model, load_run
+
+    summary = json.loads((root / "summary.json").read_text())
+    cka_settings = summary["config"]["cka"]
+    cache.mkdir(parents=True, exist_ok=True)
+    out, data = [], None
+    for m in summary["models"]:
+        path = cache / f"{m['name']}.npz"
+        if not path.is_file():
+            run = load_run(root / m["paths"]["run"])
+            data = data or run.config.load_data()
+            fresh = build_model(run.config, run.info["data"]["num_classes"], run.info["data"]["image_shape"][0],
+                                generator=make_generator(run.config.seed)).eval()
+            x = data.x_test[: cka_settings["num_examples"]]
+            heatmap(fresh, x, layers=cka_settings["layers"], batch_size=cka_settings["batch_size"],
+                    progress=False).save(path)
+        facts = {"experiment": summary["name"], "model": m["name"], "trained": False}
+        out.append((f"untrained: {m['name']}", CKAResult.load(path), facts))
+    return out
+
+
+def lm_heatmaps(folder: Path, cache: Path) -> list[tuple[str, CKAResult, dict]]:
+    """The boundary heatmap (input of layer 0, then each layer's output) of a causal LM on the held-out
+    end of Debian's fortunes, as `ckatlas layers` computes it."""
+    path = cache / f"{folder.name}.npz"
+    if not path.is_file():
+        from ckatlas.hf import layer_redundancy, split, text_token_ids
+        from ckatlas.hf.loading import load_model
+        from ckatlas.hf.tiny_lm import fortunes_text
+
+        model, tokenizer = load_model(str(folder))
+        ids = text_token_ids(fortunes_text(), tokenizer, 128, 100_000)
+        held_out = ids[int(0.9 * len(ids)):][:128]
+        result = layer_redundancy(model, held_out, batch_size=16)
+        names = [f"b{i}" for i in range(len(result.cka))]
+        cache.mkdir(parents=True, exist_ok=True)
+        CKAResult(result.cka, names, names, np.zeros_like(result.cka), n=len(held_out), num_batches=1, passes=1,
+                  model_a=folder.name, model_b=folder.name, is_square=True).save(path)
+    return [(f"language model: {folder.name}", CKAResult.load(path), {"model": folder.name, "trained": True})]
+
+
+def _brief(result: BlockDetector) -> dict:
+    """A block result without its layer lists (they are the heatmap's)."""
+    out = result.to_dict()
+    for key in ("layer_names", "layer_indices", "detector", "format"):
+        out.pop(key, None)
+    return out
+
+
+def draw(entries: list[tuple[str, CKAResult, dict]], columns: int = 6) -> tuple[Figure, list[dict]]:
+    rows = math.ceil(len(entries) / columns)
+    fig = Figure(figsize=(3.0 * columns, 3.35 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    records = []
+    for ax, (label, cka, facts) in zip(axes.flat, entries):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            found = BlockDetector().find(cka)
+            old = THRESHOLD_RULE.find(cka)
+        plot_heatmap(cka.matrix, ax, colorbar=False, groups=False, title="")
+        outline_blocks(ax, old, color="white")
+        for patch in ax.patches:
+            patch.set_linestyle("--")
+            patch.set_linewidth(0.8)
+        outline_blocks(ax, found, color="cyan")
+        for b in found.blocks:
+            ax.text(b.start, b.end + 0.5, f"{b.score:.2f}", color="cyan", fontsize=7, va="bottom", ha="left")
+        acc = f", acc {facts['test_accuracy']:.0%}" if "test_accuracy" in facts else ""
+        ax.set_title(f"{label}{acc}\ncontrast: frac {found.block_fraction:.2f} str {found.block_strength:.2f} "
+                     f"peak {found.peak_score:.2f} | thr 0.9: {old.block_fraction:.2f}", fontsize=6.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        records.append({"label": label, **facts, "layers": len(cka.layers_a),
+                        "contrast": _brief(found), "threshold": _brief(old)})
+    for ax in list(axes.flat)[len(entries):]:
+        ax.set_axis_off()
+    return fig, records
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("experiments", nargs="+", type=Path, help="finished experiment directories")
+    p.add_argument("--untrained", nargs="*", type=Path, default=[], help="experiments whose runs to draw untrained")
+    p.add_argument("--lm", nargs="*", type=Path, default=[], help="Hugging Face causal LM folders")
+    p.add_argument("--out", type=Path, required=True, help="where gallery.png and gallery.json go")
+    p.add_argument("--cache", type=Path, required=True, help="where computed heatmaps are kept between runs")
+    p.add_argument("--columns", type=int, default=6)
+    args = p.parse_args(argv)
+    entries = [e for root in args.experiments for e in experiment_heatmaps(root)]
+    for root in args.untrained:
+        entries += untrained_heatmaps(root, args.cache / "untrained" / root.name)
+    for folder in args.lm:
+        entries += lm_heatmaps(folder, args.cache / "lm")
+    fig, records = draw(entries, args.columns)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_open(args.out / "gallery.png", "wb") as fh:
+        fig.savefig(fh, format="png", dpi=90)
+    atomic_write_json(args.out / "gallery.json", {"detector": BlockDetector().to_dict(),
+                                                  "threshold_rule": THRESHOLD_RULE.to_dict(), "heatmaps": records})
+    for r in records:
+        c, t = r["contrast"], r["threshold"]
+        spans = ", ".join(f"{b['start']}-{b['end']} ({b['score']:.2f})" for b in c["blocks"]) or "none"
+        print(f"{r['label']:<48} contrast {c['block_fraction']:.2f} / {c['block_strength']:.2f}  [{spans}]  "
+              f"threshold {t['block_fraction']:.2f}")
+    print(f"wrote {args.out / 'gallery.png'} ({len(records)} heatmaps)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
