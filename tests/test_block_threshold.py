@@ -1,5 +1,6 @@
 """The threshold rule of earlier releases (`find_threshold_blocks`, ``method="threshold"``), kept for
-comparison: planted blocks recovered, checkerboards and holes rejected, a naive reference."""
+comparison: planted blocks recovered, checkerboards rejected, tolerance, a naive reference. What both rules
+share (holes, neighbours, dead layers, sizes) is tested on both in test_blocks.py."""
 
 from __future__ import annotations
 
@@ -8,27 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from ckatlas.analysis import BlockResult, find_threshold_blocks
-from ckatlas.cka import linear_cka
+from ckatlas.analysis import find_threshold_blocks
+
+from block_matrices import planted, spans
 
 find_blocks = find_threshold_blocks  # every test below is of the threshold rule
-
-
-def planted(num_layers: int, blocks: list[tuple[int, int]], *, inside: float = 0.95, outside: float = 0.4,
-            noise: float = 0.03, seed: int = 0) -> np.ndarray:
-    """Symmetric CKA-like matrix: `inside` within each planted block (end inclusive), `outside` elsewhere."""
-    rng = np.random.default_rng(seed)
-    m = np.full((num_layers, num_layers), outside)
-    for start, end in blocks:
-        m[start : end + 1, start : end + 1] = inside
-    m = m + rng.uniform(-noise, noise, m.shape)
-    m = np.clip((m + m.T) / 2, 0.0, 1.0)
-    np.fill_diagonal(m, 1.0)
-    return m
-
-
-def spans(result: BlockResult) -> list[tuple[int, int]]:
-    return [(b.start, b.end) for b in result.blocks]
 
 
 def naive_find_blocks(m: np.ndarray, threshold: float, tolerance: float, min_size: int) -> list[tuple[int, int]]:
@@ -96,26 +81,11 @@ def test_residual_checkerboard_is_not_a_block(period: int) -> None:
         assert find_blocks(m, tolerance=tolerance).blocks == []
 
 
-def test_block_with_a_hole_is_not_one_block() -> None:
-    m = planted(24, [(4, 17)])
-    m[10:12, :] = m[:, 10:12] = 0.3  # two interior layers unlike the rest
-    np.fill_diagonal(m, 1.0)
-    res = find_blocks(m)
-    assert not any(b.start <= 9 and b.end >= 12 for b in res.blocks)
-    assert spans(res) == [(4, 9), (12, 17)]
-
-
 def test_block_with_a_dissimilar_patch_is_not_one_block() -> None:
     m = planted(24, [(4, 17)])
     m[4:10, 12:18] = m[12:18, 4:10] = 0.5  # the two ends of the run are not alike
     res = find_blocks(m)
     assert not any(b.start <= 5 and b.end >= 16 for b in res.blocks)
-
-
-def test_large_block_does_not_absorb_an_unlike_neighbour() -> None:
-    m = planted(60, [(10, 49)])
-    m[50, 40:50] = m[40:50, 50] = 0.95  # layer 50 resembles only the block's last 10 layers
-    assert spans(find_blocks(m)) == [(10, 49)]
 
 
 def test_tolerance_admits_a_few_noisy_pairs() -> None:
@@ -124,44 +94,6 @@ def test_tolerance_admits_a_few_noisy_pairs() -> None:
     assert spans(find_blocks(m, tolerance=0.1)) == [(5, 16)]
     assert (5, 16) not in spans(find_blocks(m, tolerance=0.0))
     assert find_blocks(m, tolerance=0.1).blocks[0].min_cka == pytest.approx(0.6)
-
-
-def test_dead_layer_nan_is_never_inside_a_block() -> None:
-    m = planted(20, [(3, 16)])
-    m[9, :] = m[:, 9] = np.nan
-    with pytest.warns(RuntimeWarning, match="no finite CKA"):
-        res = find_blocks(m)
-    assert spans(res) == [(3, 8), (10, 16)]
-    assert not res.in_block[9]
-
-
-def test_min_size_and_min_fraction() -> None:
-    m = planted(40, [(2, 5), (10, 29)])
-    assert spans(find_blocks(m, min_fraction=0.0, min_size=3)) == [(2, 5), (10, 29)]
-    res = find_blocks(m, min_fraction=0.2)  # blocks of at least 8 layers
-    assert spans(res) == [(10, 29)] and res.min_size == 8
-
-
-def test_blocks_in_cka_of_activations_sharing_a_dominant_component() -> None:
-    # Layers 5..10 share one dominant direction of variation across examples; the rest drift.
-    rng = np.random.default_rng(0)
-    n, width, num_layers = 200, 20, 14
-    shared = rng.standard_normal((n, 1))
-    acts, previous = [], rng.standard_normal((n, width))
-    for layer in range(num_layers):
-        previous = 0.7 * previous + rng.standard_normal((n, width))
-        x = previous
-        if 5 <= layer <= 10:
-            direction = rng.standard_normal((1, width))
-            x = 10.0 * shared @ (direction / np.linalg.norm(direction)) + rng.standard_normal((n, width))
-        acts.append(x)
-    m = np.eye(num_layers)
-    for a in range(num_layers):
-        for b in range(a + 1, num_layers):
-            m[a, b] = m[b, a] = linear_cka(acts[a], acts[b])
-    assert m[5:11, 5:11].min() > 0.9 and np.delete(m[5], range(5, 11)).max() < 0.5
-    res = find_blocks(m)
-    assert spans(res) == [(5, 10)]
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -26,6 +26,8 @@ from ckatlas.cka import linear_cka
 from ckatlas.errors import UserInputError
 from ckatlas.report import outline_blocks, plot_block_frequency, plot_blocks
 
+from block_matrices import planted, spans
+
 # -- synthetic matrices -----------------------------------------------------------------------
 
 
@@ -61,23 +63,6 @@ def synthetic(num_layers: int, floor: float, blocks: tuple[tuple[int, int], ...]
     m = np.clip(m + (e + e.T) / 2, 0.0, 1.0)
     np.fill_diagonal(m, 1.0)
     return m
-
-
-def planted(num_layers: int, blocks: list[tuple[int, int]], *, inside: float = 0.95, outside: float = 0.4,
-            noise: float = 0.03, seed: int = 0) -> np.ndarray:
-    """Symmetric CKA-like matrix: `inside` within each planted block (end inclusive), `outside` elsewhere."""
-    rng = np.random.default_rng(seed)
-    m = np.full((num_layers, num_layers), outside)
-    for start, end in blocks:
-        m[start : end + 1, start : end + 1] = inside
-    m = m + rng.uniform(-noise, noise, m.shape)
-    m = np.clip((m + m.T) / 2, 0.0, 1.0)
-    np.fill_diagonal(m, 1.0)
-    return m
-
-
-def spans(result: BlockResult) -> list[tuple[int, int]]:
-    return [(b.start, b.end) for b in result.blocks]
 
 
 def naive_contrast(m: np.ndarray, i: int, j: int, min_outside: int = 1) -> tuple[float, float]:
@@ -168,38 +153,46 @@ def test_a_block_that_stands_out_from_a_low_floor_is_found_where_the_threshold_r
     assert find_threshold_blocks(m).blocks == []
 
 
-def test_block_with_a_hole_is_not_one_block() -> None:
+RULES = pytest.mark.parametrize("rule", [find_blocks, find_threshold_blocks], ids=["contrast", "threshold"])
+
+
+@RULES
+def test_block_with_a_hole_is_not_one_block(rule) -> None:
     m = planted(24, [(4, 17)])
     m[10:12, :] = m[:, 10:12] = 0.3  # two interior layers unlike the rest
     np.fill_diagonal(m, 1.0)
-    res = find_blocks(m)
+    res = rule(m)
     assert not any(b.start <= 9 and b.end >= 12 for b in res.blocks)
     assert spans(res) == [(4, 9), (12, 17)]
 
 
-def test_large_block_does_not_absorb_an_unlike_neighbour() -> None:
+@RULES
+def test_large_block_does_not_absorb_an_unlike_neighbour(rule) -> None:
     m = planted(60, [(10, 49)])
     m[50, 40:50] = m[40:50, 50] = 0.95  # layer 50 resembles only the block's last 10 layers
-    assert spans(find_blocks(m)) == [(10, 49)]
+    assert spans(rule(m)) == [(10, 49)]
 
 
-def test_dead_layer_nan_is_never_inside_a_block() -> None:
+@RULES
+def test_dead_layer_nan_is_never_inside_a_block(rule) -> None:
     m = planted(20, [(3, 16)])
     m[9, :] = m[:, 9] = np.nan
     with pytest.warns(RuntimeWarning, match="no finite CKA"):
-        res = find_blocks(m)
+        res = rule(m)
     assert spans(res) == [(3, 8), (10, 16)]
     assert not res.in_block[9]
 
 
-def test_min_size_and_min_fraction() -> None:
+@RULES
+def test_min_size_and_min_fraction(rule) -> None:
     m = planted(40, [(2, 5), (10, 29)])
-    assert spans(find_blocks(m, min_fraction=0.0, min_size=3)) == [(2, 5), (10, 29)]
-    res = find_blocks(m, min_fraction=0.2)  # blocks of at least 8 layers
+    assert spans(rule(m, min_fraction=0.0, min_size=3)) == [(2, 5), (10, 29)]
+    res = rule(m, min_fraction=0.2)  # blocks of at least 8 layers
     assert spans(res) == [(10, 29)] and res.min_size == 8
 
 
-def test_blocks_in_cka_of_activations_sharing_a_dominant_component() -> None:
+@RULES
+def test_blocks_in_cka_of_activations_sharing_a_dominant_component(rule) -> None:
     # Layers 5..10 share one dominant direction of variation across examples; the rest drift.
     rng = np.random.default_rng(0)
     n, width, num_layers = 200, 20, 14
@@ -216,7 +209,7 @@ def test_blocks_in_cka_of_activations_sharing_a_dominant_component() -> None:
     for a in range(num_layers):
         for b in range(a + 1, num_layers):
             m[a, b] = m[b, a] = linear_cka(acts[a], acts[b])
-    assert spans(find_blocks(m)) == [(5, 10)]
+    assert spans(rule(m)) == [(5, 10)]
 
 
 def test_scores_strength_and_peak() -> None:

@@ -405,7 +405,7 @@ def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tm
     assert row["mean_block_fraction"] == pytest.approx(float(np.mean(fractions)))
     # beside each claim on blocks: its verdict with the threshold rule of earlier releases
     threshold = BlockDetector(method="threshold")
-    old = trend_test([threshold.find(CKAResult.load(root / m["paths"]["cka"])).block_strength for m in models],
+    old = trend_test([threshold.find(CKAResult.load(root / m["paths"]["cka"])).block_fraction for m in models],
                      [m["width"] for m in models], [(m["depth"], m["fraction"]) for m in models],
                      num_permutations=2000)
     compare = width.details["compare"]

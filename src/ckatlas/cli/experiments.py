@@ -23,7 +23,8 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         Run the 'demo' preset end to end on the built-in digits (no download): train
         ResNet-14/20/26 at widths 1/2, 1 and 2 (three seeds each) on half of digits,
         compute every model's CKA heatmap, find the blocks, run the PCA, probe, pruning,
-        cross-seed and error analyses, print the block fraction across the grid and write
+        cross-seed, origins and error analyses, print the block fraction and strength across
+        the grid and write
         DIR/report/index.html. About two minutes on a 2-core CPU (one process per core);
         --quick runs the 'tiny' preset instead (under a minute). Interrupted? Run the
         same command again: only the missing pieces are computed.
@@ -154,9 +155,11 @@ def _run_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         summary = json.loads(result.summary_path.read_text(encoding="utf-8"))
         width = max(len(m["name"]) for m in summary["models"])
-        print(f"{'model':<{width}}  test acc  block fraction")
+        print(f"{'model':<{width}}  test acc  train acc  block fraction  block strength")
         for m in summary["models"]:
-            print(f"{m['name']:<{width}}  {m['test_accuracy']:8.3f}  {m['block_fraction']:14.2f}")
+            fit = m.get("train_accuracy")
+            print(f"{m['name']:<{width}}  {m['test_accuracy']:8.3f}  {'–' if fit is None else f'{fit:.3f}':>9}  "
+                  f"{m['block_fraction']:14.2f}  {m['block_strength']:14.2f}")
         print(f"summary: {result.summary_path}")
     return 0
 

@@ -15,7 +15,8 @@ distributional assumption; a claim holds when p <= `alpha`.
    (within each width and fraction): `trend_test`. Also at each setting of a sweep of the
    detector's main knob (``min_score`` of the contrast rule, ``threshold`` of the threshold
    rule), on every layer and on the block outputs only (the detector re-run on the saved
-   heatmaps), so that a verdict that rests on one setting or one choice of rows shows.
+   heatmaps), so that a verdict that rests on one setting or one choice of rows shows. With
+   the threshold rule the statistic is block fraction, as in the releases that used it.
 2. ``data``: block strength falls as the training fraction grows (within each depth x
    width): `trend_test`, decreasing.
 3. ``pc1-variance``: in models with a block, the first PC explains more of the variance
@@ -221,6 +222,12 @@ class _Context:
                 self._blocks[model["name"]] = BlockResult.load(self.root / model["paths"]["blocks"])
         return self._blocks[model["name"]]
 
+    @property
+    def statistic_name(self) -> str:
+        """What the trend claims test: block strength (contrast rule), or block fraction (the threshold rule,
+        as the releases that used it did)."""
+        return "block_strength" if self.detector.method == "contrast" else "block_fraction"
+
     def has_block(self, model: dict[str, Any]) -> bool:
         return bool(self.blocks(model).blocks)
 
@@ -242,7 +249,8 @@ class _Context:
     # -- claims 1 and 2 ----------------------------------------------------------------------
     def trend(self, key: str, statement: str, factor: str, strata: tuple[str, str], sweep: Sequence[float],
               direction: str = "increasing") -> Claim:
-        statistic = f"mean Spearman rho of block strength with {factor}, within each {' x '.join(strata)}"
+        what = self.statistic_name.replace("_", " ")
+        statistic = f"mean Spearman rho of {what} with {factor}, within each {' x '.join(strata)}"
         levels = {m[factor] for m in self.models}
         if len(levels) < 2:
             return Claim(key, statement, statistic, note=f"every model has the same {factor}")
@@ -250,7 +258,7 @@ class _Context:
         if not models:
             return Claim(key, statement, statistic, note=f"no {' x '.join(strata)} slice has two {factor}s")
         labels = [tuple(m[s] for s in strata) for m in models]
-        values = [self.blocks(m).block_strength for m in models]
+        values = [getattr(self.blocks(m), self.statistic_name) for m in models]
         test = trend_test(values, [m[factor] for m in models], labels, direction=direction,
                           num_permutations=self.permutations, seed=self.seed)
         details: dict[str, Any] = {"strata": test.strata, "sweep": self.sweep(models, factor, labels, sweep, direction)}
@@ -260,7 +268,7 @@ class _Context:
                         for level in sorted(levels) if any(m[factor] == level for m in models)}
             details[f"mean_{name}"] = by_level
         if not np.isfinite(test.statistic):
-            return Claim(key, statement, statistic, note="block strength does not vary in any slice",
+            return Claim(key, statement, statistic, note=f"{what} does not vary in any slice",
                          details=details, n=test.num_models, holds=False, value=0.0, p_value=1.0)
         return Claim(key, statement, statistic, test.statistic, test.p_value, test.num_models,
                      test.holds(self.alpha), details=details)
@@ -280,7 +288,7 @@ class _Context:
                 detector = self.detector.replace(**{knob: value})
                 found = [self._find(m, detector, on) for m in models]
                 strength = [f.block_strength for f in found]
-                test = trend_test(strength, [m[factor] for m in models], labels, direction=direction,
+                test = trend_test([getattr(f, self.statistic_name) for f in found], [m[factor] for m in models], labels, direction=direction,
                                   num_permutations=self.permutations, seed=self.seed)
                 out.append({"on": on, knob: value, "rho": test.statistic, "p_value": test.p_value,
                             "mean_block_strength": float(np.mean(strength)),
