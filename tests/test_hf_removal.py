@@ -329,6 +329,21 @@ def test_the_cli_writes_the_result_the_figure_and_a_loadable_pruned_model(tmp_pa
     assert again == 2 and "pruned-block_influence-1 exists" in capsys.readouterr().err
 
 
+def test_a_save_beyond_the_removals_measured_is_refused_before_the_analysis(tmp_path, capsys, monkeypatch) -> None:
+    import ckatlas.hf
+
+    folder, corpus = _model_folder(tmp_path)
+
+    def analysed(*args, **kwargs):
+        raise AssertionError("the analysis ran before --save was checked")
+
+    monkeypatch.setattr(ckatlas.hf, "layer_redundancy", analysed)
+    capsys.readouterr()
+    assert main(["layers", str(folder), "--text", str(corpus), "--out", str(tmp_path / "o"), "--save", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--save 3 is more than the 2 removals measured (the model has 4 layers" in err[0], err
+
+
 @pytest.mark.parametrize("args, message", [
     (["layers", "{tmp}/missing", "--text", "{corpus}", "--out", "{tmp}/o"], "no such folder"),
     (["layers", "{folder}", "--text", "{tmp}/none.txt", "--out", "{tmp}/o"], "none.txt: no such file"),

@@ -49,7 +49,8 @@ def add_layers(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_layers(args: argparse.Namespace) -> int:
-    from ckatlas.hf import layer_redundancy, load_inputs, read_text, removal_curves, save_pruned, split, text_token_ids
+    from ckatlas.hf import (layer_redundancy, layer_stack, load_inputs, read_text, removal_curves, save_pruned, split,
+                            text_token_ids)
     from ckatlas.hf.data import take
     from ckatlas.hf.loading import load_model
     from ckatlas.report.removal_figures import removal_figure
@@ -70,6 +71,12 @@ def _run_layers(args: argparse.Namespace) -> int:
     text = read_text(args.text) if args.text else None
     inputs = load_inputs(args.inputs) if args.inputs else None
     model, tokenizer = load_model(args.model)
+    detector = detector_from_args(args)
+    count = layer_stack(model, args.layers_path).count
+    measured = args.max_remove if args.max_remove is not None else count // 2
+    if args.save and args.save > measured:  # checked before the analysis, not after it
+        raise UserInputError(f"--save {args.save} is more than the {measured} removals measured (the model has "
+                             f"{count} layers; --max-remove, default half of them); raise --max-remove")
     if text is not None:
         if tokenizer is None:
             raise UserInputError(f"{args.model} holds no tokenizer to read --text with; give --inputs token ids")
@@ -78,10 +85,7 @@ def _run_layers(args: argparse.Namespace) -> int:
         inputs = take(inputs, slice(0, args.sequences))
     calibration, held_out = split(inputs, args.holdout)
     result = layer_redundancy(model, calibration, batch_size=args.batch_size, layers_path=args.layers_path,
-                              detector=detector_from_args(args), max_remove=args.max_remove)
-    if args.save and args.save > len(result.removals[args.criterion]):
-        raise UserInputError(f"--save {args.save} is more than the {len(result.removals[args.criterion])} removals "
-                             f"measured; raise --max-remove")
+                              detector=detector, max_remove=args.max_remove)
     result = removal_curves(model, result, held_out, batch_size=args.batch_size)
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "removal.json")
