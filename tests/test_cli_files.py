@@ -109,6 +109,24 @@ def test_outputs_that_cannot_be_written_fail_before_any_computation(tmp_path, ca
         shared.rmdir()
 
 
+def test_an_output_of_another_kind_is_refused_and_not_replaced(tmp_path, capsys, monkeypatch) -> None:
+    def no_computation(*args, **kwargs):
+        raise AssertionError("the output's kind must be checked before the heatmap is computed")
+
+    monkeypatch.setattr(importlib.import_module("ckatlas.heatmap"), "_population", no_computation)
+    figure = tmp_path / "plot.png"
+    figure.write_bytes(b"\x89PNG\r\n\x1a\n a figure")
+    fresh = ["--arch", "resnet8", "--width", "0.25", "--random-inputs", "8"]
+    err = _error(capsys, ["cka", *fresh, "--out", str(figure)], "cka")
+    assert "the CKA result is written as .npz; give a file name ending in .npz (got '.png')" in err
+    assert figure.read_bytes() == b"\x89PNG\r\n\x1a\n a figure"  # untouched
+    err = _error(capsys, ["cka", *fresh, "--out", str(tmp_path / "c.npz"), "--png", str(tmp_path / "c.npz")], "cka")
+    assert "the heatmap figure is written as .png" in err
+    np.save(tmp_path / "m.npy", np.eye(4))
+    err = _error(capsys, ["blocks", str(tmp_path / "m.npy"), "--out", str(tmp_path / "blocks.npz")], "blocks")
+    assert "the block result is written as .json" in err
+
+
 def test_run_analyses_check_their_output_folder_first(tmp_path, capsys) -> None:
     regular = tmp_path / "a_file"
     regular.write_text("x")

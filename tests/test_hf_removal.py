@@ -329,6 +329,22 @@ def test_the_cli_writes_the_result_the_figure_and_a_loadable_pruned_model(tmp_pa
     assert again == 2 and "pruned-block_influence-1 exists" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage", ["config", "weights"])
+def test_a_folder_that_is_no_model_is_one_line_and_exit_2(tmp_path, capsys, damage) -> None:
+    folder, corpus = _model_folder(tmp_path)
+    if damage == "config":  # a folder that is not a Hugging Face model: its config.json names no model_type
+        (folder / "config.json").write_text('{"hidden_size": 32}')
+        message = "is not a Hugging Face model config"
+    else:  # a truncated model.safetensors
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+        message = "its weights do not load"
+    capsys.readouterr()
+    assert main(["layers", str(folder), "--text", str(corpus), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and str(folder) in err[0], err
+
+
 def test_a_save_beyond_the_removals_measured_is_refused_before_the_analysis(tmp_path, capsys, monkeypatch) -> None:
     import ckatlas.hf
 

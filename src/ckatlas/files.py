@@ -112,15 +112,20 @@ def read_npz_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise UserInputError(f"{path}: not a readable .npz file ({exc})") from None
 
 
-def check_writable_file(path: str | os.PathLike, what: str = "the output") -> Path:
+def check_writable_file(path: str | os.PathLike, what: str = "the output", suffix: str | None = None) -> Path:
     """`path` if a file can be written there, else one clear error (call it before long work).
 
     The path must not be a folder, and the nearest folder that exists on its way must
-    be one this process may write into (not a file, not read-only).
+    be one this process may write into (not a file, not read-only). With `suffix` (".npz",
+    ".png", ...), its name must end in it: what is written is of that kind, and a file of
+    another kind (a figure given where an archive goes) is never replaced by it.
     """
     p = Path(path).expanduser()
     if p.is_dir():
         raise UserInputError(f"{p} is a folder; expected a file name for {what}")
+    if suffix is not None and p.suffix.lower() != suffix:
+        raise UserInputError(f"{p}: {what} is written as {suffix}; give a file name ending in {suffix}"
+                             + (f" (got {p.suffix!r})" if p.suffix else ""))
     _check_parent(p.parent, p, what)  # files are written beside their final name, then renamed
     return p
 

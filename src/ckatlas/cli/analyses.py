@@ -96,7 +96,7 @@ def _run_blocks(args: argparse.Namespace) -> int:
     from ckatlas.report import plot_block_frequency, plot_blocks
 
     if args.out:
-        check_writable_file(args.out, "the block result")
+        check_writable_file(args.out, "the block result", ".json")
         check_writable_file(Path(args.out).with_suffix(".png"), "the block figure")
     detector = detector_from_args(args)
     layers = None if args.layers is None else [int(x) if x.isdigit() else x for x in args.layers]

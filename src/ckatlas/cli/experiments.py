@@ -228,7 +228,7 @@ def _run_report(args: argparse.Namespace) -> int:
     from ckatlas.report.html import write_report
 
     if args.out:
-        check_writable_file(args.out, "the report")
+        check_writable_file(args.out, "the report", ".html")
     print(f"wrote {write_report(args.experiment_dir, args.out)}")
     return 0
 
@@ -278,7 +278,7 @@ def _run_claims(args: argparse.Namespace) -> int:
     from ckatlas.files import atomic_write_json, check_writable_file
 
     if args.out:
-        check_writable_file(args.out, "the claims")
+        check_writable_file(args.out, "the claims", ".json")
     detector = None
     if detector_options_given(args):
         detector = detector_from_args(args, experiment_detector(args.experiment_dir))

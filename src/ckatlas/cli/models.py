@@ -144,7 +144,7 @@ def _run_dynamics(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UserInputError(f"{args.run_dir} holds no dynamics.npz; train it with 'ckatlas train ... --dynamics'")
     if args.png:
-        check_writable_file(args.png, "the figure")
+        check_writable_file(args.png, "the figure", ".png")
     detector_from_args(args)  # checked before the record is read
     record = BlockDynamics.load(path).redetect(detector_from_args(args))
     print(record.summary())
@@ -323,9 +323,9 @@ def _run_cka(args: argparse.Namespace) -> int:
     from ckatlas.report import plot_heatmap
     from ckatlas.train import resolve_device
 
-    check_writable_file(args.out, "the CKA result")
+    check_writable_file(args.out, "the CKA result", ".npz")
     if args.png:
-        check_writable_file(args.png, "the heatmap figure")
+        check_writable_file(args.png, "the heatmap figure", ".png")
     device = resolve_device(args.device)
     models, names, inputs = _cka_models(args, device)
     if args.examples is not None:
