@@ -322,3 +322,19 @@ def test_the_default_figure_is_readable_for_few_and_many_layers(arch: str, kind:
     colorbar = [a for a in fig.axes if a is not ax]
     assert len(colorbar) == 1 and "CKA" in colorbar[0].get_ylabel()
     assert res._repr_png_().startswith(b"\x89PNG")
+
+
+def test_the_default_layers_are_a_models_blocks_or_else_every_leaf_module() -> None:
+    """`heatmap(model, x)` works on any model: ckatlas's models give their blocks, others every leaf."""
+    from torch import nn
+
+    from ckatlas.models import create_model
+
+    x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ours = create_model("resnet8", width=0.25, num_classes=10, in_channels=1)
+    assert heatmap(ours, x, batch_size=16).layers_a == ours.layer_names("blocks")
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    res = heatmap(plain, x, batch_size=16)
+    assert res.layers_a == ["0", "1", "2", "3"] and res.matrix.shape == (4, 4)
+    with pytest.raises(UserInputError, match="layers='blocks' needs a model with a layer_names"):
+        heatmap(plain, x, layers="blocks", batch_size=16)

@@ -201,7 +201,7 @@ def heatmap(
     model_a: nn.Module,
     inputs: Any,
     model_b: nn.Module | None = None,
-    layers: LayerSpec = "blocks",
+    layers: LayerSpec = "auto",
     layers_b: LayerSpec | None = None,
     batch_size: int = 256,
     passes: int = 1,
@@ -219,8 +219,10 @@ def heatmap(
         model_a: the model of the rows.
         inputs: a Tensor (N, ...) or an iterable of batches (see the module docstring).
         model_b: the model of the columns; None compares `model_a` with itself.
-        layers: layers of model A: "blocks", "all", names, glob patterns or
-            module classes (see `ckatlas.capture.resolve_layers`).
+        layers: layers of model A: "auto" (the default: "blocks" for a model that
+            defines them with `layer_names`, as ckatlas's models do, else every leaf
+            module), "blocks", "all", names, glob patterns or module classes (see
+            `ckatlas.capture.resolve_layers`).
         layers_b: layers of model B; None uses `layers`.
         batch_size: examples per minibatch (Tensor inputs).
         passes: passes over the data, reshuffled each time when `shuffle`.
@@ -250,7 +252,7 @@ def heatmap(
 def population_heatmaps(
     models: Mapping[str, nn.Module] | Sequence[nn.Module],
     inputs: Any,
-    layers: LayerSpec | Mapping[str, LayerSpec] = "blocks",
+    layers: LayerSpec | Mapping[str, LayerSpec] = "auto",
     batch_size: int = 256,
     passes: int = 1,
     shuffle: bool = True,

@@ -162,7 +162,7 @@ def population_cka(
     inputs: Any,
     models_b: Mapping[str, nn.Module] | Sequence[nn.Module] | None = None,
     *,
-    layers: LayerSpec = "blocks",
+    layers: LayerSpec = "auto",
     layers_b: LayerSpec | None = None,
     batch_size: int = 256,
     passes: int = 1,

@@ -117,7 +117,7 @@ class PCAResult(NpzResult):
 def principal_components(
     model: nn.Module,
     inputs: Any,
-    layers: LayerSpec = "blocks",
+    layers: LayerSpec = "auto",
     batch_size: int = 256,
     shuffle: bool = True,
     seed: int = 0,
@@ -128,7 +128,8 @@ def principal_components(
     Args:
         model: the model (put in eval mode for the pass; its flags are restored).
         inputs: a Tensor (N, ...) or an iterable of batches (as in `ckatlas.heatmap.heatmap`).
-        layers: "blocks", "all", module names, glob patterns or module classes.
+        layers: "auto" (a model's blocks, else every leaf module), "blocks", "all", module names,
+            glob patterns or module classes.
         batch_size: examples per minibatch (Tensor inputs).
         shuffle: draw the batches from a random permutation (Tensor inputs).
         seed: seed of the permutation.

@@ -22,7 +22,8 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[str]:
 
     Args:
         model: any module.
-        spec: "blocks", "all", a name, a glob, a module class, or a list of them.
+        spec: "auto" ("blocks" for a model with `layer_names`, else "all": every leaf
+            module), "blocks", "all", a name, a glob, a module class, or a list of them.
 
     Returns:
         Module names; for globs and classes in registration order (`GramTaps`
@@ -64,6 +65,8 @@ def _resolve(model: nn.Module, spec: LayerSpec) -> tuple[list[str], bool, bool]:
     if not hasattr(model, "_orig_mod"):  # names as a compiled model spells them
         spec = _without_compiled_prefix(spec)
     model_name = type(model).__name__
+    if isinstance(spec, str) and spec == "auto":  # the default: a model's own blocks, else every leaf module
+        spec = "blocks" if callable(getattr(model, "layer_names", None)) else "all"
     if isinstance(spec, str) and spec in LAYER_KINDS:
         if callable(getattr(model, "layer_names", None)):
             return _checked_names(model, list(model.layer_names(spec))), False, False
