@@ -120,8 +120,8 @@ def test_modes_restored_and_no_autograd() -> None:
     heatmap(model, _images(16), batch_size=8)
     assert model.training and all(m.training for m in model.modules())
     assert seen and all(s == (False, True, False) for s in seen)
-    with pytest.raises(RuntimeError):
-        heatmap(model, torch.randn(16, 5, 16, 16), batch_size=8)  # wrong channel count
+    with pytest.raises(UserInputError, match="cannot take the inputs"):
+        heatmap(model, torch.randn(16, 5, 16, 16), batch_size=8)  # wrong channel count: one clear error
     assert model.training and all(m.training for m in model.modules())
     assert not any(p.grad is not None for p in model.parameters())
 
@@ -338,3 +338,17 @@ def test_the_default_layers_are_a_models_blocks_or_else_every_leaf_module() -> N
     assert res.layers_a == ["0", "1", "2", "3"] and res.matrix.shape == (4, 4)
     with pytest.raises(UserInputError, match="layers='blocks' needs a model with a layer_names"):
         heatmap(plain, x, layers="blocks", batch_size=16)
+
+
+def test_inputs_the_model_cannot_take_are_one_line_before_any_batch_is_counted() -> None:
+    from ckatlas.data import load_dataset
+    from ckatlas.models import create_model
+
+    model = create_model("resnet20", width=0.25, num_classes=10)  # three input channels by default
+    digits = load_dataset("digits").x_test[:64]  # one channel
+    with pytest.raises(UserInputError) as info:
+        heatmap(model, digits, batch_size=32)
+    message = str(info.value)
+    assert "\n" not in message and "ResNet" in message
+    assert f"shape (32, {', '.join(str(d) for d in digits.shape[1:])})" in message and "float32" in message
+    assert "channels" in message

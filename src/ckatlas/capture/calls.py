@@ -88,6 +88,32 @@ def call_model(model: nn.Module, batch: Any, device: torch.device | str | None =
     return model(_to(x, device, dtype))
 
 
+def first_call(model: nn.Module, batch: Any, device: torch.device | str | None = None, what: str | None = None) -> Any:
+    """`call_model` for the first batch of a pass: an input the model cannot take (wrong channels, size,
+    dtype) becomes one clear error naming the input's shape and dtype and the model, not a traceback from
+    deep inside it. Later batches call `call_model` directly, so a failure there is not taken for this."""
+    try:
+        return call_model(model, batch, device)
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        x = batch_inputs(batch)
+        if isinstance(x, Mapping):
+            given = ", ".join(f"{k} {_describe(v)}" for k, v in x.items())
+        else:
+            given = _describe(x)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        what = what or f"model {type(uncompiled(model)).__name__!r}"
+        raise UserInputError(
+            f"{what} cannot take the inputs ({given}): {message[:300]}; give "
+            "inputs of the shape and kind it was built for (channels, image size, token ids or floats)"
+        ) from None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"shape {tuple(value.shape)}, {str(value.dtype).removeprefix('torch.')}"
+    return type(value).__name__
+
+
 def _float_dtype(model: nn.Module) -> torch.dtype | None:
     for param in model.parameters():
         if param.is_floating_point():

@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ckatlas import __version__
-from ckatlas.capture.calls import batch_len, call_model, inference
+from ckatlas.capture.calls import batch_len, call_model, first_call, inference
 from ckatlas.capture.gram_taps import GramTaps
 from ckatlas.capture.layers import LayerSpec, uncompiled
 from ckatlas.capture.minibatches import MIN_BATCH, Minibatches
@@ -79,7 +79,10 @@ class GramPasses:
                     for t in taps:
                         t.expect(n, mask)
                     for model in distinct:
-                        call_model(model, batch, self.device)
+                        if self.num_batches == 0:  # the first batch: an input the model cannot take is one line
+                            first_call(model, batch, self.device, self._name_of(model))
+                        else:
+                            call_model(model, batch, self.device)
                     grams = [t.stacked() for t in taps]
                     self.names = [t.names for t in taps]  # final after the first batch
                     if p == 0:
@@ -90,6 +93,11 @@ class GramPasses:
             self.token_layers = [list(t.token_layers) for t in taps]
         if not self.num_batches:
             raise UserInputError(f"no batch of at least {MIN_BATCH} examples to compute CKA from: give more inputs")
+
+    def _name_of(self, model: nn.Module) -> str:
+        name = next(n for m, n in zip(self.models, self.model_names) if m is model)
+        kind = type(model).__name__
+        return f"model {kind!r}" if name in ("model", kind) else f"model {name!r} ({kind})"
 
     def metadata(self) -> dict[str, Any]:
         """The settings of the loop (JSON-able), for a result's metadata."""
