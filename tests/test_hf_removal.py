@@ -398,3 +398,18 @@ def test_a_small_lm_trained_on_fortunes_gets_curves_and_a_pruned_model_that_scor
     from ckatlas.hf import text_token_ids
     _, held_out = split(text_token_ids(corpus.read_text(), tokenizer, 64, 96), 0.5)
     assert evaluate(pruned, held_out) == pytest.approx(result.curves["angular"][2], rel=1e-5)
+
+
+def test_the_perplexity_axis_reads_as_plain_numbers_over_a_narrow_range() -> None:
+    from ckatlas.report.removal_figures import removal_figure
+
+    cka = np.eye(4)
+    result = LayerRemoval(["l0", "l1", "l2"], cka, np.zeros((4, 4)), np.array([0.5, 0.1, 0.2]), [],
+                          {"cka": [[1]]}, curves={"cka": [math.log(512.0), math.log(518.0)]}, metric="loss")
+    fig = removal_figure(result)
+    fig.canvas.draw()
+    curve = next(ax for ax in fig.axes if ax.get_ylabel() == "held-out perplexity")
+    labels = [t.get_text() for t in curve.get_yticklabels(minor=False) + curve.get_yticklabels(minor=True)]
+    shown = [text for text in labels if text]
+    assert shown and all("10^" not in text and "\\times" not in text and "$" not in text for text in shown), shown
+    assert all(float(text) > 0 for text in shown)

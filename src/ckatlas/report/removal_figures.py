@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from ckatlas.report.block_figures import outline_spans
 from ckatlas.report.heatmap_figures import plot_heatmap
@@ -39,6 +39,9 @@ def removal_figure(result) -> Figure:  # result: ckatlas.hf.LayerRemoval
             ax_curve.plot(range(len(curve)), values, marker="o", label=_LABELS.get(name, name))
         if result.metric == "loss":
             ax_curve.set_yscale("log")
+            plain = FuncFormatter(lambda value, _: f"{value:g}")  # 515, not 5.15x10^2, over a narrow range
+            ax_curve.yaxis.set_major_formatter(plain)
+            ax_curve.yaxis.set_minor_formatter(plain)
             ax_curve.set_ylabel("held-out perplexity")
             base = math.exp(next(iter(result.curves.values()))[0])
             ax_curve.axhline(base, color="grey", linewidth=0.8, linestyle=":")
