@@ -352,3 +352,14 @@ def test_inputs_the_model_cannot_take_are_one_line_before_any_batch_is_counted()
     assert "\n" not in message and "ResNet" in message
     assert f"shape (32, {', '.join(str(d) for d in digits.shape[1:])})" in message and "float32" in message
     assert "channels" in message
+
+
+def test_a_list_of_single_examples_says_what_it_was_taken_as_and_what_to_pass() -> None:
+    model = _resnet()
+    images = [torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(8)]
+    with pytest.raises(UserInputError, match=r"list of 8 tensors \(\(3, 16, 16\)\).*8 batches.*torch\.stack"):
+        heatmap(model, images, batch_size=4)
+    stacked = heatmap(model, torch.stack(images), batch_size=4, shuffle=False)  # what the message says to do
+    assert stacked.n == 8
+    batches = heatmap(model, [torch.stack(images[:4]), torch.stack(images[4:])])  # a list of batches is fine
+    assert batches.n == 8 and batches.num_batches == 2

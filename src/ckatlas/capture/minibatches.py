@@ -52,6 +52,7 @@ class Minibatches:
             self.count: int | None = full + (rest >= MIN_BATCH)
         else:
             self.count = len(inputs) if hasattr(inputs, "__len__") else None
+            _check_not_examples(inputs)
 
     def epoch(self) -> Iterator[Any]:
         if not self.sliced:
@@ -77,6 +78,25 @@ class Minibatches:
             )
             self._warned = True
         return False
+
+
+def _check_not_examples(inputs: Any) -> None:
+    """A list (or tuple) is a list of batches; one of tensors none of which holds `MIN_BATCH` examples along
+    its first dimension is a list of single examples, and gets one clear error saying what to pass instead."""
+    if not isinstance(inputs, (list, tuple)) or not inputs:
+        return
+    if not all(isinstance(item, torch.Tensor) for item in inputs):
+        return
+    if any(item.ndim == 0 or item.shape[0] >= MIN_BATCH for item in inputs):
+        return
+    shapes = {tuple(item.shape) for item in inputs}
+    shown = next(iter(shapes)) if len(shapes) == 1 else "various shapes"
+    raise UserInputError(
+        f"inputs is a {type(inputs).__name__} of {len(inputs)} tensors ({shown}), which ckatlas takes as "
+        f"{len(inputs)} batches, each with fewer than {MIN_BATCH} examples along its first dimension; to pass them "
+        f"as {len(inputs)} examples, stack them into one tensor (torch.stack(inputs)), or pass batches of at "
+        f"least {MIN_BATCH} examples each"
+    )
 
 
 def sliceable_inputs(inputs: Any) -> Any:
