@@ -1,11 +1,11 @@
 """`ckatlas demo --out DIR`, the README's first command, end to end: the full demo grid on digits,
-every analysis, summary.json and the report with its depth x width table of block fraction.
+every analysis, summary.json and the report with its depth x width table of block fraction and strength.
 
 The demo does not promise the paper's finding: whether block structure grows with width and
-with depth on digits is decided by a trend test over seeds (REPRODUCTION.md: on seeds 0-2 width
-holds and depth does not). What it promises is to say which, with the statistic: the printed
-headline carries the permutation test of the summary's own block fractions, and says "not
-significant" when the trend is not.
+with depth on digits is decided by a trend test over seeds (REPRODUCTION.md: with the contrast
+rule neither holds on seeds 0-2 or 100-102). What it promises is to say which, with the
+statistic: the printed headline carries the permutation test of the summary's own block
+strengths, and says "not significant" when the trend is not.
 """
 
 from __future__ import annotations
