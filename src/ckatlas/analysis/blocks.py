@@ -135,7 +135,10 @@ class BlockDetector:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> BlockDetector:
-        """The same detector with some settings changed (checked)."""
+        """The same detector with some settings changed (checked; an unknown setting is an error)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(BlockDetector)})
+        if unknown:
+            raise UserInputError(f"unknown block detector setting(s) {unknown}")
         return dataclasses.replace(self, **changes)
 
     def smallest_block(self, num_layers: int) -> int:
@@ -164,8 +167,9 @@ class BlockDetector:
         num_layers = len(indices)
         smallest = self.smallest_block(num_layers)
         beyond = self.border_context(num_layers)
-        score, gap = segmented_contrast(sub, beyond)
-        admissible = _admissible(sub, smallest)
+        score, gap = segmented_contrast(sub, beyond)  # NaN for any run with a dead layer in it
+        size = np.arange(num_layers)[None, :] - np.arange(num_layers)[:, None] + 1
+        admissible = size >= smallest
         if self.method == "contrast":
             ok = admissible & (score >= self.min_score) & (gap >= self.min_gap)
             stretches = live_stretches(sub)
@@ -358,12 +362,7 @@ def find_blocks(
         UserInputError: a matrix that is not square, holds infinities or values above 1,
             a layer that does not exist, or settings out of range.
     """
-    detector = detector or BlockDetector()
-    if settings:
-        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(BlockDetector)})
-        if unknown:
-            raise UserInputError(f"unknown block detector setting(s) {unknown}")
-        detector = detector.replace(**settings)
+    detector = (detector or BlockDetector()).replace(**settings)
     return detector.find(cka_matrix, layers=layers, layer_names=layer_names)
 
 
@@ -378,15 +377,6 @@ def find_threshold_blocks(cka_matrix: Any, *, threshold: float = 0.9, tolerance:
 
 def _number(value: Any) -> float:
     return float("nan") if value is None else float(value)
-
-
-def _admissible(sub: np.ndarray, smallest: int) -> np.ndarray:
-    """(L, L) bool: runs [i, j] of at least `smallest` layers with no dead layer."""
-    size = sub.shape[0]
-    dead = np.concatenate([[0], np.cumsum(dead_layers(sub))])
-    first = np.arange(size)[:, None]
-    last = np.arange(size)[None, :]
-    return (last - first + 1 >= smallest) & (dead[np.clip(last + 1, 0, size)] - dead[first] == 0)
 
 
 def _block(sub: np.ndarray, start: int, end: int, score: np.ndarray, gap: np.ndarray) -> Block:
@@ -435,14 +425,12 @@ def _as_matrix(cka_matrix: Any, layer_names: Sequence[str] | None) -> tuple[np.n
 
 def _check_dead_layers(matrix: np.ndarray, names: list[str] | None) -> None:
     """No finite CKA at all is an error; layers without one (dead, zero variance) are a warning."""
-    off = ~np.eye(matrix.shape[0], dtype=bool)
-    finite = np.isfinite(matrix) & off
-    if matrix.shape[0] > 1 and not finite.any():
+    dead = np.flatnonzero(dead_layers(matrix))
+    if matrix.shape[0] > 1 and len(dead) == matrix.shape[0]:  # not one finite value between two layers
         raise UserInputError(
             f"the {matrix.shape[0]} x {matrix.shape[0]} CKA matrix holds no finite value between two layers (all NaN): "
             "every layer had zero variance, or this is not a CKA matrix; nothing to find blocks in"
         )
-    dead = np.flatnonzero(~finite.any(axis=1)) if matrix.shape[0] > 1 else []
     if len(dead):
         shown = [names[i] if names is not None else int(i) for i in dead[:5]]
         warnings.warn(

@@ -26,6 +26,7 @@ the blocks) is read off all four heatmaps for the same span of layers: if the do
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,7 @@ from ckatlas.analysis.block_rules import contrast_table
 from ckatlas.analysis.blocks import BlockDetector, BlockResult
 from ckatlas.capture import LayerSpec
 from ckatlas.capture.gram_passes import GramPasses
-from ckatlas.cka import MinibatchCKA
+from ckatlas.cka import MinibatchCKA, center_gram, top_components
 from ckatlas.errors import UserInputError
 from ckatlas.results import NpzResult
 
@@ -200,7 +201,7 @@ def _pass(model: nn.Module, inputs: torch.Tensor, layers: LayerSpec, batch_size:
     spans: list[tuple[int, int]] = []
     offset = 0
     for (grams,) in loop:
-        grams = _centred(grams.double())  # (L, n, n)
+        grams = center_gram(grams)  # (L, n, n), float64; a centred Gram stays as it is
         size, n = grams.shape[0], grams.shape[-1]
         if acc is None:
             acc = MinibatchCKA(size, device=loop.device)
@@ -212,7 +213,7 @@ def _pass(model: nn.Module, inputs: torch.Tensor, layers: LayerSpec, batch_size:
         if blocks is not None:
             acc_normalised.update_grams(_normalised(grams))
             for b, (start, end) in enumerate(spans):
-                vectors = torch.linalg.eigh(grams[start : end + 1])[1][..., -1]  # (Lb, n): each layer's top PC
+                vectors = top_components(grams[start : end + 1], 1)[1][..., 0]  # (Lb, n): each layer's top PC
                 alive = torch.diagonal(grams[start : end + 1], dim1=1, dim2=2).sum(-1) > 0
                 if bool(alive.any()):
                     dominance[b, offset : offset + n] = (vectors[alive] ** 2).mean(0).cpu().numpy() * n
@@ -225,12 +226,6 @@ def _pass(model: nn.Module, inputs: torch.Tensor, layers: LayerSpec, batch_size:
     return out
 
 
-def _centred(grams: torch.Tensor) -> torch.Tensor:
-    """H K H for each Gram of (L, n, n) (idempotent: a centred Gram stays as it is)."""
-    grams = grams - grams.mean(dim=1, keepdim=True)
-    return grams - grams.mean(dim=2, keepdim=True)
-
-
 def _normalised(grams: torch.Tensor) -> torch.Tensor:
     """The Grams of each example's centred activations scaled to unit length (0 for an example at the mean)."""
     diag = torch.diagonal(grams, dim1=1, dim2=2)
@@ -239,8 +234,6 @@ def _normalised(grams: torch.Tensor) -> torch.Tensor:
 
 
 def _compute(acc: MinibatchCKA) -> np.ndarray:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # dead layers: NaN, as in the heatmap
         return acc.compute().cpu().numpy()

@@ -157,7 +157,14 @@ def add_detector_options(p: argparse.ArgumentParser, inherit: str | None = None)
                    help=f"smallest block, share of the layers ({shown(d.min_fraction)})")
 
 
-DETECTOR_OPTIONS = ("method", "min_score", "min_gap", "threshold", "tolerance", "min_size", "min_fraction")
+def _detector_options(args: argparse.Namespace) -> dict[str, object]:
+    """The detector options given (each a `BlockDetector` field; None: left out)."""
+    import dataclasses
+
+    from ckatlas.analysis.blocks import BlockDetector
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(BlockDetector)}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def detector_from_args(args: argparse.Namespace, base: object = None) -> object:
@@ -165,10 +172,9 @@ def detector_from_args(args: argparse.Namespace, base: object = None) -> object:
     `base`, the options given replace its settings."""
     from ckatlas.analysis.blocks import BlockDetector
 
-    given = {name: getattr(args, name) for name in DETECTOR_OPTIONS if getattr(args, name) is not None}
-    return (base or BlockDetector()).replace(**given)
+    return (base or BlockDetector()).replace(**_detector_options(args))
 
 
 def detector_options_given(args: argparse.Namespace) -> bool:
     """Whether any detector option was given (for commands whose options inherit a detector)."""
-    return any(getattr(args, name) is not None for name in DETECTOR_OPTIONS)
+    return bool(_detector_options(args))

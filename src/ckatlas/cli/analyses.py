@@ -31,10 +31,10 @@ def add_blocks(sub: argparse._SubParsersAction) -> None:
         heatmap's overall level does not move it) and a CKA gap of at least --min-gap. The
         smooth decay away from the diagonal and the residual checkerboard are not blocks.
         --method threshold is the rule of earlier releases (every pair at CKA >= --threshold
-        but a --tolerance share), for comparison. With several matrices (e.g. one per seed) it also reports how stable the
-        blocks' positions are. A MATRIX is a within-model CKAResult (.npz, as `ckatlas
-        cka` saves it), a .npy (L, L) array, or an .npz with a 'matrix' array (and
-        optionally 'layers_a', the layer names).
+        but a --tolerance share), for comparison. With several matrices (e.g. one per seed)
+        it also reports how stable the blocks' positions are. A MATRIX is a within-model
+        CKAResult (.npz, as `ckatlas cka` saves it), a .npy (L, L) array, or an .npz with a
+        'matrix' array (and optionally 'layers_a', the layer names).
 
         Writes --out (JSON: the blocks, or with several matrices the stability and every
         model's blocks) and a figure beside it with the suffix .png.

@@ -120,8 +120,8 @@ def add_dynamics(sub: argparse._SubParsersAction) -> None:
         print one line per epoch: block fraction, block strength, blocks (first-last layer),
         mean first-PC variance. The blocks are found again in the recorded heatmaps with the
         detector options below (their defaults are the detector's), so a record made with
-        another detector can be read with this one. --png draws the block fraction against epoch beside the heatmap of each
-        recorded epoch.
+        another detector can be read with this one. --png draws the block fraction against
+        epoch beside the heatmap of each recorded epoch.
         """,
         [
             "ckatlas train --arch resnet20 --width 2 --epochs 30 --dynamics --out runs/r20w2",
@@ -145,8 +145,8 @@ def _run_dynamics(args: argparse.Namespace) -> int:
         raise UserInputError(f"{args.run_dir} holds no dynamics.npz; train it with 'ckatlas train ... --dynamics'")
     if args.png:
         check_writable_file(args.png, "the figure", ".png")
-    detector_from_args(args)  # checked before the record is read
-    record = BlockDynamics.load(path).redetect(detector_from_args(args))
+    detector = detector_from_args(args)  # checked before the record is read
+    record = BlockDynamics.load(path).redetect(detector)
     print(record.summary())
     if args.png:
         from ckatlas.report.dynamics_figures import plot_dynamics

@@ -169,7 +169,7 @@ def evaluate_claims(
     claims = _claims(ctx, sweep)
     if compare_with is not None and compare_with != ctx.detector:
         other = _Context(root, summary, alpha, num_permutations, seed, compare_with)
-        other._heatmaps, other._outputs = ctx._heatmaps, ctx._outputs  # the same files: read once
+        other._heatmaps, other._outputs, other._traced = ctx._heatmaps, ctx._outputs, ctx._traced  # read once
         for claim, again in zip(claims, _claims(other, ())):
             if claim.key not in FIXED_BLOCKS:
                 claim.details["compare"] = {"method": compare_with.method, "detector": compare_with.to_dict(),
@@ -206,11 +206,12 @@ class _Context:
         self.models = [m for m in summary["models"] if m.get("residual", True)]
         self._blocks: dict[str, BlockResult] = {}
         self._heatmaps: dict[str, CKAResult] = {}
-        table = ((summary.get("config") or {}).get("analyses") or {}).get("blocks") or {}
+        table = _blocks_table(summary)
         self.rows = table.get("on", "heatmap")
         self.refind = detector is not None
         self.detector = detector or BlockDetector.from_saved(table, "[analyses.blocks] of summary.json")
         self._outputs: dict[str, list[str]] = {}
+        self._traced: list[tuple[dict[str, Any], dict[str, np.ndarray], BlockOrigins]] | None = None
 
     # -- shared ----------------------------------------------------------------------------
     def blocks(self, model: dict[str, Any]) -> BlockResult:
@@ -288,7 +289,8 @@ class _Context:
                 detector = self.detector.replace(**{knob: value})
                 found = [self._find(m, detector, on) for m in models]
                 strength = [f.block_strength for f in found]
-                test = trend_test([getattr(f, self.statistic_name) for f in found], [m[factor] for m in models], labels, direction=direction,
+                test = trend_test([getattr(f, self.statistic_name) for f in found], [m[factor] for m in models],
+                                  labels, direction=direction,
                                   num_permutations=self.permutations, seed=self.seed)
                 out.append({"on": on, knob: value, "rho": test.statistic, "p_value": test.p_value,
                             "mean_block_strength": float(np.mean(strength)),
@@ -448,14 +450,17 @@ class _Context:
 
     # -- where blocks come from (Nguyen, Raghu & Kornblith 2022) --------------------------------
     def _origins(self) -> list[tuple[dict[str, Any], dict[str, np.ndarray], BlockOrigins]]:
-        out = []
-        for model in self.models:
-            path = model["paths"].get("origins")
-            if path is not None:
-                origins = BlockOrigins.load(self.root / path)
-                if origins.blocks:
-                    out.append((model, origins.scores(), origins))
-        return out
+        """(model, its blocks' scores on the four heatmaps, its origins) of every traced model with a block;
+        read and scored once for both origins claims."""
+        if self._traced is None:
+            self._traced = []
+            for model in self.models:
+                path = model["paths"].get("origins")
+                if path is not None:
+                    origins = BlockOrigins.load(self.root / path)
+                    if origins.blocks:
+                        self._traced.append((model, origins.scores(), origins))
+        return self._traced
 
     def dominant_examples(self) -> Claim:
         statement = ("block structure is carried by a few dominant examples: without them a block stands out less "
@@ -518,11 +523,18 @@ class _Context:
 
 
 
+def _blocks_table(summary: Any) -> dict[str, Any]:
+    """The saved ``[analyses.blocks]`` table of an experiment's summary ({} when it has none)."""
+    if not isinstance(summary, dict):
+        return {}
+    return dict(((summary.get("config") or {}).get("analyses") or {}).get("blocks") or {})
+
 
 def experiment_detector(root: str | Path) -> BlockDetector:
     """The block detector a finished experiment used (its summary.json)."""
     path = Path(root).expanduser() / "summary.json"
     summary = read_json(path, "an experiment's summary.json (run 'ckatlas run' to the end)")
-    table = ((summary.get("config") or {}).get("analyses") or {}).get("blocks") if isinstance(summary, dict) else None
-    return BlockDetector.from_saved(table, f"[analyses.blocks] of {path}")
+    return BlockDetector.from_saved(_blocks_table(summary), f"[analyses.blocks] of {path}")
+
+
 __all__ = ["Claim", "ClaimsResult", "DEFAULT_SWEEP", "SWEEPS", "evaluate_claims", "experiment_detector"]
