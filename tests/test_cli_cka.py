@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from ckatlas.cli import main
-from ckatlas.data import load_dataset
 from ckatlas.heatmap import CKAResult, heatmap
 from ckatlas.models import create_model
 from ckatlas.seeding import make_generator
-from ckatlas.train import TrainConfig, load_run, train
+from ckatlas.train import TrainConfig, build_model, load_run, train
 
 FRESH = ["--arch", "resnet8", "--width", "0.25", "--dataset", "digits", "--examples", "64", "--batch-size", "32"]
 
@@ -41,13 +40,39 @@ def test_fresh_registry_model_equals_the_api(tmp_path, capsys) -> None:
     assert main(["cka", *FRESH, "--out", str(out), "--png", str(png)]) == 0
     assert "wrote" in capsys.readouterr().out and png.stat().st_size > 0
     saved = CKAResult.load(out)
-    data = load_dataset("digits")
-    model = create_model("resnet8", width=0.25, num_classes=data.num_classes, in_channels=data.in_channels,
-                         generator=make_generator(0))
+    config = TrainConfig(arch="resnet8", width=0.25, dataset="digits").resolved()
+    data = config.load_data()
+    model = build_model(config, data.num_classes, data.in_channels, generator=make_generator(0))
     expected = heatmap(model, data.x_test[:64], batch_size=32, progress=False)
     np.testing.assert_allclose(saved.matrix, expected.matrix, atol=1e-12)
     assert saved.layers_a == model.layer_names("blocks") and saved.is_square
     assert saved.model_a == "resnet8_w0.25"
+
+
+def test_fresh_weights_are_of_the_model_training_builds(run_dir, tmp_path) -> None:
+    """The same words build the same model in `ckatlas train` and `ckatlas cka --arch`: the
+    ckatlas recipe's torchvision-style ResNet, on the images training sees; --recipe paper
+    and --model-style choose as in training; --resize and --no-normalize shape the data."""
+    fresh, trained = tmp_path / "fresh.npz", tmp_path / "trained.npz"
+    assert main(["cka", *FRESH, "--layers", "all", "--out", str(fresh), "--quiet"]) == 0
+    assert main(["cka", run_dir, "--examples", "64", "--batch-size", "32", "--layers", "all",
+                 "--out", str(trained), "--quiet"]) == 0
+    assert CKAResult.load(fresh).layers_a == CKAResult.load(trained).layers_a
+    torchvision_layers = create_model("resnet8", style="torchvision").layer_names("all")
+    paper_layers = create_model("resnet8", style="paper").layer_names("all")
+    assert torchvision_layers != paper_layers and CKAResult.load(fresh).layers_a == torchvision_layers
+    for flags in (["--recipe", "paper"], ["--model-style", "paper"]):
+        out = tmp_path / f"{flags[1]}.npz"
+        assert main(["cka", *FRESH, *flags, "--layers", "all", "--out", str(out), "--quiet"]) == 0
+        assert CKAResult.load(out).layers_a == paper_layers
+    small = tmp_path / "small.npz"
+    assert main(["cka", *FRESH, "--resize", "8", "--no-normalize", "--out", str(small), "--quiet"]) == 0
+    config = TrainConfig(arch="resnet8", width=0.25, dataset="digits", resize=8, normalize=False).resolved()
+    data = config.load_data()
+    assert float(data.x_test.min()) >= 0 and data.x_test.shape[-1] == 8
+    model = build_model(config, data.num_classes, data.in_channels, generator=make_generator(0))
+    expected = heatmap(model, data.x_test[:64], batch_size=32, progress=False)
+    np.testing.assert_allclose(CKAResult.load(small).matrix, expected.matrix, atol=1e-12)
 
 
 def test_two_fresh_models_and_all_layers(tmp_path) -> None:
@@ -56,7 +81,7 @@ def test_two_fresh_models_and_all_layers(tmp_path) -> None:
             "--out", str(out), "--quiet"]
     assert main(argv) == 0
     res = CKAResult.load(out)
-    a, b = create_model("resnet8", width=0.25), create_model("resnet14")
+    a, b = create_model("resnet8", width=0.25, style="torchvision"), create_model("resnet14", style="torchvision")
     assert res.layers_a == a.layer_names("all") and res.layers_b == [f"stage{s}.{i}.relu" for s in (1, 2, 3) for i in (0, 1)]
     assert (res.model_a, res.model_b, res.passes, res.num_batches) == ("resnet8_w0.25", "resnet14_w1", 2, 4)
     assert len(b.layer_names("all")) > len(res.layers_b)
@@ -92,7 +117,19 @@ def test_user_errors_are_one_line_exit_2(run_dir, tmp_path, capsys) -> None:
     assert "no finished ckatlas run" in _error(capsys, ["cka", str(tmp_path), "--out", out])
     assert "--layers-b needs a second model" in _error(capsys, ["cka", *FRESH, "--layers-b", "fc", "--out", out])
     assert "--random-inputs is for registry models" in _error(capsys, ["cka", run_dir, "--random-inputs", "8", "--out", out])
+    assert "--model-style is for registry models" in _error(capsys, ["cka", run_dir, "--model-style", "paper", "--out", out])
     with pytest.raises(SystemExit) as exc:
         main(["cka", *FRESH, "--batch-size", "0", "--out", out])
     assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_a_progress_bar_on_a_terminal_only(tmp_path) -> None:
+    from terminal import ckatlas_stderr
+
+    argv = ["cka", *FRESH, "--out", str(tmp_path / "p.npz")]
+    code, err = ckatlas_stderr(argv, terminal=True)
+    assert code == 0 and "CKA:" in err and "/2 " in err and "batch" in err  # a bar over the two batches of 32
+    for flags, terminal in (([], False), (["--quiet"], True)):
+        code, err = ckatlas_stderr([*argv, *flags], terminal=terminal)
+        assert code == 0 and "batch" not in err

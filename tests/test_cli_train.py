@@ -89,3 +89,36 @@ def test_help_ends_with_worked_examples(capsys: pytest.CaptureFixture) -> None:
     text = capsys.readouterr().out
     assert "ckatlas train --arch resnet20 --width 2 --dataset digits --epochs 30 --seed 0 --out runs/r20w2" in text
     assert "--data-dir ~/data/cifar-10-batches-py" in text and "--fraction 0.25" in text
+
+
+def test_an_interrupted_train_says_how_to_finish_it(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) during training: one line that gives the command that finishes the
+    run, and that command does."""
+    import os
+    import shlex
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    argv = ["train", "--arch", "resnet8", "--width", "0.25", "--fraction", "1/4", "--epochs", "40",
+            "--batch-size", "32", "--quiet", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread, as the other tests here (oneDNN with two)
+    child = subprocess.Popen([sys.executable, "-m", "ckatlas.cli", *argv], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "state").is_dir() or not any((out / "state").iterdir()):  # an epoch checkpointed
+            assert child.poll() is None and time.monotonic() < deadline, "training made no progress"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGINT)
+        err = child.communicate(timeout=60)[1]
+    finally:
+        child.kill()
+    assert child.returncode == 130, err
+    assert err.count("\n") == 1 and err.startswith("ckatlas train: interrupted; to finish it, run: ckatlas train ")
+    hinted = shlex.split(err.split("run: ", 1)[1])
+    assert hinted[0] == "ckatlas" and hinted[1:] == [*argv, "--resume"]
+    assert not (out / "metrics.json").exists() or json.loads((out / "metrics.json").read_text())["final"] is None
+    assert main(hinted[1:]) == 0
+    assert json.loads((out / "metrics.json").read_text())["final"]["epochs"] == 40

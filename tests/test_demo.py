@@ -18,7 +18,7 @@ import pytest
 from ckatlas.analysis.trend import trend_test
 from ckatlas.cli import main
 from ckatlas.experiment import load_config
-from ckatlas.report.headline import HEADLINE_PERMUTATIONS
+from ckatlas.experiment.claims import evaluate_claims
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +45,15 @@ def test_demo_end_to_end(tmp_path, capsys):
 
     table = summary["grid"][0]
     models = summary["models"]
+    claims = {c.key: c for c in evaluate_claims(out, compare_with=None).claims}
     for factor, stratum in (("width", "depth"), ("depth", "width")):
         test = trend_test([m["block_strength"] for m in models], [m[factor] for m in models],
-                          [m[stratum] for m in models], num_permutations=HEADLINE_PERMUTATIONS)
+                          [m[stratum] for m in models])
         sentence = next(line for line in printed.splitlines() if f"block strength against {factor}" in line)
         assert f"mean Spearman rho {test.statistic:+.2f}, one-sided permutation p = {test.p_value:.3g}" in sentence
         assert ("not significant" in sentence) == (not test.holds(0.05)), sentence
+        # one statistic, one p-value: `ckatlas claims` says what the headline says
+        assert (claims[factor].value, claims[factor].p_value) == (test.statistic, test.p_value)
 
     page = report.read_text(encoding="utf-8")
     cells = re.findall(r'<td class="cell" data-depth="(\d+)" data-width="([\d.]+)" data-block-fraction="([^"]+)"', page)

@@ -340,6 +340,13 @@ def test_figures(tmp_path) -> None:
     assert len(plot_class_differences(res, top=3).patches) == 3
 
 
+def test_the_control_names_its_halves_in_plain_words() -> None:
+    rng, labels, difficulty = task(7, n=100)
+    res = compare_populations(simulate(3, rng, difficulty, labels), simulate(3, rng, difficulty, labels))
+    control = plot_example_scatter(res)[1]
+    assert control.get_xlabel().endswith("half 1 (1 model)") and control.get_ylabel().endswith("half 2 (1 model)")
+
+
 # -- command line -------------------------------------------------------------------------------
 
 

@@ -44,6 +44,7 @@ pytestmark = pytest.mark.slow
 # One PyTorch thread: with two, oneDNN's CPU convolutions in torch 2.13 corrupt the heap at random
 # (/work/notes/onednn_crash.md); one thread also makes the runs bit-for-bit repeatable.
 THREADS = 1
+TIMES = ("timings.json", "spans.json")  # when steps ran: differs between runs
 
 TOML = """
 name = "tiny-test"
@@ -150,7 +151,8 @@ def test_summary_holds_every_model_as_the_issue_specifies(finished):
     assert table["block_fraction"][0][1] == pytest.approx(g["block_fraction_mean"])
     assert summary["analyses"]["errors"] == "analysis/errors.json"
     kinds = {"train", "cka", "cross", "blocks", "stability", "pca", "prune", "dynamics", "errors", "origins", "summary"}
-    assert set(summary["timings"]) == kinds - {"summary"} | {"total"}
+    assert set(summary["timings"]) == kinds - {"summary"} | {"total", "wall"}
+    assert 0 < summary["timings"]["wall"] <= summary["timings"]["total"] * (1 + 1e-9)  # side by side counts once
 
 
 def test_results_equal_the_library_called_directly(finished):
@@ -189,8 +191,8 @@ def test_two_worker_processes_give_the_same_results(finished, toml_file, tmp_pat
     order = {key: i for i, key in enumerate(parallel.computed)}
     for step in plan(config):
         assert all(order[need] < order[step.key] for need in step.needs), step.key
-    assert {p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name != "timings.json"} == {
-        p.relative_to(tmp_path / "jobs2") for p in (tmp_path / "jobs2").rglob("*") if p.is_file() and p.name != "timings.json"}
+    assert {p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name not in TIMES} == {
+        p.relative_to(tmp_path / "jobs2") for p in (tmp_path / "jobs2").rglob("*") if p.is_file() and p.name not in TIMES}
     summaries = [json.loads((d / "summary.json").read_text()) for d in (root, tmp_path / "jobs2")]
     assert _results(summaries[0]) == _results(summaries[1])
     for path in (root / "cka").glob("*.npz"):
@@ -251,7 +253,7 @@ def test_a_deleted_piece_and_a_stray_temp_file_recompute_only_that_piece(finishe
     changed = {k for k in after if before.get(k) != after[k]}
     assert changed == {f"cka/{name}.npz", f"analysis/blocks/{name}.json", "analysis/stability/resnet8-w0.5-f0.25.json",
                        f"analysis/prune/{name}.json", "summary.json", "timings.json",
-                       "report/index.html"}
+                       "spans.json", "report/index.html"}
     np.testing.assert_array_equal(CKAResult.load(root / "cka" / f"{name}.npz").matrix,
                                   CKAResult.load(finished[0] / "cka" / f"{name}.npz").matrix)
     old, new = (json.loads((r / "summary.json").read_text()) for r in (finished[0], root))

@@ -318,7 +318,9 @@ def test_the_cli_writes_the_result_the_figure_and_a_loadable_pruned_model(tmp_pa
                  "--sequences", "32", "--batch-size", "8", "--save", "1", "--criterion", "block_influence"])
     assert code == 0
     result = LayerRemoval.load(out / "removal.json")
-    assert (out / "removal.png").stat().st_size > 0 and "held-out perplexity" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert (out / "removal.png").stat().st_size > 0 and "held-out perplexity" in printed.out
+    assert "calibration" not in printed.err and "held-out models" not in printed.err  # no bar: not a terminal
     pruned = transformers.AutoModelForCausalLM.from_pretrained(out / "pruned-block_influence-1", local_files_only=True)
     assert pruned.config.num_hidden_layers == 3
     assert transformers.AutoTokenizer.from_pretrained(out / "pruned-block_influence-1", local_files_only=True)
@@ -413,3 +415,14 @@ def test_the_perplexity_axis_reads_as_plain_numbers_over_a_narrow_range() -> Non
     shown = [text for text in labels if text]
     assert shown and all("10^" not in text and "\\times" not in text and "$" not in text for text in shown), shown
     assert all(float(text) > 0 for text in shown)
+
+
+def test_progress_bars_on_a_terminal_only(tmp_path) -> None:
+    from terminal import ckatlas_stderr
+
+    folder, corpus = _model_folder(tmp_path)
+    argv = ["layers", str(folder), "--text", str(corpus), "--seq-len", "16", "--sequences", "32", "--batch-size", "8"]
+    code, err = ckatlas_stderr([*argv, "--out", str(tmp_path / "a")], terminal=True)
+    assert code == 0 and "calibration:" in err and "held-out models:" in err
+    code, err = ckatlas_stderr([*argv, "--quiet", "--out", str(tmp_path / "b")], terminal=True)
+    assert code == 0 and "calibration" not in err and "held-out models" not in err  # (not a terminal: the test above)

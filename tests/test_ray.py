@@ -40,7 +40,7 @@ def local_ray():
 
 
 def _files(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != "timings.json"}
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in ("timings.json", "spans.json")}
 
 
 def test_ray_results_equal_a_local_run(local_ray, tmp_path):

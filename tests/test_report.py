@@ -121,6 +121,10 @@ def test_the_demo_command_runs_the_pipeline_and_its_report_step(experiment, summ
     root, stdout = experiment
     assert (root / "report" / "index.html").is_file()
     assert "report" in json.loads((root / "timings.json").read_text())  # written by the pipeline's report step
+    wall, total = summary["timings"]["wall"], summary["timings"]["total"]
+    page = (root / "report" / "index.html").read_text(encoding="utf-8")
+    assert f"<td>wall clock (while any step ran)</td><td>{wall:.1f}</td>" in page.replace("\n", "")
+    assert f"<td>all steps, summed (steps run side by side each count)</td><td>{total:.1f}</td>" in page.replace("\n", "")
     assert f"report: {root / 'report' / 'index.html'}" in stdout
     assert "block fraction" in stdout
     for row, depth in zip(summary["grid"][0]["block_fraction"], summary["grid"][0]["depths"]):

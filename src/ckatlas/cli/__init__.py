@@ -15,6 +15,7 @@ inside `_run_*` so that `ckatlas --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ckatlas` console script; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
@@ -64,8 +66,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ckatlas {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ckatlas {args.command}: interrupted", file=sys.stderr)
+        print(f"ckatlas {args.command}: interrupted{_resume_hint(args, argv)}", file=sys.stderr)
         return 130
+
+
+def _resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
+    """How to finish an interrupted command, for those that resume (`on_interrupt` in their
+    defaults): "resume-flag" (the same command with --resume) or "again" (the same command)."""
+    how = getattr(args, "on_interrupt", None)
+    if how not in ("resume-flag", "again"):
+        return ""
+    again = argv + (["--resume"] if how == "resume-flag" and "--resume" not in argv else [])
+    return f"; to finish it, run: ckatlas {shlex.join(again)}"
 
 
 __all__ = ["build_parser", "default_jobs", "main", "positive_float", "positive_int"]

@@ -45,7 +45,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=positive_int, metavar="N", default=None,
                    help="processes training and analysing models side by side (default: one per CPU core, at most 4)")
     p.add_argument("--quiet", action="store_true", help="print only where the report is")
-    p.set_defaults(func=_run_demo)
+    p.set_defaults(func=_run_demo, on_interrupt="again")
 
 
 def default_jobs() -> int:
@@ -120,7 +120,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                    help="add K to every seed of the experiment: a replication on seeds not used for choosing (0)")
     p.add_argument("--dry-run", action="store_true", help="list the steps and which are done; compute nothing")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    p.set_defaults(func=_run_run)
+    p.set_defaults(func=_run_run, on_interrupt="again")
 
 
 def _run_run(args: argparse.Namespace) -> int:
@@ -262,7 +262,8 @@ def add_claims(sub: argparse._SubParsersAction) -> None:
     p.add_argument("experiment_dir", metavar="EXPERIMENT_DIR", help="a finished experiment directory")
     p.add_argument("--out", metavar="FILE", help="write the claims as JSON here")
     p.add_argument("--alpha", type=positive_float, default=0.05, help="significance level (default 0.05)")
-    p.add_argument("--permutations", type=positive_int, default=10_000, help="permutations per test (10000)")
+    p.add_argument("--permutations", type=positive_int, default=10_000,
+                   help="permutations per test (10000, as the headline and the report)")
     p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
     p.add_argument("--quiet", action="store_true", help="print only where the result is")
     p.add_argument("--compare", choices=("threshold", "none"), default="threshold",

@@ -43,7 +43,7 @@ def add_layers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save", type=positive_int, metavar="N", help="save the model without N layers")
     p.add_argument("--criterion", choices=["cka", "angular", "block_influence"], default="cka",
                    help="which criterion's N layers --save removes (cka)")
-    p.add_argument("--quiet", action="store_true", help="print only where the results are")
+    p.add_argument("--quiet", action="store_true", help="print only where the results are (no summary, no progress bars)")
     add_detector_options(p)
     p.set_defaults(func=_run_layers)
 
@@ -84,9 +84,10 @@ def _run_layers(args: argparse.Namespace) -> int:
     else:
         inputs = take(inputs, slice(0, args.sequences))
     calibration, held_out = split(inputs, args.holdout)
+    progress = False if args.quiet else None  # bars on a terminal only
     result = layer_redundancy(model, calibration, batch_size=args.batch_size, layers_path=args.layers_path,
-                              detector=detector, max_remove=args.max_remove)
-    result = removal_curves(model, result, held_out, batch_size=args.batch_size)
+                              detector=detector, max_remove=args.max_remove, progress=progress)
+    result = removal_curves(model, result, held_out, batch_size=args.batch_size, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "removal.json")
     write_png(removal_figure(result), out / "removal.png")

@@ -56,7 +56,6 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", metavar="PATH", help="where the dataset is (not for digits)")
     p.add_argument("--fraction", type=fraction, default=1.0, help="share of each training class, e.g. 1/4 (1)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the --fraction subset (default 0)")
-    p.add_argument("--resize", type=positive_int, help="image side in pixels (default: the dataset's)")
     p.add_argument("--epochs", type=positive_int, help="passes over the training set (15 digits, 200 otherwise)")
     p.add_argument("--batch-size", type=positive_int, help="examples per step (default 128)")
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default 0.1; paper recipe 0.01)")
@@ -68,19 +67,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true", help="no pad-and-crop or flips")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, data order and augmentation (0)")
     p.add_argument("--eval-every", type=int, default=1, help="test every this many epochs; 0: at the end (1)")
-    p.add_argument("--recipe", choices=("ckatlas", "paper", "paper-imagenet"), default="ckatlas",
-                   help="named settings: ckatlas (the defaults) or paper (the paper's code: lr 0.01, 300 epochs, "
-                        "L2 on kernels, per-epoch cosine, [0, 1] pixels, reflect padding, best validation epoch) or "
-                        "paper-imagenet (its ImageNet code: lr 0.1 at batch 256, 120 epochs, zero-init last BN); "
-                        "options given explicitly override it")
-    p.add_argument("--model-style", choices=("paper", "torchvision"),
-                   help="architecture details: paper (conv biases, 1x1 conv shortcut without BN, he_normal; default) "
-                        "or torchvision")
+    _add_model_recipe_options(p)
     p.add_argument("--lr-schedule", choices=("cosine-step", "cosine-epoch"), help="cosine per step (default) or epoch")
     p.add_argument("--decay-scope", choices=("all", "kernels"), help="weight decay on all parameters (default) or "
                                                                       "conv/linear kernels only")
-    p.add_argument("--no-normalize", action="store_true", default=None,
-                   help="feed pixels in [0, 1] (default: normalised per channel)")
     p.add_argument("--pad-mode", choices=("zeros", "reflect"), help="padding of the random crop (default zeros)")
     p.add_argument("--keep", choices=("final", "best-val"),
                    help="final weights (default) or the epoch best on a held-out validation split")
@@ -95,7 +85,35 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamics-examples", type=positive_int, default=256, metavar="N",
                    help="probe images: the first N of the test split (default 256)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
-    p.set_defaults(func=_run_train)
+    p.set_defaults(func=_run_train, on_interrupt="resume-flag")
+
+
+def _add_model_recipe_options(p: argparse.ArgumentParser) -> None:
+    """The options that decide which model a name builds and how its data look: `ckatlas
+    train` and `ckatlas cka --arch` share them, so fresh weights are of the model training
+    builds, on the same images."""
+    p.add_argument("--recipe", choices=("ckatlas", "paper", "paper-imagenet"), default="ckatlas",
+                   help="named settings: ckatlas (the defaults) or paper (the paper's code: lr 0.01, 300 epochs, "
+                        "L2 on kernels, per-epoch cosine, [0, 1] pixels, reflect padding, best validation epoch, "
+                        "paper-style models) or paper-imagenet (its ImageNet code: lr 0.1 at batch 256, 120 epochs, "
+                        "zero-init last BN); options given explicitly override it")
+    p.add_argument("--model-style", choices=("paper", "torchvision"),
+                   help="architecture details: torchvision (no conv biases, conv + BN shortcut; the ckatlas "
+                        "recipe's) or paper (conv biases, 1x1 conv shortcut without BN, he_normal; the paper "
+                        "recipe's)")
+    p.add_argument("--resize", type=positive_int, help="image side in pixels (default: the dataset's)")
+    p.add_argument("--no-normalize", action="store_true", default=None,
+                   help="feed pixels in [0, 1] (default: normalised per channel; the paper recipe: [0, 1])")
+
+
+def _recipe_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The recipe options given on the command line (None: the recipe's value)."""
+    given = {
+        "model_style": args.model_style,
+        "normalize": None if args.no_normalize is None else False,
+        "resize": args.resize,
+    }
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _epoch_list(text: str) -> tuple[int, ...]:
@@ -168,10 +186,8 @@ def _run_train(args: argparse.Namespace) -> int:
         "nesterov": args.nesterov,
         "optimizer": args.optimizer,
         "weight_decay": args.weight_decay,
-        "model_style": args.model_style,
         "lr_schedule": args.lr_schedule,
         "decay_scope": args.decay_scope,
-        "normalize": None if args.no_normalize is None else False,
         "pad_mode": args.pad_mode,
         "keep": args.keep,
         "val_fraction": args.val_fraction,
@@ -185,12 +201,12 @@ def _run_train(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         fraction=args.fraction,
         subset_seed=args.subset_seed,
-        resize=args.resize,
         label_smoothing=args.label_smoothing,
         augment=not args.no_augment,
         seed=args.seed,
         eval_every=args.eval_every,
         **{k: v for k, v in given.items() if v is not None},
+        **_recipe_settings(args),
     )
     dynamics = None
     if args.dynamics or args.dynamics_epochs is not None:
@@ -220,8 +236,11 @@ def add_cka(sub: argparse._SubParsersAction) -> None:
         between the layers of two models on the same batches, in inference mode. The models
         are saved runs (RUN_DIR, as 'ckatlas train --out' writes them; the data are the test
         split of the run's own dataset) or registry models with fresh random weights (--arch,
-        --width; data from --dataset, or --random-inputs). --passes > 1 reshuffles the data
-        each pass (the paper uses 10).
+        --width; data from --dataset, or --random-inputs). A registry model is built as
+        'ckatlas train' builds it from the same words (--recipe, --model-style; ckatlas's
+        recipe: torchvision-style ResNets) and sees the images training would (--resize,
+        --no-normalize), so fresh weights are of the model a run trains. --passes > 1
+        reshuffles the data each pass (the paper uses 10).
 
         Layers: blocks (stem, each block's output, pooled features, logits), all (every conv,
         norm, activation and residual sum), or module names / glob patterns ('stage3.*.add';
@@ -247,6 +266,7 @@ def add_cka(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch-b", help="a second registry model to compare with --arch")
     p.add_argument("--width-b", type=positive_float, default=1.0, help="its channel multiplier (default 1)")
     p.add_argument("--model-seed", type=int, default=0, help="seed of the fresh weights (default 0)")
+    _add_model_recipe_options(p)
     p.add_argument("--dataset", default="digits", help="data for --arch: digits, fashion-mnist, mnist, kmnist, cifar10, cifar100, folder, npz")
     p.add_argument("--data-dir", metavar="PATH", help="where the dataset is (for runs: default as in config.json)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split to use (default test)")
@@ -271,18 +291,18 @@ def _cka_models(args: argparse.Namespace, device: object) -> tuple[list[object],
 
     import torch
 
-    from ckatlas.data import load_dataset
+    from dataclasses import replace
+
     from ckatlas.errors import UserInputError
-    from ckatlas.models import create_model
     from ckatlas.seeding import make_generator
-    from ckatlas.train import load_run
+    from ckatlas.train import TrainConfig, build_model, load_run
 
     if args.runs and args.arch:
         raise UserInputError("give RUN_DIR(s) or --arch, not both")
     if len(args.runs) > 2:
         raise UserInputError(f"at most two run directories can be compared, got {len(args.runs)}")
     if args.runs:
-        for flag in ("arch_b", "random_inputs"):
+        for flag in ("arch_b", "random_inputs", "model_style", "resize", "no_normalize"):
             if getattr(args, flag) is not None:
                 raise UserInputError(f"--{flag.replace('_', '-')} is for registry models (--arch), not for runs")
         runs = [load_run(run, device=device) for run in args.runs]
@@ -293,16 +313,18 @@ def _cka_models(args: argparse.Namespace, device: object) -> tuple[list[object],
         return [run.model for run in runs], [Path(run.run_dir).name for run in runs], _cka_split(data, args.split)
     if not args.arch:
         raise UserInputError("name the model(s): one or two RUN_DIRs, or --arch (a registry model such as resnet20)")
+    config = TrainConfig.from_recipe(args.recipe, arch=args.arch, width=args.width, dataset=args.dataset,
+                                     data_dir=args.data_dir, **_recipe_settings(args)).resolved()
     if args.random_inputs is not None:
         inputs = torch.randn(args.random_inputs, 3, args.image_size, args.image_size, generator=make_generator(args.seed))
         num_classes, channels = 10, 3
     else:
-        data = load_dataset(args.dataset, args.data_dir)
+        data = config.load_data()
         inputs, num_classes, channels = _cka_split(data, args.split), data.num_classes, data.in_channels
     specs = [(args.arch, args.width)] + ([(args.arch_b, args.width_b)] if args.arch_b else [])
     models = [
-        create_model(arch, width=width, num_classes=num_classes, in_channels=channels, device=device,
-                     generator=make_generator(args.model_seed + i))
+        build_model(replace(config, arch=arch, width=width), num_classes, channels,
+                    generator=make_generator(args.model_seed + i)).to(device)
         for i, (arch, width) in enumerate(specs)
     ]
     names = [f"{arch}_w{width:g}" for arch, width in specs]

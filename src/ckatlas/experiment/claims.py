@@ -59,7 +59,7 @@ from ckatlas.analysis.origins import BlockOrigins
 from ckatlas.analysis.pca import PCAResult
 from ckatlas.analysis.probes import ProbeResult
 from ckatlas.analysis.prune import PruneResult
-from ckatlas.analysis.trend import paired_difference_test, trend_test
+from ckatlas.analysis.trend import PERMUTATIONS, paired_difference_test, trend_test
 from ckatlas.errors import UserInputError
 from ckatlas.files import read_json
 from ckatlas.heatmap import CKAResult
@@ -144,7 +144,7 @@ def evaluate_claims(
     root: str | Path,
     *,
     alpha: float = 0.05,
-    num_permutations: int = 10_000,
+    num_permutations: int = PERMUTATIONS,
     seed: int = 0,
     sweep: Sequence[float] | None = None,
     detector: BlockDetector | None = None,

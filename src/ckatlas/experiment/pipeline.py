@@ -133,7 +133,7 @@ def run_experiment(
     def on_done(step: Step, seconds: float) -> None:
         result.computed.append(step.key)
         result.step_seconds[step.key] = seconds
-        store.record_timings({step.key: seconds})
+        store.record_timings({step.key: seconds}, ended=time.time())
         log.done(step, seconds)
 
     ctx = StepContext(str(store.root), config, device, quiet)

@@ -13,6 +13,7 @@
       analysis/prune/<run>.json           `PruneResult` of each residual model
       analysis/errors.json                `ErrorComparison` of the two populations
       timings.json             seconds each step took when it was computed
+      spans.json               when each step ran ([start, end], Unix seconds): the wall-clock time
       summary.json             one entry per model and the paths of every result
       report/index.html        the report (`ckatlas.report`)
 
@@ -38,6 +39,7 @@ from ckatlas.rundir import DYNAMICS_FILE, RunDir
 EXPERIMENT_FILE = "experiment.json"
 SUMMARY_FILE = "summary.json"
 TIMINGS_FILE = "timings.json"
+SPANS_FILE = "spans.json"
 _FORMAT = "ckatlas.Experiment"
 
 
@@ -145,9 +147,34 @@ class ExperimentStore:
             return {}
         return {k: float(v) for k, v in read_json(path, "step timings (delete the file to start them over)").items()}
 
-    def record_timings(self, seconds: dict[str, float]) -> None:
-        """Add (or overwrite) the seconds of the given steps."""
+    def record_timings(self, seconds: dict[str, float], ended: float | None = None) -> None:
+        """Add (or overwrite) the seconds of the given steps; with `ended` (Unix time), also
+        when they ran, for the wall-clock time (`wall_seconds`)."""
         atomic_write_json(self.path(TIMINGS_FILE), {**self.read_timings(), **seconds})
+        if ended is not None:
+            spans = {key: [ended - s, ended] for key, s in seconds.items()}
+            atomic_write_json(self.path(SPANS_FILE), {**self._read_spans(), **spans})
+
+    def _read_spans(self) -> dict[str, list[float]]:
+        path = self.path(SPANS_FILE)
+        if not path.is_file():
+            return {}
+        return read_json(path, "step spans (delete the file to start them over)")
+
+    def wall_seconds(self) -> float | None:
+        """Wall-clock seconds during which at least one step was computing, over every
+        invocation so far (steps run side by side counted once; the pauses between a crash and
+        its resume not counted); None before any span was recorded."""
+        spans = sorted((float(a), float(b)) for a, b in self._read_spans().values())
+        if not spans:
+            return None
+        total, (start, end) = 0.0, spans[0]
+        for a, b in spans[1:]:
+            if a > end:
+                total, start, end = total + end - start, a, b
+            else:
+                end = max(end, b)
+        return total + end - start
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ written from disk. Paths are relative to the experiment directory.
                 "block_fraction": [[...]], "block_strength": [[...]], "test_accuracy": [[...]]}, ...],
       "cross_seed": [{"a", "b", "path"}, ...],
       "analyses": {"enabled": [...], "errors": path or null},
-      "timings": {"train": s, "cka": s, ..., "total": s},
+      "timings": {"train": s, "cka": s, ..., "total": s, "wall": s},
       "config": {...}
     }
 
@@ -148,12 +148,17 @@ def _grid_tables(config: ExperimentConfig, models: dict[str, dict[str, Any]]) ->
 
 
 def _timings(store: ExperimentStore) -> dict[str, float]:
-    """Seconds per kind of step (train, cka, ...) and in total, as recorded when each was computed."""
+    """Seconds per kind of step (train, cka, ...) and in total ("total": summed over steps, so
+    steps run side by side count each), as recorded when each was computed; "wall": the
+    wall-clock seconds during which steps ran (missing in experiments of earlier releases)."""
     out: dict[str, float] = {}
     for key, seconds in store.read_timings().items():
         kind = key.split("/", 1)[0]
         out[kind] = out.get(kind, 0.0) + seconds
     out["total"] = sum(out.values())
+    wall = store.wall_seconds()
+    if wall is not None:
+        out["wall"] = wall
     return out
 
 

@@ -29,9 +29,10 @@ classifier (inputs with ``labels``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -175,6 +176,7 @@ def layer_redundancy(
     detector: BlockDetector | None = None,
     max_remove: int | None = None,
     device: torch.device | str | None = None,
+    progress: bool | None = None,
 ) -> LayerRemoval:
     """The three criteria on `inputs` (module docstring); `removal_curves` adds the held-out curves.
 
@@ -186,6 +188,7 @@ def layer_redundancy(
         layers_path: the ModuleList of layers, when `layer_stack` would guess wrong.
         detector: the block detector on the boundary heatmap (default: `BlockDetector()`).
         max_remove: removals listed per criterion (default: half the layers).
+        progress: a progress bar over the calibration batches (None: when stderr is a terminal).
     """
     stack = layer_stack(model, layers_path)
     count = stack.count
@@ -201,8 +204,10 @@ def layer_redundancy(
     bi_sum = torch.zeros(count, dtype=torch.float64, device=device)
     ang_sum = torch.zeros(count + 1, count + 1, dtype=torch.float64, device=device)
     tokens = examples = 0
-    with _Boundaries(model, stack) as hooks, inference(model):
-        for batch in batches(without_labels(inputs), batch_size, min_size=MIN_BATCH):
+    total = -(-num_examples(inputs) // batch_size)
+    with _Boundaries(model, stack) as hooks, inference(model), \
+            _bar(total, "calibration", progress) as bar:
+        for batch in bar(batches(without_labels(inputs), batch_size, min_size=MIN_BATCH)):
             n = num_examples(batch)
             call_model(model, batch, device)
             states = hooks.take(n)
@@ -232,6 +237,21 @@ def layer_redundancy(
     return LayerRemoval(stack.names(), cka, angular, bi, blocks, removals, metadata={
         "examples": examples, "tokens": tokens, "layers_path": stack.path, "detector": detector.to_dict(),
         "seconds": time.perf_counter() - started})
+
+
+@contextlib.contextmanager
+def _bar(total: int, desc: str, progress: bool | None) -> Iterator[Callable[[Iterable[Any]], Iterable[Any]]]:
+    """A tqdm bar of `total` steps (shown when `progress`; None: when stderr is a terminal), as a
+    wrapper of the iterable it counts."""
+    from tqdm.auto import tqdm
+
+    disable = None if progress is None else not progress
+    with tqdm(total=total, desc=desc, unit="step", disable=disable, leave=False, dynamic_ncols=True) as bar:
+        def counted(items: Iterable[Any]) -> Iterator[Any]:
+            for item in items:
+                yield item
+                bar.update(1)
+        yield counted
 
 
 def _mask(batch: Any, state: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -268,11 +288,13 @@ def removal_curves(
     batch_size: int = 16,
     criteria: Sequence[str] = CRITERIA,
     device: torch.device | str | None = None,
+    progress: bool | None = None,
 ) -> LayerRemoval:
     """`result` with its curves: the held-out metric of `model` with each criterion's layers removed.
 
     `inputs` are held-out data (not those `result` was computed on): token ids or a dict;
-    with ``labels`` the metric is accuracy, otherwise the mean next-token loss.
+    with ``labels`` the metric is accuracy, otherwise the mean next-token loss. `progress`: a
+    progress bar over the models evaluated (None: when stderr is a terminal).
     """
     unknown = [c for c in criteria if c not in result.removals]
     if unknown:
@@ -293,6 +315,10 @@ def removal_curves(
         return cache[key]
 
     started = time.perf_counter()
+    wanted = [()] + [tuple(sorted(r)) for c in criteria for r in result.removals[c]]
+    with _bar(len(set(wanted)), "held-out models", progress) as bar:
+        for key in bar(list(dict.fromkeys(wanted))):  # each distinct removal once
+            measure(key)
     curves = {c: [measure(())] + [measure(r) for r in result.removals[c]] for c in criteria}
     return replace(result, curves=curves, metric=metric, metadata={
         **result.metadata, "curve_seconds": time.perf_counter() - started, "held_out_examples": num_examples(inputs)})

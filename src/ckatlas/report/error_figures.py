@@ -46,10 +46,14 @@ def plot_example_scatter(comparison: ErrorComparison, axes: Sequence[Axes] | Non
     axes[0].set_ylabel(f"per-example accuracy, {b}")
     axes[0].set_title(f"{a} vs {b}\nD = {ex.statistic:.3g}, permutation p = {ex.p_value:.3g}", fontsize=10)
     _count_scatter(axes[1], ex.control_1, ex.control_2, "tab:grey")
-    axes[1].set_xlabel(f"{a}, half 1 ({len(ex.control_models_1)} models)")
-    axes[1].set_ylabel(f"{a}, half 2 ({len(ex.control_models_2)} models)")
+    axes[1].set_xlabel(f"{a}, half 1 ({_models(len(ex.control_models_1))})")
+    axes[1].set_ylabel(f"{a}, half 2 ({_models(len(ex.control_models_2))})")
     axes[1].set_title(f"control: two halves of {a}\nD = {ex.control_statistic:.3g}", fontsize=10)
     return axes
+
+
+def _models(n: int) -> str:
+    return f"{n} model" if n == 1 else f"{n} models"
 
 
 def plot_class_differences(

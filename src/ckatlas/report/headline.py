@@ -14,11 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ckatlas.analysis.trend import trend_test
+from ckatlas.analysis.trend import PERMUTATIONS, trend_test
 from ckatlas.report._page import ReportData, Section, esc, fmt, para, slice_title, table_html
-
-#: Permutations of the headline's trend tests (enough for p-values to about 0.001).
-HEADLINE_PERMUTATIONS = 5000
 
 
 def _direction(values: Sequence[float]) -> str:
@@ -124,7 +121,7 @@ def statistic_sentences(models: Sequence[dict[str, Any]], alpha: float = 0.05) -
         if len({m[factor] for m in models}) < 2:
             continue
         test = trend_test([m[key] for m in models], [m[factor] for m in models],
-                          [m[stratum] for m in models], num_permutations=HEADLINE_PERMUTATIONS)
+                          [m[stratum] for m in models], num_permutations=PERMUTATIONS)
         if not any(s["rho"] is not None for s in test.strata):
             out.append(f"Over seeds, {what} does not vary with {factor} at any {stratum}: no trend.")
             continue

@@ -206,7 +206,9 @@ def _footer(data: ReportData) -> str:
     timings = data.summary.get("timings", {})
     parts = []
     if timings:
-        rows = [[esc(k), f"{v:.1f}"] for k, v in timings.items()]
+        labels = {"total": "all steps, summed (steps run side by side each count)",
+                  "wall": "wall clock (while any step ran)"}
+        rows = [[esc(labels.get(k, k)), f"{v:.1f}"] for k, v in timings.items()]
         parts.append("<h3>Time spent</h3>" + table_html(["step", "seconds"], rows))
     toml = data.root / "experiment.toml"
     parts.append(
