@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from ckatlas.analysis import BlockResult, BlockStability, average_heatmaps
 from ckatlas.heatmap import CKAResult
@@ -23,6 +22,7 @@ from ckatlas.report._page import (
     fmt,
     grid_figure,
     para,
+    panel_rows,
     pct,
     seeds_phrase,
     slice_title,
@@ -130,15 +130,10 @@ def stability_section(data: ReportData) -> Section | None:
         fractions = result.block_fractions
         rows.append([esc(g["name"]), esc(len(result.results)), f"{fractions.mean():.2f} ± {fractions.std(ddof=1):.2f}",
                      fmt(result.mean_jaccard), esc(", ".join(largest))])
-    cols = min(3, len(found))  # rows of three panels: wider rows squeeze the titles into each other
-    rows_n = -(-len(found) // cols)
-    fig = Figure(figsize=(3.6 * cols, 2.5 * rows_n), layout="constrained")
-    axes = np.ravel(fig.subplots(rows_n, cols, squeeze=False))
+    fig, axes = panel_rows(len(found), (3.6, 2.5), columns=3, extra=(0.0, 0.0))
     for ax, (g, result) in zip(axes, found):
         plot_block_frequency(result, ax)
         ax.set_title(f"{g['name']}\n{len(result.results)} seeds, mean Jaccard {result.mean_jaccard:.2f}", fontsize=9)
-    for ax in axes[len(found):]:
-        ax.remove()
     seeds = sorted({len(r.results) for _, r in found})
     figure = figure_html(fig, "share of seeds with each layer in a block", (
         f"Share of the seeds ({' or '.join(map(str, seeds))} per architecture) in which each analysed layer lies "
@@ -176,24 +171,23 @@ def cross_seed_section(data: ReportData) -> Section | None:
             by_group.setdefault(group["name"] if group else pair["a"], []).append((pair, result))
     if not by_group:
         return Section("cross-seed", "Cross-seed CKA", "", notes)
-    fig = Figure(figsize=(min(3.6 * len(by_group), 11.0) + 0.8, 3.4), layout="constrained")
-    axes = np.ravel(fig.subplots(1, len(by_group), squeeze=False))
+    fig, axes = panel_rows(len(by_group), (3.0, 3.1))
     numbers, spread = [], []
     for ax, (name, found) in zip(axes, by_group.items()):
         averaged = average_heatmaps([r for _, r in found])
         plot_heatmap(averaged.matrix, ax, colorbar=False)
         first, second = data.model(found[0][0]["a"]), data.model(found[0][0]["b"])
         if len(found) > 1:
-            ax.set_title(f"{name}: mean of {len(found)} pairs", fontsize=9)
+            ax.set_title(f"{name}\nmean of {len(found)} pairs", fontsize=9)
             spread.append(averaged)
         else:
             seeds = f"seeds {first['seed']} vs {second['seed']}" if first and second else "two seeds"
-            ax.set_title(f"{name}: {seeds}", fontsize=9)
+            ax.set_title(f"{name}\n{seeds}", fontsize=9)
         ax.set_ylabel("layer, first seed")
         ax.set_xlabel("layer, second seed")
         blocks = data.load(BlockResult.load, first["paths"].get("blocks"), notes) if first else None
         numbers.append(f"{name} {_corresponding_layers(averaged.matrix, blocks)}")
-    fig.colorbar(axes[0].images[0], ax=list(axes), label="CKA", shrink=0.85)
+    fig.colorbar(axes[0].images[0], ax=axes, label="CKA", shrink=0.85)
     counts = sorted({len(found) for found in by_group.values()})
     caption = (f"Linear CKA between the layers of two models of one architecture that differ only in their random seed "
                f"({' or '.join(map(str, counts))} pair{'s' if counts[-1] > 1 else ''} each, {_cka_phrase(by_group[next(iter(by_group))][0][1])}). "

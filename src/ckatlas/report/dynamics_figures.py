@@ -14,21 +14,29 @@ from ckatlas.report.block_figures import outline_spans
 from ckatlas.report.heatmap_figures import plot_heatmap
 
 
+PER_ROW = 8  # heatmaps per row of the strip
+
+
 def dynamics_figure(record: BlockDynamics) -> Figure:
     """Left: block fraction and mean first-PC variance against epoch. Right: the heatmap of
-    each recorded epoch, its blocks outlined (small multiples, in epoch order)."""
+    each recorded epoch, its blocks outlined (small multiples, in epoch order, rows of `PER_ROW`)."""
     count = len(record.epochs)
-    fig = Figure(figsize=(3.6 + 1.6 * count, 2.4), layout="constrained")
-    grid = fig.add_gridspec(1, count + 2, width_ratios=[2.2, 0.2] + [1.0] * count)
-    ax = fig.add_subplot(grid[0, 0])
+    cols = min(count, PER_ROW)
+    rows = -(-count // cols)
+    fig = Figure(figsize=(3.6 + 1.6 * cols, 0.4 + 2.0 * rows if rows > 1 else 2.4), layout="constrained")
+    grid = fig.add_gridspec(rows, cols + 2, width_ratios=[2.2, 0.2] + [1.0] * cols)
+    ax = fig.add_subplot(grid[:, 0])
     ax.plot(record.epochs, record.block_fraction, marker="o", label="block fraction")
     ax.plot(record.epochs, record.mean_variance_explained(), marker="s", label="mean PC1 variance")
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if count == 1:  # one point: an integer locator would find no integer in the padding around it
+        ax.set_xticks(record.epochs)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize=7)
     for k in range(count):
-        sub = fig.add_subplot(grid[0, k + 2])
+        sub = fig.add_subplot(grid[k // cols, k % cols + 2])
         plot_heatmap(record.cka[k], sub, colorbar=False, groups=False, layer_ticks=False,
                      title=f"epoch {int(record.epochs[k])}")
         outline_spans(sub, record.blocks[k], color="cyan", linewidth=1.0)

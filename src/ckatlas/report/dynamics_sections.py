@@ -47,9 +47,9 @@ def dynamics_section(data: ReportData) -> Section | None:
     several = len({(a[2], a[3], a[4]) for a in by_arch}) > 1
     depths = sorted({a[0] for a in by_arch})
     widths = sorted({a[1] for a in by_arch})
-    cmap, styles = colormaps["viridis"], ["-", "--", ":", "-."]
-
-    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    cmap, styles, markers = colormaps["viridis"], ["-", "--", ":", "-."], ["o", "s", "^", "D", "v", "P"]
+    columns = 4  # legend entries per row, under the panels: a legend inside a panel hides the lines
+    fig = Figure(figsize=(10, 3.4 + 0.19 * -(-len(by_arch) // columns)), layout="constrained")
     ax_bf, ax_pc = fig.subplots(1, 2)
     rows, epochs_all = [], sorted({int(e) for _, r in (x for v in by_arch.values() for x in v) for e in r.epochs})
     for arch in sorted(by_arch):
@@ -59,9 +59,10 @@ def dynamics_section(data: ReportData) -> Section | None:
         pc1 = np.array([[r.mean_variance_explained()[list(r.epochs).index(e)] for e in common] for _, r in members])
         colour = cmap(depths.index(arch[0]) / max(len(depths) - 1, 1) * 0.85)
         style = styles[widths.index(arch[1]) % len(styles)]
+        marker = markers[widths.index(arch[1]) % len(markers)]
         label = _label(members[0][0], several)
-        ax_bf.plot(common, fraction.mean(0), style, color=colour, marker="o", markersize=3, label=label)
-        ax_pc.plot(common, np.nanmean(pc1, 0), style, color=colour, marker="o", markersize=3, label=label)
+        ax_bf.plot(common, fraction.mean(0), style, color=colour, marker=marker, markersize=3, label=label)
+        ax_pc.plot(common, np.nanmean(pc1, 0), style, color=colour, marker=marker, markersize=3)
         values = dict(zip(common, fraction.mean(0)))
         rows.append([esc(label), str(len(members))] + [fmt(values.get(e)) if e in values else "–" for e in epochs_all]
                     + [fmt(float(np.nanmean(pc1[:, 0]))), fmt(float(np.nanmean(pc1[:, -1])))])
@@ -71,13 +72,14 @@ def dynamics_section(data: ReportData) -> Section | None:
         ax.set_ylabel(what)
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-    ax_pc.legend(fontsize=7, loc="best", handlelength=3.5)
+    fig.legend(loc="outside lower center", ncols=min(columns, len(by_arch)), fontsize=7, handlelength=3.5,
+               frameon=False)
     first = next(iter(by_arch.values()))[0][1]
     examples = first.metadata.get("examples", "?")
     parts = [figure_html(fig, "block fraction and first-PC variance against epoch", (
         f"Left: share of layers inside a block; right: the mean over layers of each layer's first-PC share of its "
         f"variance; at each recorded epoch, on {examples} test images; one line per architecture (mean over its "
-        f"seeds); colour: depth, line style: width."))]
+        f"seeds); colour: depth, line style and marker: width."))]
     parts.append(table_html(
         ["architecture", "seeds"] + [f"epoch {e}" for e in epochs_all] + ["PC1 at first record", "PC1 at last"], rows))
 

@@ -86,16 +86,16 @@ def _group_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _font_size(count: int, inches: float) -> float:
-    return float(np.clip(0.8 * 72.0 * inches / max(count, 1), _MIN_FONT, _MAX_FONT))
-
-
 def _label_axis(ax: Axes, axis: str, names: Sequence[str], inches: float) -> None:
     """Every layer's name, or group names for many layers (module docstring)."""
     rotation = 90
-    if len(names) <= MAX_NAMED_LAYERS:
+    # the names themselves take room from the panel (about 0.6 em per character): the font that fits
+    # every name in what is left, or group names when that font would be too small to read
+    longest = max((len(str(n)) for n in names), default=0)
+    fitting = 0.8 * 72.0 * inches / max(len(names), 1) / (1.0 + 0.8 * 0.6 * longest / max(len(names), 1))
+    if len(names) <= MAX_NAMED_LAYERS and fitting >= _MIN_FONT:
         positions, labels = np.arange(len(names)), list(names)
-        size = _font_size(len(names), inches)
+        size = min(fitting, _MAX_FONT)
     else:
         rotation = 0
         size, per_layer = _MAX_FONT, inches / len(names)  # inches of axis per layer
@@ -250,8 +250,10 @@ def plot_heatmap_grid(
         if i >= k:
             ax.set_axis_off()
             continue
-        title = None if titles is None else titles[i]
-        plot_heatmap(results[i], ax, layer_ticks=layer_ticks, title=title, colorbar=False)
+        title = _default_title(results[i]) if titles is None else titles[i]
+        plot_heatmap(results[i], ax, layer_ticks=layer_ticks, title=(title or "").replace(" vs ", "\nvs "),
+                     colorbar=False)
+        ax.title.set_fontsize(9)
     image = axes[0].images[0]
     fig.colorbar(image, ax=list(axes), label="CKA", shrink=0.8)
     return fig

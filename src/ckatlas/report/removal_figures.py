@@ -6,13 +6,23 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from ckatlas.report.block_figures import outline_spans
 from ckatlas.report.heatmap_figures import plot_heatmap
 
 _LABELS = {"cka": "CKA (blocks)", "angular": "angular distance (Gromov et al.)",
            "block_influence": "Block Influence (ShortGPT)"}
+
+
+def _plain_log_ticks(axis, values) -> None:
+    """Ticks of a log axis as plain numbers (515, not 5.15x10^2), few enough not to touch:
+    evenly spread values over less than a decade, else 1, 2 and 5 times the powers of ten."""
+    finite = [v for v in values if np.isfinite(v) and v > 0]
+    narrow = bool(finite) and max(finite) < 10 * min(finite)
+    axis.set_major_locator(MaxNLocator(nbins=5) if narrow else LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def removal_figure(result) -> Figure:  # result: ckatlas.hf.LayerRemoval
@@ -39,9 +49,7 @@ def removal_figure(result) -> Figure:  # result: ckatlas.hf.LayerRemoval
             ax_curve.plot(range(len(curve)), values, marker="o", label=_LABELS.get(name, name))
         if result.metric == "loss":
             ax_curve.set_yscale("log")
-            plain = FuncFormatter(lambda value, _: f"{value:g}")  # 515, not 5.15x10^2, over a narrow range
-            ax_curve.yaxis.set_major_formatter(plain)
-            ax_curve.yaxis.set_minor_formatter(plain)
+            _plain_log_ticks(ax_curve.yaxis, [v for c in result.curves.values() for v in np.exp(c)])
             ax_curve.set_ylabel("held-out perplexity")
             base = math.exp(next(iter(result.curves.values()))[0])
             ax_curve.axhline(base, color="grey", linewidth=0.8, linestyle=":")
