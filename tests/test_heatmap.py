@@ -120,10 +120,31 @@ def test_modes_restored_and_no_autograd() -> None:
     heatmap(model, _images(16), batch_size=8)
     assert model.training and all(m.training for m in model.modules())
     assert seen and all(s == (False, True, False) for s in seen)
-    with pytest.raises(UserInputError, match="cannot take the inputs"):
+    with pytest.raises(UserInputError, match="cannot take 5-channel inputs"):
         heatmap(model, torch.randn(16, 5, 16, 16), batch_size=8)  # wrong channel count: one clear error
     assert model.training and all(m.training for m in model.modules())
     assert not any(p.grad is not None for p in model.parameters())
+
+
+def test_inputs_a_model_cannot_take_are_named_before_its_first_forward_pass() -> None:
+    model = _resnet()  # built for 3 channels
+    calls = []
+    model.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape))
+    cases = [
+        (torch.randn(16, 1, 16, 16), r"CifarResNet' \(built for 3-channel images\) cannot take 1-channel inputs "
+                                     r"\(shape \(8, 1, 16, 16\), float32\); build the model with in_channels=1"),
+        ((torch.rand(16, 3, 16, 16) * 255).to(torch.uint8), r"takes float images; the inputs hold uint8 .* x.float\(\) / 255"),
+        (torch.randn(16, 3 * 16 * 16), r"takes images \(n, 3, H, W\); the inputs have shape \(8, 768\)"),
+    ]
+    for x, message in cases:
+        with pytest.raises(UserInputError, match=message):
+            heatmap(model, x, batch_size=8)
+    assert calls == []  # checked before any forward pass
+    other = nn.Sequential(nn.Flatten(), nn.Linear(12, 4), nn.ReLU(), nn.Linear(4, 2))  # no check of its own
+    with pytest.raises(UserInputError, match=r"model 'Sequential' cannot take the inputs \(shape \(8, 3, 16, 16\)"):
+        heatmap(model, _images(16), model_b=other, batch_size=8)
+    with pytest.raises(UserInputError, match=r"model 'CifarResNet' \(built for 1-channel images\) cannot take 3-channel inputs"):
+        heatmap(model, _images(16), model_b=_resnet(in_channels=1), batch_size=8)
 
 
 def test_two_passes_reshuffle() -> None:

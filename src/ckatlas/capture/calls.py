@@ -91,7 +91,13 @@ def call_model(model: nn.Module, batch: Any, device: torch.device | str | None =
 def first_call(model: nn.Module, batch: Any, device: torch.device | str | None = None, what: str | None = None) -> Any:
     """`call_model` for the first batch of a pass: an input the model cannot take (wrong channels, size,
     dtype) becomes one clear error naming the input's shape and dtype and the model, not a traceback from
-    deep inside it. Later batches call `call_model` directly, so a failure there is not taken for this."""
+    deep inside it. Later batches call `call_model` directly, so a failure there is not taken for this.
+    A model that can check its inputs itself (`check_inputs`, as ckatlas's own models do) checks them
+    first, before any forward pass."""
+    what = what or f"model {type(uncompiled(model)).__name__!r}"
+    check = getattr(uncompiled(model), "check_inputs", None)
+    if callable(check):
+        check(batch_inputs(batch), what)
     try:
         return call_model(model, batch, device)
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
@@ -101,7 +107,6 @@ def first_call(model: nn.Module, batch: Any, device: torch.device | str | None =
         else:
             given = _describe(x)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        what = what or f"model {type(uncompiled(model)).__name__!r}"
         raise UserInputError(
             f"{what} cannot take the inputs ({given}): {message[:300]}; give "
             "inputs of the shape and kind it was built for (channels, image size, token ids or floats)"

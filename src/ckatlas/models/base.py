@@ -61,6 +61,35 @@ class LayeredModel(nn.Module):
             return [self.stem_output, *blocks, "pool", self.head]
         raise UserInputError(f"layer kind {kind!r} is not known; expected one of {LAYER_KINDS}")
 
+    def check_inputs(self, x: object, what: str | None = None) -> None:
+        """One clear error, before any forward pass, for inputs this model cannot take.
+
+        The model takes float images (n, C, H, W) with the C channels it was built for.
+        `what` names the model in the message (default: its class).
+
+        Raises:
+            UserInputError: `x` is no 4-d tensor, has other channels, or holds integers
+                (e.g. uint8 pixels), naming its shape and dtype and what to change.
+        """
+        stem = next((m for m in self.modules() if isinstance(m, nn.Conv2d)), None)
+        if stem is None or not isinstance(x, torch.Tensor):
+            return
+        model = f"{what or type(self).__name__} (built for {stem.in_channels}-channel images)"
+        given = f"shape {tuple(x.shape)}, {str(x.dtype).removeprefix('torch.')}"
+        if x.ndim != 4:
+            raise UserInputError(f"{model} takes images (n, {stem.in_channels}, H, W); the inputs have {given}")
+        if x.shape[1] != stem.in_channels:
+            raise UserInputError(
+                f"{model} cannot take {x.shape[1]}-channel inputs ({given}); build the model with "
+                f"in_channels={x.shape[1]} (create_model(..., in_channels={x.shape[1]})) or give "
+                f"{stem.in_channels}-channel images"
+            )
+        if not x.is_floating_point():
+            raise UserInputError(
+                f"{model} takes float images; the inputs hold {str(x.dtype).removeprefix('torch.')} ({given}): "
+                "convert them as training did (e.g. x.float() / 255, then normalise)"
+            )
+
     def residual_blocks(self) -> list[BlockRef]:
         """The model's blocks in forward order (blocks replaced by `nn.Identity` are gone).
 
