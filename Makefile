@@ -36,8 +36,9 @@ system-packages:
 
 browser: system-packages
 
-# The whole suite, slow end-to-end tests included.
+# The whole suite, slow end-to-end tests included; first, the import layers of pyproject.toml.
 test: install system-packages
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "slow or not slow" -q
 
 # Fast tests only (what a bare `pytest` runs).

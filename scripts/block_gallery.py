@@ -30,7 +30,7 @@ from ckatlas.analysis import BlockDetector
 from ckatlas.files import atomic_open, atomic_write_json
 from ckatlas.heatmap import CKAResult, heatmap
 from ckatlas.report import outline_blocks
-from ckatlas.report.heatmap_figures import plot_heatmap
+from ckatlas.heatmap_figures import plot_heatmap
 
 THRESHOLD_RULE = BlockDetector(method="threshold")
 

@@ -105,13 +105,13 @@ class CKAResult(NpzResult):
 
         Returns the matplotlib axes; save with ``res.plot().figure.savefig("cka.png")``.
         """
-        from ckatlas.report.heatmap_figures import plot_heatmap  # matplotlib only when drawing
+        from ckatlas.heatmap_figures import plot_heatmap  # matplotlib only when drawing
 
         return plot_heatmap(self, ax, **kwargs)
 
     def _repr_png_(self) -> bytes:
         """The heatmap as PNG: what a Jupyter notebook shows for a result on its own line."""
-        from ckatlas.report.heatmap_figures import figure_png
+        from ckatlas.heatmap_figures import figure_png
 
         return figure_png(self.plot(), dpi=100)
 

@@ -36,6 +36,7 @@ from ckatlas.cka import MinibatchCKA
 from ckatlas.errors import UserInputError
 from ckatlas.capture.gram_passes import GramPasses
 from ckatlas.results import NpzResult
+from ckatlas.rundir import RunDir
 
 
 def default_epochs(total: int) -> tuple[int, ...]:
@@ -73,6 +74,13 @@ class DynamicsSettings:
         if bad:
             raise UserInputError(f"dynamics epochs must be integers in [0, {total}] (0: initialisation), got {bad}")
         return tuple(sorted(set(int(e) for e in self.epochs)))
+
+    def recorder(self, data: Any, total_epochs: int, run_dir: str | Path) -> DynamicsRecorder:
+        """The epoch callback `train(dynamics=self)` calls: records into `run_dir`'s dynamics.npz,
+        probing with the first `examples` test images of `data`."""
+        run_dir = Path(run_dir)
+        return DynamicsRecorder(self, data.x_test[: self.examples], total_epochs, RunDir(run_dir).dynamics,
+                                {"run": run_dir.name})
 
     def check(self) -> None:
         if self.examples < 4:

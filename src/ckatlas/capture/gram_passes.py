@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ckatlas import __version__
+from ckatlas._version import __version__
 from ckatlas.capture.calls import batch_len, call_model, first_call, inference
 from ckatlas.capture.gram_taps import GramTaps
 from ckatlas.capture.layers import LayerSpec, uncompiled

@@ -19,7 +19,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 
-from ckatlas import __version__
+from ckatlas._version import __version__
 from ckatlas.cli._common import Parser, one_line_warnings, positive_float, positive_int
 from ckatlas.cli.analyses import add_blocks, add_errors, add_pca, add_probes, add_prune
 from ckatlas.cli.experiments import add_claims, add_demo, add_presets, add_report, add_run, default_jobs

@@ -166,7 +166,7 @@ def _run_pca(args: argparse.Namespace) -> int:
     from ckatlas.analysis import pc_scatter, principal_components
     from ckatlas.capture import resolve_layers
     from ckatlas.report import plot_pc_heatmaps, plot_pc_scatter, plot_pc_variance
-    from ckatlas.train import resolve_device
+    from ckatlas.devices import resolve_device
 
     out = check_outputs(args)
     model, data = open_run(args)
@@ -224,7 +224,7 @@ def _run_probes(args: argparse.Namespace) -> int:
     from ckatlas.analysis import linear_probes
     from ckatlas.analysis.probes import DEFAULT_C_GRID
     from ckatlas.report import plot_probe_accuracy
-    from ckatlas.train import resolve_device
+    from ckatlas.devices import resolve_device
 
     out = check_outputs(args)
     model, data = open_run(args)
@@ -274,7 +274,7 @@ def _run_prune(args: argparse.Namespace) -> int:
 
     from ckatlas.analysis import BlockResult, prune_blocks
     from ckatlas.report import plot_pruning
-    from ckatlas.train import resolve_device
+    from ckatlas.devices import resolve_device
 
     out = check_outputs(args)
     block_result = BlockResult.load(args.blocks) if args.blocks else None

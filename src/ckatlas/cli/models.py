@@ -343,7 +343,7 @@ def _run_cka(args: argparse.Namespace) -> int:
     from ckatlas.files import check_writable_file
     from ckatlas.heatmap import heatmap
     from ckatlas.report import plot_heatmap
-    from ckatlas.train import resolve_device
+    from ckatlas.devices import resolve_device
 
     check_writable_file(args.out, "the CKA result", ".npz")
     if args.png:

@@ -29,6 +29,9 @@ from ckatlas.experiment.config import (
     to_toml,
     valid_depths,
 )
+# the built-in step kinds register themselves when their modules are imported, as a user's step does
+import ckatlas.experiment.steps  # noqa: E402,F401,I001
+import ckatlas.experiment.origins_step  # noqa: E402,F401
 from ckatlas.experiment.executors import EXECUTORS
 from ckatlas.experiment.pipeline import ExperimentRun, check_ready, experiment_status, run_experiment
 from ckatlas.experiment.plan import Step, plan

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ckatlas.analysis.blocks import BlockDetector
 from ckatlas.errors import UserInputError
+from ckatlas.experiment.runspec import RunSpec
 from ckatlas.experiment.schema import check_keys, from_table
 
 if TYPE_CHECKING:
-    from ckatlas.experiment.config import ExperimentConfig, RunSpec
+    from ckatlas.experiment.config import ExperimentConfig
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,6 @@ class PopulationConfig:
 
     @property
     def label(self) -> str:
-        from ckatlas.experiment.config import RunSpec
-
         return RunSpec(self.depth, self.width, self.residual, 0, self.fraction, self.family).group
 
 

@@ -18,7 +18,7 @@ from ckatlas.experiment.analysis_settings import RunSelection
 from ckatlas.experiment.registry import Step, StepKind, register_step
 from ckatlas.experiment.steps import StepContext, load_model, test_inputs
 from ckatlas.experiment.store import ExperimentStore
-from ckatlas.train import resolve_device
+from ckatlas.devices import resolve_device
 
 if TYPE_CHECKING:
     from ckatlas.experiment.config import ExperimentConfig

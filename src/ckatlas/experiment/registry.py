@@ -119,20 +119,14 @@ def unregister_step(kind: str) -> None:
     _KINDS.pop(kind, None)
 
 
-def _builtins() -> None:
-    import ckatlas.experiment.steps  # noqa: F401  (registers the built-in kinds)
-
-
 def step_kinds() -> list[StepKind]:
     """Every registered kind, in plan order: registration order, driver kinds last."""
-    _builtins()
     kinds = list(_KINDS.values())
     return [k for k in kinds if not k.driver] + [k for k in kinds if k.driver]
 
 
 def step_kind(kind: str) -> StepKind:
     """The registered kind named `kind`."""
-    _builtins()
     try:
         return _KINDS[kind]
     except KeyError:
@@ -144,4 +138,12 @@ def analysis_kinds() -> dict[str, StepKind]:
     return {k.table_name: k for k in step_kinds() if k.settings is not None}
 
 
-__all__ = ["Step", "StepKind", "analysis_kinds", "register_step", "step_kind", "step_kinds", "unregister_step"]
+def analysis_catalogue() -> dict[str, dict[str, Any]]:
+    """What summary.json records of every registered analysis, by table name: its step kind (the
+    key of its file in each model's "paths"), description and whether it runs by default. The
+    report reads it there, so that it needs no import of the experiment's registry."""
+    return {table: {"kind": k.kind, "description": k.description, "default_on": k.default_on}
+            for table, k in analysis_kinds().items()}
+
+
+__all__ = ["Step", "StepKind", "analysis_catalogue", "analysis_kinds", "register_step", "step_kind", "step_kinds", "unregister_step"]

@@ -22,8 +22,6 @@ worker, or again after a crash, with the same result. Models run on
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,13 +46,15 @@ from ckatlas.experiment.config import (
     ProbesConfig,
     PruneConfig,
 )
-from ckatlas.experiment.registry import Step, StepKind, register_step, step_kind
+from ckatlas.experiment.registry import Step, StepKind, analysis_catalogue, register_step, step_kind
 from ckatlas.experiment.store import SUMMARY_FILE, ExperimentStore
 from ckatlas.experiment.summary import build_summary
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_write_json
 from ckatlas.heatmap import CKAResult, heatmap
-from ckatlas.train import load_run, resolve_device, train
+from ckatlas.devices import resolve_device
+from ckatlas.report.html import write_report
+from ckatlas.train import load_run, train
 
 
 @dataclass(frozen=True)
@@ -79,13 +79,6 @@ def execute(step: Step, ctx: StepContext) -> float:
     started = time.perf_counter()
     step_kind(step.kind).compute(step, ctx, ExperimentStore(ctx.root))
     return time.perf_counter() - started
-
-
-def report_writer() -> Callable[[Path], object] | None:
-    """`ckatlas.report.html.write_report` once that module exists, else None."""
-    if importlib.util.find_spec(REPORT_MODULE) is None:
-        return None
-    return getattr(importlib.import_module(REPORT_MODULE), "write_report", None)
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -221,17 +214,16 @@ def _errors(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
 
 
 def _summary(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
-    atomic_write_json(store.path(SUMMARY_FILE), build_summary(store, ctx.config))
+    summary = build_summary(store, ctx.config)
+    summary["analyses"]["available"] = analysis_catalogue()
+    atomic_write_json(store.path(SUMMARY_FILE), summary)
 
 
 def _report(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
-    writer = report_writer()
-    if writer is not None:
-        writer(store.root)
+    write_report(store.root)
 
 
 # -- the plans ---------------------------------------------------------------------------------
-REPORT_MODULE = "ckatlas.report.html"  # provides write_report(experiment_dir), writing report/index.html
 _store = ExperimentStore
 
 
@@ -269,8 +261,6 @@ def _summary_plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]:
 
 
 def _report_plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]:
-    if importlib.util.find_spec(REPORT_MODULE) is None:
-        return []
     return [Step("report", "report", ("report/index.html",), ("summary",), tuple(config.runs))]
 
 
@@ -312,7 +302,5 @@ for _kind in (
 ):
     register_step(_kind)
 
-import ckatlas.experiment.origins_step  # noqa: E402,F401  (registers "origins"; it uses this module's helpers)
 
-
-__all__ = ["StepContext", "execute", "load_model", "report_writer", "test_inputs"]
+__all__ = ["StepContext", "execute", "load_model", "test_inputs"]

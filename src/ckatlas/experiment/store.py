@@ -30,7 +30,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ckatlas import __version__
+from ckatlas._version import __version__
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.config import ExperimentConfig, to_toml
 from ckatlas.files import atomic_write_json, atomic_write_text, is_stray, read_json

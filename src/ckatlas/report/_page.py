@@ -31,6 +31,31 @@ DPI = 100  # figures are embedded: enough for a screen, small enough to mail the
 T = TypeVar("T")
 
 
+_SECTIONS: list[tuple[int, Callable[[ReportData], Section | None], tuple[str, ...]]] = []
+
+
+def report_section(order: int, *tables: str) -> Callable[[Callable[[ReportData], Section | None]], Callable[..., Any]]:
+    """Register a section of the report: `order` places it on the page (lower first); `tables` are
+    the ``[analyses]`` tables it draws (an enabled analysis that no section names gets the
+    report's generic section instead). Sections register when their module is imported."""
+
+    def register(build: Callable[[ReportData], Section | None]) -> Callable[[ReportData], Section | None]:
+        _SECTIONS.append((order, build, tables))
+        return build
+
+    return register
+
+
+def section_builders() -> list[Callable[[ReportData], Section | None]]:
+    """The registered sections, in page order."""
+    return [build for _, build, _ in sorted(_SECTIONS, key=lambda entry: entry[0])]
+
+
+def drawn_tables() -> set[str]:
+    """The ``[analyses]`` tables that a registered section draws."""
+    return {table for _, _, tables in _SECTIONS for table in tables}
+
+
 @dataclass
 class Section:
     """One section of the report.
@@ -84,6 +109,17 @@ class ReportData:
         self.models: list[dict[str, Any]] = list(self.summary.get("models", []))
         self.groups: dict[str, dict[str, Any]] = {g["name"]: g for g in self.summary.get("groups", [])}
         self._cache: dict[tuple[str, str], tuple[Any, str | None]] = {}
+
+    @property
+    def analyses(self) -> dict[str, dict[str, Any]]:
+        """Every analysis the experiment could have run, by table name: its step kind, description
+        and whether it runs by default (summary.json's "available"; empty in older summaries)."""
+        return dict((self.summary.get("analyses") or {}).get("available") or {})
+
+    @property
+    def enabled(self) -> list[str]:
+        """The analyses ([analyses] tables) this experiment ran."""
+        return list((self.summary.get("analyses") or {}).get("enabled") or [])
 
     @property
     def detector(self) -> BlockDetector:

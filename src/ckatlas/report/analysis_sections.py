@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from ckatlas.analysis import BlockResult, ErrorComparison, PCAResult, ProbeResult, PruneResult
 from ckatlas.report._page import (
+    report_section,
     ReportData,
     Section,
     esc,
@@ -30,7 +31,7 @@ from ckatlas.report._page import (
 )
 from ckatlas.report.analysis_figures import plot_pc_heatmaps, plot_pc_variance, plot_probe_accuracy, plot_pruning
 from ckatlas.report.error_figures import plot_class_differences, plot_example_scatter
-from ckatlas.report.heatmap_figures import plot_heatmap
+from ckatlas.heatmap_figures import plot_heatmap
 
 
 def _block_names(data: ReportData, model: dict[str, Any], notes: list[str]) -> list[list[str]]:
@@ -75,6 +76,7 @@ def _pc_numbers(result: PCAResult, blocks: list[list[str]]) -> str:
             f"similarity is {np.nanmean(result.pc_similarity[sub][off]):.2f}.")
 
 
+@report_section(50, "pca")
 def pca_section(data: ReportData) -> Section | None:
     """Variance explained by each layer's first PC, and the PC-similarity and CKA-without-PC1 maps."""
     if not any("pca" in m["paths"] for m in data.models):
@@ -118,6 +120,7 @@ def pca_section(data: ReportData) -> Section | None:
 
 
 # -- probes -------------------------------------------------------------------------------------------
+@report_section(60, "probes")
 def probes_section(data: ReportData) -> Section | None:
     """Linear-probe accuracy of each layer, in-block layers shaded."""
     if not any("probes" in m["paths"] for m in data.models):
@@ -167,6 +170,7 @@ def _deletion_effects(results: list[PruneResult]) -> str | None:
             + " and ".join(parts) + " on average.")
 
 
+@report_section(70, "prune")
 def prune_section(data: ReportData) -> Section | None:
     """Test accuracy as residual blocks are deleted from the end of each stage, in-block deletions marked."""
     if not any("prune" in m["paths"] for m in data.models):
@@ -212,6 +216,7 @@ def _population(name: str, accuracy: np.ndarray) -> str:
     return f"{name} ({len(accuracy)} models, test accuracy {100 * accuracy.mean():.1f}{spread}%)"
 
 
+@report_section(110, "errors")
 def errors_section(data: ReportData) -> Section | None:
     """Per-example and per-class comparison of two populations of models, with their tests."""
     relative = data.summary.get("analyses", {}).get("errors")

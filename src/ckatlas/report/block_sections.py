@@ -15,6 +15,7 @@ from matplotlib.axes import Axes
 from ckatlas.analysis import BlockResult, BlockStability, average_heatmaps
 from ckatlas.heatmap import CKAResult
 from ckatlas.report._page import (
+    report_section,
     ReportData,
     Section,
     esc,
@@ -30,7 +31,7 @@ from ckatlas.report._page import (
 )
 from ckatlas.report.analysis_figures import plot_averaged_heatmap
 from ckatlas.report.block_figures import outline_blocks, plot_block_frequency
-from ckatlas.report.heatmap_figures import plot_heatmap
+from ckatlas.heatmap_figures import plot_heatmap
 
 
 def _cka_phrase(cka: CKAResult) -> str:
@@ -38,6 +39,7 @@ def _cka_phrase(cka: CKAResult) -> str:
     return f"{cka.n} test examples in {cka.num_batches} minibatches{passes}"
 
 
+@report_section(20, "blocks")
 def heatmap_grid_section(data: ReportData) -> Section | None:
     """Each model's within-model CKA heatmap, depth x width, with its blocks outlined."""
     notes: list[str] = []
@@ -92,6 +94,7 @@ def _block_cell(result: BlockResult) -> str:
     return "<br>".join(lines)
 
 
+@report_section(30, "blocks")
 def block_table_section(data: ReportData) -> Section | None:
     """One row per model: its blocks as layer ranges, their sizes and mean CKA, its block fraction."""
     notes: list[str] = []
@@ -115,6 +118,7 @@ def block_table_section(data: ReportData) -> Section | None:
     return Section("blocks", "Blocks of every model", text + table_html(header, rows, cls="blocks"), notes)
 
 
+@report_section(40, "blocks")
 def stability_section(data: ReportData) -> Section | None:
     """How much the blocks of a group's seeds agree (for groups with several seeds)."""
     groups = [g for g in data.groups.values() if g.get("stability")]
@@ -157,6 +161,7 @@ def _corresponding_layers(matrix: np.ndarray, blocks: BlockResult | None) -> str
     return ", ".join(parts)
 
 
+@report_section(80, "cross_seed")
 def cross_seed_section(data: ReportData) -> Section | None:
     """CKA between two models that differ only in their seed, averaged over the pairs of each group."""
     pairs = data.summary.get("cross_seed", [])

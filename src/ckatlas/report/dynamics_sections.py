@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ckatlas.analysis.dynamics import BlockDynamics
-from ckatlas.report._page import ReportData, Section, esc, fmt, figure_html, para, table_html
+from ckatlas.report._page import ReportData, Section, esc, fmt, figure_html, para, table_html, report_section
 from ckatlas.report.dynamics_figures import dynamics_figure
 
 
@@ -31,6 +31,7 @@ def _label(model: dict[str, Any], several_kinds: bool) -> str:
     return text
 
 
+@report_section(90, "dynamics")
 def dynamics_section(data: ReportData) -> Section | None:
     """Block fraction and first-PC variance through training, per architecture (mean over seeds)."""
     models = [m for m in data.models if "dynamics" in m["paths"]]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ckatlas.analysis.trend import PERMUTATIONS, trend_test
-from ckatlas.report._page import ReportData, Section, esc, fmt, para, slice_title, table_html
+from ckatlas.report._page import ReportData, Section, esc, fmt, para, slice_title, table_html, report_section
 
 
 def _direction(values: Sequence[float]) -> str:
@@ -165,6 +165,7 @@ def _cell(data: ReportData, table: dict[str, Any], depth: int, width: float) -> 
             + f'<span class="acc">acc {accuracy}</span><span class="n">n = {n}</span></td>')
 
 
+@report_section(10)
 def headline_section(data: ReportData) -> Section | None:
     """The depth x width table of block fraction and accuracy, and the finding in sentences."""
     tables = data.summary.get("grid", [])

@@ -16,45 +16,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ckatlas import __version__
+from ckatlas._version import __version__
 from ckatlas.errors import UserInputError
-from ckatlas.experiment.registry import analysis_kinds
 from ckatlas.files import atomic_write_text
-from ckatlas.report._page import HOVER_SCRIPT, ReportData, Section, esc, para, table_html
-from ckatlas.report.analysis_sections import errors_section, pca_section, probes_section, prune_section
-from ckatlas.report.block_sections import (
-    block_table_section,
-    cross_seed_section,
-    heatmap_grid_section,
-    stability_section,
+from ckatlas.report import (  # noqa: F401  (each registers its sections with `report_section` when imported)
+    analysis_sections,
+    block_sections,
+    dynamics_sections,
+    headline,
+    origins_sections,
 )
-from ckatlas.report.dynamics_sections import dynamics_section
-from ckatlas.report.headline import headline_section
-from ckatlas.report.origins_sections import origins_section
+from ckatlas.report._page import HOVER_SCRIPT, ReportData, Section, drawn_tables, esc, para, section_builders, table_html
 
 REPORT_FILE = "report/index.html"
-
-_SECTIONS: list[Callable[[ReportData], Section | None]] = [
-    headline_section,
-    heatmap_grid_section,
-    block_table_section,
-    stability_section,
-    pca_section,
-    probes_section,
-    prune_section,
-    cross_seed_section,
-    dynamics_section,
-    origins_section,
-    errors_section,
-]
-
-# The analyses ([analyses] tables) drawn by a section of their own above; every other registered
-# analysis gets the generic section (`registered_sections`).
-_OWN_SECTIONS = {"blocks", "pca", "probes", "prune", "cross_seed", "dynamics", "origins", "errors"}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1d1d1f;
@@ -98,7 +75,7 @@ def render_report(experiment_dir: str | os.PathLike) -> str:
         UserInputError: `experiment_dir` is no finished experiment (no summary.json).
     """
     data = ReportData(experiment_dir)
-    sections = [s for s in (build(data) for build in _SECTIONS) if s is not None] + registered_sections(data)
+    sections = [s for s in (build(data) for build in section_builders()) if s is not None] + registered_sections(data)
     body = "".join(_section_html(s) for s in sections)
     toc = "".join(f'<a href="#{esc(s.anchor)}">{esc(s.title)}</a>' for s in sections)
     name = data.summary.get("name", "experiment")
@@ -162,22 +139,22 @@ def _header(data: ReportData) -> str:
 def registered_sections(data: ReportData) -> list[Section]:
     """A generic section for each registered analysis without one of its own: each model's result
     file and the plain values at its top level (JSON results)."""
-    enabled = data.summary.get("analyses", {}).get("enabled", [])
     sections = []
-    for table, kind in analysis_kinds().items():
-        if table in _OWN_SECTIONS or table not in enabled:
+    for table, kind in data.analyses.items():
+        if table in drawn_tables() or table not in data.enabled:
             continue
         rows = []
         for model in data.models:
-            path = model["paths"].get(kind.kind)
+            path = model["paths"].get(kind["kind"])
             if path is None:
                 continue
             values = data.load(_plain_values, path, [])
             shown = "; ".join(f"{k} = {v}" for k, v in (values or {}).items()) or "–"
             rows.append([esc(model["name"]), f"<code>{esc(path)}</code>", esc(shown)])
-        text = para(f"{kind.description or table} ([analyses.{table}]), one result per model.")
+        description = kind.get("description") or table
+        text = para(f"{description} ([analyses.{table}]), one result per model.")
         body = text + (table_html(["model", "result", "values"], rows) if rows else para("No results."))
-        sections.append(Section(f"analysis-{table}", kind.description or table, body))
+        sections.append(Section(f"analysis-{table}", description, body))
     return sections
 
 
@@ -193,9 +170,8 @@ def _plain_values(path: Path) -> dict[str, Any]:
 
 
 def _not_computed(data: ReportData) -> str:
-    enabled = set(data.summary.get("analyses", {}).get("enabled", []))
-    missing = [kind.description or table for table, kind in analysis_kinds().items()
-               if not kind.default_on and table not in enabled]
+    missing = [kind.get("description") or table for table, kind in data.analyses.items()
+               if not kind.get("default_on") and table not in data.enabled]
     if not missing:
         return ""
     return para("Not computed in this experiment: " + ", ".join(missing)

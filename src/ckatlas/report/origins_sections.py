@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ckatlas.analysis.origins import BlockOrigins
-from ckatlas.report._page import ReportData, Section, esc, figure_html, fmt, para, table_html
+from ckatlas.report._page import ReportData, Section, esc, figure_html, fmt, para, table_html, report_section
 
 #: Models whose dominant examples are drawn (the rest are in the table).
 MAX_DRAWN = 6
@@ -48,6 +48,7 @@ def dominant_figure(found: list[tuple[dict[str, Any], BlockOrigins]]) -> Figure 
     return fig
 
 
+@report_section(100, "origins")
 def origins_section(data: ReportData) -> Section | None:
     """Each traced block's scores and its dominant examples."""
     if not any("origins" in m["paths"] for m in data.models):

@@ -6,10 +6,10 @@ import io
 import math
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from ckatlas import __version__
+from ckatlas._version import __version__
 from ckatlas.cpu import training_threads
 from ckatlas.data import (
     NO_AUGMENTATION,
@@ -40,8 +40,15 @@ from ckatlas.train.predict import (
 )
 from ckatlas.train.runs import TrainResult, run_is_finished
 
-if TYPE_CHECKING:
-    from ckatlas.analysis.dynamics import DynamicsSettings
+EpochCallback = Callable[[nn.Module, int, torch.device], None]
+
+
+class EpochRecording(Protocol):
+    """What `train(dynamics=...)` takes, e.g. `ckatlas.analysis.dynamics.DynamicsSettings`: it makes
+    the callback that training calls with the model at initialisation (epoch 0, on a fresh start)
+    and after every epoch. Training imports no analysis: the analysis brings its own callback."""
+
+    def recorder(self, data: ImageData, total_epochs: int, run_dir: Path) -> EpochCallback: ...
 
 
 def cosine_lr(step: int, total_steps: int, peak: float) -> float:
@@ -291,7 +298,7 @@ def train(
     resume: bool = False,
     quiet: bool = False,
     device: str | torch.device | None = None,
-    dynamics: DynamicsSettings | None = None,
+    dynamics: EpochRecording | None = None,
 ) -> TrainResult:
     """Train one model and write its run directory (see the module docstring).
 
@@ -304,8 +311,9 @@ def train(
         quiet: no progress bar.
         device: "cpu", "cuda", "cuda:N" or None (CUDA when present). On CUDA,
             training uses bfloat16 autocast and channels_last.
-        dynamics: record the heatmap, blocks and first-PC variance at some epochs into
-            the run's dynamics.npz (`ckatlas.analysis.dynamics`); training is unchanged.
+        dynamics: record something at some epochs, e.g. `DynamicsSettings`: the heatmap,
+            blocks and first-PC variance into the run's dynamics.npz
+            (`ckatlas.analysis.dynamics`); training is unchanged (`EpochRecording`).
 
     Returns:
         The finished run's `TrainResult`.
@@ -342,12 +350,7 @@ def train(
         meta, best = load_state(files.state, model, optimizer, generator, device)
         start_epoch, history = meta["epoch"], meta["history"]
 
-    recorder = None
-    if dynamics is not None:
-        from ckatlas.analysis.dynamics import DynamicsRecorder
-
-        probe = data.x_test[: dynamics.examples]
-        recorder = DynamicsRecorder(dynamics, probe, config.epochs, files.dynamics, {"run": run_dir.name})
+    recorder = None if dynamics is None else dynamics.recorder(data, config.epochs, run_dir)
     with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.cpu)
         if recorder is not None and start_epoch == 0:
             recorder(model, 0, device)

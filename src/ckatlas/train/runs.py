@@ -14,7 +14,7 @@ from torch import nn
 from ckatlas.errors import UserInputError
 from ckatlas.rundir import METRICS_FILE, MODEL_FILE, RunDir
 from ckatlas.train.config import TrainConfig, build_model
-from ckatlas.train.predict import resolve_device
+from ckatlas.devices import resolve_device
 
 
 @dataclass(frozen=True)
