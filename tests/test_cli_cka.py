@@ -20,7 +20,7 @@ def run_dir(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("runs") / "r8"
     config = TrainConfig(arch="resnet8", width=0.25, dataset="digits", fraction=0.1, epochs=1, batch_size=32, seed=1)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # oneDNN heap corruption in training with 2 threads (/work/notes/onednn_crash.md)
+    torch.set_num_threads(1)  # oneDNN heap corruption in training with 2 threads (torch 2.13's oneDNN CPU convolutions)
     try:
         train(config, out, quiet=True, device="cpu")
     finally:

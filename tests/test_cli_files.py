@@ -77,7 +77,7 @@ def test_outputs_that_cannot_be_written_fail_before_any_computation(tmp_path, ca
     def no_computation(*args, **kwargs):
         raise AssertionError("the output location must be checked before the heatmap is computed")
 
-    monkeypatch.setattr(importlib.import_module("ckatlas.heatmap"), "_population", no_computation)
+    monkeypatch.setattr(importlib.import_module("ckatlas.heatmap"), "heatmap", no_computation)
     regular = tmp_path / "a_file"
     regular.write_text("x")
     fresh = ["--arch", "resnet8", "--width", "0.25", "--random-inputs", "8"]
@@ -113,7 +113,7 @@ def test_an_output_of_another_kind_is_refused_and_not_replaced(tmp_path, capsys,
     def no_computation(*args, **kwargs):
         raise AssertionError("the output's kind must be checked before the heatmap is computed")
 
-    monkeypatch.setattr(importlib.import_module("ckatlas.heatmap"), "_population", no_computation)
+    monkeypatch.setattr(importlib.import_module("ckatlas.heatmap"), "heatmap", no_computation)
     figure = tmp_path / "plot.png"
     figure.write_bytes(b"\x89PNG\r\n\x1a\n a figure")
     fresh = ["--arch", "resnet8", "--width", "0.25", "--random-inputs", "8"]

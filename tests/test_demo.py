@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    # One thread: torch 2.13's oneDNN CPU convolutions can corrupt the heap with two (/work/notes/onednn_crash.md).
+    # One thread: torch 2.13's oneDNN CPU convolutions can corrupt the heap with two.
     assert main(["demo", "--out", str(out), "--threads", "1"]) == 0
     printed = capsys.readouterr().out
     report = out / "report" / "index.html"

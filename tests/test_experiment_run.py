@@ -32,7 +32,6 @@ from ckatlas.cli import main
 from ckatlas.errors import UserInputError
 from ckatlas.experiment import config_from_dict, load_config, plan, run_experiment
 from ckatlas.experiment import registry
-from ckatlas.experiment import steps as steps_module
 from ckatlas.experiment.claims import SWEEPS
 from ckatlas.experiment.executors import torch_threads
 from ckatlas.experiment.steps import test_inputs as experiment_inputs
@@ -41,8 +40,8 @@ from ckatlas.train import load_run, train
 
 pytestmark = pytest.mark.slow
 
-# One PyTorch thread: with two, oneDNN's CPU convolutions in torch 2.13 corrupt the heap at random
-# (/work/notes/onednn_crash.md); one thread also makes the runs bit-for-bit repeatable.
+# One PyTorch thread: with two, oneDNN's CPU convolutions in torch 2.13 corrupt the heap at random;
+# one thread also makes the runs bit-for-bit repeatable.
 THREADS = 1
 TIMES = ("timings.json", "spans.json")  # when steps ran: differs between runs
 
@@ -278,19 +277,21 @@ def test_a_truncated_model_file_is_not_done_and_is_written_again(finished, toml_
         load_run(root / "runs" / name)
 
 
-def test_a_crash_in_a_step_resumes_where_it_stopped(finished, toml_file, tmp_path, monkeypatch):
+def test_a_crash_in_a_step_resumes_where_it_stopped(finished, toml_file, tmp_path):
     root = tmp_path / "crashed"
 
     def boom(step, ctx, store):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(steps_module, "_pca", boom)
-    monkeypatch.setitem(registry._KINDS, "pca", dataclasses.replace(registry.step_kind("pca"), compute=boom))
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run_experiment(toml_file, root, quiet=True, threads=THREADS)
+    pca = registry.step_kind("pca")
+    registry.register_step(dataclasses.replace(pca, compute=boom), replace=True)  # a PCA that crashes
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run_experiment(toml_file, root, quiet=True, threads=THREADS)
+    finally:
+        registry.register_step(pca, replace=True)
     assert not (root / "summary.json").exists() and not (root / "analysis/pca").exists()
     trained = _snapshot(root / "runs")
-    monkeypatch.undo()
 
     result = run_experiment(toml_file, root, quiet=True, threads=THREADS)
     assert {k.split("/")[0] for k in result.computed} == {"pca", "prune", "errors", "origins", "summary", "report"}

@@ -275,7 +275,7 @@ def test_result_save_load_round_trip(tmp_path) -> None:
     with pytest.raises(UserInputError, match="does not exist"):
         CKAResult.load(tmp_path / "missing.npz")
     np.savez(tmp_path / "other.npz", x=np.zeros(2))
-    with pytest.raises(UserInputError, match="holds no a CKAResult|missing"):
+    with pytest.raises(UserInputError, match="is not a CKAResult|missing"):
         CKAResult.load(tmp_path / "other.npz")
     (tmp_path / "truncated.npz").write_bytes((tmp_path / "other.npz").read_bytes()[:40])  # a cut-off copy
     with pytest.raises(UserInputError, match=r"truncated\.npz: not a readable \.npz file"):

@@ -84,7 +84,7 @@ def _section(dom: _Dom, anchor: str) -> _Node | None:
 # -- the experiment --------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def experiment(tmp_path_factory) -> tuple[Path, str]:
-    """The tiny preset run by `ckatlas demo --quick` (one thread: /work/notes/onednn_crash.md); its stdout."""
+    """The tiny preset run by `ckatlas demo --quick` (one thread: torch 2.13's oneDNN CPU convolutions can corrupt the heap with two); its stdout."""
     out = tmp_path_factory.mktemp("report") / "tiny"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):

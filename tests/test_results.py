@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ckatlas.analysis import BlockResult, ErrorComparison, find_blocks
+import ckatlas
+from ckatlas.analysis import ErrorComparison, Population, compare_populations, find_blocks
+from ckatlas.analysis.dynamics import BlockDynamics
+from ckatlas.analysis.origins import BlockOrigins
+from ckatlas.experiment.claims import Claim, ClaimsResult
+from ckatlas.hf.removal import LayerRemoval
 from ckatlas.analysis.across import AveragedCKA, LayerMatch, average_heatmaps, match_layers
 from ckatlas.analysis.stability import BlockStability, block_stability
 from ckatlas.analysis.pca import PCAResult
@@ -28,45 +36,92 @@ def _cka(seed: int = 0) -> CKAResult:
     return CKAResult(m, names, names, np.zeros((5, 5)), 64, 2, 1, "a", "a", True, {"seed": seed})
 
 
-def _instances() -> list[JsonResult | NpzResult]:
+def _all_result_classes() -> list[type]:
+    """Every result class of the package: each module imported, then every subclass of the two bases."""
+    for module in pkgutil.walk_packages(ckatlas.__path__, "ckatlas."):
+        if not module.name.endswith("__main__"):  # (running the command line)
+            importlib.import_module(module.name)
+    found, todo = [], [JsonResult, NpzResult]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub.__module__.startswith("ckatlas.") and sub not in found:
+                found.append(sub)
+                todo.append(sub)
+    return sorted(found, key=lambda c: c.__name__)
+
+
+def _comparison() -> ErrorComparison:
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 4
+    pops = [Population(np.where(rng.random((3, 40)) < 0.7, labels, (labels + 1) % 4), labels, 4,
+                       [f"{name}{i}" for i in range(3)], name) for name in ("a", "b")]
+    return compare_populations(*pops, num_permutations=50)
+
+
+def _instances() -> dict[type, JsonResult | NpzResult]:
+    """One instance of every result class (a new class without one fails the test below)."""
     blocks = [find_blocks(_cka(s), threshold=0.6, min_size=2) for s in range(2)]
     pca = PCAResult(["a", "b"], np.array([0.5, 0.6]), np.eye(2), np.eye(2), np.eye(2), 10, 1, {"k": 1})
     probes = ProbeResult(["a"], ["layer"], [4], np.array([0.5]), np.array([[0.4, 0.5]]), np.array([0.1]), [True],
                          [0.1, 1.0], 100, 20, 50, 0.1, {})
     prune = PruneResult(0.9, [], 0, 50, {})
-    return [blocks[0], block_stability(blocks, ["s0", "s1"]), _cka(), pca, probes, prune,
-            average_heatmaps([_cka(0), _cka(1)]), match_layers(_cka())]
+    dynamics = BlockDynamics([0, 2], ["l0", "l1", "l2"], np.stack([np.eye(3)] * 2), np.full((2, 3), 0.4),
+                             [0.0, 0.67], [[], [[0, 1]]], {"examples": 64}, np.array([0.0, 0.5]))
+    origins = BlockOrigins(["l0", "l1", "l2"], [[0, 1]], np.full((1, 10), 0.1), np.array([[3, 1]]), np.array([[3]]),
+                           np.array([[5]]), np.eye(3)[None], np.eye(3)[None], np.eye(3)[None], np.eye(3)[None],
+                           np.zeros((2, 1, 4, 4)), {"remove": 0.1})
+    removal = LayerRemoval(["l0", "l1"], np.eye(3), np.zeros((3, 3)), np.array([0.2, 0.1]), [[0, 1]],
+                           {"cka": [[1]]}, {"cka": [1.5, 1.7]}, "loss", {"tokens": 100})
+    claims = ClaimsResult("exp", [Claim("width", "grows with width", "Spearman rho", 0.5, 0.01, 12, True, "",
+                                        {"per_depth": [0.4]}),
+                                  Claim("depth", "grows with depth", "Spearman rho", None, None, 0, None, "one depth")],
+                          0.05, {"permutations": 100})
+    made = [blocks[0], block_stability(blocks, ["s0", "s1"]), _cka(), pca, probes, prune,
+            average_heatmaps([_cka(0), _cka(1)]), match_layers(_cka()), _comparison(), dynamics, origins, removal,
+            claims]
+    return {type(result): result for result in made}
 
 
-@pytest.mark.parametrize("result", _instances(), ids=lambda r: type(r).__name__)
-def test_every_result_round_trips_through_its_file(result, tmp_path: Path) -> None:
+INSTANCES = _instances()
+CLASSES = _all_result_classes()
+
+
+def test_every_result_class_has_an_example_here() -> None:
+    missing = [c.__name__ for c in CLASSES if c not in INSTANCES]
+    assert not missing, f"add an instance of {missing} to _instances()"
+
+
+@pytest.mark.parametrize("kind", CLASSES, ids=lambda c: c.__name__)
+def test_every_result_round_trips_through_its_file(kind, tmp_path: Path) -> None:
+    result = INSTANCES[kind]
     suffix = ".json" if isinstance(result, JsonResult) else ".npz"
     path = result.save(tmp_path / f"r{suffix}")
     back = type(result).load(path)
+    assert type(back) is kind
     assert json.dumps(back.to_dict(), sort_keys=True) == json.dumps(result.to_dict(), sort_keys=True)
 
 
-@pytest.mark.parametrize("kind", [BlockResult, BlockStability, ProbeResult, PruneResult, ErrorComparison, LayerMatch])
+@pytest.mark.parametrize("kind", [c for c in CLASSES if issubclass(c, JsonResult)], ids=lambda c: c.__name__)
 def test_a_json_result_of_another_kind_or_missing_a_field_is_one_clear_error(kind, tmp_path: Path) -> None:
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"format": "ckatlas.Something", "x": 1}))
-    with pytest.raises(UserInputError, match=rf"other\.json: not {kind.WHAT}: expected format '{kind.FORMAT}'"):
+    with pytest.raises(UserInputError, match=rf"other\.json: not {re.escape(kind.WHAT)}: expected format '{kind.FORMAT}'"):
         kind.load(other)
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"format": kind.FORMAT}))
-    with pytest.raises(UserInputError, match=rf"partial\.json: {kind.WHAT} with a missing or malformed field"):
+    with pytest.raises(UserInputError, match=rf"partial\.json: {re.escape(kind.WHAT)} with a missing or malformed field"):
         kind.load(partial)
     with pytest.raises(UserInputError, match="no such file"):
         kind.load(tmp_path / "missing.json")
 
 
-@pytest.mark.parametrize("kind", [CKAResult, PCAResult, AveragedCKA])
+@pytest.mark.parametrize("kind", [c for c in CLASSES if issubclass(c, NpzResult)], ids=lambda c: c.__name__)
 def test_an_npz_result_missing_an_array_or_a_field_is_one_clear_error(kind, tmp_path: Path) -> None:
     np.savez(tmp_path / "empty.npz", something=np.zeros(2))
-    with pytest.raises(UserInputError, match=rf"holds no {kind.WHAT}: arrays .* are missing"):
+    with pytest.raises(UserInputError, match=rf"is not {re.escape(kind.WHAT)}: arrays .* are missing"):
         kind.load(tmp_path / "empty.npz")
     arrays = {name: np.zeros((2, 2)) for name in kind.ARRAYS}
     header = {"format": kind.FORMAT} if kind.FORMAT else {}
     np.savez(tmp_path / "bad.npz", header=np.array(json.dumps(header)), **arrays)
-    with pytest.raises(UserInputError, match=rf"bad\.npz: {kind.WHAT} with a missing or malformed field"):
+    with pytest.raises(UserInputError, match=rf"bad\.npz: {re.escape(kind.WHAT)} with a missing or malformed field"):
         kind.load(tmp_path / "bad.npz")

@@ -116,7 +116,7 @@ class NpzResult:
         try:
             header = json.loads(str(arrays.pop("header")))
             if cls.FORMAT is not None and header.pop("format", None) != cls.FORMAT:
-                raise UserInputError(f"{path} holds no {cls.WHAT} (format {cls.FORMAT!r} expected)")
+                raise UserInputError(f"{path} is not {cls.WHAT} (format {cls.FORMAT!r} expected)")
             return cls.from_parts(header, arrays)
         except (*_FIELD_ERRORS, json.JSONDecodeError) as exc:
             raise UserInputError(f"{path}: {cls.WHAT} with a missing or malformed field ({exc})") from None
@@ -130,7 +130,7 @@ def read_result_npz(path: str | os.PathLike, keys: tuple[str, ...] | list[str], 
     arrays = read_npz_arrays(path)
     missing = [k for k in keys if k not in arrays]
     if missing:
-        raise UserInputError(f"{path} holds no {what}: arrays {missing} are missing")
+        raise UserInputError(f"{path} is not {what}: arrays {missing} are missing")
     return arrays
 
 

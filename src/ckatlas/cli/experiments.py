@@ -276,7 +276,7 @@ def add_claims(sub: argparse._SubParsersAction) -> None:
 def _run_claims(args: argparse.Namespace) -> int:
     from ckatlas.analysis import BlockDetector
     from ckatlas.experiment.claims import evaluate_claims, experiment_detector
-    from ckatlas.files import atomic_write_json, check_writable_file
+    from ckatlas.files import check_writable_file
 
     if args.out:
         check_writable_file(args.out, "the claims", ".json")
@@ -289,6 +289,6 @@ def _run_claims(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(result.summary())
     if args.out:
-        atomic_write_json(args.out, result.to_dict())
+        result.save(args.out)
         print(f"wrote {args.out}")
     return 0

@@ -63,6 +63,7 @@ from ckatlas.analysis.trend import PERMUTATIONS, paired_difference_test, trend_t
 from ckatlas.errors import UserInputError
 from ckatlas.files import read_json
 from ckatlas.heatmap import CKAResult
+from ckatlas.results import JsonResult
 
 FIXED_BLOCKS = ("errors", "dominant-examples", "normalised")  # claims that do not follow a change of detector
 SWEEPS = {"contrast": ("min_score", (0.3, 0.4, 0.5, 0.6, 0.7)), "threshold": ("threshold", (0.8, 0.85, 0.9, 0.95, 0.97))}
@@ -115,10 +116,18 @@ class Claim:
         return {k: getattr(self, k) for k in ("key", "statement", "statistic", "value", "p_value", "n", "holds",
                                                "note", "details")}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Claim:
+        return cls(data["key"], data["statement"], data["statistic"], data["value"], data["p_value"], int(data["n"]),
+                   data["holds"], data["note"], dict(data["details"]))
+
 
 @dataclass
-class ClaimsResult:
-    """Every claim tested on one experiment."""
+class ClaimsResult(JsonResult):
+    """Every claim tested on one experiment (saved as claims.json by `ckatlas claims --out`)."""
+
+    FORMAT = "ckatlas.Claims"
+    WHAT = "a claims result"
 
     experiment: str
     claims: list[Claim]
@@ -135,9 +144,14 @@ class ClaimsResult:
         return "\n".join([f"claims of the paper on {self.experiment} (alpha {self.alpha}):"]
                          + [f"  {c.line()}" for c in self.claims])
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": "ckatlas.Claims", "experiment": self.experiment, "alpha": self.alpha,
-                "claims": [c.to_dict() for c in self.claims], "metadata": self.metadata}
+    def fields(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "alpha": self.alpha, "claims": [c.to_dict() for c in self.claims],
+                "metadata": self.metadata}
+
+    @classmethod
+    def from_fields(cls, data: dict[str, Any]) -> ClaimsResult:
+        return cls(data["experiment"], [Claim.from_dict(c) for c in data["claims"]], float(data["alpha"]),
+                   dict(data.get("metadata") or {}))
 
 
 def evaluate_claims(

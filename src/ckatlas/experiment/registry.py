@@ -103,13 +103,16 @@ class StepKind:
 _KINDS: dict[str, StepKind] = {}
 
 
-def register_step(kind: StepKind) -> StepKind:
+def register_step(kind: StepKind, *, replace: bool = False) -> StepKind:
     """Add a step kind; its steps come after those of every kind registered before it
-    (driver kinds, the summary and the report, always last)."""
+    (driver kinds, the summary and the report, always last). With `replace`, it takes the
+    place of the registered kind of its name (e.g. another computation of a built-in
+    analysis), keeping that kind's place in the order."""
     if not isinstance(kind, StepKind):
         raise TypeError(f"register_step takes a StepKind, got {type(kind).__name__}")
-    if kind.kind in _KINDS:
-        raise ValueError(f"a step kind {kind.kind!r} is already registered")
+    if (kind.kind in _KINDS) != replace:
+        raise ValueError(f"a step kind {kind.kind!r} is already registered" if not replace
+                         else f"no step kind {kind.kind!r} is registered to replace")
     _KINDS[kind.kind] = kind
     return kind
 
