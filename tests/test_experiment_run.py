@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -367,6 +368,27 @@ def test_a_different_experiment_in_the_same_directory_is_refused(finished):
     with pytest.raises(UserInputError, match=r"holds a different experiment \(train.epochs was 1, now 2\)"):
         run_experiment(changed, root, quiet=True, threads=THREADS)
     assert _snapshot(root) == before
+
+
+def test_a_new_claim_is_one_definition(finished):
+    """A claim of one's own: each model's PC1 share at its first and last analysed layer, paired."""
+    from ckatlas.experiment.claims import CLAIMS, PairedClaim, evaluate_claims
+
+    def ends(ctx):
+        pcas = [PCAResult.load(ctx.root / m["paths"]["pca"]) for m in ctx.models if "pca" in m["paths"]]
+        return [(float(p.variance_explained[-1]), float(p.variance_explained[0])) for p in pcas]
+
+    mine = PairedClaim("pc1-grows", "the first PC explains more at the output than at the input",
+                       "PC1 share, last minus first analysed layer", "needs [analyses.pca]", ends, ("last", "first"))
+    root = finished[0]
+    result = evaluate_claims(root, num_permutations=500, claims=[*CLAIMS, mine], compare_with=None)
+    assert [c.key for c in result.claims[:-1]] == [c.key for c in CLAIMS]
+    claim, pairs = result["pc1-grows"], ends(SimpleNamespace(root=root, models=[
+        m for m in json.loads((root / "summary.json").read_text())["models"] if m.get("residual", True)]))
+    expected = paired_difference_test([a for a, _ in pairs], [b for _, b in pairs], num_permutations=500, seed=0)
+    assert pairs and claim.n == len(pairs) and claim.value == pytest.approx(expected["mean_difference"])
+    assert claim.p_value == pytest.approx(expected["p_value"]) and claim.holds == (expected["p_value"] <= 0.05)
+    assert claim.details["last"] == pytest.approx(np.mean([a for a, _ in pairs]))
 
 
 def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tmp_path):

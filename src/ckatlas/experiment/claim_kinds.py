@@ -1,0 +1,325 @@
+"""How a claim is decided: `Claim` and `ClaimsResult` (what `evaluate_claims` returns and
+`ckatlas claims --out` saves), the three kinds of claim definition (`TrendClaim`,
+`PairedClaim`, `OwnClaim`) and `ClaimContext`, the finished experiment as the claims read it
+(its models, their blocks by the chosen detector, and their saved analyses, each read once).
+The paper's claims themselves are defined in `ckatlas.experiment.claims`."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ckatlas.analysis import BlockDetector, BlockResult
+from ckatlas.analysis.origins import BlockOrigins
+from ckatlas.analysis.pca import PCAResult
+from ckatlas.analysis.trend import paired_difference_test, trend_test
+from ckatlas.heatmap import CKAResult
+from ckatlas.results import JsonResult
+
+SWEEPS = {"contrast": ("min_score", (0.3, 0.4, 0.5, 0.6, 0.7)), "threshold": ("threshold", (0.8, 0.85, 0.9, 0.95, 0.97))}
+DEFAULT_SWEEP = SWEEPS["threshold"][1]  # earlier releases' name for the threshold sweep
+DETECTORS = ("heatmap", "block-outputs")  # the rows `[analyses.blocks] on` can find blocks in
+
+
+@dataclass
+class Claim:
+    """One claim of the paper, tested.
+
+    Attributes:
+        key: short name ("width", "depth", "data", "pc1-variance", ...).
+        statement: the paper's claim in words.
+        statistic: what was computed, in words.
+        value: the statistic's value (None when untested).
+        p_value: one-sided permutation p-value (None when untested).
+        n: models (or pairs) the statistic is over.
+        holds: True / False at `alpha`; None when the experiment cannot test it.
+        note: why it is untested, or a detail worth knowing.
+        details: the numbers behind it (per stratum, per threshold, ...).
+    """
+
+    key: str
+    statement: str
+    statistic: str
+    value: float | None = None
+    p_value: float | None = None
+    n: int = 0
+    holds: bool | None = None
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        other = self.details.get("compare")
+        beside = ""
+        if other is not None:
+            if other["holds"] is None:
+                beside = f"; {other['method']} rule: untested"
+            else:
+                beside = (f"; {other['method']} rule: {'holds' if other['holds'] else 'does not hold'} "
+                          f"({other['value']:+.3f}, p {other['p_value']:.3g}, n {other['n']})")
+        if self.holds is None:
+            return f"[untested] {self.key}: {self.note}{beside}"
+        verdict = "holds" if self.holds else "does NOT hold"
+        return (f"[{verdict}] {self.key}: {self.statistic} = {self.value:+.3f}, p = {self.p_value:.3g}, n = {self.n}"
+                + (f" ({self.note})" if self.note else "") + beside)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("key", "statement", "statistic", "value", "p_value", "n", "holds",
+                                               "note", "details")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Claim:
+        return cls(data["key"], data["statement"], data["statistic"], data["value"], data["p_value"], int(data["n"]),
+                   data["holds"], data["note"], dict(data["details"]))
+
+
+@dataclass
+class ClaimsResult(JsonResult):
+    """Every claim tested on one experiment (saved as claims.json by `ckatlas claims --out`)."""
+
+    FORMAT = "ckatlas.Claims"
+    WHAT = "a claims result"
+
+    experiment: str
+    claims: list[Claim]
+    alpha: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Claim:
+        for claim in self.claims:
+            if claim.key == key:
+                return claim
+        raise KeyError(key)
+
+    def summary(self) -> str:
+        return "\n".join([f"claims of the paper on {self.experiment} (alpha {self.alpha}):"]
+                         + [f"  {c.line()}" for c in self.claims])
+
+    def fields(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "alpha": self.alpha, "claims": [c.to_dict() for c in self.claims],
+                "metadata": self.metadata}
+
+    @classmethod
+    def from_fields(cls, data: dict[str, Any]) -> ClaimsResult:
+        return cls(data["experiment"], [Claim.from_dict(c) for c in data["claims"]], float(data["alpha"]),
+                   dict(data.get("metadata") or {}))
+
+
+@dataclass(frozen=True)
+class TrendClaim:
+    """A claim that block structure grows (or falls: `direction`) with one factor of the grid, within
+    each slice of the others (`strata`): `trend_test` of the detector's statistic."""
+
+    key: str
+    statement: str
+    factor: str
+    strata: tuple[str, str]
+    direction: str = "increasing"
+
+    def evaluate(self, ctx: ClaimContext, sweep: Sequence[float]) -> Claim:
+        return ctx.trend(self.key, self.statement, self.factor, self.strata, sweep, self.direction)
+
+
+@dataclass(frozen=True)
+class PairedClaim:
+    """A claim decided by a paired test over units (models, pairs of seeds): `pairs(ctx)` gives each
+    unit's (first, second) value; the claim holds when first - second > 0 at `alpha`
+    (`paired_difference_test`). `labels` name the two means in the details; `extra(ctx)` adds
+    more details; `needs` says what an experiment must hold to test it."""
+
+    key: str
+    statement: str
+    statistic: str
+    needs: str
+    pairs: Callable[[ClaimContext], list[tuple[float, float]]]
+    labels: tuple[str, str]
+    extra: Callable[[ClaimContext], dict[str, Any]] | None = None
+
+    def evaluate(self, ctx: ClaimContext, sweep: Sequence[float]) -> Claim:
+        pairs = self.pairs(ctx)
+        first, second = [a for a, _ in pairs], [b for _, b in pairs]
+        test = paired_difference_test(first, second, num_permutations=ctx.permutations, seed=ctx.seed) \
+            if pairs else None
+        details = {label: float(np.mean(values)) if pairs else None for label, values in zip(self.labels, (first, second))}
+        if self.extra is not None:
+            details.update(self.extra(ctx))
+        return ctx.claim(self.key, self.statement, self.statistic, test, self.needs, details)
+
+
+@dataclass(frozen=True)
+class OwnClaim:
+    """A claim with a test of its own (`decide(ctx)`), e.g. the errors analysis' permutation test."""
+
+    key: str
+    decide: Callable[[ClaimContext], Claim]
+
+    def evaluate(self, ctx: ClaimContext, sweep: Sequence[float]) -> Claim:
+        return self.decide(ctx)
+
+
+class ClaimContext:
+    def __init__(self, root: Path, summary: dict[str, Any], alpha: float, permutations: int, seed: int,
+                 detector: BlockDetector | None) -> None:
+        self.root, self.summary, self.alpha = root, summary, alpha
+        self.permutations, self.seed = permutations, seed
+        self.models = [m for m in summary["models"] if m.get("residual", True)]
+        self._blocks: dict[str, BlockResult] = {}
+        self._heatmaps: dict[str, CKAResult] = {}
+        table = blocks_table(summary)
+        self.rows = table.get("on", "heatmap")
+        self.refind = detector is not None
+        self.detector = detector or BlockDetector.from_saved(table, "[analyses.blocks] of summary.json")
+        self._outputs: dict[str, list[str]] = {}
+        self._traced: list[tuple[dict[str, Any], dict[str, np.ndarray], BlockOrigins]] | None = None
+
+    def share_reads(self, other: ClaimContext) -> None:
+        """Use what `other` (the same experiment, another detector) has read already and will read."""
+        self._heatmaps, self._outputs, self._traced = other._heatmaps, other._outputs, other._traced
+
+    # -- shared ----------------------------------------------------------------------------
+    def blocks(self, model: dict[str, Any]) -> BlockResult:
+        """The model's blocks: as the experiment found them, or found again with this context's detector."""
+        if model["name"] not in self._blocks:
+            if self.refind:
+                self._blocks[model["name"]] = self._find(model, self.detector, self.rows)
+            else:
+                self._blocks[model["name"]] = BlockResult.load(self.root / model["paths"]["blocks"])
+        return self._blocks[model["name"]]
+
+    @property
+    def statistic_name(self) -> str:
+        """What the trend claims test: block strength (contrast rule), or block fraction (the threshold rule,
+        as the releases that used it did)."""
+        return "block_strength" if self.detector.method == "contrast" else "block_fraction"
+
+    def has_block(self, model: dict[str, Any]) -> bool:
+        return bool(self.blocks(model).blocks)
+
+    def in_block(self, model: dict[str, Any]) -> dict[str, bool]:
+        """{analysed layer name: inside a block}."""
+        result = self.blocks(model)
+        names = result.layer_names or [str(i) for i in range(result.num_layers)]
+        return dict(zip(names, result.in_block.tolist()))
+
+    def claim(self, key: str, statement: str, statistic: str, test: dict[str, Any] | None, note: str = "",
+              details: dict[str, Any] | None = None) -> Claim:
+        """`note` says what the claim needs: shown only when the experiment cannot test it."""
+        if test is None or test.get("n", 0) == 0:
+            return Claim(key, statement, statistic, holds=None, note=note or "the experiment holds no such models",
+                         details=details or {})
+        return Claim(key, statement, statistic, float(test["mean_difference"]), float(test["p_value"]),
+                     int(test["n"]), bool(test["p_value"] <= self.alpha), "", details or {})
+
+    # -- claims 1 and 2 ----------------------------------------------------------------------
+    def trend(self, key: str, statement: str, factor: str, strata: tuple[str, str], sweep: Sequence[float],
+              direction: str = "increasing") -> Claim:
+        what = self.statistic_name.replace("_", " ")
+        statistic = f"mean Spearman rho of {what} with {factor}, within each {' x '.join(strata)}"
+        levels = {m[factor] for m in self.models}
+        if len(levels) < 2:
+            return Claim(key, statement, statistic, note=f"every model has the same {factor}")
+        models = [m for m in self.models if self._varies(m, factor, strata)]
+        if not models:
+            return Claim(key, statement, statistic, note=f"no {' x '.join(strata)} slice has two {factor}s")
+        labels = [tuple(m[s] for s in strata) for m in models]
+        values = [getattr(self.blocks(m), self.statistic_name) for m in models]
+        test = trend_test(values, [m[factor] for m in models], labels, direction=direction,
+                          num_permutations=self.permutations, seed=self.seed)
+        details: dict[str, Any] = {"strata": test.strata, "sweep": self.sweep(models, factor, labels, sweep, direction)}
+        for name, read in (("block_strength", lambda m: self.blocks(m).block_strength),
+                           ("block_fraction", lambda m: self.blocks(m).block_fraction)):
+            by_level = {str(level): float(np.mean([read(m) for m in models if m[factor] == level]))
+                        for level in sorted(levels) if any(m[factor] == level for m in models)}
+            details[f"mean_{name}"] = by_level
+        if not np.isfinite(test.statistic):
+            return Claim(key, statement, statistic, note=f"{what} does not vary in any slice",
+                         details=details, n=test.num_models, holds=False, value=0.0, p_value=1.0)
+        return Claim(key, statement, statistic, test.statistic, test.p_value, test.num_models,
+                     test.holds(self.alpha), details=details)
+
+    def _varies(self, model: dict[str, Any], factor: str, strata: tuple[str, str]) -> bool:
+        same = [m for m in self.models if all(m[s] == model[s] for s in strata)]
+        return len({m[factor] for m in same}) >= 2
+
+    def sweep(self, models: list[dict[str, Any]], factor: str, labels: list[tuple], values: Sequence[float],
+              direction: str) -> list[dict[str, Any]]:
+        """The trend test with the detector re-run at each value of its main knob (`SWEEPS`), on every
+        layer of the heatmap and on the block outputs only (its other settings as used)."""
+        knob = SWEEPS[self.detector.method][0]
+        out = []
+        for on in DETECTORS:
+            for value in values:
+                detector = self.detector.replace(**{knob: value})
+                found = [self._find(m, detector, on) for m in models]
+                strength = [f.block_strength for f in found]
+                test = trend_test([getattr(f, self.statistic_name) for f in found], [m[factor] for m in models],
+                                  labels, direction=direction,
+                                  num_permutations=self.permutations, seed=self.seed)
+                out.append({"on": on, knob: value, "rho": test.statistic, "p_value": test.p_value,
+                            "mean_block_strength": float(np.mean(strength)),
+                            "mean_block_fraction": float(np.mean([f.block_fraction for f in found]))})
+        return out
+
+    def _find(self, model: dict[str, Any], detector: BlockDetector, on: str) -> BlockResult:
+        """The model's blocks by `detector` on rows `on` of its saved heatmap (the smallest block follows
+        the rows: min_fraction of 12 block outputs is not of 70 layers)."""
+        cka = self._cka(model)
+        layers = None
+        if on == "block-outputs":
+            outputs = set(self._block_outputs(model))
+            layers = [name for name in cka.layers_a if name in outputs]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # dead layers were warned about when found first
+            return detector.find(cka, layers=layers)
+
+    def _cka(self, model: dict[str, Any]) -> CKAResult:
+        if model["name"] not in self._heatmaps:
+            self._heatmaps[model["name"]] = CKAResult.load(self.root / model["paths"]["cka"])
+        return self._heatmaps[model["name"]]
+
+    def _block_outputs(self, model: dict[str, Any]) -> list[str]:
+        """The residual stream's layer names of `model` (`model.layer_names("blocks")`)."""
+        if model["name"] not in self._outputs:
+            from ckatlas.train import load_run
+
+            self._outputs[model["name"]] = load_run(self.root / model["paths"]["run"]).model.layer_names("blocks")
+        return self._outputs[model["name"]]
+
+    # -- claim 3 ----------------------------------------------------------------------------
+    def pca_rows(self, model: dict[str, Any]) -> tuple[PCAResult, np.ndarray, np.ndarray] | None:
+        path = model["paths"].get("pca")
+        if path is None or not self.has_block(model):
+            return None
+        pca = PCAResult.load(self.root / path)
+        inside = self.in_block(model)
+        rows = [pca.layers.index(n) for n in inside if n in pca.layers]
+        mask = np.array([inside[pca.layers[r]] for r in rows])
+        return pca, np.array(rows), mask
+
+    # -- where blocks come from (Nguyen, Raghu & Kornblith 2022) --------------------------------
+    def traced_origins(self) -> list[tuple[dict[str, Any], dict[str, np.ndarray], BlockOrigins]]:
+        """(model, its blocks' scores on the four heatmaps, its origins) of every traced model with a block;
+        read and scored once for both origins claims."""
+        if self._traced is None:
+            self._traced = []
+            for model in self.models:
+                path = model["paths"].get("origins")
+                if path is not None:
+                    origins = BlockOrigins.load(self.root / path)
+                    if origins.blocks:
+                        self._traced.append((model, origins.scores(), origins))
+        return self._traced
+
+
+def blocks_table(summary: Any) -> dict[str, Any]:
+    """The saved ``[analyses.blocks]`` table of an experiment's summary ({} when it has none)."""
+    if not isinstance(summary, dict):
+        return {}
+    return dict(((summary.get("config") or {}).get("analyses") or {}).get("blocks") or {})
+
+
+__all__ = ["Claim", "ClaimContext", "blocks_table", "ClaimsResult", "OwnClaim", "PairedClaim", "TrendClaim"]
