@@ -146,8 +146,21 @@ def trend_figure(summary: dict, path: Path, title: str) -> None:
     fig.savefig(path, dpi=DPI * 1.5)
 
 
-def heatmap_figure(root: Path, summary: dict, path: Path) -> None:
-    table = max(summary["grid"], key=lambda t: len(t["depths"]) * len(t["widths"]))
+def heatmap_figures(root: Path, summary: dict, stem: Path) -> list[Path]:
+    """One heatmap grid per depth x width table (per training fraction): `stem`.png for the
+    largest table, `stem`-f<fraction>.png for the others (the data line's ends)."""
+    largest = max(summary["grid"], key=lambda t: len(t["depths"]) * len(t["widths"]))
+    paths = []
+    for table in summary["grid"]:
+        suffix = "" if table is largest else f"-f{table['fraction']:g}"
+        path = stem.with_name(stem.name + suffix + ".png")
+        heatmap_figure(root, summary, path, table)
+        paths.append(path)
+    return paths
+
+
+def heatmap_figure(root: Path, summary: dict, path: Path, table: dict | None = None) -> None:
+    table = table or max(summary["grid"], key=lambda t: len(t["depths"]) * len(t["widths"]))
     depths, widths = table["depths"], table["widths"]
     fig = Figure(figsize=(1.9 * len(widths) + 0.6, 1.8 * len(depths)), layout="constrained")
     axes = fig.subplots(len(depths), len(widths), squeeze=False)
@@ -252,9 +265,14 @@ def main() -> None:
             print(dynamics)
             print(f"![{label}: block fraction through training]({figures / f'{label}-dynamics.png'})\n")
         trend_figure(summary, figures / f"{label}-trend.png", label)
-        heatmap_figure(root, summary, figures / f"{label}-heatmaps.png")
+        drawn = heatmap_figures(root, summary, figures / f"{label}-heatmaps")
         print(f"\n![{label}: block fraction by width]({figures / f'{label}-trend.png'})")
-        print(f"![{label}: heatmaps]({figures / f'{label}-heatmaps.png'})\n")
+        for path in drawn:
+            print(f"![{label}: heatmaps]({path})")
+        print()
+        timings = summary.get("timings") or {}
+        if timings:
+            print("Stage times (s, summed over steps): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "\n")
 
 
 if __name__ == "__main__":
