@@ -27,6 +27,7 @@ from ckatlas.hf import (
     save_pruned,
     split,
 )
+from ckatlas.hf.layers import MERGEKIT_FILE, REMOVAL_FILE
 
 transformers.logging.set_verbosity_error()
 
@@ -159,6 +160,16 @@ def test_a_saved_pruned_model_loads_with_from_pretrained(tmp_path) -> None:
         torch.testing.assert_close(loaded(input_ids=ids).logits, pruned(input_ids=ids).logits)
     assert model.config.num_hidden_layers == 5  # the original is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned"]  # no staging folder left behind
+    record = json.loads((tmp_path / "pruned" / REMOVAL_FILE).read_text())
+    assert (record["removed"], record["removed_modules"], record["kept"], record["kept_ranges"]) == (
+        [2, 4], ["model.layers.2", "model.layers.4"], [0, 1, 3], [[0, 2], [3, 4]])
+    # the mergekit passthrough config: the kept layers of the source as end-exclusive slices, in order
+    config = (tmp_path / "pruned" / MERGEKIT_FILE).read_text()
+    ranges = [[int(v) for v in line.split("[")[1].rstrip("]").split(",")] for line in config.splitlines()
+              if "layer_range" in line]
+    assert ranges == [[0, 2], [3, 4]] and "merge_method: passthrough" in config
+    kept = [i for start, end in ranges for i in range(start, end)]
+    assert kept == [i for i in range(5) if i not in (2, 4)]
     with pytest.raises(UserInputError, match="exists; expected a new folder"):
         save_pruned(model, [0], str(tmp_path / "pruned"))
 
@@ -325,6 +336,13 @@ def test_the_cli_writes_the_result_the_figure_and_a_loadable_pruned_model(tmp_pa
     assert pruned.config.num_hidden_layers == 3
     assert transformers.AutoTokenizer.from_pretrained(out / "pruned-block_influence-1", local_files_only=True)
     assert len(result.removals["cka"]) == 2
+    removed = result.removed("block_influence", 1)
+    record = json.loads((out / "pruned-block_influence-1" / REMOVAL_FILE).read_text())
+    assert record["removed"] == removed and record["removed_modules"] == [result.layers[i] for i in removed]
+    assert record["source"] == str(folder) and str(folder) in (out / "pruned-block_influence-1" / MERGEKIT_FILE).read_text()
+    assert f"without layers {removed} ({result.layers[removed[0]]})" in printed.err
+    first = next(i for i in result.removals["cka"][0])
+    assert f"removes, in order: {first} ({result.layers[first]})" in printed.out  # indices with module names
     # a second save to the same place is refused before any work
     again = main(["layers", str(folder), "--text", str(corpus), "--out", str(out), "--save", "1",
                   "--criterion", "block_influence"])

@@ -49,6 +49,7 @@ def add_layers(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_layers(args: argparse.Namespace) -> int:
+    from ckatlas.hf.layers import MERGEKIT_FILE, REMOVAL_FILE
     from ckatlas.hf import (layer_redundancy, layer_stack, load_inputs, read_text, removal_curves, save_pruned, split,
                             text_token_ids)
     from ckatlas.hf.data import take
@@ -96,8 +97,11 @@ def _run_layers(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'removal.json'} and {out / 'removal.png'}", file=sys.stderr)
     if pruned_dir is not None:
         removed = result.removed(args.criterion, args.save)
-        save_pruned(model, removed, str(pruned_dir), tokenizer)
-        print(f"saved the model without layers {removed} to {pruned_dir}", file=sys.stderr)
+        save_pruned(model, removed, str(pruned_dir), tokenizer, layer_stack(model, args.layers_path), source=str(args.model))
+        names = ", ".join(result.layers[i] for i in removed)
+        print(f"saved the model without layers {removed} ({names}) to {pruned_dir}; the removal: "
+              f"{pruned_dir / REMOVAL_FILE}, as a mergekit passthrough config: {pruned_dir / MERGEKIT_FILE}",
+              file=sys.stderr)
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -154,10 +155,51 @@ def _restore_config(config: Any, state: dict[str, Any]) -> None:
         setattr(config, key, value)
 
 
+REMOVAL_FILE = "ckatlas-removal.json"  # beside a pruned model's weights: which layers were cut
+MERGEKIT_FILE = "mergekit.yml"  # the same removal as a mergekit passthrough config
+
+
+def kept_ranges(count: int, remove: Sequence[int]) -> list[tuple[int, int]]:
+    """The kept layers of a stack of `count` as half-open ranges [start, end), in order."""
+    ranges: list[tuple[int, int]] = []
+    for i in kept_layers(count, remove):
+        if ranges and ranges[-1][1] == i:
+            ranges[-1] = (ranges[-1][0], i + 1)
+        else:
+            ranges.append((i, i + 1))
+    return ranges
+
+
+def passthrough_config(count: int, remove: Sequence[int], source: str) -> str:
+    """The removal as a mergekit "passthrough" merge (YAML): slices of the source model's kept layer
+    ranges, end-exclusive as mergekit's ``layer_range``. ``mergekit-yaml`` on it rebuilds the pruned
+    model from the source."""
+    removed = sorted(int(i) for i in remove)
+    lines = [f"# {source} without layers {removed} (0-based) of its {count}: ckatlas layers --save",
+             "slices:"]
+    for start, end in kept_ranges(count, remove):
+        lines += ["  - sources:", f"      - model: {json.dumps(source)}", f"        layer_range: [{start}, {end}]"]
+    lines.append("merge_method: passthrough")
+    return "\n".join(lines) + "\n"
+
+
+def removal_record(stack: LayerStack, remove: Sequence[int], source: str | None = None) -> dict[str, Any]:
+    """Which layers were cut: 0-based indices and module names, the kept ones, the source's layer count."""
+    removed = sorted(int(i) for i in remove)
+    names = stack.names()
+    return {"format": "ckatlas.Removal", "source": source, "source_layers": stack.count, "layers_path": stack.path,
+            "removed": removed, "removed_modules": [names[i] for i in removed],
+            "kept": kept_layers(stack.count, removed),
+            "kept_ranges": [list(r) for r in kept_ranges(stack.count, removed)]}
+
+
 def save_pruned(model: nn.Module, remove: Sequence[int], out: str, tokenizer: Any = None,
-                stack: LayerStack | None = None) -> nn.Module:
+                stack: LayerStack | None = None, source: str | None = None) -> nn.Module:
     """Save the model without the layers `remove` so that ``from_pretrained(out)`` loads it; returns that model.
 
+    Beside the weights: `REMOVAL_FILE` (the removed layers' 0-based indices and module names,
+    the kept ones) and `MERGEKIT_FILE` (the same removal as a mergekit passthrough config over
+    `source`, the source model's folder or hub name; default: the model's ``name_or_path``).
     The folder is written next to its final place and renamed into it, so that an
     interrupted save leaves no half model.
 
@@ -169,13 +211,18 @@ def save_pruned(model: nn.Module, remove: Sequence[int], out: str, tokenizer: An
     target = Path(out).expanduser()
     if target.exists():
         raise UserInputError(f"{target} exists; expected a new folder for the pruned model")
+    stack = stack or layer_stack(model)
     pruned = remove_layers(model, remove, stack)
+    source = source or str(getattr(getattr(model, "config", None), "name_or_path", "") or "SOURCE_MODEL")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         pruned.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
+        (staging / REMOVAL_FILE).write_text(json.dumps(removal_record(stack, remove, source), indent=2) + "\n",
+                                            encoding="utf-8")
+        (staging / MERGEKIT_FILE).write_text(passthrough_config(stack.count, remove, source), encoding="utf-8")
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -183,4 +230,5 @@ def save_pruned(model: nn.Module, remove: Sequence[int], out: str, tokenizer: An
     return pruned
 
 
-__all__ = ["LayerStack", "kept_layers", "layer_stack", "layers_removed", "remove_layers", "save_pruned"]
+__all__ = ["MERGEKIT_FILE", "REMOVAL_FILE", "LayerStack", "kept_layers", "kept_ranges", "layer_stack", "layers_removed",
+           "passthrough_config", "remove_layers", "removal_record", "save_pruned"]

@@ -111,12 +111,20 @@ class LayerRemoval(JsonResult):
             raise UserInputError(f"n must be in [1, {len(sets)}] (the removals measured), got {n}")
         return sets[n - 1]
 
+    def _order(self, criterion: str, shown: int) -> str:
+        """The layers in the order `criterion` removes them ("11 (model.layers.11), 3 (...), ...")."""
+        order: list[int] = []
+        for removed in self.removals[criterion]:
+            order += [i for i in removed if i not in order]
+        text = ", ".join(f"{i} ({self.layers[i]})" for i in order[:shown])
+        return text + (" ..." if len(order) > shown else "")
+
     def summary(self) -> str:
         """The blocks, each criterion's first removals and, when measured, the curves."""
         lines = [f"{len(self.layers)} layers; blocks of the boundary heatmap: "
                  + (", ".join(f"{a}-{b}" for a, b in self.blocks) or "none")]
         for name in self.removals:
-            lines.append(f"  {name:<16} removes {self.removals[name][:4]}{' ...' if len(self.removals[name]) > 4 else ''}")
+            lines.append(f"  {name:<16} removes, in order: {self._order(name, 4)}")
         if self.curves:
             label = "perplexity" if self.metric == "loss" else "accuracy"
             show = (lambda v: f"{math.exp(v):10.2f}") if self.metric == "loss" else (lambda v: f"{v:10.4f}")
