@@ -94,6 +94,16 @@ def test_random_inputs(tmp_path) -> None:
     assert CKAResult.load(out).n == 40
 
 
+def test_tokens_choose_how_a_transformer_layer_becomes_one_example(tmp_path) -> None:
+    fresh = ["cka", "--arch", "vit2", "--width", "0.5", "--random-inputs", "32", "--image-size", "16",
+             "--batch-size", "16", "--layers", "all", "--quiet"]
+    assert main([*fresh, "--out", str(tmp_path / "auto.npz")]) == 0
+    assert main([*fresh, "--tokens", "mean", "--out", str(tmp_path / "mean.npz")]) == 0
+    auto, mean = CKAResult.load(tmp_path / "auto.npz"), CKAResult.load(tmp_path / "mean.npz")
+    assert (auto.metadata["tokens"], mean.metadata["tokens"]) == ("flatten", "mean")
+    assert np.abs(auto.matrix - mean.matrix).max() > 1e-3
+
+
 def test_saved_runs_use_their_own_test_data(run_dir, tmp_path, capsys) -> None:
     out = tmp_path / "run.npz"
     assert main(["cka", run_dir, "--examples", "96", "--batch-size", "32", "--out", str(out)]) == 0

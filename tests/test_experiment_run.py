@@ -361,6 +361,16 @@ def test_dynamics_is_recorded_while_the_selected_runs_train_and_reported(finishe
         run_experiment(toml_file, copy, quiet=True, threads=THREADS)
 
 
+def test_an_experiment_recorded_before_cka_tokens_existed_resumes(finished, toml_file, tmp_path):
+    root = Path(shutil.copytree(finished[0], tmp_path / "old"))
+    record = json.loads((root / "experiment.json").read_text())
+    assert record["config"]["cka"].pop("tokens") == "auto"
+    (root / "experiment.json").write_text(json.dumps(record))
+    before = _snapshot(root)
+    result = run_experiment(toml_file, root, quiet=True, threads=THREADS)
+    assert not result.computed and _snapshot(root) == before  # the same experiment: nothing to do
+
+
 def test_a_different_experiment_in_the_same_directory_is_refused(finished):
     root, config, _ = finished
     before = _snapshot(root)

@@ -66,3 +66,38 @@ def test_an_experiment_grid_of_vision_transformers() -> None:
         config_from_dict(bad)
     with pytest.raises(UserInputError, match="family in \\[grid\\] must be one of 'resnet', 'vit'"):
         config_from_dict({**base, "grid": [{"family": "mlp", "depths": [2]}]})
+
+
+def test_a_transformer_experiment_chooses_how_tokens_become_an_example(tmp_path) -> None:
+    """[cka] tokens reaches the heatmaps, PCA and dynamics of an experiment, as `tokens=` does in the API."""
+    from ckatlas.analysis.dynamics import BlockDynamics
+    from ckatlas.analysis.pca import PCAResult, principal_components
+    from ckatlas.experiment import run_experiment
+    from ckatlas.experiment.steps import test_inputs
+    from ckatlas.heatmap import CKAResult
+    from ckatlas.train import load_run
+
+    table = {"name": "t", "dataset": {"name": "digits"}, "train": {"epochs": 1, "optimizer": "adamw", "lr": 1e-3},
+             "grid": [{"family": "vit", "depths": [2], "widths": [0.5]}],
+             "cka": {"layers": "blocks", "num_examples": 64, "batch_size": 32, "tokens": "mean"},
+             "analyses": {"pca": {}, "dynamics": {"examples": 32, "epochs": [0, 1]}}}
+    config = config_from_dict(table)
+    run_experiment(config, tmp_path / "exp", quiet=True, threads=1)
+    root, name = tmp_path / "exp", config.runs[0].name
+    model, x = load_run(root / "runs" / name).model, test_inputs(config)
+    saved = CKAResult.load(root / "cka" / f"{name}.npz")
+    mean = heatmap(model, x, layers="blocks", batch_size=32, seed=0, tokens="mean")
+    flat = heatmap(model, x, layers="blocks", batch_size=32, seed=0, tokens="flatten")
+    assert saved.metadata["tokens"] == "mean"
+    torch.testing.assert_close(torch.tensor(saved.matrix), torch.tensor(mean.matrix), rtol=0, atol=1e-10)
+    assert abs(saved.matrix - flat.matrix).max() > 1e-3  # the choice matters: it is not the default's answer
+    pca = PCAResult.load(root / "analysis" / "pca" / f"{name}.npz")
+    again = principal_components(model, x, layers="blocks", batch_size=32, seed=0, tokens="mean")
+    torch.testing.assert_close(torch.tensor(pca.variance_explained), torch.tensor(again.variance_explained),
+                               rtol=0, atol=1e-10)
+    record = BlockDynamics.load(root / "runs" / name / "dynamics.npz")
+    last = heatmap(model, x[:32], layers="blocks", batch_size=32, shuffle=False, tokens="mean")
+    assert record.epochs.tolist() == [0, 1]
+    torch.testing.assert_close(torch.tensor(record.cka[1]), torch.tensor(last.matrix), rtol=0, atol=1e-6)
+    with pytest.raises(UserInputError, match="tokens in \\[cka\\] must be one of auto, flatten, mean"):
+        config_from_dict({**table, "cka": {"tokens": "average"}})

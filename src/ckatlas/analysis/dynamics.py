@@ -58,6 +58,7 @@ class DynamicsSettings:
         layers: the heatmap's layers ("all", "blocks", names, globs).
         batch_size: minibatch of the CKA estimator (at least 4).
         detector: the block detector (`BlockDetector`).
+        tokens: how a token sequence becomes one example's representation (`ckatlas.tokens`).
     """
 
     epochs: tuple[int, ...] | None = None
@@ -65,6 +66,7 @@ class DynamicsSettings:
     layers: LayerSpec = "all"
     batch_size: int = 256
     detector: BlockDetector = BlockDetector()
+    tokens: str = "auto"
 
     def resolved_epochs(self, total: int) -> tuple[int, ...]:
         """The epochs to record in a run of `total` epochs, checked."""
@@ -180,7 +182,7 @@ def measure(model: nn.Module, probe: torch.Tensor, settings: DynamicsSettings,
     batches weighted by their size (exact for a probe set of one batch, the default).
     """
     loop = GramPasses([model], ["model"], [settings.layers], probe, min(settings.batch_size, len(probe)), 1,
-                      False, 0, device, desc="dynamics")
+                      False, 0, device, tokens=settings.tokens, desc="dynamics")
     acc: MinibatchCKA | None = None
     share = weight = None
     for (grams,) in loop:

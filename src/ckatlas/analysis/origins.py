@@ -130,6 +130,7 @@ def block_origins(
     show: int = 8,
     seed: int = 0,
     device: torch.device | str | None = None,
+    tokens: str = "auto",
 ) -> BlockOrigins:
     """Trace each block of `blocks` to its dominant examples (module docstring).
 
@@ -142,13 +143,15 @@ def block_origins(
         remove: share of the examples left out per block (at least one).
         show: most dominant inputs kept per block, for figures.
         seed: seed of the random examples left out as the control.
+        device: where the model runs (None: the device of its parameters).
+        tokens: how a token sequence becomes one example's representation (as in `heatmap`).
     """
     if not isinstance(inputs, torch.Tensor):
         raise UserInputError(f"block_origins takes the inputs as one Tensor (N, ...), got {type(inputs).__name__}")
     if not 0 < remove < 0.5:
         raise UserInputError(f"remove must be a share in (0, 0.5), got {remove}")
     count = len(inputs)
-    first = _pass(model, inputs, layers, batch_size, device, blocks)
+    first = _pass(model, inputs, layers, batch_size, device, tokens, blocks)
     spans = first["spans"]
     k = max(1, math.ceil(remove * count))
     dominance = first["dominance"]
@@ -157,8 +160,9 @@ def block_origins(
     rng = np.random.default_rng(seed)
     random_removed = np.sort(rng.choice(count, size=len(removed), replace=False)) if len(removed) else removed
     empty = np.full_like(first["cka"], np.nan)
-    without = _pass(model, _drop(inputs, removed), layers, batch_size, device)["cka"] if len(removed) else empty
-    random = _pass(model, _drop(inputs, random_removed), layers, batch_size, device)["cka"] if len(removed) else empty
+    without = _pass(model, _drop(inputs, removed), layers, batch_size, device, tokens)["cka"] if len(removed) else empty
+    random = (_pass(model, _drop(inputs, random_removed), layers, batch_size, device, tokens)["cka"] if len(removed)
+              else empty)
     shown = dominant[:, :show]
     images = inputs.detach().cpu()[torch.from_numpy(shown.reshape(-1))].reshape(*shown.shape, *inputs.shape[1:])
     return BlockOrigins(
@@ -192,10 +196,10 @@ def _spans(blocks: BlockResult, layers: list[str]) -> list[tuple[int, int]]:
 
 
 def _pass(model: nn.Module, inputs: torch.Tensor, layers: LayerSpec, batch_size: int,
-          device: torch.device | str | None, blocks: BlockResult | None = None) -> dict[str, Any]:
+          device: torch.device | str | None, tokens: str, blocks: BlockResult | None = None) -> dict[str, Any]:
     """One pass: the heatmap, and with `blocks` also the normalised heatmap and every example's dominance."""
     loop = GramPasses([model], ["model"], [layers], inputs, min(batch_size, len(inputs)), 1, False, 0, device,
-                      desc="origins")
+                      tokens=tokens, desc="origins")
     acc = acc_normalised = None
     dominance: np.ndarray | None = None
     spans: list[tuple[int, int]] = []

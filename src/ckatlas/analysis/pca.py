@@ -122,6 +122,7 @@ def principal_components(
     shuffle: bool = True,
     seed: int = 0,
     device: torch.device | str | None = None,
+    tokens: str = "auto",
 ) -> PCAResult:
     """First-PC variance, first-PC similarity and CKA without the first PC, in one pass.
 
@@ -134,6 +135,7 @@ def principal_components(
         shuffle: draw the batches from a random permutation (Tensor inputs).
         seed: seed of the permutation.
         device: where the model runs; None means the device of its parameters.
+        tokens: how a token sequence becomes one example's representation (as in `heatmap`).
 
     Returns:
         A `PCAResult`.
@@ -141,7 +143,8 @@ def principal_components(
     Raises:
         UserInputError: a layer that does not exist, no batch of at least 4 examples.
     """
-    loop = GramPasses([model], ["model"], [layers], inputs, batch_size, 1, shuffle, seed, device, desc="PCA")
+    loop = GramPasses([model], ["model"], [layers], inputs, batch_size, 1, shuffle, seed, device, tokens=tokens,
+                      desc="PCA")
     acc: _PCAccumulator | None = None
     for (grams,) in loop:
         grams = grams.double()  # (L, n, n)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ckatlas import __version__
+from ckatlas._version import __version__
 from ckatlas.cli._common import (
     add_detector_options,
     command,
@@ -15,6 +15,7 @@ from ckatlas.cli._common import (
     positive_int,
     write_png,
 )
+from ckatlas.tokens import TOKEN_MODES
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -278,6 +279,9 @@ def add_cka(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers-b", nargs="+", metavar="LAYER", help="layers of the second model (default: --layers)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per minibatch (default 256)")
     p.add_argument("--passes", type=positive_int, default=1, help="passes over the data (default 1)")
+    p.add_argument("--tokens", choices=TOKEN_MODES, default="auto",
+                   help="how a transformer layer's tokens become one example (ckatlas.tokens): auto (default: "
+                        "flattened for images), flatten, mean, first or last")
     p.add_argument("--no-shuffle", action="store_true", help="consecutive batches instead of a random permutation")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch permutations (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -369,6 +373,7 @@ def _run_cka(args: argparse.Namespace) -> int:
         device=device,
         progress=False if args.quiet else None,
         model_names=(names[0], names[-1]),
+        tokens=args.tokens,
     )
     out = result.save(Path(args.out))
     if args.png:

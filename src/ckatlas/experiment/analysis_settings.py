@@ -149,7 +149,7 @@ class DynamicsConfig(RunSelection):
 
         layers = self.layers if self.layers is not None else config.cka.layers
         return DynamicsSettings(epochs=self.epochs, examples=self.examples, layers=layers,
-                                detector=config.analyses.blocks.detector)
+                                detector=config.analyses.blocks.detector, tokens=config.cka.tokens)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@
     [cka]
     layers = "blocks"            # or "all"
     num_examples = 256           # test examples the heatmaps are computed on (default: all)
+    # tokens = "mean"            # transformers: how a token sequence becomes one example (ckatlas.tokens)
 
     [analyses.blocks]            # always run (summary.json needs block_fraction)
     threshold = 0.9
@@ -110,7 +111,9 @@ class CKAConfig:
     """`[cka]`: how every heatmap is computed (`ckatlas.heatmap`), on the test split.
 
     `num_examples` takes the first N test examples (None: all of them); `passes`
-    reshuffles them each pass (the paper uses 10).
+    reshuffles them each pass (the paper uses 10). `tokens`: how a transformer layer's
+    token sequence becomes one example's representation (`ckatlas.tokens`: "auto",
+    "flatten", "mean", "first", "last"), for the heatmaps, PCA, dynamics and origins.
     """
 
     layers: Literal["blocks", "all"] = "blocks"
@@ -118,6 +121,7 @@ class CKAConfig:
     passes: int = 1
     num_examples: int | None = None
     seed: int = 0
+    tokens: str = "auto"
 
 
 # -- the experiment ----------------------------------------------------------------------------

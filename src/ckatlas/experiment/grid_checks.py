@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ckatlas.errors import UserInputError
+from ckatlas.tokens import TOKEN_MODES
 
 if TYPE_CHECKING:  # pragma: no cover
     from ckatlas.experiment.config import CKAConfig, GridConfig
@@ -48,6 +49,8 @@ def check_cka(cka: CKAConfig) -> None:
         raise UserInputError(f"batch_size in [cka] must be >= 4 (the unbiased estimator's minimum), got {cka.batch_size}")
     if cka.passes < 1:
         raise UserInputError(f"passes in [cka] must be >= 1, got {cka.passes}")
+    if cka.tokens not in TOKEN_MODES:
+        raise UserInputError(f"tokens in [cka] must be one of {', '.join(TOKEN_MODES)}, got {cka.tokens!r}")
     if cka.num_examples is not None and cka.num_examples < 4:
         raise UserInputError(f"num_examples in [cka] must be >= 4 (or left out for the whole test split), got {cka.num_examples}")
 

@@ -59,7 +59,7 @@ def _compute(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
     blocks = BlockResult.load(store.path(store.blocks_file(run.name)))
     result = block_origins(load_model(store, run.name, device), test_inputs(ctx.config), blocks, layers=cka.layers,
                            batch_size=cka.batch_size, remove=settings.remove, show=settings.show, seed=run.seed,
-                           device=device)
+                           device=device, tokens=cka.tokens)
     result.save(store.path(step.outputs[0]))
 
 

@@ -138,6 +138,7 @@ def _cka(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
         device=device,
         progress=not ctx.quiet,
         model_names=(step.runs[0].name, step.runs[-1].name),
+        tokens=cka.tokens,
     )
     result.save(store.path(step.outputs[0]))
 
@@ -163,7 +164,7 @@ def _pca(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
     cka = ctx.config.cka
     model = load_model(store, step.runs[0].name, device)
     result = principal_components(model, test_inputs(ctx.config), layers=cka.layers, batch_size=cka.batch_size,
-                                  shuffle=True, seed=cka.seed, device=device)
+                                  shuffle=True, seed=cka.seed, device=device, tokens=cka.tokens)
     result.save(store.path(step.outputs[0]))
 
 
