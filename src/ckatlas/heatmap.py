@@ -212,6 +212,7 @@ def heatmap(
     progress: bool | None = None,
     model_names: tuple[str, str] | None = None,
     tokens: str = "auto",
+    distributed: bool | None = None,
 ) -> CKAResult:
     """Minibatch CKA between the layers of one model, or of two models on the same batches.
 
@@ -235,6 +236,10 @@ def heatmap(
             representation: "auto" (mean over valid tokens for a batch with an
             attention_mask, else flatten), "flatten", "mean", "first" or "last"
             (see `ckatlas.tokens`); padding never enters a Gram.
+        distributed: inside a ``torch.distributed`` process group (torchrun, DDP), each rank
+            passes its own shard of the data and every rank gets the heatmap of all of it (the
+            estimator's sums are reduced across ranks). None: when a group of more than one
+            rank is initialised. Every rank must call it, with at least one batch.
 
     Returns:
         A `CKAResult`; `matrix[i, j]` compares layer i of A with layer j of B.
@@ -246,7 +251,7 @@ def heatmap(
     names = [model_names[0]] if model_b is None else list(model_names)
     pair = (0, 0) if model_b is None else (0, 1)
     loop = GramPasses(models, names, specs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens)
-    return _population(loop, [pair])[pair]
+    return _population(loop, [pair], distributed)[pair]
 
 
 def population_heatmaps(
@@ -261,12 +266,13 @@ def population_heatmaps(
     *,
     progress: bool | None = None,
     tokens: str = "auto",
+    distributed: bool | None = None,
 ) -> PopulationResult:
     """Every within- and cross-model heatmap of a set of models, one forward per model per batch.
 
     Args:
         models: {name: model}, or a list (named "model_0", "model_1", ...).
-        inputs, batch_size, passes, shuffle, seed, device, progress, tokens: as in `heatmap`.
+        inputs, batch_size, passes, shuffle, seed, device, progress, tokens, distributed: as in `heatmap`.
         layers: one layer spec for every model, or {name: spec}.
 
     Returns:
@@ -288,12 +294,28 @@ def population_heatmaps(
         specs = [layers] * len(mods)
     pairs = [(i, j) for i in range(len(mods)) for j in range(i, len(mods))]
     loop = GramPasses(mods, names, specs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens)
-    out = _population(loop, pairs)
+    out = _population(loop, pairs, distributed)
     return PopulationResult(names, {(names[i], names[j]): res for (i, j), res in out.items()})
 
 
-def _population(loop: GramPasses, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], CKAResult]:
-    """Run each distinct model once per batch and feed every requested pair's accumulator."""
+def _ranks(distributed: bool | None) -> int:
+    """How many torch.distributed ranks share the work (1: this process alone)."""
+    import torch.distributed as dist
+
+    initialised = dist.is_available() and dist.is_initialized()
+    if distributed and not initialised:
+        raise UserInputError("distributed=True needs an initialised torch.distributed process group "
+                             "(torch.distributed.init_process_group, or run under torchrun)")
+    if distributed is False or not initialised:
+        return 1
+    return dist.get_world_size()
+
+
+def _population(loop: GramPasses, pairs: list[tuple[int, int]],
+                distributed: bool | None = None) -> dict[tuple[int, int], CKAResult]:
+    """Run each distinct model once per batch and feed every requested pair's accumulator; with several
+    torch.distributed ranks, sum the accumulators over them (each rank saw its own shard)."""
+    ranks = _ranks(distributed)
     names = loop.model_names
     accs: dict[tuple[int, int], MinibatchCKA] = {}
     for grams in loop:
@@ -303,6 +325,11 @@ def _population(loop: GramPasses, pairs: list[tuple[int, int]]) -> dict[tuple[in
                 accs[(i, j)] = MinibatchCKA(grams[i].shape[0], lb, device=loop.device)
             accs[(i, j)].update_grams(grams[i], None if i == j else grams[j])
     meta, layer_names, token_layers, n_per_pass = loop.metadata(), loop.names, loop.token_layers, loop.n_per_pass
+    if ranks > 1:
+        for key in pairs:  # the same order on every rank
+            accs[key].all_reduce()
+        n_per_pass = accs[pairs[0]].num_examples // loop.passes
+        meta["ranks"] = ranks
     results = {}
     for (i, j), acc in accs.items():
         with warnings.catch_warnings():

@@ -37,9 +37,13 @@ def resolve_layers(model: nn.Module, spec: LayerSpec) -> list[str]:
 
 
 def uncompiled(model: nn.Module) -> nn.Module:
-    """The module a ``torch.compile`` model wraps (run eagerly, hooks see every layer); other models as they are."""
+    """The module that computes: the one a ``torch.compile`` model wraps (run eagerly, hooks see every
+    layer), or a ``DistributedDataParallel`` / ``DataParallel`` model's ``module`` (its layers by their
+    own names); other models as they are."""
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        return uncompiled(model.module)
     inner = getattr(model, "_orig_mod", None)
-    return inner if isinstance(inner, nn.Module) and type(model).__name__ == "OptimizedModule" else model
+    return uncompiled(inner) if isinstance(inner, nn.Module) and type(model).__name__ == "OptimizedModule" else model
 
 
 _COMPILED_PREFIX = "_orig_mod."

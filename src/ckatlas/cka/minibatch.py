@@ -277,6 +277,27 @@ class MinibatchCKA:
             merged._state = {key: sum(st[key].to(device) for st in states) for key in _STATE_TENSORS}
         return merged
 
+    def all_reduce(self, group: Any = None) -> MinibatchCKA:
+        """Sum this accumulator over the ranks of a ``torch.distributed`` process group, in place.
+
+        Afterwards every rank holds the batches of every rank, as `merge` combines shards in
+        one process: each rank accumulates its own shard of the data, then all call this (a
+        collective: every rank of `group` must call it, with the same layer counts). The
+        tensors travel on the accumulator's device (the CPU for gloo, CUDA for NCCL).
+        """
+        import torch.distributed as dist
+
+        device = self.device or torch.device("cpu")
+        state = self._state if self._state is not None else self._zeros(device)
+        counts = torch.tensor([self.num_batches, self.num_examples], dtype=torch.float64, device=device)
+        flat = torch.cat([state[k].reshape(-1).to(device) for k in _STATE_TENSORS] + [counts])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+        parts = flat.split([state[k].numel() for k in _STATE_TENSORS] + [2])
+        self._state = {k: part.reshape(state[k].shape).clone() for k, part in zip(_STATE_TENSORS, parts)}
+        self.num_batches, self.num_examples = (int(round(v)) for v in parts[-1].tolist())
+        self.device = device
+        return self
+
     def reset(self) -> None:
         """Forget every batch."""
         self._state = None
