@@ -444,3 +444,46 @@ def test_progress_bars_on_a_terminal_only(tmp_path) -> None:
     assert code == 0 and "calibration:" in err and "held-out models:" in err
     code, err = ckatlas_stderr([*argv, "--quiet", "--out", str(tmp_path / "b")], terminal=True)
     assert code == 0 and "calibration" not in err and "held-out models" not in err  # (not a terminal: the test above)
+
+
+# -- healing ----------------------------------------------------------------------------------------------
+def test_healing_lowers_the_loss_it_trains_on_and_refuses_what_it_cannot_heal() -> None:
+    from ckatlas.hf.heal import heal
+
+    model = remove_layers(_llama(), [1, 3])
+    ids = torch.randint(0, 120, (4, 12), generator=torch.Generator().manual_seed(3)).repeat(4, 1)  # 16 rows, 4 distinct
+    before = evaluate(model, ids, batch_size=8)
+    losses = heal(model, ids, steps=30, lr=3e-3, batch_size=8)
+    assert len(losses) == 30 and losses[-1] < losses[0]
+    assert evaluate(model, ids, batch_size=8) < before  # it learnt the sequences it was healed on
+    assert not model.training  # left in the mode it was in
+    with pytest.raises(UserInputError, match="steps must be a positive number"):
+        heal(model, ids, steps=0)
+    with pytest.raises(UserInputError, match="these inputs carry labels"):
+        heal(model, {"input_ids": ids, "labels": torch.zeros(16, dtype=torch.long)}, steps=1)
+
+
+def test_the_cli_heals_the_pruned_model_and_records_it(tmp_path, capsys) -> None:
+    from ckatlas.hf import text_token_ids
+
+    folder, corpus = _model_folder(tmp_path)
+    out = tmp_path / "out"
+    argv = ["layers", str(folder), "--text", str(corpus), "--out", str(out), "--seq-len", "16", "--sequences", "32",
+            "--batch-size", "8", "--save", "1", "--heal", "4", "--heal-lr", "1e-3", "--quiet"]
+    assert main(argv) == 0
+    result = LayerRemoval.load(out / "removal.json")
+    healing = result.healing
+    assert (healing["criterion"], healing["n"], healing["steps"], healing["lr"]) == ("cka", 1, 4, 1e-3)
+    assert healing["loss_before"] == pytest.approx(result.curves["cka"][1])
+    healed = transformers.AutoModelForCausalLM.from_pretrained(out / "pruned-cka-1-healed", local_files_only=True)
+    unhealed = transformers.AutoModelForCausalLM.from_pretrained(out / "pruned-cka-1", local_files_only=True)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    _, held_out = split(text_token_ids(corpus.read_text(), tokenizer, 16, 32), 0.5)
+    assert evaluate(healed.eval(), held_out, batch_size=8) == pytest.approx(healing["loss_after"], rel=1e-5)
+    assert evaluate(unhealed.eval(), held_out, batch_size=8) == pytest.approx(healing["loss_before"], rel=1e-5)
+    assert json.loads((out / "pruned-cka-1-healed" / REMOVAL_FILE).read_text())["removed"] == result.removed("cka", 1)
+    assert "healed (4 steps)" in capsys.readouterr().err
+    for extra, message in ((["--heal", "2"], "give --save N too"),):
+        capsys.readouterr()
+        bad = ["layers", str(folder), "--text", str(corpus), "--out", str(tmp_path / "o2"), *extra]
+        assert main(bad) == 2 and message in capsys.readouterr().err

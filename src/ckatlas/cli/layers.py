@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ckatlas.cli._common import add_detector_options, command, detector_from_args, positive_int, write_png
+from ckatlas.cli._common import add_detector_options, command, detector_from_args, positive_float, positive_int, write_png
 from ckatlas.errors import UserInputError
 
 
@@ -43,14 +43,19 @@ def add_layers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save", type=positive_int, metavar="N", help="save the model without N layers")
     p.add_argument("--criterion", choices=["cka", "angular", "block_influence"], default="cka",
                    help="which criterion's N layers --save removes (cka)")
+    p.add_argument("--heal", type=positive_int, metavar="STEPS",
+                   help="with --save and --text: fine-tune the pruned model for STEPS steps on the calibration "
+                        "text (causal-LM loss) and save it too, as pruned-<criterion>-<N>-healed/")
+    p.add_argument("--heal-lr", type=positive_float, default=1e-4, help="learning rate of --heal (AdamW, 1e-4)")
     p.add_argument("--quiet", action="store_true", help="print only where the results are (no summary, no progress bars)")
     add_detector_options(p)
     p.set_defaults(func=_run_layers)
 
 
 def _run_layers(args: argparse.Namespace) -> int:
-    from ckatlas.hf.layers import MERGEKIT_FILE, REMOVAL_FILE
-    from ckatlas.hf import (layer_redundancy, layer_stack, load_inputs, read_text, removal_curves, save_pruned, split,
+    from ckatlas.hf.heal import heal
+    from ckatlas.hf.layers import MERGEKIT_FILE, REMOVAL_FILE, save_removed
+    from ckatlas.hf import (evaluate, layer_redundancy, layer_stack, load_inputs, read_text, removal_curves, save_pruned, split,
                             text_token_ids)
     from ckatlas.hf.data import take
     from ckatlas.hf.loading import load_model
@@ -60,8 +65,14 @@ def _run_layers(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; expected a folder")
     pruned_dir = out / f"pruned-{args.criterion}-{args.save}" if args.save else None
-    if pruned_dir is not None and pruned_dir.exists():
-        raise UserInputError(f"{pruned_dir} exists; delete it or choose another --out")
+    healed_dir = out / f"pruned-{args.criterion}-{args.save}-healed" if args.save and args.heal else None
+    if args.heal and not args.save:
+        raise UserInputError("--heal fine-tunes the model --save N writes; give --save N too")
+    if args.heal and not args.text:
+        raise UserInputError("--heal fine-tunes a causal language model on text; give --text FILE")
+    for folder in (pruned_dir, healed_dir):
+        if folder is not None and folder.exists():
+            raise UserInputError(f"{folder} exists; delete it or choose another --out")
     if not 0 < args.holdout < 1:
         raise UserInputError(f"--holdout must be in (0, 1), got {args.holdout}")
     try:  # progress bars of saving and loading would interleave with the summary
@@ -89,19 +100,30 @@ def _run_layers(args: argparse.Namespace) -> int:
     result = layer_redundancy(model, calibration, batch_size=args.batch_size, layers_path=args.layers_path,
                               detector=detector, max_remove=args.max_remove, progress=progress)
     result = removal_curves(model, result, held_out, batch_size=args.batch_size, progress=progress)
+    pruned = None
+    if pruned_dir is not None:
+        removed = result.removed(args.criterion, args.save)
+        stack = layer_stack(model, args.layers_path)
+        pruned = save_pruned(model, removed, str(pruned_dir), tokenizer, stack, source=str(args.model))
+        names = ", ".join(result.layers[i] for i in removed)
+        print(f"saved the model without layers {removed} ({names}) to {pruned_dir}; the removal: "
+              f"{pruned_dir / REMOVAL_FILE}, as a mergekit passthrough config: {pruned_dir / MERGEKIT_FILE}",
+              file=sys.stderr)
+    if healed_dir is not None and pruned is not None:
+        losses = heal(pruned, calibration, steps=args.heal, lr=args.heal_lr, batch_size=args.batch_size,
+                      progress=progress)
+        result.healing = {"criterion": args.criterion, "n": args.save, "steps": args.heal, "lr": args.heal_lr,
+                          "loss_before": result.curves[args.criterion][args.save],
+                          "loss_after": evaluate(pruned, held_out, batch_size=args.batch_size),
+                          "train_loss_first": losses[0], "train_loss_last": losses[-1], "folder": healed_dir.name}
+        save_removed(pruned.eval(), str(healed_dir), stack, removed, tokenizer, source=str(args.model))
+        print(f"saved it healed ({args.heal} steps) to {healed_dir}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "removal.json")
     write_png(removal_figure(result), out / "removal.png")
     if not args.quiet:
         print(result.summary())
     print(f"wrote {out / 'removal.json'} and {out / 'removal.png'}", file=sys.stderr)
-    if pruned_dir is not None:
-        removed = result.removed(args.criterion, args.save)
-        save_pruned(model, removed, str(pruned_dir), tokenizer, layer_stack(model, args.layers_path), source=str(args.model))
-        names = ", ".join(result.layers[i] for i in removed)
-        print(f"saved the model without layers {removed} ({names}) to {pruned_dir}; the removal: "
-              f"{pruned_dir / REMOVAL_FILE}, as a mergekit passthrough config: {pruned_dir / MERGEKIT_FILE}",
-              file=sys.stderr)
     return 0
 
 

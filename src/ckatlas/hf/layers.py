@@ -206,14 +206,20 @@ def save_pruned(model: nn.Module, remove: Sequence[int], out: str, tokenizer: An
     Raises:
         UserInputError: the model cannot ``save_pretrained`` (not a Hugging Face model), or `out` exists.
     """
-    if not hasattr(model, "save_pretrained"):
-        raise UserInputError(f"{type(model).__name__} has no save_pretrained: only Hugging Face models are saved")
-    target = Path(out).expanduser()
-    if target.exists():
-        raise UserInputError(f"{target} exists; expected a new folder for the pruned model")
     stack = stack or layer_stack(model)
+    _check_target(model, out)
     pruned = remove_layers(model, remove, stack)
     source = source or str(getattr(getattr(model, "config", None), "name_or_path", "") or "SOURCE_MODEL")
+    save_removed(pruned, out, stack, remove, tokenizer, source)
+    return pruned
+
+
+def save_removed(pruned: nn.Module, out: str, stack: LayerStack, remove: Sequence[int], tokenizer: Any = None,
+                 source: str = "SOURCE_MODEL") -> Path:
+    """Save `pruned`, a model from which the layers `remove` of the source's `stack` were taken out
+    (and perhaps healed since), as `save_pruned` does: weights, tokenizer, `REMOVAL_FILE` and
+    `MERGEKIT_FILE`, staged and renamed into `out`."""
+    target = _check_target(pruned, out)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
@@ -227,8 +233,17 @@ def save_pruned(model: nn.Module, remove: Sequence[int], out: str, tokenizer: An
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return pruned
+    return target
+
+
+def _check_target(model: nn.Module, out: str) -> Path:
+    if not hasattr(model, "save_pretrained"):
+        raise UserInputError(f"{type(model).__name__} has no save_pretrained: only Hugging Face models are saved")
+    target = Path(out).expanduser()
+    if target.exists():
+        raise UserInputError(f"{target} exists; expected a new folder for the pruned model")
+    return target
 
 
 __all__ = ["MERGEKIT_FILE", "REMOVAL_FILE", "LayerStack", "kept_layers", "kept_ranges", "layer_stack", "layers_removed",
-           "passthrough_config", "remove_layers", "removal_record", "save_pruned"]
+           "passthrough_config", "remove_layers", "removal_record", "save_pruned", "save_removed"]

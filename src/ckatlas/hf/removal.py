@@ -69,6 +69,8 @@ class LayerRemoval(JsonResult):
             empty until `removal_curves`.
         metric: "loss" (causal LM: mean next-token loss; perplexity is its exp) or "accuracy".
         metadata: examples, tokens, seconds, detector settings.
+        healing: after `heal` (``ckatlas layers --heal``): the criterion and n healed, the steps,
+            learning rate, and the held-out loss before and after; empty otherwise.
     """
 
     FORMAT = "ckatlas.LayerRemoval"
@@ -83,6 +85,7 @@ class LayerRemoval(JsonResult):
     curves: dict[str, list[float]] = field(default_factory=dict)
     metric: str = "loss"
     metadata: dict[str, Any] = field(default_factory=dict)
+    healing: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         size = len(self.layers) + 1
@@ -93,14 +96,15 @@ class LayerRemoval(JsonResult):
     def fields(self) -> dict[str, Any]:
         return {"layers": self.layers, "cka": _nan_to_none(self.cka), "angular": _nan_to_none(self.angular),
                 "block_influence": _nan_to_none(self.block_influence), "blocks": self.blocks,
-                "removals": self.removals, "curves": self.curves, "metric": self.metric, "metadata": self.metadata}
+                "removals": self.removals, "curves": self.curves, "metric": self.metric, "metadata": self.metadata,
+                "healing": self.healing}
 
     @classmethod
     def from_fields(cls, data: dict[str, Any]) -> LayerRemoval:
         arr = lambda v: np.array(v, dtype=np.float64)  # noqa: E731  (None -> NaN)
         return cls(data["layers"], arr(data["cka"]), arr(data["angular"]), arr(data["block_influence"]),
                    data["blocks"], data["removals"], data.get("curves", {}), data.get("metric", "loss"),
-                   data.get("metadata", {}))
+                   data.get("metadata", {}), data.get("healing", {}))
 
     def removed(self, criterion: str, n: int) -> list[int]:
         """The layers `criterion` removes when n are removed."""
@@ -125,6 +129,10 @@ class LayerRemoval(JsonResult):
                  + (", ".join(f"{a}-{b}" for a, b in self.blocks) or "none")]
         for name in self.removals:
             lines.append(f"  {name:<16} removes, in order: {self._order(name, 4)}")
+        if self.healing:
+            h = self.healing
+            lines.append(f"healed the model without {h['n']} layers ({h['criterion']}) for {h['steps']} steps: held-out "
+                         f"perplexity {math.exp(h['loss_before']):.2f} -> {math.exp(h['loss_after']):.2f}")
         if self.curves:
             label = "perplexity" if self.metric == "loss" else "accuracy"
             show = (lambda v: f"{math.exp(v):10.2f}") if self.metric == "loss" else (lambda v: f"{v:10.4f}")
@@ -339,17 +347,12 @@ def evaluate(model: nn.Module, inputs: Any, *, batch_size: int = 16, device: tor
     with inference(model):
         for batch in batches(inputs, batch_size, min_size=1):
             labels = batch.get("labels") if isinstance(batch, Mapping) else None
-            logits = _logits(call_model(model, without_labels(batch), device))
+            logits = output_logits(call_model(model, without_labels(batch), device))
             if labels is not None:
                 total += float((logits.argmax(-1).cpu() == labels.cpu()).sum())
                 count += len(labels)
                 continue
-            ids = batch["input_ids"] if isinstance(batch, Mapping) else batch
-            ids = ids.to(device)
-            valid = _mask(batch, logits, device)
-            mask = valid[:, 1:] & valid[:, :-1]  # a prediction counts when it and its target are real tokens
-            losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(),
-                                                       reduction="none").view(mask.shape)
+            losses, mask = token_losses(batch, logits, device)
             total += float(losses[mask].double().sum())
             count += int(mask.sum())
     if not count:
@@ -357,7 +360,18 @@ def evaluate(model: nn.Module, inputs: Any, *, batch_size: int = 16, device: tor
     return total / count
 
 
-def _logits(output: Any) -> torch.Tensor:
+def token_losses(batch: Any, logits: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each position's next-token loss (batch, seq-1) and which count: a prediction counts when it
+    and its target are real tokens (padding left out)."""
+    ids = (batch["input_ids"] if isinstance(batch, Mapping) else batch).to(device)
+    valid = _mask(batch, logits, device)
+    mask = valid[:, 1:] & valid[:, :-1]
+    losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(),
+                                               reduction="none").view(mask.shape)
+    return losses, mask
+
+
+def output_logits(output: Any) -> torch.Tensor:
     logits = getattr(output, "logits", None)
     if logits is None and isinstance(output, Mapping):
         logits = output.get("logits")

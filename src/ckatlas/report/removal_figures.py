@@ -53,6 +53,12 @@ def removal_figure(result) -> Figure:  # result: ckatlas.hf.LayerRemoval
             ax_curve.set_ylabel("held-out perplexity")
             base = math.exp(next(iter(result.curves.values()))[0])
             ax_curve.axhline(base, color="grey", linewidth=0.8, linestyle=":")
+            healing = getattr(result, "healing", None)
+            if healing:
+                ax_curve.plot([healing["n"]], [math.exp(healing["loss_after"])], marker="*", markersize=12,
+                              color="black", linestyle="none",
+                              label=f"{_LABELS.get(healing['criterion'], healing['criterion'])}, healed "
+                                    f"({healing['steps']} steps)")
         else:
             ax_curve.set_ylabel("held-out accuracy")
         ax_curve.set_xlabel("layers removed")
