@@ -42,3 +42,21 @@ def test_presets_lists_each_with_what_it_needs(capsys) -> None:
         assert name in out
     assert out.count("GPU-hours") == len(list_presets())
     assert out.count("needs --data-dir (cifar10)") == sum(name.startswith("paper-") for name in list_presets())
+
+
+@pytest.mark.slow
+def test_the_gpu_preset_benchmark_runs_on_the_cpu() -> None:
+    """benchmarks/bench_gpu_presets.py (device_check.sh's timing) kept working where no GPU is at hand."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_gpu_presets.py"), "--device", "cpu",
+                           "--examples", "32", "--presets", "paper-depth"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("paper-depth"))
+    assert "resnet164" in row and float(row.split()[-1]) > 0  # the largest run, and finite hours
