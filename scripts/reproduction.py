@@ -185,6 +185,31 @@ def heatmap_figure(root: Path, summary: dict, path: Path, table: dict | None = N
     fig.savefig(path, dpi=DPI)
 
 
+def seeds_figure(root: Path, summary: dict, path: Path, seeds: int = 3) -> None:
+    """Every seed (up to `seeds`) of each cell of the two deepest rows of the largest table: whether
+    the blocks follow the picture from seed to seed (title: block strength and peak score)."""
+    table = max(summary["grid"], key=lambda t: len(t["depths"]) * len(t["widths"]))
+    cells = [(d, w) for d in sorted(table["depths"])[-2:][::-1] for w in table["widths"]]
+    fig = Figure(figsize=(2.1 * seeds, 2.0 * len(cells)), layout="constrained")
+    axes = fig.subplots(len(cells), seeds, squeeze=False)
+    for row, (depth, width) in zip(axes, cells):
+        found = sorted((m for m in summary["models"] if (m["depth"], m["width"], m["fraction"], m["residual"])
+                        == (depth, width, table["fraction"], table["residual"])), key=lambda m: m["seed"])
+        for ax, model in zip(row, found[:seeds] + [None] * (seeds - len(found[:seeds]))):
+            if model is None:
+                ax.set_axis_off()
+                continue
+            plot_heatmap(CKAResult.load(root / model["paths"]["cka"]), ax, colorbar=False, title="")
+            outline_blocks(ax, BlockResult.load(root / model["paths"]["blocks"]), original_rows=True, color="cyan")
+            ax.set_title(f"d{depth} w{width:g} s{model['seed']}: strength {model.get('block_strength', 0):.2f}, "
+                         f"peak {model.get('peak_score') or 0:.2f}", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+    fig.savefig(path, dpi=DPI)
+
+
 def dynamics_table(root: Path, summary: dict, figure: Path | None = None) -> str:
     """Per architecture, mean block fraction (and mean first-PC variance) over seeds at each recorded epoch;
     with `figure`, block fraction against epoch per architecture as a PNG."""
@@ -266,7 +291,9 @@ def main() -> None:
             print(f"![{label}: block fraction through training]({figures / f'{label}-dynamics.png'})\n")
         trend_figure(summary, figures / f"{label}-trend.png", label)
         drawn = heatmap_figures(root, summary, figures / f"{label}-heatmaps")
+        seeds_figure(root, summary, figures / f"{label}-seeds.png")
         print(f"\n![{label}: block fraction by width]({figures / f'{label}-trend.png'})")
+        print(f"![{label}: every seed of the deepest rows]({figures / f'{label}-seeds.png'})")
         for path in drawn:
             print(f"![{label}: heatmaps]({path})")
         print()
