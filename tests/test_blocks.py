@@ -286,9 +286,10 @@ def test_cka_result_like_input_and_layer_subset() -> None:
 
     subset = find_blocks(result_like, layers=names[::2])  # every other layer
     assert subset.num_layers == 10 and subset.layer_indices == list(range(0, 20, 2))
-    assert subset.layer_names == names[::2]
+    assert subset.layer_names == names[::2] and subset.layers == names[::2]  # .layers, as every result names them
     assert spans(subset) == [(3, 7)]  # layers 6..14 of the full matrix
-    assert spans(find_blocks(m, layers=list(range(0, 20, 2)))) == [(3, 7)]
+    unnamed = find_blocks(m, layers=list(range(0, 20, 2)))
+    assert spans(unnamed) == [(3, 7)] and unnamed.layers == [str(i) for i in range(0, 20, 2)]
 
 
 @pytest.mark.parametrize(

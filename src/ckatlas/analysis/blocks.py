@@ -263,6 +263,13 @@ class BlockResult(JsonResult):
     peak_score: float = float("nan")
 
     @property
+    def layers(self) -> list[str]:
+        """The analysed layers' names (as every single-model result names them: `PCAResult.layers`,
+        `ProbeResult.layers`, ...); indices as strings when the heatmap had none. Saved as
+        ``layer_names``."""
+        return list(self.layer_names) if self.layer_names else [str(i) for i in self.layer_indices]
+
+    @property
     def in_block(self) -> np.ndarray:
         """(num_layers,) bool: whether each analysed layer lies inside a block."""
         mask = np.zeros(self.num_layers, dtype=bool)

@@ -68,7 +68,8 @@ class LayerRemoval(JsonResult):
         curves: per criterion, the held-out metric after each n (index 0: nothing removed);
             empty until `removal_curves`.
         metric: "loss" (causal LM: mean next-token loss; perplexity is its exp) or "accuracy".
-        metadata: examples, tokens, seconds, detector settings.
+        metadata: examples, num_tokens (real tokens seen), seconds, detector settings (in heatmaps
+            `metadata["tokens"]` is the token reduction; here a count has its own key).
         healing: after `heal` (``ckatlas layers --heal``): the criterion and n healed, the steps,
             learning rate, and the held-out loss before and after; empty otherwise.
     """
@@ -251,7 +252,7 @@ def layer_redundancy(
     removals = {"cka": [sorted(order[:n]) for n in counts], "angular": [_best_span(angular, n) for n in counts],
                 "block_influence": [sorted(ranks[:n]) for n in counts]}
     return LayerRemoval(stack.names(), cka, angular, bi, blocks, removals, metadata={
-        "examples": examples, "tokens": tokens, "layers_path": stack.path, "detector": detector.to_dict(),
+        "examples": examples, "num_tokens": tokens, "layers_path": stack.path, "detector": detector.to_dict(),
         "seconds": time.perf_counter() - started})
 
 

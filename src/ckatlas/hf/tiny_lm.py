@@ -107,7 +107,7 @@ def train_tiny_lm(text: str, out: str | os.PathLike, config: TinyLMConfig = Tiny
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return {"config": asdict(config), "train_seconds": seconds, "sequences": len(ids),
-            "tokens": int(ids.numel()), "held_out_loss_before": before, "held_out_loss_after": after}
+            "num_tokens": int(ids.numel()), "held_out_loss_before": before, "held_out_loss_after": after}
 
 
 __all__ = ["FORTUNES_DIR", "TinyLMConfig", "fortunes_text", "train_tiny_lm"]
