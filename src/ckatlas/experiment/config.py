@@ -53,7 +53,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 
 from ckatlas.data import list_datasets
@@ -72,9 +72,7 @@ from ckatlas.experiment.analysis_settings import (  # noqa: F401  (re-exported)
 )
 from ckatlas.experiment.presets import list_presets, preset_path
 from ckatlas.experiment.runspec import RunSpec  # noqa: F401  (re-exported)
-from ckatlas.experiment.grid_checks import check_cka as _check_cka
-from ckatlas.experiment.grid_checks import check_grid as _check_grid
-from ckatlas.experiment.grid_checks import valid_depths
+from ckatlas.experiment.tables import CKAConfig, DatasetConfig, GridConfig, valid_depths  # noqa: F401  (re-exported)
 from ckatlas.experiment.schema import check_keys, convert, from_table, to_table, toml_text
 from ckatlas.train import TrainConfig
 
@@ -82,46 +80,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-
-# -- the tables ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DatasetConfig:
-    """`[dataset]`: what `ckatlas.data.load_dataset` loads (the training fraction comes from the grid)."""
-
-    name: str = "digits"
-    data_dir: str | None = None
-    resize: int | None = None
-
-
-@dataclass(frozen=True)
-class GridConfig:
-    """One `[[grid]]` table: every combination of its lists is a training run."""
-
-    depths: tuple[int, ...]
-    widths: tuple[float, ...] = (1.0,)
-    residual: tuple[bool, ...] = (True,)
-    seeds: tuple[int, ...] = (0,)
-    fractions: tuple[float, ...] = (1.0,)
-    family: Literal["resnet", "vit"] = "resnet"
-
-
-@dataclass(frozen=True)
-class CKAConfig:
-    """`[cka]`: how every heatmap is computed (`ckatlas.heatmap`), on the test split.
-
-    `num_examples` takes the first N test examples (None: all of them); `passes`
-    reshuffles them each pass (the paper uses 10). `tokens`: how a transformer layer's
-    token sequence becomes one example's representation (`ckatlas.tokens`: "auto",
-    "flatten", "mean", "first", "last"), for the heatmaps, PCA, dynamics and origins.
-    """
-
-    layers: Literal["blocks", "all"] = "blocks"
-    batch_size: int = 256
-    passes: int = 1
-    num_examples: int | None = None
-    seed: int = 0
-    tokens: str = "auto"
 
 
 # -- the experiment ----------------------------------------------------------------------------
@@ -322,8 +280,8 @@ def _validate(config: ExperimentConfig) -> ExperimentConfig:
         raise UserInputError(f"resize in [dataset] must be a positive number of pixels, got {config.dataset.resize}")
     for i, grid in enumerate(config.grid):
         where = "[grid]" if len(config.grid) == 1 else f"[[grid]] #{i + 1}"
-        _check_grid(grid, where)
-    _check_cka(config.cka)
+        grid.check(where)
+    config.cka.check()
     for settings in config.analyses.values():
         check = getattr(settings, "check", None)
         if check is not None:  # each analysis validates its own settings against the grid
