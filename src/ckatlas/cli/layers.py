@@ -84,7 +84,8 @@ def _run_layers(args: argparse.Namespace) -> int:
     inputs = load_inputs(args.inputs) if args.inputs else None
     model, tokenizer = load_model(args.model)
     detector = detector_from_args(args)
-    count = layer_stack(model, args.layers_path).count
+    stack = layer_stack(model, args.layers_path)
+    count = stack.count
     measured = args.max_remove if args.max_remove is not None else count // 2
     if args.save and args.save > measured:  # checked before the analysis, not after it
         raise UserInputError(f"--save {args.save} is more than the {measured} removals measured (the model has "
@@ -103,13 +104,12 @@ def _run_layers(args: argparse.Namespace) -> int:
     pruned = None
     if pruned_dir is not None:
         removed = result.removed(args.criterion, args.save)
-        stack = layer_stack(model, args.layers_path)
         pruned = save_pruned(model, removed, str(pruned_dir), tokenizer, stack, source=str(args.model))
         names = ", ".join(result.layers[i] for i in removed)
         print(f"saved the model without layers {removed} ({names}) to {pruned_dir}; the removal: "
               f"{pruned_dir / REMOVAL_FILE}, as a mergekit passthrough config: {pruned_dir / MERGEKIT_FILE}",
               file=sys.stderr)
-    if healed_dir is not None and pruned is not None:
+    if healed_dir is not None and pruned is not None:  # (a healed folder implies a saved one)
         losses = heal(pruned, calibration, steps=args.heal, lr=args.heal_lr, batch_size=args.batch_size,
                       progress=progress)
         result.healing = {"criterion": args.criterion, "n": args.save, "steps": args.heal, "lr": args.heal_lr,

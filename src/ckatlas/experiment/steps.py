@@ -45,7 +45,7 @@ from ckatlas.experiment.config import (
     ProbesConfig,
     PruneConfig,
 )
-from ckatlas.experiment.registry import Step, StepKind, analysis_catalogue, register_step, step_kind
+from ckatlas.experiment.registry import Step, StepKind, register_step, step_kind
 from ckatlas.experiment.store import SUMMARY_FILE, ExperimentStore
 from ckatlas.experiment.summary import build_summary
 from ckatlas.errors import UserInputError
@@ -214,9 +214,7 @@ def _errors(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
 
 
 def _summary(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
-    summary = build_summary(store, ctx.config)
-    summary["analyses"]["available"] = analysis_catalogue()
-    atomic_write_json(store.path(SUMMARY_FILE), summary)
+    atomic_write_json(store.path(SUMMARY_FILE), build_summary(store, ctx.config))
 
 
 def _report(step: Step, ctx: StepContext, store: ExperimentStore) -> None:

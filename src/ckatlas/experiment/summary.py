@@ -19,7 +19,7 @@ written from disk. Paths are relative to the experiment directory.
       "grid": [{"residual", "fraction", "depths", "widths",
                 "block_fraction": [[...]], "block_strength": [[...]], "test_accuracy": [[...]]}, ...],
       "cross_seed": [{"a", "b", "path"}, ...],
-      "analyses": {"enabled": [...], "errors": path or null},
+      "analyses": {"enabled": [...], "errors": path or null, "available": {table: kind, description, default_on}},
       "timings": {"train": s, "cka": s, ..., "total": s, "wall": s},
       "config": {...}
     }
@@ -42,6 +42,7 @@ import numpy as np
 from ckatlas.analysis import BlockResult
 from ckatlas.experiment.config import ExperimentConfig, RunSpec
 from ckatlas.experiment.plan import cross_seed_pairs
+from ckatlas.experiment.registry import analysis_catalogue
 from ckatlas.experiment.store import ExperimentStore
 
 _FORMAT = "ckatlas.ExperimentSummary"
@@ -73,6 +74,7 @@ def build_summary(store: ExperimentStore, config: ExperimentConfig) -> dict[str,
         "analyses": {
             "enabled": config.analyses.enabled,
             "errors": store.errors_file() if config.analyses.errors is not None else None,
+            "available": analysis_catalogue(),  # what the report lists as not computed, without the registry
         },
         "timings": _timings(store),
         "config": config.to_dict(),

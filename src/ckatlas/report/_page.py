@@ -241,16 +241,16 @@ def grid_figure(
 
 
 def panel_rows(count: int, panel: tuple[float, float], *, columns: int = 4,
-               extra: tuple[float, float] = (0.8, 0.0)) -> tuple[Figure, list[Axes]]:
+               extra_width: float = 0.8) -> tuple[Figure, list[Axes]]:
     """A figure of `count` panels of `panel` inches (width, height), in rows of at most `columns`.
 
     One row of many panels squeezes their titles and labels into each other; rows of a few
-    keep every panel readable however many models there are. `extra` adds room (inches) for
-    a colorbar or a legend. Places left over in the last row are removed.
+    keep every panel readable however many models there are. `extra_width` adds room (inches)
+    for a colorbar. Places left over in the last row are removed.
     """
     cols = max(1, min(columns, count))
     rows = -(-count // cols)
-    fig = Figure(figsize=(panel[0] * cols + extra[0], panel[1] * rows + extra[1]), layout="constrained")
+    fig = Figure(figsize=(panel[0] * cols + extra_width, panel[1] * rows), layout="constrained")
     axes = list(np.ravel(fig.subplots(rows, cols, squeeze=False)))
     for ax in axes[count:]:
         ax.remove()

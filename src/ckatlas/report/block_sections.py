@@ -134,7 +134,7 @@ def stability_section(data: ReportData) -> Section | None:
         fractions = result.block_fractions
         rows.append([esc(g["name"]), esc(len(result.results)), f"{fractions.mean():.2f} ± {fractions.std(ddof=1):.2f}",
                      fmt(result.mean_jaccard), esc(", ".join(largest))])
-    fig, axes = panel_rows(len(found), (3.6, 2.5), columns=3, extra=(0.0, 0.0))
+    fig, axes = panel_rows(len(found), (3.6, 2.5), columns=3, extra_width=0.0)
     for ax, (g, result) in zip(axes, found):
         plot_block_frequency(result, ax)
         ax.set_title(f"{g['name']}\n{len(result.results)} seeds, mean Jaccard {result.mean_jaccard:.2f}", fontsize=9)
