@@ -39,6 +39,7 @@ def _rank(rank: int, init: str, out: str) -> None:
         within = heatmap(DistributedDataParallel(a), shard, layers="all", batch_size=BATCH, shuffle=False)
         across = population_heatmaps({"a": a, "b": b}, shard, batch_size=BATCH, shuffle=False)
         within.save(f"{out}/within-{rank}.npz")
+        heatmap(a, shard, batch_size=BATCH, shuffle=False, measure="procrustes").save(f"{out}/procrustes-{rank}.npz")
         across["a", "b"].save(f"{out}/across-{rank}.npz")
     finally:
         dist.destroy_process_group()
@@ -50,6 +51,7 @@ def test_every_rank_gets_the_heatmap_of_all_the_data(tmp_path) -> None:
     a, b = _models()
     whole = heatmap(a, _inputs(), layers="all", batch_size=BATCH, shuffle=False)
     across = heatmap(a, _inputs(), model_b=b, batch_size=BATCH, shuffle=False)
+    procrustes = heatmap(a, _inputs(), batch_size=BATCH, shuffle=False, measure="procrustes")
     for rank in range(WORLD):
         got = CKAResult.load(tmp_path / f"within-{rank}.npz")
         assert got.layers_a == whole.layers_a  # the DDP wrapper's module, by its own layer names
@@ -58,6 +60,9 @@ def test_every_rank_gets_the_heatmap_of_all_the_data(tmp_path) -> None:
         # the spread of per-batch estimates: sum of squares minus k mean^2 cancels where every batch gives
         # CKA 1, so the summation order shows at 1e-8 there
         np.testing.assert_allclose(got.standard_error, whole.standard_error, rtol=1e-6, atol=1e-7)
+        got = CKAResult.load(tmp_path / f"procrustes-{rank}.npz")  # a measure averaged over batches: the same
+        np.testing.assert_allclose(got.matrix, procrustes.matrix, rtol=0, atol=1e-10)
+        assert got.measure == "procrustes" and got.num_batches == N // BATCH
         pair = CKAResult.load(tmp_path / f"across-{rank}.npz")
         np.testing.assert_allclose(pair.matrix, across.matrix, rtol=0, atol=1e-10)
 

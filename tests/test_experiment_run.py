@@ -361,10 +361,11 @@ def test_dynamics_is_recorded_while_the_selected_runs_train_and_reported(finishe
         run_experiment(toml_file, copy, quiet=True, threads=THREADS)
 
 
-def test_an_experiment_recorded_before_cka_tokens_existed_resumes(finished, toml_file, tmp_path):
+def test_an_experiment_recorded_before_cka_tokens_and_measures_existed_resumes(finished, toml_file, tmp_path):
     root = Path(shutil.copytree(finished[0], tmp_path / "old"))
     record = json.loads((root / "experiment.json").read_text())
     assert record["config"]["cka"].pop("tokens") == "auto"
+    assert record["config"]["cka"].pop("measure") == "cka"
     (root / "experiment.json").write_text(json.dumps(record))
     before = _snapshot(root)
     result = run_experiment(toml_file, root, quiet=True, threads=THREADS)
@@ -504,3 +505,15 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, IndexError):
         return "Z"
+
+
+def test_cka_measure_fills_every_heatmap_of_an_experiment(tmp_path):
+    base = TOML.split("[analyses.pca]")[0].replace("widths = [0.25, 0.5]", "widths = [0.25]")
+    toml = tmp_path / "rsa.toml"
+    toml.write_text(base.replace("batch_size = 32\n", 'batch_size = 32\nmeasure = "rsa"\n') + "[analyses.cross_seed]\n")
+    run_experiment(toml, tmp_path / "out", quiet=True, threads=THREADS)
+    heatmaps = sorted((tmp_path / "out" / "cka").rglob("*.npz"))
+    assert len(heatmaps) == 3  # two models and their cross-seed pair
+    for path in heatmaps:
+        result = CKAResult.load(path)
+        assert result.measure == "rsa" and np.isfinite(result.matrix).all()

@@ -27,6 +27,10 @@ is recorded in the result's metadata.
 Device: `device=None` means the device of model A's parameters. Models are not
 moved (every model must already be on `device`); each batch is moved there, and
 the Grams stay there.
+
+Measures: `measure=` picks what each layer pair's cell holds, all from the same Grams
+(`ckatlas.cka.measures`): the paper's minibatch linear CKA by default, or RBF or
+debiased CKA, orthogonal Procrustes, mutual k-NN or RSA. The result records it.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from torch import nn
 from ckatlas.capture import LayerSpec, uncompiled
 from ckatlas.capture.gram_passes import GramPasses
 from ckatlas.capture.minibatches import Minibatches
-from ckatlas.cka import MinibatchCKA
+from ckatlas.cka.measures import accumulator, check_all_examples_memory, measure_info
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_open
 from ckatlas.results import NpzResult, read_result_npz
@@ -99,6 +103,11 @@ class CKAResult(NpzResult):
     def shape(self) -> tuple[int, int]:
         """(La, Lb)."""
         return self.matrix.shape
+
+    @property
+    def measure(self) -> str:
+        """The similarity measure of the matrix (`ckatlas.cka.measures`; "cka" for results saved before there were others)."""
+        return str(self.metadata.get("measure", "cka"))
 
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
         """Draw the heatmap (`ckatlas.report.plot_heatmap`; layer names, stage boundaries, colour bar).
@@ -213,6 +222,7 @@ def heatmap(
     model_names: tuple[str, str] | None = None,
     tokens: str = "auto",
     distributed: bool | None = None,
+    measure: str = "cka",
 ) -> CKAResult:
     """Minibatch CKA between the layers of one model, or of two models on the same batches.
 
@@ -240,6 +250,10 @@ def heatmap(
             passes its own shard of the data and every rank gets the heatmap of all of it (the
             estimator's sums are reduced across ranks). None: when a group of more than one
             rank is initialised. Every rank must call it, with at least one batch.
+        measure: the similarity of each layer pair (`ckatlas.cka.measures.MEASURES`): "cka" (the
+            paper's minibatch linear CKA, the default), "cka-rbf", "cka-debiased" (all examples in
+            one batch: Tensor inputs, N^2 memory per layer, refused above a limit before any
+            forward pass), "procrustes", "knn" or "rsa". Recorded in the result's metadata.
 
     Returns:
         A `CKAResult`; `matrix[i, j]` compares layer i of A with layer j of B.
@@ -250,8 +264,9 @@ def heatmap(
         model_names = tuple(type(uncompiled(m)).__name__ for m in (model_a, model_b if model_b is not None else model_a))
     names = [model_names[0]] if model_b is None else list(model_names)
     pair = (0, 0) if model_b is None else (0, 1)
+    batch_size, passes = _batching(measure, models, specs, inputs, batch_size, passes)
     loop = GramPasses(models, names, specs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens)
-    return _population(loop, [pair], distributed)[pair]
+    return _population(loop, [pair], distributed, measure)[pair]
 
 
 def population_heatmaps(
@@ -267,12 +282,13 @@ def population_heatmaps(
     progress: bool | None = None,
     tokens: str = "auto",
     distributed: bool | None = None,
+    measure: str = "cka",
 ) -> PopulationResult:
     """Every within- and cross-model heatmap of a set of models, one forward per model per batch.
 
     Args:
         models: {name: model}, or a list (named "model_0", "model_1", ...).
-        inputs, batch_size, passes, shuffle, seed, device, progress, tokens, distributed: as in `heatmap`.
+        inputs, batch_size, passes, shuffle, seed, device, progress, tokens, distributed, measure: as in `heatmap`.
         layers: one layer spec for every model, or {name: spec}.
 
     Returns:
@@ -293,8 +309,9 @@ def population_heatmaps(
     else:
         specs = [layers] * len(mods)
     pairs = [(i, j) for i in range(len(mods)) for j in range(i, len(mods))]
+    batch_size, passes = _batching(measure, mods, specs, inputs, batch_size, passes)
     loop = GramPasses(mods, names, specs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens)
-    out = _population(loop, pairs, distributed)
+    out = _population(loop, pairs, distributed, measure)
     return PopulationResult(names, {(names[i], names[j]): res for (i, j), res in out.items()})
 
 
@@ -311,20 +328,43 @@ def _ranks(distributed: bool | None) -> int:
     return dist.get_world_size()
 
 
-def _population(loop: GramPasses, pairs: list[tuple[int, int]],
-                distributed: bool | None = None) -> dict[tuple[int, int], CKAResult]:
+def _batching(measure: str, models: Sequence[nn.Module], specs: Sequence[LayerSpec], inputs: Any,
+              batch_size: int, passes: int) -> tuple[int, int]:
+    """The batch size and passes `measure` runs with: as given for a minibatch measure; one batch of every
+    example for an all-examples one (its memory checked before any forward pass)."""
+    info = measure_info(measure)
+    if not info.all_examples:
+        return batch_size, passes
+    from ckatlas.capture import resolve_layers
+    from ckatlas.capture.minibatches import count_examples
+
+    if not isinstance(inputs, (torch.Tensor, np.ndarray, Mapping)):
+        raise UserInputError(f"measure {measure!r} needs all examples in one batch: pass the inputs as one "
+                             f"Tensor or array (or a dict of them), not an iterable of batches")
+    n = count_examples(torch.as_tensor(inputs) if isinstance(inputs, np.ndarray) else inputs)
+    layers = sum(len(resolve_layers(uncompiled(m), spec)) for m, spec in {id(m): (m, s) for m, s in zip(models, specs)}.values())
+    check_all_examples_memory(measure, n, layers)
+    return max(n, 1), 1
+
+
+def _population(loop: GramPasses, pairs: list[tuple[int, int]], distributed: bool | None = None,
+                measure: str = "cka") -> dict[tuple[int, int], CKAResult]:
     """Run each distinct model once per batch and feed every requested pair's accumulator; with several
     torch.distributed ranks, sum the accumulators over them (each rank saw its own shard)."""
     ranks = _ranks(distributed)
     names = loop.model_names
-    accs: dict[tuple[int, int], MinibatchCKA] = {}
+    if measure_info(measure).all_examples and ranks > 1:
+        raise UserInputError(f"measure {measure!r} needs all examples in one process; under torch.distributed "
+                             f"use a minibatch measure, or distributed=False")
+    accs: dict[tuple[int, int], Any] = {}
     for grams in loop:
         for i, j in pairs:
             if (i, j) not in accs:  # layer counts are known after the first batch
                 lb = None if i == j else grams[j].shape[0]
-                accs[(i, j)] = MinibatchCKA(grams[i].shape[0], lb, device=loop.device)
+                accs[(i, j)] = accumulator(measure, grams[i].shape[0], lb, device=loop.device)
             accs[(i, j)].update_grams(grams[i], None if i == j else grams[j])
     meta, layer_names, token_layers, n_per_pass = loop.metadata(), loop.names, loop.token_layers, loop.n_per_pass
+    meta["measure"] = measure
     if ranks > 1:
         for key in pairs:  # the same order on every rank
             accs[key].all_reduce()

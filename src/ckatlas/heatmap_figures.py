@@ -192,8 +192,16 @@ def plot_heatmap(
     if title:
         ax.set_title(title)
     if colorbar:
-        ax.figure.colorbar(image, ax=ax, label="CKA (minibatch, unbiased HSIC)", shrink=0.9)
+        ax.figure.colorbar(image, ax=ax, label=measure_label(result), shrink=0.9)
     return ax
+
+
+def measure_label(result: Any) -> str:
+    """What a heatmap's colours mean: its measure's label (`ckatlas.cka.measures`)."""
+    from ckatlas.cka.measures import MEASURES
+
+    measure = getattr(result, "metadata", {}).get("measure", "cka")
+    return MEASURES[measure].label if measure in MEASURES else str(measure)
 
 
 def figure_png(ax: Axes, dpi: int = 150) -> bytes:
@@ -255,7 +263,8 @@ def plot_heatmap_grid(
                      colorbar=False)
         ax.title.set_fontsize(9)
     image = axes[0].images[0]
-    fig.colorbar(image, ax=list(axes), label="CKA", shrink=0.8)
+    labels = {measure_label(r) for r in results}
+    fig.colorbar(image, ax=list(axes), label=labels.pop() if len(labels) == 1 else "similarity", shrink=0.8)
     return fig
 
 

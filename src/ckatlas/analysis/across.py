@@ -171,6 +171,7 @@ def population_cka(
     device: torch.device | str | None = None,
     names: tuple[str, str] = ("A", "B"),
     progress: bool | None = None,
+    measure: str = "cka",
 ) -> AveragedCKA:
     """Cross-model heatmap averaged over the pairs of one or two populations (module docstring).
 
@@ -180,7 +181,7 @@ def population_cka(
         models_b: the column population (another architecture); None pairs the
             models of `models_a` with each other.
         layers: layer spec of the models of A; `layers_b` that of B (None: `layers`).
-        batch_size, passes, shuffle, seed, device, progress: as in `ckatlas.heatmap.heatmap`.
+        batch_size, passes, shuffle, seed, device, progress, measure: as in `ckatlas.heatmap.heatmap`.
         names: names of the two populations, stored in the result.
 
     Returns:
@@ -220,7 +221,7 @@ def population_cka(
     specs = {name: layers for name in pop_a}
     specs.update({name: layers if layers_b is None else layers_b for name in pop_b})
     population = population_heatmaps(
-        everyone, inputs, specs, batch_size, passes, shuffle, seed, device, progress=progress
+        everyone, inputs, specs, batch_size, passes, shuffle, seed, device, progress=progress, measure=measure
     )
     results = [population[a, b] for a, b in pairs]
     avg = average_heatmaps(results, [f"{a} vs {b}" for a, b in pairs])

@@ -15,6 +15,7 @@ from ckatlas.cli._common import (
     positive_int,
     write_png,
 )
+from ckatlas.cka.measures import MEASURES
 from ckatlas.tokens import TOKEN_MODES
 
 
@@ -282,6 +283,10 @@ def add_cka(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", choices=TOKEN_MODES, default="auto",
                    help="how a transformer layer's tokens become one example (ckatlas.tokens): auto (default: "
                         "flattened for images), flatten, mean, first or last")
+    p.add_argument("--measure", choices=tuple(MEASURES), default="cka",
+                   help="the similarity of each layer pair (ckatlas.cka.measures): cka (default: the paper's "
+                        "minibatch linear CKA), cka-rbf, cka-debiased (all examples in one batch), procrustes, "
+                        "knn (mutual 10-NN) or rsa")
     p.add_argument("--no-shuffle", action="store_true", help="consecutive batches instead of a random permutation")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch permutations (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -374,6 +379,7 @@ def _run_cka(args: argparse.Namespace) -> int:
         progress=False if args.quiet else None,
         model_names=(names[0], names[-1]),
         tokens=args.tokens,
+        measure=args.measure,
     )
     out = result.save(Path(args.out))
     if args.png:
@@ -381,7 +387,8 @@ def _run_cka(args: argparse.Namespace) -> int:
     if not args.quiet:
         la, lb = result.shape
         what = names[0] if len(names) == 1 else f"{names[0]} ({la} layers) vs {names[1]} ({lb} layers)"
-        print(f"CKA of {what}: {la} x {lb}, {result.n} examples x {result.passes} pass(es), "
+        label = "CKA" if args.measure == "cka" else MEASURES[args.measure].label
+        print(f"{label} of {what}: {la} x {lb}, {result.n} examples x {result.passes} pass(es), "
               f"{result.num_batches} batches")
         print(f"wrote {out}" + (f" and {args.png}" if args.png else ""))
     return 0

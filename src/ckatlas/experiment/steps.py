@@ -138,6 +138,7 @@ def _cka(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
         progress=not ctx.quiet,
         model_names=(step.runs[0].name, step.runs[-1].name),
         tokens=cka.tokens,
+        measure=cka.measure,
     )
     result.save(store.path(step.outputs[0]))
 

@@ -181,7 +181,7 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
     """What must match for a directory to hold the same experiment: all but the description and where data is read from."""
     dataset = {k: v for k, v in config.get("dataset", {}).items() if k != "data_dir"}
     grid = [{"family": "resnet", **table} for table in config.get("grid", [])]  # recorded before families existed
-    cka = {"tokens": "auto", **config.get("cka", {})}  # recorded before [cka] tokens existed
+    cka = {"tokens": "auto", "measure": "cka", **config.get("cka", {})}  # recorded before [cka] tokens, measure existed
     return {**{k: v for k, v in config.items() if k != "description"}, "dataset": dataset, "grid": grid, "cka": cka}
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ckatlas.errors import UserInputError
+from ckatlas.cka.measures import MEASURES
 from ckatlas.tokens import TOKEN_MODES
 
 
@@ -73,6 +74,9 @@ class CKAConfig:
     reshuffles them each pass (the paper uses 10). `tokens`: how a transformer layer's
     token sequence becomes one example's representation (`ckatlas.tokens`: "auto",
     "flatten", "mean", "first", "last"), for the heatmaps, PCA, dynamics and origins.
+    `measure`: what each heatmap cell holds (`ckatlas.cka.measures`: "cka", the paper's
+    minibatch linear CKA, by default; "cka-rbf", "cka-debiased", "procrustes", "knn", "rsa");
+    the blocks are then found on that measure's heatmaps.
     """
 
     layers: Literal["blocks", "all"] = "blocks"
@@ -81,6 +85,7 @@ class CKAConfig:
     num_examples: int | None = None
     seed: int = 0
     tokens: str = "auto"
+    measure: str = "cka"
 
     def check(self) -> None:
         """One clear error for settings the estimator cannot use."""
@@ -90,6 +95,8 @@ class CKAConfig:
             raise UserInputError(f"passes in [cka] must be >= 1, got {self.passes}")
         if self.tokens not in TOKEN_MODES:
             raise UserInputError(f"tokens in [cka] must be one of {', '.join(TOKEN_MODES)}, got {self.tokens!r}")
+        if self.measure not in MEASURES:
+            raise UserInputError(f"measure in [cka] must be one of {', '.join(MEASURES)}, got {self.measure!r}")
         if self.num_examples is not None and self.num_examples < 4:
             raise UserInputError(f"num_examples in [cka] must be >= 4 (or left out for the whole test split), got {self.num_examples}")
 
