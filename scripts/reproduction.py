@@ -222,24 +222,40 @@ def dynamics_table(root: Path, summary: dict, figure: Path | None = None) -> str
     if not rows:
         return ""
     epochs = [int(e) for e in next(iter(rows.values()))[0].epochs]
-    lines = ["Block fraction through training (mean over seeds; in brackets the mean first-PC variance share):", "",
+    lines = ["Block fraction / block strength through training (mean over seeds; in brackets the mean first-PC "
+             "variance share):", "",
              "| depth, width | " + " | ".join(f"epoch {e}" for e in epochs) + " |", "|---|" + "---:|" * len(epochs)]
     for (depth, width), records in sorted(rows.items()):
         cells = []
         for k in range(len(epochs)):
             bf = np.mean([r.block_fraction[k] for r in records])
+            st = np.mean([r.block_strength[k] for r in records])
             pc = np.mean([r.mean_variance_explained()[k] for r in records])
-            cells.append(f"{bf:.2f} ({pc:.2f})")
+            cells.append(f"{bf:.2f} / {st:.2f} ({pc:.2f})")
         lines.append(f"| {depth}, {width:g} | " + " | ".join(cells) + " |")
     from scipy.stats import wilcoxon
 
     from ckatlas.analysis import find_threshold_blocks
 
-    change = np.array([r.block_fraction[-1] - r.block_fraction[0] for records in rows.values() for r in records])
-    p_value = wilcoxon(change).pvalue if np.any(change != 0) else 1.0
-    lines += ["", f"Last recorded epoch minus initialisation, per model: mean {change.mean():+.2f}, "
-                  f"{int((change < 0).sum())} of {len(change)} models lower, Wilcoxon signed-rank p = {p_value:.2g} "
-                  f"(two-sided)."]
+    fitted = {m["name"] for m in summary["models"] if "dynamics" in m["paths"] and (m.get("train_accuracy") or 0) >= 0.99}
+    named = [(m["name"], BlockDynamics.load(root / m["paths"]["dynamics"])) for m in summary["models"]
+             if "dynamics" in m["paths"]]
+    for label, subset in (("every model", named), ("the models that fit (clean training accuracy >= 99%)",
+                                                   [(n, r) for n, r in named if n in fitted])):
+        for stat in ("block_fraction", "block_strength"):
+            change = np.array([getattr(r, stat)[-1] - getattr(r, stat)[0] for _, r in subset])
+            if not len(change):
+                continue
+            p_value = wilcoxon(change).pvalue if np.any(change != 0) else 1.0
+            lines += ["", f"{stat.replace('_', ' ').capitalize()}, last recorded epoch minus initialisation, {label}: "
+                          f"mean {change.mean():+.2f}, {int((change < 0).sum())} lower and {int((change > 0).sum())} "
+                          f"higher of {len(change)}, Wilcoxon signed-rank p = {p_value:.2g} (two-sided)."]
+    ends = [r for _, r in named if r.block_strength[-1] > 0]
+    if ends:
+        first = [int(r.epochs[np.flatnonzero(r.block_strength >= r.block_strength[-1] / 2)[0]]) for r in ends]
+        lines += ["", f"Of the {len(ends)} models that end with a block, the epoch at which the block strength first "
+                      f"reaches half its final value: median {np.median(first):g} (range {min(first)}-{max(first)}); "
+                      f"{sum(r.block_strength[0] > 0 for r in ends)} of them already had a block at initialisation."]
 
     lines += ["", "The same records with the threshold rule of earlier releases (CKA >= 0.9), for comparison:", "",
               "| depth, width | " + " | ".join(f"epoch {e}" for e in epochs) + " |", "|---|" + "---:|" * len(epochs)]
