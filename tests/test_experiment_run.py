@@ -37,6 +37,7 @@ from ckatlas.experiment.claims import SWEEPS
 from ckatlas.experiment.executors import torch_threads
 from ckatlas.experiment.steps import test_inputs as experiment_inputs
 from ckatlas.heatmap import CKAResult, heatmap
+from ckatlas.summary import ExperimentSummary
 from ckatlas.train import load_run, train
 
 pytestmark = pytest.mark.slow
@@ -386,7 +387,7 @@ def test_a_new_claim_is_one_definition(finished):
     from ckatlas.experiment.claims import CLAIMS, PairedClaim, evaluate_claims
 
     def ends(ctx):
-        pcas = [PCAResult.load(ctx.root / m["paths"]["pca"]) for m in ctx.models if "pca" in m["paths"]]
+        pcas = [PCAResult.load(ctx.root / m.path("pca")) for m in ctx.models if m.has("pca")]
         return [(float(p.variance_explained[-1]), float(p.variance_explained[0])) for p in pcas]
 
     mine = PairedClaim("pc1-grows", "the first PC explains more at the output than at the input",
@@ -395,7 +396,7 @@ def test_a_new_claim_is_one_definition(finished):
     result = evaluate_claims(root, num_permutations=500, claims=[*CLAIMS, mine], compare_with=None)
     assert [c.key for c in result.claims[:-1]] == [c.key for c in CLAIMS]
     claim, pairs = result["pc1-grows"], ends(SimpleNamespace(root=root, models=[
-        m for m in json.loads((root / "summary.json").read_text())["models"] if m.get("residual", True)]))
+        m for m in ExperimentSummary.load(root / "summary.json").models if m.residual]))
     expected = paired_difference_test([a for a, _ in pairs], [b for _, b in pairs], num_permutations=500, seed=0)
     assert pairs and claim.n == len(pairs) and claim.value == pytest.approx(expected["mean_difference"])
     assert claim.p_value == pytest.approx(expected["p_value"]) and claim.holds == (expected["p_value"] <= 0.05)
@@ -517,3 +518,15 @@ def test_cka_measure_fills_every_heatmap_of_an_experiment(tmp_path):
     for path in heatmaps:
         result = CKAResult.load(path)
         assert result.measure == "rsa" and np.isfinite(result.matrix).all()
+
+
+def test_summary_json_reads_as_typed_entries_and_writes_back_unchanged(finished, tmp_path):
+    root, config, _ = finished
+    text = (root / "summary.json").read_text()
+    summary = ExperimentSummary.load(root / "summary.json")
+    assert [m.name for m in summary.models] == [r.name for r in config.runs]
+    first = summary.models[0]
+    assert first.path("pca") == f"analysis/pca/{first.name}.npz" and first.has("prune") and not first.has("probes")
+    assert summary.group_of(first.name).runs[0] == first.name and summary.model(first.name) is first
+    assert summary.cell(summary.grid[0], first.depth, first.width)[0] is first
+    assert summary.save(tmp_path / "again.json").read_text() == text  # the file on disk is as before

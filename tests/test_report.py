@@ -30,6 +30,7 @@ from ckatlas.errors import UserInputError
 from ckatlas.heatmap import CKAResult
 from ckatlas.report._page import HOVER_SCRIPT
 from ckatlas.report.headline import statistic_sentences, trend_sentences
+from ckatlas.summary import ExperimentSummary, ModelEntry
 from ckatlas.report.html import render_report, write_report
 from ckatlas.train import load_run
 
@@ -193,8 +194,10 @@ def test_the_headline_table_holds_the_numbers_of_summary_json(page, summary):
 def test_the_finding_is_stated_from_the_numbers(page, summary):
     table = summary["grid"][0]
     text = _section(_Dom(page), "headline").text
-    models = [m for m in summary["models"] if (m["residual"], m["fraction"]) == (table["residual"], table["fraction"])]
-    statistics = statistic_sentences(models)
+    typed = ExperimentSummary.from_dict(summary)
+    statistics = statistic_sentences(typed.slice_models(typed.grid[0]))
+    assert len(typed.slice_models(typed.grid[0])) == len(
+        [m for m in summary["models"] if (m["residual"], m["fraction"]) == (table["residual"], table["fraction"])])
     assert statistics and all(sentence in text for sentence in statistics)  # the verdict: a statistic over seeds
     assert all("permutation p = " in sentence for sentence in statistics if "no trend" not in sentence)
     assert all("block strength against" in s for s in statistics if "no trend" not in s)  # not the fraction
@@ -438,8 +441,8 @@ def test_heatmap_cells_show_their_layer_pair_and_value_on_hover(experiment, page
 
 def test_statistic_sentences_say_plainly_whether_the_trend_is_significant():
     def models(values):
-        return [{"depth": d, "width": w, "block_fraction": v}
-                for (d, w), vs in values.items() for v in vs]
+        return [ModelEntry(f"m{i}", "resnet", d, w, True, i, 1.0, block_fraction=v)
+                for i, ((d, w), v) in enumerate((cell, v) for cell, vs in values.items() for v in vs)]
 
     growing = models({(8, 0.5): [0.0, 0.1, 0.0], (8, 1): [0.3, 0.4, 0.35], (8, 2): [0.7, 0.8, 0.75],
                       (14, 0.5): [0.1, 0.0, 0.1], (14, 1): [0.5, 0.4, 0.45], (14, 2): [0.8, 0.9, 0.85]})

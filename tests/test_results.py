@@ -25,6 +25,7 @@ from ckatlas.analysis.prune import PruneResult
 from ckatlas.errors import UserInputError
 from ckatlas.heatmap import CKAResult
 from ckatlas.results import JsonResult, NpzResult
+from ckatlas.summary import CrossSeedPair, ExperimentSummary, GridTable, GroupEntry, ModelEntry
 
 
 def _cka(seed: int = 0) -> CKAResult:
@@ -76,9 +77,17 @@ def _instances() -> dict[type, JsonResult | NpzResult]:
                                         {"per_depth": [0.4]}),
                                   Claim("depth", "grows with depth", "Spearman rho", None, None, 0, None, "one depth")],
                           0.05, {"permutations": 100})
+    model = ModelEntry("m0", "resnet8", 8, 1.0, True, 0, 1.0, test_accuracy=0.9, block_fraction=0.5,
+                       block_strength=0.3, blocks=[[0, 1]], block_scores=[0.6], layers=["a", "b"],
+                       paths={"run": "runs/m0", "pca": "analysis/pca/m0.npz"})
+    summary = ExperimentSummary("exp", "a test", {"name": "digits"}, [model],
+                                [GroupEntry("g", "resnet8", 8, 1.0, True, 1.0, ["m0"], block_fraction_mean=0.5)],
+                                [GridTable(True, 1.0, [8], [1.0], [[0.5]], [[0.9]], "resnet", [[0.3]])],
+                                [CrossSeedPair("m0", "m1", "cka/m0__m1.npz")], ["pca"], None, {}, {"train": 1.0},
+                                {"name": "exp"})
     made = [blocks[0], block_stability(blocks, ["s0", "s1"]), _cka(), pca, probes, prune,
             average_heatmaps([_cka(0), _cka(1)]), match_layers(_cka()), _comparison(), dynamics, origins, removal,
-            claims]
+            claims, summary]
     return {type(result): result for result in made}
 
 

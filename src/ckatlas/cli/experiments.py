@@ -56,12 +56,11 @@ def default_jobs() -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    import json
-
     from ckatlas.experiment import run_experiment
     from ckatlas.files import check_writable_dir
     from ckatlas.report.headline import headline_text
     from ckatlas.report.html import REPORT_FILE, write_report
+    from ckatlas.summary import ExperimentSummary
 
     check_writable_dir(args.out, "the demo")
     jobs = args.jobs if args.jobs is not None else default_jobs()
@@ -71,7 +70,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     if not report.is_file():  # the pipeline writes it; a directory from before the report existed may lack it
         write_report(result.root)
     if not args.quiet:
-        print(headline_text(json.loads(result.summary_path.read_text(encoding="utf-8"))))
+        print(headline_text(ExperimentSummary.load(result.summary_path)))
     print(f"report: {report}")
     return 0
 
@@ -124,10 +123,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    import json
-
     from ckatlas.experiment import experiment_status, load_config, run_experiment
     from ckatlas.files import check_writable_dir
+    from ckatlas.summary import ExperimentSummary
 
     config = load_config(args.experiment)
     if not args.dry_run:
@@ -153,13 +151,13 @@ def _run_run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     if not args.quiet:
-        summary = json.loads(result.summary_path.read_text(encoding="utf-8"))
-        width = max(len(m["name"]) for m in summary["models"])
+        summary = ExperimentSummary.load(result.summary_path)
+        width = max(len(m.name) for m in summary.models)
         print(f"{'model':<{width}}  test acc  train acc  block fraction  block strength")
-        for m in summary["models"]:
-            fit = m.get("train_accuracy")
-            print(f"{m['name']:<{width}}  {m['test_accuracy']:8.3f}  {'–' if fit is None else f'{fit:.3f}':>9}  "
-                  f"{m['block_fraction']:14.2f}  {m['block_strength']:14.2f}")
+        for m in summary.models:
+            fit = m.train_accuracy
+            print(f"{m.name:<{width}}  {m.test_accuracy:8.3f}  {'–' if fit is None else f'{fit:.3f}':>9}  "
+                  f"{m.block_fraction:14.2f}  {m.block_strength:14.2f}")
         print(f"summary: {result.summary_path}")
     return 0
 

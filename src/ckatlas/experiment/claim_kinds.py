@@ -20,6 +20,7 @@ from ckatlas.analysis.pca import PCAResult
 from ckatlas.analysis.trend import paired_difference_test, trend_test
 from ckatlas.heatmap import CKAResult
 from ckatlas.results import JsonResult
+from ckatlas.summary import ExperimentSummary, ModelEntry
 
 SWEEPS = {"contrast": ("min_score", (0.3, 0.4, 0.5, 0.6, 0.7)), "threshold": ("threshold", (0.8, 0.85, 0.9, 0.95, 0.97))}
 DEFAULT_SWEEP = SWEEPS["threshold"][1]  # earlier releases' name for the threshold sweep
@@ -162,33 +163,33 @@ class OwnClaim:
 
 
 class ClaimContext:
-    def __init__(self, root: Path, summary: dict[str, Any], alpha: float, permutations: int, seed: int,
+    def __init__(self, root: Path, summary: ExperimentSummary, alpha: float, permutations: int, seed: int,
                  detector: BlockDetector | None) -> None:
         self.root, self.summary, self.alpha = root, summary, alpha
         self.permutations, self.seed = permutations, seed
-        self.models = [m for m in summary["models"] if m.get("residual", True)]
+        self.models = [m for m in summary.models if m.residual]
         self._blocks: dict[str, BlockResult] = {}
         self._heatmaps: dict[str, CKAResult] = {}
-        table = blocks_table(summary)
+        table = summary.blocks_table
         self.rows = table.get("on", "heatmap")
         self.refind = detector is not None
-        self.detector = detector or BlockDetector.from_saved(table, "[analyses.blocks] of summary.json")
+        self.detector = detector or BlockDetector.from_saved(table or None, "[analyses.blocks] of summary.json")
         self._outputs: dict[str, list[str]] = {}
-        self._traced: list[tuple[dict[str, Any], dict[str, np.ndarray], BlockOrigins]] | None = None
+        self._traced: list[tuple[ModelEntry, dict[str, np.ndarray], BlockOrigins]] | None = None
 
     def share_reads(self, other: ClaimContext) -> None:
         """Use what `other` (the same experiment, another detector) has read already and will read."""
         self._heatmaps, self._outputs, self._traced = other._heatmaps, other._outputs, other._traced
 
     # -- shared ----------------------------------------------------------------------------
-    def blocks(self, model: dict[str, Any]) -> BlockResult:
+    def blocks(self, model: ModelEntry) -> BlockResult:
         """The model's blocks: as the experiment found them, or found again with this context's detector."""
-        if model["name"] not in self._blocks:
+        if model.name not in self._blocks:
             if self.refind:
-                self._blocks[model["name"]] = self._find(model, self.detector, self.rows)
+                self._blocks[model.name] = self._find(model, self.detector, self.rows)
             else:
-                self._blocks[model["name"]] = BlockResult.load(self.root / model["paths"]["blocks"])
-        return self._blocks[model["name"]]
+                self._blocks[model.name] = BlockResult.load(self.root / model.path("blocks"))
+        return self._blocks[model.name]
 
     @property
     def statistic_name(self) -> str:
@@ -196,10 +197,10 @@ class ClaimContext:
         as the releases that used it did)."""
         return "block_strength" if self.detector.method == "contrast" else "block_fraction"
 
-    def has_block(self, model: dict[str, Any]) -> bool:
+    def has_block(self, model: ModelEntry) -> bool:
         return bool(self.blocks(model).blocks)
 
-    def in_block(self, model: dict[str, Any]) -> dict[str, bool]:
+    def in_block(self, model: ModelEntry) -> dict[str, bool]:
         """{analysed layer name: inside a block}."""
         result = self.blocks(model)
         names = result.layer_names or [str(i) for i in range(result.num_layers)]
@@ -219,21 +220,21 @@ class ClaimContext:
               direction: str = "increasing") -> Claim:
         what = self.statistic_name.replace("_", " ")
         statistic = f"mean Spearman rho of {what} with {factor}, within each {' x '.join(strata)}"
-        levels = {m[factor] for m in self.models}
+        levels = {getattr(m, factor) for m in self.models}
         if len(levels) < 2:
             return Claim(key, statement, statistic, note=f"every model has the same {factor}")
         models = [m for m in self.models if self._varies(m, factor, strata)]
         if not models:
             return Claim(key, statement, statistic, note=f"no {' x '.join(strata)} slice has two {factor}s")
-        labels = [tuple(m[s] for s in strata) for m in models]
+        labels = [tuple(getattr(m, s) for s in strata) for m in models]
         values = [getattr(self.blocks(m), self.statistic_name) for m in models]
-        test = trend_test(values, [m[factor] for m in models], labels, direction=direction,
+        test = trend_test(values, [getattr(m, factor) for m in models], labels, direction=direction,
                           num_permutations=self.permutations, seed=self.seed)
         details: dict[str, Any] = {"strata": test.strata, "sweep": self.sweep(models, factor, labels, sweep, direction)}
         for name, read in (("block_strength", lambda m: self.blocks(m).block_strength),
                            ("block_fraction", lambda m: self.blocks(m).block_fraction)):
-            by_level = {str(level): float(np.mean([read(m) for m in models if m[factor] == level]))
-                        for level in sorted(levels) if any(m[factor] == level for m in models)}
+            by_level = {str(level): float(np.mean([read(m) for m in models if getattr(m, factor) == level]))
+                        for level in sorted(levels) if any(getattr(m, factor) == level for m in models)}
             details[f"mean_{name}"] = by_level
         if not np.isfinite(test.statistic):
             return Claim(key, statement, statistic, note=f"{what} does not vary in any slice",
@@ -241,11 +242,11 @@ class ClaimContext:
         return Claim(key, statement, statistic, test.statistic, test.p_value, test.num_models,
                      test.holds(self.alpha), details=details)
 
-    def _varies(self, model: dict[str, Any], factor: str, strata: tuple[str, str]) -> bool:
-        same = [m for m in self.models if all(m[s] == model[s] for s in strata)]
-        return len({m[factor] for m in same}) >= 2
+    def _varies(self, model: ModelEntry, factor: str, strata: tuple[str, str]) -> bool:
+        same = [m for m in self.models if all(getattr(m, s) == getattr(model, s) for s in strata)]
+        return len({getattr(m, factor) for m in same}) >= 2
 
-    def sweep(self, models: list[dict[str, Any]], factor: str, labels: list[tuple], values: Sequence[float],
+    def sweep(self, models: list[ModelEntry], factor: str, labels: list[tuple], values: Sequence[float],
               direction: str) -> list[dict[str, Any]]:
         """The trend test with the detector re-run at each value of its main knob (`SWEEPS`), on every
         layer of the heatmap and on the block outputs only (its other settings as used)."""
@@ -256,7 +257,7 @@ class ClaimContext:
                 detector = self.detector.replace(**{knob: value})
                 found = [self._find(m, detector, on) for m in models]
                 strength = [f.block_strength for f in found]
-                test = trend_test([getattr(f, self.statistic_name) for f in found], [m[factor] for m in models],
+                test = trend_test([getattr(f, self.statistic_name) for f in found], [getattr(m, factor) for m in models],
                                   labels, direction=direction,
                                   num_permutations=self.permutations, seed=self.seed)
                 out.append({"on": on, knob: value, "rho": test.statistic, "p_value": test.p_value,
@@ -264,7 +265,7 @@ class ClaimContext:
                             "mean_block_fraction": float(np.mean([f.block_fraction for f in found]))})
         return out
 
-    def _find(self, model: dict[str, Any], detector: BlockDetector, on: str) -> BlockResult:
+    def _find(self, model: ModelEntry, detector: BlockDetector, on: str) -> BlockResult:
         """The model's blocks by `detector` on rows `on` of its saved heatmap (the smallest block follows
         the rows: min_fraction of 12 block outputs is not of 70 layers)."""
         cka = self._cka(model)
@@ -276,22 +277,22 @@ class ClaimContext:
             warnings.simplefilter("ignore", RuntimeWarning)  # dead layers were warned about when found first
             return detector.find(cka, layers=layers)
 
-    def _cka(self, model: dict[str, Any]) -> CKAResult:
-        if model["name"] not in self._heatmaps:
-            self._heatmaps[model["name"]] = CKAResult.load(self.root / model["paths"]["cka"])
-        return self._heatmaps[model["name"]]
+    def _cka(self, model: ModelEntry) -> CKAResult:
+        if model.name not in self._heatmaps:
+            self._heatmaps[model.name] = CKAResult.load(self.root / model.path("cka"))
+        return self._heatmaps[model.name]
 
-    def _block_outputs(self, model: dict[str, Any]) -> list[str]:
+    def _block_outputs(self, model: ModelEntry) -> list[str]:
         """The residual stream's layer names of `model` (`model.layer_names("blocks")`)."""
-        if model["name"] not in self._outputs:
+        if model.name not in self._outputs:
             from ckatlas.train import load_run
 
-            self._outputs[model["name"]] = load_run(self.root / model["paths"]["run"]).model.layer_names("blocks")
-        return self._outputs[model["name"]]
+            self._outputs[model.name] = load_run(self.root / model.path("run")).model.layer_names("blocks")
+        return self._outputs[model.name]
 
     # -- claim 3 ----------------------------------------------------------------------------
-    def pca_rows(self, model: dict[str, Any]) -> tuple[PCAResult, np.ndarray, np.ndarray] | None:
-        path = model["paths"].get("pca")
+    def pca_rows(self, model: ModelEntry) -> tuple[PCAResult, np.ndarray, np.ndarray] | None:
+        path = model.path("pca")
         if path is None or not self.has_block(model):
             return None
         pca = PCAResult.load(self.root / path)
@@ -301,13 +302,13 @@ class ClaimContext:
         return pca, np.array(rows), mask
 
     # -- where blocks come from (Nguyen, Raghu & Kornblith 2022) --------------------------------
-    def traced_origins(self) -> list[tuple[dict[str, Any], dict[str, np.ndarray], BlockOrigins]]:
+    def traced_origins(self) -> list[tuple[ModelEntry, dict[str, np.ndarray], BlockOrigins]]:
         """(model, its blocks' scores on the four heatmaps, its origins) of every traced model with a block;
         read and scored once for both origins claims."""
         if self._traced is None:
             self._traced = []
             for model in self.models:
-                path = model["paths"].get("origins")
+                path = model.path("origins")
                 if path is not None:
                     origins = BlockOrigins.load(self.root / path)
                     if origins.blocks:
@@ -315,11 +316,4 @@ class ClaimContext:
         return self._traced
 
 
-def blocks_table(summary: Any) -> dict[str, Any]:
-    """The saved ``[analyses.blocks]`` table of an experiment's summary ({} when it has none)."""
-    if not isinstance(summary, dict):
-        return {}
-    return dict(((summary.get("config") or {}).get("analyses") or {}).get("blocks") or {})
-
-
-__all__ = ["Claim", "ClaimContext", "blocks_table", "ClaimsResult", "OwnClaim", "PairedClaim", "TrendClaim"]
+__all__ = ["Claim", "ClaimContext", "ClaimsResult", "OwnClaim", "PairedClaim", "TrendClaim"]

@@ -56,7 +56,6 @@ from ckatlas.analysis.errors import ErrorComparison
 from ckatlas.analysis.probes import ProbeResult
 from ckatlas.analysis.prune import PruneResult
 from ckatlas.analysis.trend import PERMUTATIONS
-from ckatlas.errors import UserInputError
 from ckatlas.experiment.claim_kinds import (  # noqa: F401  (Claim, ClaimsResult, SWEEPS re-exported)
     DEFAULT_SWEEP,
     SWEEPS,
@@ -66,10 +65,9 @@ from ckatlas.experiment.claim_kinds import (  # noqa: F401  (Claim, ClaimsResult
     OwnClaim,
     PairedClaim,
     TrendClaim,
-    blocks_table,
 )
-from ckatlas.files import read_json
 from ckatlas.heatmap import CKAResult
+from ckatlas.summary import read_summary
 
 FIXED_BLOCKS = ("errors", "dominant-examples", "normalised")  # claims that do not follow a change of detector
 
@@ -97,9 +95,7 @@ def evaluate_claims(
         compare_with: a second detector whose verdicts are kept beside each claim's (None: none).
     """
     root = Path(root).expanduser()
-    summary = read_json(root / "summary.json", "an experiment's summary.json (run 'ckatlas run' to the end)")
-    if not isinstance(summary, dict) or "models" not in summary:
-        raise UserInputError(f"{root / 'summary.json'} is not a ckatlas experiment summary")
+    summary = read_summary(root)
     ctx = ClaimContext(root, summary, alpha, num_permutations, seed, detector)
     if sweep is None:
         sweep = SWEEPS[ctx.detector.method][1]
@@ -113,7 +109,7 @@ def evaluate_claims(
                 claim.details["compare"] = {"method": compare_with.method, "detector": compare_with.to_dict(),
                                             "value": again.value, "p_value": again.p_value, "n": again.n,
                                             "holds": again.holds}
-    return ClaimsResult(summary.get("name", str(root)), tested, alpha,
+    return ClaimsResult(summary.name, tested, alpha,
                         {"num_permutations": num_permutations, "seed": seed, "sweep": list(sweep),
                          "detector": ctx.detector.to_dict(),
                          "compare_with": None if compare_with is None else compare_with.to_dict()})
@@ -151,7 +147,7 @@ def _probe_gains(ctx: ClaimContext) -> list[tuple[float, float]]:
     """Per model with a block: mean post-residual probe gain per block elsewhere, and inside blocks."""
     pairs = []
     for model in ctx.models:
-        path = model["paths"].get("probes")
+        path = model.path("probes")
         if path is None or not ctx.has_block(model):
             continue
         probes = ProbeResult.load(ctx.root / path)
@@ -170,7 +166,7 @@ def _deletions(ctx: ClaimContext) -> list[tuple[float, float]]:
     """Per pruned model: mean accuracy change of single deletions inside blocks, and elsewhere."""
     pairs = []
     for model in ctx.models:
-        path = model["paths"].get("prune")
+        path = model.path("prune")
         if path is None:
             continue
         result = mark_blocks(PruneResult.load(ctx.root / path), ctx.blocks(model))
@@ -184,13 +180,13 @@ def _deletions(ctx: ClaimContext) -> list[tuple[float, float]]:
 
 def _same_layer_across_seeds(ctx: ClaimContext) -> list[tuple[float, float]]:
     """Per pair of seeds (blocks of the first): mean CKA of a layer with itself elsewhere, and in blocks."""
-    by_name = {m["name"]: m for m in ctx.models}
+    by_name = {m.name: m for m in ctx.models}
     pairs = []
-    for pair in ctx.summary.get("cross_seed", []):
-        model = by_name.get(pair["a"])
+    for pair in ctx.summary.cross_seed:
+        model = by_name.get(pair.a)
         if model is None or not ctx.has_block(model):
             continue
-        cka = CKAResult.load(ctx.root / pair["path"])
+        cka = CKAResult.load(ctx.root / pair.path)
         in_block = ctx.in_block(model)
         diag = {n: cka.matrix[i, cka.layers_b.index(n)] for i, n in enumerate(cka.layers_a) if n in cka.layers_b}
         ins = [diag[n] for n, flag in in_block.items() if flag and n in diag]
@@ -220,7 +216,7 @@ def _normalised(ctx: ClaimContext) -> list[tuple[float, float]]:
 def _errors(ctx: ClaimContext) -> Claim:
     statement = "wide and deep models make different errors, per example and per class"
     statistic = "example-level D(A, B) = mean squared difference of per-example accuracy"
-    path = (ctx.summary.get("analyses") or {}).get("errors")
+    path = ctx.summary.errors
     if not path or not (ctx.root / path).is_file():
         return Claim("errors", statement, statistic, note="needs [analyses.errors]")
     result = ErrorComparison.load(ctx.root / path)
@@ -287,9 +283,8 @@ paired claim, one function giving each unit's two values."""
 
 def experiment_detector(root: str | Path) -> BlockDetector:
     """The block detector a finished experiment used (its summary.json)."""
-    path = Path(root).expanduser() / "summary.json"
-    summary = read_json(path, "an experiment's summary.json (run 'ckatlas run' to the end)")
-    return BlockDetector.from_saved(blocks_table(summary), f"[analyses.blocks] of {path}")
+    summary = read_summary(root)
+    return BlockDetector.from_saved(summary.blocks_table or None, f"[analyses.blocks] of {Path(root) / 'summary.json'}")
 
 
 __all__ = ["CLAIMS", "Claim", "ClaimContext", "ClaimsResult", "DEFAULT_SWEEP", "OwnClaim", "PairedClaim", "SWEEPS",

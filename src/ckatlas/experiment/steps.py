@@ -49,7 +49,6 @@ from ckatlas.experiment.registry import Step, StepKind, register_step, step_kind
 from ckatlas.experiment.store import SUMMARY_FILE, ExperimentStore
 from ckatlas.experiment.summary import build_summary
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_json
 from ckatlas.heatmap import CKAResult, heatmap
 from ckatlas.devices import resolve_device
 from ckatlas.report.html import write_report
@@ -215,7 +214,7 @@ def _errors(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
 
 
 def _summary(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
-    atomic_write_json(store.path(SUMMARY_FILE), build_summary(store, ctx.config))
+    build_summary(store, ctx.config).save(store.path(SUMMARY_FILE))
 
 
 def _report(step: Step, ctx: StepContext, store: ExperimentStore) -> None:

@@ -35,7 +35,6 @@ deviations are null for groups of one model.
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
@@ -44,12 +43,11 @@ from ckatlas.experiment.config import ExperimentConfig, RunSpec
 from ckatlas.experiment.plan import cross_seed_pairs
 from ckatlas.experiment.registry import analysis_catalogue
 from ckatlas.experiment.store import ExperimentStore
+from ckatlas.summary import CrossSeedPair, ExperimentSummary, GridTable, GroupEntry, ModelEntry
 
-_FORMAT = "ckatlas.ExperimentSummary"
 
-
-def build_summary(store: ExperimentStore, config: ExperimentConfig) -> dict[str, Any]:
-    """The summary of a finished experiment (every step but the summary done)."""
+def build_summary(store: ExperimentStore, config: ExperimentConfig) -> ExperimentSummary:
+    """The summary of a finished experiment (every step but the summary done); `.save` writes summary.json."""
     from ckatlas.experiment.plan import plan
 
     outputs: dict[str, dict[str, str]] = {}  # run -> {step kind: its output} for steps of one run
@@ -57,77 +55,71 @@ def build_summary(store: ExperimentStore, config: ExperimentConfig) -> dict[str,
         if len(step.runs) == 1 and len(step.outputs) == 1:
             outputs.setdefault(step.runs[0].name, {})[step.kind] = step.outputs[0]
     models = [_model_entry(store, run, outputs.get(run.name, {})) for run in config.runs]
-    by_name = {m["name"]: m for m in models}
+    by_name = {m.name: m for m in models}
     groups = [_group_entry(store, name, [by_name[r.name] for r in runs]) for name, runs in config.groups.items()]
     first_run = store.run(config.runs[0].name)
-    return {
-        "format": _FORMAT,
-        "name": config.name,
-        "description": config.description,
-        "dataset": first_run.read_info()["data"],
-        "models": models,
-        "groups": groups,
-        "grid": _grid_tables(config, by_name),
-        "cross_seed": [
-            {"a": a.name, "b": b.name, "path": store.cka_file(a.name, b.name)} for a, b in cross_seed_pairs(config)
-        ],
-        "analyses": {
-            "enabled": config.analyses.enabled,
-            "errors": store.errors_file() if config.analyses.errors is not None else None,
-            "available": analysis_catalogue(),  # what the report lists as not computed, without the registry
-        },
-        "timings": _timings(store),
-        "config": config.to_dict(),
-    }
+    return ExperimentSummary(
+        name=config.name,
+        description=config.description,
+        dataset=first_run.read_info()["data"],
+        models=models,
+        groups=groups,
+        grid=_grid_tables(config, by_name),
+        cross_seed=[CrossSeedPair(a.name, b.name, store.cka_file(a.name, b.name)) for a, b in cross_seed_pairs(config)],
+        enabled=config.analyses.enabled,
+        errors=store.errors_file() if config.analyses.errors is not None else None,
+        available=analysis_catalogue(),  # what the report lists as not computed, without the registry
+        timings=_timings(store),
+        config=config.to_dict(),
+    )
 
 
-def _model_entry(store: ExperimentStore, run: RunSpec, outputs: dict[str, str]) -> dict[str, Any]:
+def _model_entry(store: ExperimentStore, run: RunSpec, outputs: dict[str, str]) -> ModelEntry:
     """One model's entry; `outputs` maps the kinds of its own steps (train, cka, blocks, ...) to their file."""
     files = store.run(run.name)
     metrics, info = files.read_metrics(), files.read_info()
     blocks = BlockResult.load(store.path(store.blocks_file(run.name)))
     paths = {("run" if kind == "train" else kind): path for kind, path in outputs.items()}
-    return {
+    return ModelEntry(
         **run.to_dict(),
-        "test_accuracy": metrics["final"]["test_accuracy"],
-        "train_accuracy": metrics["final"].get("train_accuracy"),  # clean; runs of earlier releases have none
-        "block_fraction": blocks.block_fraction,
-        "block_strength": blocks.block_strength,
-        "peak_score": blocks.peak_score,
-        "blocks": [[b.start, b.end] for b in blocks.blocks],
-        "block_scores": [b.score for b in blocks.blocks],
-        "layers": blocks.layer_names,
-        "num_parameters": info["model"]["num_parameters"],
-        "train_seconds": metrics["final"]["train_seconds"],
-        "paths": paths,
-    }
+        test_accuracy=metrics["final"]["test_accuracy"],
+        train_accuracy=metrics["final"].get("train_accuracy"),  # clean; runs of earlier releases have none
+        block_fraction=blocks.block_fraction,
+        block_strength=blocks.block_strength,
+        peak_score=blocks.peak_score,
+        blocks=[[b.start, b.end] for b in blocks.blocks],
+        block_scores=[b.score for b in blocks.blocks],
+        layers=blocks.layer_names,
+        num_parameters=info["model"]["num_parameters"],
+        train_seconds=metrics["final"]["train_seconds"],
+        paths=paths,
+    )
 
 
-def _group_entry(store: ExperimentStore, name: str, members: list[dict[str, Any]]) -> dict[str, Any]:
-    accuracy = np.array([m["test_accuracy"] for m in members])
-    fraction = np.array([m["block_fraction"] for m in members])
-    strength = np.array([m["block_strength"] for m in members])
-    first = members[0]
-    return {
-        "name": name,
-        **{k: first[k] for k in ("arch", "depth", "width", "residual", "fraction")},
-        "runs": [m["name"] for m in members],
-        "test_accuracy_mean": float(accuracy.mean()),
-        "test_accuracy_std": float(accuracy.std(ddof=1)) if len(members) > 1 else None,
-        "train_accuracy_mean": _mean([m["train_accuracy"] for m in members]),
-        "block_fraction_mean": float(fraction.mean()),
-        "block_fraction_std": float(fraction.std(ddof=1)) if len(members) > 1 else None,
-        "block_strength_mean": float(strength.mean()),
-        "block_strength_std": float(strength.std(ddof=1)) if len(members) > 1 else None,
-        "stability": store.stability_file(name) if len(members) > 1 else None,
-    }
+def _group_entry(store: ExperimentStore, name: str, members: list[ModelEntry]) -> GroupEntry:
+    accuracy = np.array([m.test_accuracy for m in members])
+    fraction = np.array([m.block_fraction for m in members])
+    strength = np.array([m.block_strength for m in members])
+    first, several = members[0], len(members) > 1
+    return GroupEntry(
+        name=name, arch=first.arch, depth=first.depth, width=first.width, residual=first.residual,
+        fraction=first.fraction, runs=[m.name for m in members],
+        test_accuracy_mean=float(accuracy.mean()),
+        test_accuracy_std=float(accuracy.std(ddof=1)) if several else None,
+        train_accuracy_mean=_mean([m.train_accuracy for m in members]),
+        block_fraction_mean=float(fraction.mean()),
+        block_fraction_std=float(fraction.std(ddof=1)) if several else None,
+        block_strength_mean=float(strength.mean()),
+        block_strength_std=float(strength.std(ddof=1)) if several else None,
+        stability=store.stability_file(name) if several else None,
+    )
 
 
 def _mean(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else float(np.mean(values))
 
 
-def _grid_tables(config: ExperimentConfig, models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _grid_tables(config: ExperimentConfig, models: dict[str, ModelEntry]) -> list[GridTable]:
     """Depth x width tables of mean block fraction and accuracy, one per (family, residual, fraction)."""
     tables = []
     slices = sorted({(r.family, r.residual, r.fraction) for r in config.runs},
@@ -141,11 +133,11 @@ def _grid_tables(config: ExperimentConfig, models: dict[str, dict[str, Any]]) ->
             for depth in depths:
                 row = []
                 for width in widths:
-                    values = [models[r.name][key] for r in runs if (r.depth, r.width) == (depth, width)]
+                    values = [getattr(models[r.name], key) for r in runs if (r.depth, r.width) == (depth, width)]
                     row.append(float(np.mean(values)) if values else None)
                 cells[key].append(row)
-        tables.append({"family": family, "residual": residual, "fraction": fraction, "depths": depths,
-                       "widths": widths, **cells})
+        tables.append(GridTable(residual, fraction, depths, widths, cells["block_fraction"], cells["test_accuracy"],
+                                family, cells["block_strength"]))
     return tables
 
 

@@ -24,8 +24,7 @@ from matplotlib.figure import Figure
 from ckatlas.analysis.blocks import BlockDetector
 from ckatlas.errors import UserInputError
 from ckatlas.rundir import RunDir
-
-SUMMARY_FORMAT = "ckatlas.ExperimentSummary"
+from ckatlas.summary import ExperimentSummary, GridTable, GroupEntry, ModelEntry, read_summary
 DPI = 100  # figures are embedded: enough for a screen, small enough to mail the file
 
 T = TypeVar("T")
@@ -86,46 +85,26 @@ class ReportData:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
-        if not self.root.is_dir():
-            raise UserInputError(
-                f"{self.root} is not a folder; expected an experiment directory ('ckatlas run ... --out DIR')"
-            )
-        path = self.root / "summary.json"
-        if not path.is_file():
-            if (self.root / "experiment.json").is_file():
-                raise UserInputError(
-                    f"{self.root} holds an unfinished experiment (no summary.json); "
-                    f"finish it first: ckatlas run {self.root / 'experiment.toml'} --out {self.root}"
-                )
-            raise UserInputError(
-                f"{self.root} is not a ckatlas experiment (no summary.json); expected the --out folder of 'ckatlas run'"
-            )
-        try:
-            self.summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserInputError(f"{path} is unreadable ({exc}); re-run the experiment to write it again") from None
-        if not isinstance(self.summary, dict) or self.summary.get("format") != SUMMARY_FORMAT:
-            raise UserInputError(f"{path} is not a ckatlas experiment summary (expected format {SUMMARY_FORMAT!r})")
-        self.models: list[dict[str, Any]] = list(self.summary.get("models", []))
-        self.groups: dict[str, dict[str, Any]] = {g["name"]: g for g in self.summary.get("groups", [])}
+        self.summary: ExperimentSummary = read_summary(self.root)
+        self.models: list[ModelEntry] = list(self.summary.models)
+        self.groups: dict[str, GroupEntry] = {g.name: g for g in self.summary.groups}
         self._cache: dict[tuple[str, str], tuple[Any, str | None]] = {}
 
     @property
     def analyses(self) -> dict[str, dict[str, Any]]:
         """Every analysis the experiment could have run, by table name: its step kind, description
         and whether it runs by default (summary.json's "available"; empty in older summaries)."""
-        return dict((self.summary.get("analyses") or {}).get("available") or {})
+        return dict(self.summary.available or {})
 
     @property
     def enabled(self) -> list[str]:
         """The analyses ([analyses] tables) this experiment ran."""
-        return list((self.summary.get("analyses") or {}).get("enabled") or [])
+        return list(self.summary.enabled)
 
     @property
     def detector(self) -> BlockDetector:
         """The block detector the experiment used (`[analyses.blocks]` without its rows)."""
-        table = ((self.summary.get("config") or {}).get("analyses") or {}).get("blocks")
-        return BlockDetector.from_saved(table, "[analyses.blocks] of summary.json")
+        return BlockDetector.from_saved(self.summary.blocks_table or None, "[analyses.blocks] of summary.json")
 
     def load(self, loader: Callable[[Path], T], relative: str | None, notes: list[str]) -> T | None:
         """`loader(root / relative)`, or None (with a line in `notes`) when the file is missing or unreadable."""
@@ -149,30 +128,28 @@ class ReportData:
             notes.append(problem)
         return value
 
-    def slice_models(self, table: dict[str, Any]) -> list[dict[str, Any]]:
-        """The models of one depth x width table of summary["grid"] (one residual setting and data fraction)."""
-        key = (table.get("family", "resnet"), table["residual"], table["fraction"])
-        return [m for m in self.models if (m.get("family", "resnet"), m["residual"], m["fraction"]) == key]
+    def slice_models(self, table: GridTable) -> list[ModelEntry]:
+        """The models of one depth x width table of the grid (one family, residual setting and data fraction)."""
+        return self.summary.slice_models(table)
 
-    def cell(self, table: dict[str, Any], depth: int, width: float) -> list[dict[str, Any]]:
+    def cell(self, table: GridTable, depth: int, width: float) -> list[ModelEntry]:
         """The models (all seeds, lowest first) at one cell of a depth x width table."""
-        found = [m for m in self.slice_models(table) if (m["depth"], m["width"]) == (depth, width)]
-        return sorted(found, key=lambda m: m["seed"])
+        return self.summary.cell(table, depth, width)
 
-    def model(self, name: str) -> dict[str, Any] | None:
+    def model(self, name: str) -> ModelEntry | None:
         """The summary entry of one model, by run name."""
-        return next((m for m in self.models if m["name"] == name), None)
+        return self.summary.model(name)
 
-    def group_of(self, run: str) -> dict[str, Any] | None:
+    def group_of(self, run: str) -> GroupEntry | None:
         """The group (one architecture, all its seeds) that a run belongs to."""
-        return next((g for g in self.groups.values() if run in g["runs"]), None)
+        return self.summary.group_of(run)
 
     def environment(self) -> dict[str, Any]:
         """Versions and device of the first training run (from its config.json); empty when unreadable."""
         if not self.models:
             return {}
         notes: list[str] = []
-        info = self.load(_read_info, self.models[0]["paths"]["run"], notes)
+        info = self.load(_read_info, self.models[0].path("run"), notes)
         return dict(info.get("environment", {})) if isinstance(info, dict) else {}
 
 
@@ -180,33 +157,33 @@ def _read_info(run_dir: Path) -> dict[str, Any]:
     return RunDir(run_dir).read_info()
 
 
-def slice_title(table: dict[str, Any], tables: Sequence[dict[str, Any]]) -> str:
+def slice_title(table: GridTable, tables: Sequence[GridTable]) -> str:
     """How one depth x width table differs from the others ("" when it is the only one)."""
     if len(tables) < 2:
         return ""
     parts = []
-    if len({t.get("family", "resnet") for t in tables}) > 1:
-        parts.append("vision transformers" if table.get("family") == "vit" else "ResNets")
-    if len({t["residual"] for t in tables}) > 1:
-        parts.append("with residual connections" if table["residual"] else "without residual connections")
-    if len({t["fraction"] for t in tables}) > 1:
-        parts.append(f"{table['fraction']:g} of the training data")
+    if len({t.family for t in tables}) > 1:
+        parts.append("vision transformers" if table.family == "vit" else "ResNets")
+    if len({t.residual for t in tables}) > 1:
+        parts.append("with residual connections" if table.residual else "without residual connections")
+    if len({t.fraction for t in tables}) > 1:
+        parts.append(f"{table.fraction:g} of the training data")
     return ", ".join(parts)
 
 
-def seeds_phrase(models: Sequence[dict[str, Any]]) -> str:
+def seeds_phrase(models: Sequence[ModelEntry]) -> str:
     """"seed 0" or "seeds 0, 1" for the models shown."""
-    seeds = sorted({m["seed"] for m in models})
+    seeds = sorted({m.seed for m in models})
     return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
 
 
 def grid_figure(
     data: ReportData,
-    table: dict[str, Any],
-    draw: Callable[[Axes, dict[str, Any]], str | None],
+    table: GridTable,
+    draw: Callable[[Axes, ModelEntry], str | None],
     *,
     panel: tuple[float, float] = (2.6, 2.4),
-) -> tuple[Figure, list[dict[str, Any]]] | None:
+) -> tuple[Figure, list[ModelEntry]] | None:
     """Panels laid out as the paper's figures: depths down the rows, widths along the columns.
 
     Each panel shows the lowest seed of its cell. `draw(ax, model)` draws one model and
@@ -216,7 +193,7 @@ def grid_figure(
     Returns:
         The figure and the models drawn, or None when nothing could be drawn.
     """
-    depths, widths = table["depths"], table["widths"]
+    depths, widths = table.depths, table.widths
     fig = Figure(figsize=(panel[0] * len(widths) + 0.8, panel[1] * len(depths)), layout="constrained")
     axes = fig.subplots(len(depths), len(widths), squeeze=False)
     shown = []

@@ -29,21 +29,22 @@ from ckatlas.report._page import (
     slice_title,
     table_html,
 )
+from ckatlas.summary import ModelEntry
 from ckatlas.report.analysis_figures import plot_pc_heatmaps, plot_pc_variance, plot_probe_accuracy, plot_pruning
 from ckatlas.report.error_figures import plot_class_differences, plot_example_scatter
 from ckatlas.heatmap_figures import plot_heatmap
 
 
-def _block_names(data: ReportData, model: dict[str, Any], notes: list[str]) -> list[list[str]]:
+def _block_names(data: ReportData, model: ModelEntry, notes: list[str]) -> list[list[str]]:
     """The layer names of each of a model's blocks (none when its block result is missing)."""
-    blocks = data.load(BlockResult.load, model["paths"].get("blocks"), notes)
+    blocks = data.load(BlockResult.load, model.path("blocks"), notes)
     return [] if blocks is None else [blocks.block_layers(b) for b in blocks.blocks]
 
 
 def _grid_figures(data: ReportData, draw: Any, alt: str, caption: Any) -> list[str]:
     """One depth x width figure per grid table (only the fullest legend kept), each with
     `caption(models_shown, table_title)`."""
-    tables = data.summary.get("grid", [])
+    tables = data.summary.grid
     parts = []
     for table in tables:
         drawn = grid_figure(data, table, draw)
@@ -79,13 +80,13 @@ def _pc_numbers(result: PCAResult, blocks: list[list[str]]) -> str:
 @report_section(50, "pca")
 def pca_section(data: ReportData) -> Section | None:
     """Variance explained by each layer's first PC, and the PC-similarity and CKA-without-PC1 maps."""
-    if not any("pca" in m["paths"] for m in data.models):
+    if not any(m.has("pca") for m in data.models):
         return None
     notes: list[str] = []
     n_examples: list[int] = []
 
-    def draw(ax: Axes, model: dict[str, Any]) -> str | None:
-        result = data.load(PCAResult.load, model["paths"].get("pca"), notes)
+    def draw(ax: Axes, model: ModelEntry) -> str | None:
+        result = data.load(PCAResult.load, model.path("pca"), notes)
         if result is None:
             return None
         n_examples.append(result.n)
@@ -94,23 +95,23 @@ def pca_section(data: ReportData) -> Section | None:
         index_ticks(ax, len(result.layers))
         return ""
 
-    def caption(shown: list[dict[str, Any]], sub: str) -> str:
+    def caption(shown: list[ModelEntry], sub: str) -> str:
         return (f"Fraction of each layer's variance explained by its first principal component, on {n_examples[0]} "
                 f"test examples; one model per cell ({seeds_phrase(shown)}); in-block layers shaded"
                 + (f"; {sub}" if sub else "") + ".")
 
     parts = _grid_figures(data, draw, "variance explained by the first principal component", caption)
-    candidates = [m for m in data.models if "pca" in m["paths"]]
-    chosen = max(candidates, key=lambda m: (m["block_fraction"], m["depth"], m["width"], -m["seed"]))
-    result = data.load(PCAResult.load, chosen["paths"]["pca"], notes)
+    candidates = [m for m in data.models if m.has("pca")]
+    chosen = max(candidates, key=lambda m: (m.block_fraction, m.depth, m.width, -m.seed))
+    result = data.load(PCAResult.load, chosen.path("pca"), notes)
     if result is not None:
         fig = Figure(figsize=(13, 4), layout="constrained")
         axes = fig.subplots(1, 3)
         plot_heatmap(result.cka, axes[0], title="CKA", colorbar=False)
         plot_pc_heatmaps(result, axes[1:])
         numbers = _pc_numbers(result, _block_names(data, chosen, notes))
-        parts.append(figure_html(fig, f"first-PC maps of {chosen['name']}", (
-            f"{chosen['name']} (the model with the largest block fraction, {chosen['block_fraction']:.2f}), on "
+        parts.append(figure_html(fig, f"first-PC maps of {chosen.name}", (
+            f"{chosen.name} (the model with the largest block fraction, {chosen.block_fraction:.2f}), on "
             f"{result.n} test examples: CKA; squared cosine similarity of the layers' first principal components; "
             f"CKA with each layer's first principal component removed. {numbers}")))
     text = para("The paper explains the block structure by a dominant first principal component shared by the layers "
@@ -123,13 +124,13 @@ def pca_section(data: ReportData) -> Section | None:
 @report_section(60, "probes")
 def probes_section(data: ReportData) -> Section | None:
     """Linear-probe accuracy of each layer, in-block layers shaded."""
-    if not any("probes" in m["paths"] for m in data.models):
+    if not any(m.has("probes") for m in data.models):
         return None
     notes: list[str] = []
     info: list[ProbeResult] = []
 
-    def draw(ax: Axes, model: dict[str, Any]) -> str | None:
-        result = data.load(ProbeResult.load, model["paths"].get("probes"), notes)
+    def draw(ax: Axes, model: ModelEntry) -> str | None:
+        result = data.load(ProbeResult.load, model.path("probes"), notes)
         if result is None:
             return None
         info.append(result)
@@ -138,7 +139,7 @@ def probes_section(data: ReportData) -> Section | None:
         index_ticks(ax, len(result.layers))
         return ""
 
-    def caption(shown: list[dict[str, Any]], sub: str) -> str:
+    def caption(shown: list[ModelEntry], sub: str) -> str:
         r = info[0]
         return (f"Test accuracy ({r.num_test} examples) of a linear probe (logistic regression, penalty chosen on "
                 f"{r.num_val} of the {r.num_train} training examples) on each layer's pooled features; one model per "
@@ -173,13 +174,13 @@ def _deletion_effects(results: list[PruneResult]) -> str | None:
 @report_section(70, "prune")
 def prune_section(data: ReportData) -> Section | None:
     """Test accuracy as residual blocks are deleted from the end of each stage, in-block deletions marked."""
-    if not any("prune" in m["paths"] for m in data.models):
+    if not any(m.has("prune") for m in data.models):
         return None
     notes: list[str] = []
     info: list[PruneResult] = []
 
-    def draw(ax: Axes, model: dict[str, Any]) -> str | None:
-        result = data.load(PruneResult.load, model["paths"].get("prune"), notes)
+    def draw(ax: Axes, model: ModelEntry) -> str | None:
+        result = data.load(PruneResult.load, model.path("prune"), notes)
         if result is None:
             return None
         info.append(result)
@@ -188,7 +189,7 @@ def prune_section(data: ReportData) -> Section | None:
         ax.set_xlabel("blocks deleted")
         return ""
 
-    def caption(shown: list[dict[str, Any]], sub: str) -> str:
+    def caption(shown: list[ModelEntry], sub: str) -> str:
         r = info[0]
         tuned = "no fine-tuning"
         if r.finetune_epochs:
@@ -198,8 +199,8 @@ def prune_section(data: ReportData) -> Section | None:
                 "block structure; dashed: unpruned" + (f"; {sub}" if sub else "") + ".")
 
     parts = _grid_figures(data, draw, "accuracy after block deletion", caption)
-    every = [r for m in data.models if "prune" in m["paths"]
-             for r in [data.load(PruneResult.load, m["paths"]["prune"], notes)] if r is not None]
+    every = [r for m in data.models if m.has("prune")
+             for r in [data.load(PruneResult.load, m.path("prune"), notes)] if r is not None]
     effects = _deletion_effects(every)
     text = para("The paper finds that deleting blocks inside the block structure costs little accuracy, while "
                 "deleting blocks outside it costs more." + (f" {effects}" if effects else ""))
@@ -219,7 +220,7 @@ def _population(name: str, accuracy: np.ndarray) -> str:
 @report_section(110, "errors")
 def errors_section(data: ReportData) -> Section | None:
     """Per-example and per-class comparison of two populations of models, with their tests."""
-    relative = data.summary.get("analyses", {}).get("errors")
+    relative = data.summary.errors
     if not relative:
         return None
     notes: list[str] = []

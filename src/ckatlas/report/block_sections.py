@@ -7,7 +7,6 @@ returns a `Section`, or None when the experiment has nothing for it.
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -29,6 +28,8 @@ from ckatlas.report._page import (
     slice_title,
     table_html,
 )
+from ckatlas.heatmap_figures import measure_label
+from ckatlas.summary import CrossSeedPair, ModelEntry
 from ckatlas.report.analysis_figures import plot_averaged_heatmap
 from ckatlas.report.block_figures import outline_blocks, plot_block_frequency
 from ckatlas.heatmap_figures import plot_heatmap
@@ -36,7 +37,8 @@ from ckatlas.heatmap_figures import plot_heatmap
 
 def _cka_phrase(cka: CKAResult) -> str:
     passes = f", {cka.passes} passes" if cka.passes > 1 else ""
-    return f"{cka.n} test examples in {cka.num_batches} minibatches{passes}"
+    measure = "" if cka.measure == "cka" else f"; each cell the {measure_label(cka)}, not CKA"
+    return f"{cka.n} test examples in {cka.num_batches} minibatches{passes}{measure}"
 
 
 @report_section(20, "blocks")
@@ -44,18 +46,18 @@ def heatmap_grid_section(data: ReportData) -> Section | None:
     """Each model's within-model CKA heatmap, depth x width, with its blocks outlined."""
     notes: list[str] = []
     parts = []
-    tables = data.summary.get("grid", [])
+    tables = data.summary.grid
     first: list[CKAResult] = []
     drawn_on: list[tuple[Axes, CKAResult]] = []
 
-    def draw(ax: Axes, model: dict[str, Any]) -> str | None:
-        cka = data.load(CKAResult.load, model["paths"].get("cka"), notes)
+    def draw(ax: Axes, model: ModelEntry) -> str | None:
+        cka = data.load(CKAResult.load, model.path("cka"), notes)
         if cka is None:
             return None
         first.append(cka)
         drawn_on.append((ax, cka))
         plot_heatmap(cka, ax, colorbar=False, title="")
-        blocks = data.load(BlockResult.load, model["paths"].get("blocks"), notes)
+        blocks = data.load(BlockResult.load, model.path("blocks"), notes)
         if blocks is None:
             return "blocks missing"
         outline_blocks(ax, blocks, original_rows=True, color="cyan")
@@ -99,12 +101,12 @@ def block_table_section(data: ReportData) -> Section | None:
     """One row per model: its blocks as layer ranges, their sizes and mean CKA, its block fraction."""
     notes: list[str] = []
     rows = []
-    for m in sorted(data.models, key=lambda m: (m.get("family", "resnet") != "resnet", not m["residual"], -m["fraction"],
-                                               m["depth"], m["width"], m["seed"])):
-        result = data.load(BlockResult.load, m["paths"].get("blocks"), notes)
+    for m in sorted(data.models, key=lambda m: (m.family != "resnet", not m.residual, -m.fraction,
+                                               m.depth, m.width, m.seed)):
+        result = data.load(BlockResult.load, m.path("blocks"), notes)
         blocks = _block_cell(result) if result is not None else "<em>missing</em>"
-        rows.append([esc(m["name"]), esc(m["depth"]), f"{m['width']:g}", esc(m["seed"]), pct(m["test_accuracy"]),
-                     esc(len(m.get("layers") or [])), blocks, fmt(m["block_fraction"]),
+        rows.append([esc(m.name), esc(m.depth), f"{m.width:g}", esc(m.seed), pct(m.test_accuracy),
+                     esc(len(m.layers or [])), blocks, fmt(m.block_fraction),
                      fmt(result.block_strength if result is not None else None)])
     if not rows:
         return None
@@ -121,23 +123,23 @@ def block_table_section(data: ReportData) -> Section | None:
 @report_section(40, "blocks")
 def stability_section(data: ReportData) -> Section | None:
     """How much the blocks of a group's seeds agree (for groups with several seeds)."""
-    groups = [g for g in data.groups.values() if g.get("stability")]
+    groups = [g for g in data.groups.values() if g.stability]
     if not groups:
         return None
     notes: list[str] = []
-    found = [(g, r) for g in groups for r in [data.load(BlockStability.load, g["stability"], notes)] if r is not None]
+    found = [(g, r) for g in groups for r in [data.load(BlockStability.load, g.stability, notes)] if r is not None]
     if not found:
         return Section("stability", "Block stability across seeds", "", notes)
     rows = []
     for g, result in found:
         largest = [f"{b.start}–{b.end}" if b is not None else "none" for b in result.largest_blocks]
         fractions = result.block_fractions
-        rows.append([esc(g["name"]), esc(len(result.results)), f"{fractions.mean():.2f} ± {fractions.std(ddof=1):.2f}",
+        rows.append([esc(g.name), esc(len(result.results)), f"{fractions.mean():.2f} ± {fractions.std(ddof=1):.2f}",
                      fmt(result.mean_jaccard), esc(", ".join(largest))])
     fig, axes = panel_rows(len(found), (3.6, 2.5), columns=3, extra_width=0.0)
     for ax, (g, result) in zip(axes, found):
         plot_block_frequency(result, ax)
-        ax.set_title(f"{g['name']}\n{len(result.results)} seeds, mean Jaccard {result.mean_jaccard:.2f}", fontsize=9)
+        ax.set_title(f"{g.name}\n{len(result.results)} seeds, mean Jaccard {result.mean_jaccard:.2f}", fontsize=9)
     seeds = sorted({len(r.results) for _, r in found})
     figure = figure_html(fig, "share of seeds with each layer in a block", (
         f"Share of the seeds ({' or '.join(map(str, seeds))} per architecture) in which each analysed layer lies "
@@ -164,16 +166,16 @@ def _corresponding_layers(matrix: np.ndarray, blocks: BlockResult | None) -> str
 @report_section(80, "cross_seed")
 def cross_seed_section(data: ReportData) -> Section | None:
     """CKA between two models that differ only in their seed, averaged over the pairs of each group."""
-    pairs = data.summary.get("cross_seed", [])
+    pairs = data.summary.cross_seed
     if not pairs:
         return None
     notes: list[str] = []
-    by_group: dict[str, list[tuple[dict[str, Any], CKAResult]]] = {}
+    by_group: dict[str, list[tuple[CrossSeedPair, CKAResult]]] = {}
     for pair in pairs:
-        result = data.load(CKAResult.load, pair["path"], notes)
-        group = data.group_of(pair["a"])
+        result = data.load(CKAResult.load, pair.path, notes)
+        group = data.group_of(pair.a)
         if result is not None:
-            by_group.setdefault(group["name"] if group else pair["a"], []).append((pair, result))
+            by_group.setdefault(group.name if group else pair.a, []).append((pair, result))
     if not by_group:
         return Section("cross-seed", "Cross-seed CKA", "", notes)
     fig, axes = panel_rows(len(by_group), (3.0, 3.1))
@@ -181,18 +183,18 @@ def cross_seed_section(data: ReportData) -> Section | None:
     for ax, (name, found) in zip(axes, by_group.items()):
         averaged = average_heatmaps([r for _, r in found])
         plot_heatmap(averaged.matrix, ax, colorbar=False)
-        first, second = data.model(found[0][0]["a"]), data.model(found[0][0]["b"])
+        first, second = data.model(found[0][0].a), data.model(found[0][0].b)
         if len(found) > 1:
             ax.set_title(f"{name}\nmean of {len(found)} pairs", fontsize=9)
             spread.append(averaged)
         else:
-            seeds = f"seeds {first['seed']} vs {second['seed']}" if first and second else "two seeds"
+            seeds = f"seeds {first.seed} vs {second.seed}" if first and second else "two seeds"
             ax.set_title(f"{name}\n{seeds}", fontsize=9)
         ax.set_ylabel("layer, first seed")
         ax.set_xlabel("layer, second seed")
-        blocks = data.load(BlockResult.load, first["paths"].get("blocks"), notes) if first else None
+        blocks = data.load(BlockResult.load, first.path("blocks"), notes) if first else None
         numbers.append(f"{name} {_corresponding_layers(averaged.matrix, blocks)}")
-    fig.colorbar(axes[0].images[0], ax=axes, label="CKA", shrink=0.85)
+    fig.colorbar(axes[0].images[0], ax=axes, label=measure_label(found[0][1]), shrink=0.85)
     counts = sorted({len(found) for found in by_group.values()})
     caption = (f"Linear CKA between the layers of two models of one architecture that differ only in their random seed "
                f"({' or '.join(map(str, counts))} pair{'s' if counts[-1] > 1 else ''} each, {_cka_phrase(by_group[next(iter(by_group))][0][1])}). "

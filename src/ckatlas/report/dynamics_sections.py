@@ -17,32 +17,33 @@ from matplotlib.ticker import MaxNLocator
 
 from ckatlas.analysis.dynamics import BlockDynamics
 from ckatlas.report._page import ReportData, Section, esc, fmt, figure_html, para, table_html, report_section
+from ckatlas.summary import ModelEntry
 from ckatlas.report.dynamics_figures import dynamics_figure
 
 
-def _architecture(model: dict[str, Any]) -> tuple[Any, ...]:
-    return (model["depth"], model["width"], model["residual"], model["fraction"], model.get("family", "resnet"))
+def _architecture(model: ModelEntry) -> tuple[Any, ...]:
+    return (model.depth, model.width, model.residual, model.fraction, model.family)
 
 
-def _label(model: dict[str, Any], several_kinds: bool) -> str:
-    text = f"{'ViT ' if model.get('family') == 'vit' else ''}depth {model['depth']}, width {model['width']:g}"
+def _label(model: ModelEntry, several_kinds: bool) -> str:
+    text = f"{'ViT ' if model.family == 'vit' else ''}depth {model.depth}, width {model.width:g}"
     if several_kinds:
-        text += ("" if model["residual"] else ", no skips") + ("" if model["fraction"] == 1 else f", {model['fraction']:g} data")
+        text += ("" if model.residual else ", no skips") + ("" if model.fraction == 1 else f", {model.fraction:g} data")
     return text
 
 
 @report_section(90, "dynamics")
 def dynamics_section(data: ReportData) -> Section | None:
     """Block fraction and first-PC variance through training, per architecture (mean over seeds)."""
-    models = [m for m in data.models if "dynamics" in m["paths"]]
+    models = [m for m in data.models if m.has("dynamics")]
     if not models:
         return None
     notes: list[str] = []
-    records = {m["name"]: data.load(BlockDynamics.load, m["paths"]["dynamics"], notes) for m in models}
-    by_arch: dict[tuple[Any, ...], list[tuple[dict[str, Any], BlockDynamics]]] = defaultdict(list)
+    records = {m.name: data.load(BlockDynamics.load, m.path("dynamics"), notes) for m in models}
+    by_arch: dict[tuple[Any, ...], list[tuple[ModelEntry, BlockDynamics]]] = defaultdict(list)
     for m in models:
-        if records[m["name"]] is not None:
-            by_arch[_architecture(m)].append((m, records[m["name"]]))
+        if records[m.name] is not None:
+            by_arch[_architecture(m)].append((m, records[m.name]))
     if not by_arch:
         return Section("dynamics", "Block structure through training", para("No readable record."), notes)
     several = len({(a[2], a[3], a[4]) for a in by_arch}) > 1
@@ -85,9 +86,9 @@ def dynamics_section(data: ReportData) -> Section | None:
         ["architecture", "seeds"] + [f"epoch {e}" for e in epochs_all] + ["PC1 at first record", "PC1 at last"], rows))
 
     chosen, record = max(((m, r) for v in by_arch.values() for m, r in v),
-                         key=lambda mr: (mr[1].block_fraction[-1], mr[0]["depth"], mr[0]["width"], -mr[0]["seed"]))
-    parts.append(figure_html(dynamics_figure(record), f"block structure of {chosen['name']} through training", (
-        f"{chosen['name']}, the model whose block fraction ends largest ({record.block_fraction[-1]:.2f}): its "
+                         key=lambda mr: (mr[1].block_fraction[-1], mr[0].depth, mr[0].width, -mr[0].seed))
+    parts.append(figure_html(dynamics_figure(record), f"block structure of {chosen.name} through training", (
+        f"{chosen.name}, the model whose block fraction ends largest ({record.block_fraction[-1]:.2f}): its "
         f"heatmap at each recorded epoch, blocks outlined; left, its block fraction and mean first-PC variance.")))
     text = para("The paper leaves open how the block structure arises during training. Each run recorded, while it "
                 "trained, the heatmap of its layers on a fixed set of test images at the epochs below (the block "

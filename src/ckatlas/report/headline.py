@@ -12,10 +12,10 @@ at one width); `statistic_sentences` tests it over seeds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from ckatlas.analysis.trend import PERMUTATIONS, trend_test
 from ckatlas.report._page import ReportData, Section, esc, fmt, para, slice_title, table_html, report_section
+from ckatlas.summary import ExperimentSummary, GridTable, ModelEntry
 
 
 def _direction(values: Sequence[float]) -> str:
@@ -96,13 +96,13 @@ def trend_sentences(
     return [verdict, *sentences]
 
 
-def statistic_name(models: Sequence[dict[str, Any]]) -> str:
+def statistic_name(models: Sequence[ModelEntry]) -> str:
     """The block statistic the headline tests: "block_strength", or "block_fraction" in summaries of
     earlier releases, which have no strength."""
-    return "block_strength" if all("block_strength" in m for m in models) else "block_fraction"
+    return "block_strength" if all(m.block_strength is not None for m in models) else "block_fraction"
 
 
-def statistic_sentences(models: Sequence[dict[str, Any]], alpha: float = 0.05) -> list[str]:
+def statistic_sentences(models: Sequence[ModelEntry], alpha: float = 0.05) -> list[str]:
     """The verdict over seeds: a one-sided rank-trend permutation test of block strength (`statistic_name`)
     with width (within each depth) and with depth (within each width), `ckatlas.analysis.trend`.
 
@@ -118,10 +118,10 @@ def statistic_sentences(models: Sequence[dict[str, Any]], alpha: float = 0.05) -
     key = statistic_name(models)
     what = key.replace("_", " ")
     for factor, stratum in (("width", "depth"), ("depth", "width")):
-        if len({m[factor] for m in models}) < 2:
+        if len({getattr(m, factor) for m in models}) < 2:
             continue
-        test = trend_test([m[key] for m in models], [m[factor] for m in models],
-                          [m[stratum] for m in models], num_permutations=PERMUTATIONS)
+        test = trend_test([getattr(m, key) for m in models], [getattr(m, factor) for m in models],
+                          [getattr(m, stratum) for m in models], num_permutations=PERMUTATIONS)
         if not any(s["rho"] is not None for s in test.strata):
             out.append(f"Over seeds, {what} does not vary with {factor} at any {stratum}: no trend.")
             continue
@@ -134,10 +134,10 @@ def statistic_sentences(models: Sequence[dict[str, Any]], alpha: float = 0.05) -
     return out
 
 
-def _spread_sentence(data: ReportData, models: list[dict[str, Any]]) -> str | None:
-    names = {m["name"] for m in models}
-    stds = [(g["block_fraction_std"], len(g["runs"])) for g in data.groups.values()
-            if g["block_fraction_std"] is not None and names.intersection(g["runs"])]
+def _spread_sentence(data: ReportData, models: list[ModelEntry]) -> str | None:
+    names = {m.name for m in models}
+    stds = [(g.block_fraction_std, len(g.runs)) for g in data.groups.values()
+            if g.block_fraction_std is not None and names.intersection(g.runs)]
     if not stds:
         return "Each cell holds one seed, so the seed-to-seed spread of the block fraction is unknown."
     worst, seeds = max(stds)
@@ -145,17 +145,17 @@ def _spread_sentence(data: ReportData, models: list[dict[str, Any]]) -> str | No
             "differences smaller than that are within seed-to-seed noise.")
 
 
-def _cell(data: ReportData, table: dict[str, Any], depth: int, width: float) -> str:
+def _cell(data: ReportData, table: GridTable, depth: int, width: float) -> str:
     models = data.cell(table, depth, width)
     if not models:
         return "<td class=\"empty\">–</td>"
-    group = data.group_of(models[0]["name"])
+    group = data.group_of(models[0].name)
     n = len(models)
-    bf = group["block_fraction_mean"] if group else models[0]["block_fraction"]
-    acc = group["test_accuracy_mean"] if group else models[0]["test_accuracy"]
-    bf_std = group["block_fraction_std"] if group else None
-    acc_std = group["test_accuracy_std"] if group else None
-    strength = group.get("block_strength_mean") if group else models[0].get("block_strength")
+    bf = group.block_fraction_mean if group else models[0].block_fraction
+    acc = group.test_accuracy_mean if group else models[0].test_accuracy
+    bf_std = group.block_fraction_std if group else None
+    acc_std = group.test_accuracy_std if group else None
+    strength = group.block_strength_mean if group else models[0].block_strength
     spread = f" ± {bf_std:.2f}" if bf_std is not None else ""
     accuracy = f"{100 * acc:.1f}" + (f" ± {100 * acc_std:.1f}" if acc_std is not None else "") + "%"
     attrs = (f'data-depth="{depth}" data-width="{width:g}" data-block-fraction="{bf!r}" '
@@ -168,7 +168,7 @@ def _cell(data: ReportData, table: dict[str, Any], depth: int, width: float) -> 
 @report_section(10)
 def headline_section(data: ReportData) -> Section | None:
     """The depth x width table of block fraction and accuracy, and the finding in sentences."""
-    tables = data.summary.get("grid", [])
+    tables = data.summary.grid
     if not tables:
         return None
     parts = []
@@ -176,8 +176,8 @@ def headline_section(data: ReportData) -> Section | None:
         sub = slice_title(table, tables)
         if sub:
             parts.append(f"<h3>{esc(sub[0].upper() + sub[1:])}</h3>")
-        header = ["depth \\ width", *[f"{w:g}×" for w in table["widths"]]]
-        rows = [[f"<th>{esc(d)}</th>", *[_cell(data, table, d, w) for w in table["widths"]]] for d in table["depths"]]
+        header = ["depth \\ width", *[f"{w:g}×" for w in table.widths]]
+        rows = [[f"<th>{esc(d)}</th>", *[_cell(data, table, d, w) for w in table.widths]] for d in table.depths]
         parts.append(table_html(header, rows, cls="headline"))
         statistics = statistic_sentences(data.slice_models(table))
         sentences = _trend_sentences(table)
@@ -196,32 +196,30 @@ def headline_section(data: ReportData) -> Section | None:
     return Section("headline", "Headline: block structure across the grid", "".join(parts))
 
 
-def headline_text(summary: dict[str, Any]) -> str:
+def headline_text(summary: ExperimentSummary) -> str:
     """The headline as plain text for a terminal: each grid's block fraction table and the sentences."""
     lines = []
-    for table in summary.get("grid", []):
-        widths = table["widths"]
+    for table in summary.grid:
+        widths = table.widths
         lines.append("block fraction (mean over seeds), depth x width:")
         lines.append("depth " + "".join(f"{f'{w:g}x':>8}" for w in widths))
-        for depth, row in zip(table["depths"], table["block_fraction"]):
+        for depth, row in zip(table.depths, table.block_fraction):
             lines.append(f"{depth:>5} " + "".join(f"{fmt(v):>8}" for v in row))
-        models = [m for m in summary.get("models", [])
-                  if (m.get("residual", True), m.get("fraction", 1.0)) == (table.get("residual", True),
-                                                                            table.get("fraction", 1.0))]
-        if "block_strength" in table:
+        models = summary.slice_models(table)
+        if table.block_strength is not None:
             lines.append("block strength (mean over seeds), depth x width:")
-            for depth, row in zip(table["depths"], table["block_strength"]):
+            for depth, row in zip(table.depths, table.block_strength):
                 lines.append(f"{depth:>5} " + "".join(f"{fmt(v):>8}" for v in row))
         lines += statistic_sentences(models)
         lines += _trend_sentences(table)[1:]
     return "\n".join(lines)
 
 
-def _trend_sentences(table: dict[str, Any]) -> list[str]:
+def _trend_sentences(table: GridTable) -> list[str]:
     """`trend_sentences` of a grid table's block strength (block fraction in summaries of earlier releases)."""
-    if "block_strength" in table:
-        return trend_sentences(table["depths"], table["widths"], table["block_strength"], "Block strength")
-    return trend_sentences(table["depths"], table["widths"], table["block_fraction"])
+    if table.block_strength is not None:
+        return trend_sentences(table.depths, table.widths, table.block_strength, "Block strength")
+    return trend_sentences(table.depths, table.widths, table.block_fraction)
 
 
 __all__ = ["headline_section", "headline_text", "statistic_name", "statistic_sentences", "trend_sentences"]

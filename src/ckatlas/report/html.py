@@ -78,7 +78,7 @@ def render_report(experiment_dir: str | os.PathLike) -> str:
     sections = [s for s in (build(data) for build in section_builders()) if s is not None] + registered_sections(data)
     body = "".join(_section_html(s) for s in sections)
     toc = "".join(f'<a href="#{esc(s.anchor)}">{esc(s.title)}</a>' for s in sections)
-    name = data.summary.get("name", "experiment")
+    name = data.summary.name
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -117,8 +117,8 @@ def _section_html(section: Section) -> str:
 
 def _header(data: ReportData) -> str:
     summary, env = data.summary, data.environment()
-    dataset = summary.get("dataset", {})
-    seeds = sorted({m["seed"] for m in data.models})
+    dataset = summary.dataset
+    seeds = sorted({m.seed for m in data.models})
     date = dt.datetime.fromtimestamp((data.root / "summary.json").stat().st_mtime).strftime("%Y-%m-%d %H:%M")
     shape = "×".join(str(s) for s in dataset.get("image_shape", []))
     rows = [
@@ -130,8 +130,8 @@ def _header(data: ReportData) -> str:
                      f"{env.get('python', '?')} (report by ckatlas {__version__})"),
     ]
     meta = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in rows)
-    description = summary.get("description") or ""
-    return (f"<h1>{esc(summary.get('name', 'experiment'))}</h1>"
+    description = summary.description or ""
+    return (f"<h1>{esc(summary.name)}</h1>"
             + (f'<p class="sub">{esc(description)}</p>' if description else "")
             + f'<table class="meta">{meta}</table>')
 
@@ -145,12 +145,12 @@ def registered_sections(data: ReportData) -> list[Section]:
             continue
         rows = []
         for model in data.models:
-            path = model["paths"].get(kind["kind"])
+            path = model.path(kind["kind"])
             if path is None:
                 continue
             values = data.load(_plain_values, path, [])
             shown = "; ".join(f"{k} = {v}" for k, v in (values or {}).items()) or "–"
-            rows.append([esc(model["name"]), f"<code>{esc(path)}</code>", esc(shown)])
+            rows.append([esc(model.name), f"<code>{esc(path)}</code>", esc(shown)])
         description = kind.get("description") or table
         text = para(f"{description} ([analyses.{table}]), one result per model.")
         body = text + (table_html(["model", "result", "values"], rows) if rows else para("No results."))
@@ -179,7 +179,7 @@ def _not_computed(data: ReportData) -> str:
 
 
 def _footer(data: ReportData) -> str:
-    timings = data.summary.get("timings", {})
+    timings = data.summary.timings
     parts = []
     if timings:
         labels = {"total": "all steps, summed (steps run side by side each count)",

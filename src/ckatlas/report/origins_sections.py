@@ -4,13 +4,13 @@ the dominant examples themselves."""
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from ckatlas.analysis.origins import BlockOrigins
 from ckatlas.report._page import ReportData, Section, esc, figure_html, fmt, para, table_html, report_section
+from ckatlas.summary import ModelEntry
 
 #: Models whose dominant examples are drawn (the rest are in the table).
 MAX_DRAWN = 6
@@ -25,7 +25,7 @@ def _image(picture: np.ndarray) -> np.ndarray:
     return x
 
 
-def dominant_figure(found: list[tuple[dict[str, Any], BlockOrigins]]) -> Figure | None:
+def dominant_figure(found: list[tuple[ModelEntry, BlockOrigins]]) -> Figure | None:
     """One row per block (of up to `MAX_DRAWN` models): its most dominant inputs, most first."""
     rows = [(m, o, b) for m, o in found for b in range(len(o.blocks)) if o.images.ndim >= 4][:MAX_DRAWN]
     if not rows:
@@ -43,7 +43,7 @@ def dominant_figure(found: list[tuple[dict[str, Any], BlockOrigins]]) -> Figure 
                 ax.set_xlabel(f"#{int(origins.dominant[b, k])}", fontsize=6)
             else:
                 ax.set_axis_off()
-        row[0].set_ylabel(f"{model['name']}\nlayers {start}-{end}", fontsize=6.5, rotation=0, ha="right",
+        row[0].set_ylabel(f"{model.name}\nlayers {start}-{end}", fontsize=6.5, rotation=0, ha="right",
                           va="center")
     return fig
 
@@ -51,19 +51,19 @@ def dominant_figure(found: list[tuple[dict[str, Any], BlockOrigins]]) -> Figure 
 @report_section(100, "origins")
 def origins_section(data: ReportData) -> Section | None:
     """Each traced block's scores and its dominant examples."""
-    if not any("origins" in m["paths"] for m in data.models):
+    if not any(m.has("origins") for m in data.models):
         return None
     notes: list[str] = []
     found = []
     for model in data.models:
-        result = data.load(BlockOrigins.load, model["paths"].get("origins"), notes)
+        result = data.load(BlockOrigins.load, model.path("origins"), notes)
         if result is not None and result.blocks:
             found.append((model, result))
     rows = []
     for model, origins in found:
         scores, share = origins.scores(), origins.dominant_share()
         for b, (start, end) in enumerate(origins.blocks):
-            rows.append([esc(model["name"]), f"{start}–{end}", f"{share[b]:.0%}", fmt(scores["cka"][b]),
+            rows.append([esc(model.name), f"{start}–{end}", f"{share[b]:.0%}", fmt(scores["cka"][b]),
                          fmt(scores["cka_without"][b]), fmt(scores["cka_random"][b]), fmt(scores["cka_normalised"][b])])
     text = para(
         "Nguyen, Raghu & Kornblith (2022) trace block structure to a few dominant examples with very large "
