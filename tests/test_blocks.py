@@ -250,7 +250,7 @@ def test_detector_settings_are_checked_when_made() -> None:
 
 def test_one_detector_one_set_of_defaults() -> None:
     from ckatlas.analysis.dynamics import DynamicsSettings
-    from ckatlas.experiment.analysis_settings import BlocksConfig
+    from ckatlas.experiment import BlocksConfig
 
     assert BlocksConfig().detector == BlockDetector() == DynamicsSettings().detector
     assert find_blocks(synthetic(30, 0.5, ((5, 15),))).detector == BlockDetector()

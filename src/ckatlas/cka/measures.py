@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ckatlas.cka._inputs import CKAInputError
-from ckatlas.cka.minibatch import MinibatchCKA
+from ckatlas.cka.minibatch import MinibatchCKA, check_layer_counts
 
 
 @dataclass(frozen=True)
@@ -180,11 +180,7 @@ class _BatchMean:
     name = ""
 
     def __init__(self, num_layers_a: int, num_layers_b: int | None = None, *, device: Any = None) -> None:
-        for label, value in (("num_layers_a", num_layers_a), ("num_layers_b", num_layers_b)):
-            if value is None and label == "num_layers_b":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CKAInputError(f"{label} must be a positive integer, got {value!r}")
+        check_layer_counts(num_layers_a, num_layers_b)
         self.num_layers_a, self.num_layers_b = num_layers_a, num_layers_b
         self.device = torch.device(device) if device is not None else None
         self.num_batches = self.num_examples = 0

@@ -22,6 +22,15 @@ import torch
 from ckatlas.cka._inputs import CKAInputError
 from ckatlas.cka.kernels import gram_linear
 
+def check_layer_counts(num_layers_a: Any, num_layers_b: Any) -> None:
+    """One clear error for layer counts an accumulator cannot take (`num_layers_b` None: a square one)."""
+    for name, value in (("num_layers_a", num_layers_a), ("num_layers_b", num_layers_b)):
+        if value is None and name == "num_layers_b":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CKAInputError(f"{name} must be a positive integer, got {value!r}")
+
+
 class _GramPieces(NamedTuple):
     """What HSIC_1 needs of one batch's Grams K (one row per layer), in float64."""
 
@@ -50,11 +59,7 @@ class MinibatchCKA:
     """
 
     def __init__(self, num_layers_a: int, num_layers_b: int | None = None, *, device: Any = None) -> None:
-        for name, value in (("num_layers_a", num_layers_a), ("num_layers_b", num_layers_b)):
-            if value is None and name == "num_layers_b":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CKAInputError(f"{name} must be a positive integer, got {value!r}")
+        check_layer_counts(num_layers_a, num_layers_b)
         self.num_layers_a = num_layers_a
         self.num_layers_b = num_layers_b
         self.device = torch.device(device) if device is not None else None

@@ -6,23 +6,16 @@
 
 Modules: `config` (the TOML schema), `presets` (shipped experiment files),
 `store` (the directory layout), `plan` (steps and what they need), `steps`
-(what each computes), `summary` (summary.json), `executors` (local, Ray),
+(one module per step kind: what each computes), `summary` (summary.json), `executors` (local, Ray),
 `pipeline` (`run_experiment`).
 """
 
 from ckatlas.experiment.config import (
     AnalysesConfig,
-    BlocksConfig,
     CKAConfig,
-    CrossSeedConfig,
     DatasetConfig,
-    ErrorsConfig,
     ExperimentConfig,
     GridConfig,
-    PCAConfig,
-    PopulationConfig,
-    ProbesConfig,
-    PruneConfig,
     RunSpec,
     config_from_dict,
     load_config,
@@ -30,8 +23,17 @@ from ckatlas.experiment.config import (
     valid_depths,
 )
 # the built-in step kinds register themselves when their modules are imported, as a user's step does
-import ckatlas.experiment.steps  # noqa: E402,F401,I001
-import ckatlas.experiment.origins_step  # noqa: E402,F401
+from ckatlas.experiment.steps import (  # noqa: I001
+    BlocksConfig,
+    CrossSeedConfig,
+    DynamicsConfig,
+    ErrorsConfig,
+    OriginsConfig,
+    PCAConfig,
+    PopulationConfig,
+    ProbesConfig,
+    PruneConfig,
+)
 from ckatlas.experiment.executors import EXECUTORS
 from ckatlas.experiment.pipeline import ExperimentRun, check_ready, experiment_status, run_experiment
 from ckatlas.experiment.plan import Step, plan
@@ -44,12 +46,14 @@ __all__ = [
     "CKAConfig",
     "CrossSeedConfig",
     "DatasetConfig",
+    "DynamicsConfig",
     "EXECUTORS",
     "ErrorsConfig",
     "ExperimentConfig",
     "ExperimentRun",
     "ExperimentStore",
     "GridConfig",
+    "OriginsConfig",
     "PCAConfig",
     "PopulationConfig",
     "ProbesConfig",

@@ -58,18 +58,7 @@ from typing import Any
 
 from ckatlas.data import list_datasets
 from ckatlas.errors import UserInputError
-from ckatlas.experiment.analysis_settings import (  # noqa: F401  (re-exported)
-    AnalysesConfig,
-    BlocksConfig,
-    CrossSeedConfig,
-    DynamicsConfig,
-    ErrorsConfig,
-    PCAConfig,
-    PopulationConfig,
-    ProbesConfig,
-    PruneConfig,
-    RunSelection,
-)
+from ckatlas.experiment.analyses import AnalysesConfig, RunSelection  # noqa: F401  (re-exported)
 from ckatlas.experiment.presets import list_presets, preset_path
 from ckatlas.experiment.runspec import RunSpec  # noqa: F401  (re-exported)
 from ckatlas.experiment.tables import CKAConfig, DatasetConfig, GridConfig, valid_depths  # noqa: F401  (re-exported)
@@ -291,18 +280,10 @@ def _validate(config: ExperimentConfig) -> ExperimentConfig:
 
 __all__ = [
     "AnalysesConfig",
-    "BlocksConfig",
     "CKAConfig",
-    "CrossSeedConfig",
     "DatasetConfig",
-    "DynamicsConfig",
-    "ErrorsConfig",
     "ExperimentConfig",
     "GridConfig",
-    "PCAConfig",
-    "PopulationConfig",
-    "ProbesConfig",
-    "PruneConfig",
     "RunSpec",
     "config_from_dict",
     "load_config",

@@ -1,4 +1,5 @@
-"""The experiment directory: where every piece of an experiment lives on disk.
+"""The experiment directory: where every piece of an experiment lives on disk (each analysis' own
+files are named by its step module, `ckatlas.experiment.steps`).
 
     DIR/
       experiment.json          the resolved config (and versions); fixes what DIR holds
@@ -34,7 +35,7 @@ from ckatlas._version import __version__
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.config import ExperimentConfig, to_toml
 from ckatlas.files import atomic_write_json, atomic_write_text, is_stray, read_json
-from ckatlas.rundir import DYNAMICS_FILE, RunDir
+from ckatlas.rundir import RunDir
 
 EXPERIMENT_FILE = "experiment.json"
 SUMMARY_FILE = "summary.json"
@@ -65,30 +66,6 @@ class ExperimentStore:
     @staticmethod
     def blocks_file(run: str) -> str:
         return f"analysis/blocks/{run}.json"
-
-    @staticmethod
-    def stability_file(group: str) -> str:
-        return f"analysis/stability/{group}.json"
-
-    @staticmethod
-    def pca_file(run: str) -> str:
-        return f"analysis/pca/{run}.npz"
-
-    @staticmethod
-    def probes_file(run: str) -> str:
-        return f"analysis/probes/{run}.json"
-
-    @staticmethod
-    def prune_file(run: str) -> str:
-        return f"analysis/prune/{run}.json"
-
-    @staticmethod
-    def dynamics_file(run: str) -> str:
-        return f"{ExperimentStore.run_dir(run)}/{DYNAMICS_FILE}"
-
-    @staticmethod
-    def errors_file() -> str:
-        return "analysis/errors.json"
 
     def path(self, relative: str) -> Path:
         """The absolute path of a file or folder given relative to the root."""

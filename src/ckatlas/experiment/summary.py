@@ -51,12 +51,15 @@ def build_summary(store: ExperimentStore, config: ExperimentConfig) -> Experimen
     from ckatlas.experiment.plan import plan
 
     outputs: dict[str, dict[str, str]] = {}  # run -> {step kind: its output} for steps of one run
+    by_key: dict[str, str] = {}  # every step's (first) output, by step key ("errors", "stability/<group>", ...)
     for step in plan(config):
+        by_key[step.key] = step.outputs[0]
         if len(step.runs) == 1 and len(step.outputs) == 1:
             outputs.setdefault(step.runs[0].name, {})[step.kind] = step.outputs[0]
     models = [_model_entry(store, run, outputs.get(run.name, {})) for run in config.runs]
     by_name = {m.name: m for m in models}
-    groups = [_group_entry(store, name, [by_name[r.name] for r in runs]) for name, runs in config.groups.items()]
+    groups = [_group_entry(name, [by_name[r.name] for r in runs], by_key.get(f"stability/{name}"))
+              for name, runs in config.groups.items()]
     first_run = store.run(config.runs[0].name)
     return ExperimentSummary(
         name=config.name,
@@ -67,7 +70,7 @@ def build_summary(store: ExperimentStore, config: ExperimentConfig) -> Experimen
         grid=_grid_tables(config, by_name),
         cross_seed=[CrossSeedPair(a.name, b.name, store.cka_file(a.name, b.name)) for a, b in cross_seed_pairs(config)],
         enabled=config.analyses.enabled,
-        errors=store.errors_file() if config.analyses.errors is not None else None,
+        errors=by_key.get("errors"),
         available=analysis_catalogue(),  # what the report lists as not computed, without the registry
         timings=_timings(store),
         config=config.to_dict(),
@@ -96,7 +99,7 @@ def _model_entry(store: ExperimentStore, run: RunSpec, outputs: dict[str, str]) 
     )
 
 
-def _group_entry(store: ExperimentStore, name: str, members: list[ModelEntry]) -> GroupEntry:
+def _group_entry(name: str, members: list[ModelEntry], stability: str | None) -> GroupEntry:
     accuracy = np.array([m.test_accuracy for m in members])
     fraction = np.array([m.block_fraction for m in members])
     strength = np.array([m.block_strength for m in members])
@@ -111,7 +114,7 @@ def _group_entry(store: ExperimentStore, name: str, members: list[ModelEntry]) -
         block_fraction_std=float(fraction.std(ddof=1)) if several else None,
         block_strength_mean=float(strength.mean()),
         block_strength_std=float(strength.std(ddof=1)) if several else None,
-        stability=store.stability_file(name) if several else None,
+        stability=stability,
     )
 
 

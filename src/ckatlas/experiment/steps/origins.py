@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from ckatlas.analysis import BlockResult
 from ckatlas.analysis.origins import block_origins
 from ckatlas.errors import UserInputError
-from ckatlas.experiment.analysis_settings import RunSelection
+from ckatlas.experiment.analyses import RunSelection
 from ckatlas.experiment.registry import Step, StepKind, register_step
-from ckatlas.experiment.steps import StepContext, load_model, test_inputs
+from ckatlas.experiment.steps._common import StepContext, load_model, test_inputs
 from ckatlas.experiment.store import ExperimentStore
 from ckatlas.devices import resolve_device
 
