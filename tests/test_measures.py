@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from references import cka1
 from scipy.linalg import orthogonal_procrustes
 from scipy.spatial.distance import pdist
 from scipy.stats import spearmanr
@@ -62,29 +63,16 @@ def _rsa_reference(x: np.ndarray, y: np.ndarray) -> float:
     return spearmanr(pdist(x), pdist(y)).statistic
 
 
-def _unbiased_hsic(k: np.ndarray, l: np.ndarray) -> float:
-    """Song et al. (2012), equation (5), written out."""
-    n = k.shape[0]
-    k, l = k.copy(), l.copy()
-    np.fill_diagonal(k, 0)
-    np.fill_diagonal(l, 0)
-    one = np.ones(n)
-    return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
-            - 2.0 / (n - 2) * (one @ k @ l @ one)) / (n * (n - 3))
-
-
 def _rbf_reference(x: np.ndarray, y: np.ndarray) -> float:
-    """Kornblith et al. (2019): RBF kernel, bandwidth the median distance; CKA with unbiased HSIC."""
+    """Kornblith et al. (2019): RBF kernel, bandwidth the median distance; CKA with unbiased HSIC (Song et al.)."""
     def kernel(f: np.ndarray) -> np.ndarray:
         sq = ((f[:, None, :] - f[None, :, :]) ** 2).sum(-1)
         return np.exp(-sq / (2.0 * np.median(sq)))
-    k, l = kernel(x), kernel(y)
-    return _unbiased_hsic(k, l) / np.sqrt(_unbiased_hsic(k, k) * _unbiased_hsic(l, l))
+    return cka1(kernel(x), kernel(y))
 
 
 def _linear_reference(x: np.ndarray, y: np.ndarray) -> float:
-    k, l = x @ x.T, y @ y.T
-    return _unbiased_hsic(k, l) / np.sqrt(_unbiased_hsic(k, k) * _unbiased_hsic(l, l))
+    return cka1(x @ x.T, y @ y.T)
 
 
 @pytest.mark.parametrize("measure, reference, tolerance", [
@@ -122,7 +110,7 @@ def test_identical_rotated_and_scaled_layers_score_one(measure) -> None:
 
 
 @pytest.mark.parametrize("measure", ["procrustes", "knn", "rsa"])
-def test_a_minibatch_measure_is_the_mean_over_batches_with_its_spread(measure) -> None:
+def test_a_minibatch_measure_is_the_mean_over_batches_with_its_spread(measure, tmp_path) -> None:
     model = create_model("resnet8", width=0.25, in_channels=1, generator=torch.Generator().manual_seed(0),
                          dtype=torch.float64)
     x = torch.randn(48, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -135,14 +123,7 @@ def test_a_minibatch_measure_is_the_mean_over_batches_with_its_spread(measure) -
     np.testing.assert_allclose(got.matrix, np.mean(per_batch, axis=0), rtol=0, atol=1e-7)
     np.testing.assert_allclose(got.standard_error, np.std(per_batch, axis=0, ddof=1) / np.sqrt(3), rtol=0, atol=1e-7)
     assert got.measure == measure and got.num_batches == 3
-    assert CKAResult.load(got.save(_tmp_npz(got))).measure == measure
-
-
-def _tmp_npz(result: CKAResult):
-    import tempfile
-    from pathlib import Path
-
-    return Path(tempfile.mkdtemp()) / "r.npz"
+    assert CKAResult.load(got.save(tmp_path / "r.npz")).measure == measure
 
 
 def test_debiased_cka_sees_every_example_at_once_and_differs_from_the_minibatch_estimate() -> None:

@@ -152,16 +152,9 @@ class ExperimentSummary(JsonResult):
         """The entry of one model, by run name."""
         return next((m for m in self.models if m.name == name), None)
 
-    def group(self, name: str) -> GroupEntry | None:
-        return next((g for g in self.groups if g.name == name), None)
-
     def group_of(self, run: str) -> GroupEntry | None:
         """The group (one architecture, all its seeds) that a run belongs to."""
         return next((g for g in self.groups if run in g.runs), None)
-
-    def models_with(self, kind: str) -> list[ModelEntry]:
-        """The models for which the experiment computed `kind` ("pca", "probes", "dynamics", ...)."""
-        return [m for m in self.models if m.has(kind)]
 
     def slice_models(self, table: GridTable) -> list[ModelEntry]:
         """The models of one depth x width table."""
@@ -176,11 +169,6 @@ class ExperimentSummary(JsonResult):
     def blocks_table(self) -> dict[str, Any]:
         """The experiment's [analyses.blocks] table (the detector's settings; empty in the oldest summaries)."""
         return dict((self.config.get("analyses") or {}).get("blocks") or {})
-
-    @property
-    def cka_table(self) -> dict[str, Any]:
-        """The experiment's [cka] table."""
-        return dict(self.config.get("cka") or {})
 
     # -- saving and loading -----------------------------------------------------------------------
     def fields(self) -> dict[str, Any]:

@@ -45,7 +45,8 @@ import numpy as np
 import torch
 
 from ckatlas.cka._inputs import CKAInputError
-from ckatlas.cka.minibatch import MinibatchCKA, check_layer_counts
+from ckatlas.cka.kernels import center_gram
+from ckatlas.cka.minibatch import LayerPairs, MinibatchCKA
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,6 @@ class MeasureInfo:
     all_examples: bool
     description: str
     label: str  # a colour bar's label
-
-    @property
-    def estimate(self) -> str:
-        return "all examples at once" if self.all_examples else "minibatch"
 
 
 MEASURES: dict[str, MeasureInfo] = {
@@ -120,13 +117,17 @@ def accumulator(measure: str, num_layers_a: int, num_layers_b: int | None = None
 
 
 # -- CKA variants ---------------------------------------------------------------------------
+def squared_distances(grams: torch.Tensor) -> torch.Tensor:
+    """(L, n, n) squared Euclidean distances between the examples, from their Grams (L, n, n)."""
+    diag = grams.diagonal(dim1=-2, dim2=-1)
+    return (diag[:, :, None] + diag[:, None, :] - 2.0 * grams).clamp_min(0.0)
+
+
 def rbf_kernels(grams: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
     """RBF kernels (L, n, n) from linear Grams (L, n, n): ``exp(-d^2 / (2 t^2 median(d^2)))``, the median
     over all n^2 squared distances of each layer, as `gram_rbf` takes it from features. A layer whose
     examples are all identical (median 0) gets a constant kernel (zero HSIC: a dead layer)."""
-    g = grams.double()
-    diag = g.diagonal(dim1=-2, dim2=-1)
-    sq = (diag[:, :, None] + diag[:, None, :] - 2.0 * g).clamp_min(0.0)
+    sq = squared_distances(grams.double())
     ordered, m = sq.flatten(1).sort(dim=1).values, sq.shape[-1] ** 2
     median = ordered[:, m // 2] if m % 2 else (ordered[:, m // 2 - 1] + ordered[:, m // 2]) / 2
     scale = (2.0 * threshold**2 * median).clamp_min(torch.finfo(torch.float64).tiny)
@@ -173,28 +174,17 @@ def _stacked(grams: Any, expected: int | None, side: str) -> torch.Tensor:
     return g.double()
 
 
-class _BatchMean:
+class _BatchMean(LayerPairs):
     """Accumulates a similarity computed per batch (`batch_similarity`) as its mean over batches,
     with the standard error from their spread; NaN cells (a dead layer in a batch) are left out."""
 
     name = ""
 
     def __init__(self, num_layers_a: int, num_layers_b: int | None = None, *, device: Any = None) -> None:
-        check_layer_counts(num_layers_a, num_layers_b)
-        self.num_layers_a, self.num_layers_b = num_layers_a, num_layers_b
-        self.device = torch.device(device) if device is not None else None
-        self.num_batches = self.num_examples = 0
+        super().__init__(num_layers_a, num_layers_b, device=device)
         self._sum: torch.Tensor | None = None
         self._sumsq: torch.Tensor | None = None
         self._count: torch.Tensor | None = None
-
-    @property
-    def square(self) -> bool:
-        return self.num_layers_b is None
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.num_layers_a, self.num_layers_a if self.square else self.num_layers_b)
 
     def batch_similarity(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         """(La, Lb) similarity of one batch from its float64 Grams (b None: a with itself)."""
@@ -267,10 +257,6 @@ class _BatchMean:
         return f"{type(self).__name__}({la}x{lb}, batches={self.num_batches}, examples={self.num_examples})"
 
 
-def _double_centred(g: torch.Tensor) -> torch.Tensor:
-    return g - g.mean(dim=-1, keepdim=True) - g.mean(dim=-2, keepdim=True) + g.mean(dim=(-2, -1), keepdim=True)
-
-
 class MinibatchProcrustes(_BatchMean):
     """Orthogonal Procrustes similarity per batch: with X, Y the batch's features centred and scaled to
     unit Frobenius norm, ``max_R tr(X'YR) = ||X'Y||_*`` over orthogonal R (= 1 - d^2/2, d the
@@ -304,7 +290,7 @@ class MinibatchProcrustes(_BatchMean):
 
     @staticmethod
     def _normalised(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k = _double_centred(g)
+        k = center_gram(g)
         trace = k.diagonal(dim1=-2, dim2=-1).sum(-1)
         dead = trace <= 0
         return k / torch.where(dead, 1.0, trace)[:, None, None], dead
@@ -366,8 +352,7 @@ class MinibatchRSA(_BatchMean):
         from scipy.stats import rankdata
 
         n = g.shape[-1]
-        diag = g.diagonal(dim1=-2, dim2=-1)
-        sq = (diag[:, :, None] + diag[:, None, :] - 2.0 * g).clamp_min(0.0)
+        sq = squared_distances(g)
         rows, cols = torch.triu_indices(n, n, offset=1, device=g.device)
         upper = sq[:, rows, cols].cpu().numpy()
         ranks = torch.as_tensor(rankdata(upper, axis=1), dtype=torch.float64, device=g.device)
@@ -394,4 +379,4 @@ def measure_matrix(measure: str, acts_a: Sequence[Any], acts_b: Sequence[Any] | 
 
 __all__ = ["ALL_EXAMPLES_MEMORY_LIMIT", "MEASURES", "AllExamplesCKA", "MeasureInfo", "MinibatchKNN",
            "MinibatchProcrustes", "MinibatchRSA", "RBFMinibatchCKA", "accumulator", "all_examples_bytes",
-           "check_all_examples_memory", "measure_info", "measure_matrix", "rbf_kernels"]
+           "check_all_examples_memory", "measure_info", "measure_matrix", "rbf_kernels", "squared_distances"]

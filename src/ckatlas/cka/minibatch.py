@@ -22,15 +22,6 @@ import torch
 from ckatlas.cka._inputs import CKAInputError
 from ckatlas.cka.kernels import gram_linear
 
-def check_layer_counts(num_layers_a: Any, num_layers_b: Any) -> None:
-    """One clear error for layer counts an accumulator cannot take (`num_layers_b` None: a square one)."""
-    for name, value in (("num_layers_a", num_layers_a), ("num_layers_b", num_layers_b)):
-        if value is None and name == "num_layers_b":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise CKAInputError(f"{name} must be a positive integer, got {value!r}")
-
-
 class _GramPieces(NamedTuple):
     """What HSIC_1 needs of one batch's Grams K (one row per layer), in float64."""
 
@@ -42,7 +33,35 @@ class _GramPieces(NamedTuple):
 _STATE_TENSORS = ("hsic_ab", "hsic_aa", "hsic_bb", "batch_count", "batch_cka_sum", "batch_cka_sumsq")
 
 
-class MinibatchCKA:
+class LayerPairs:
+    """What every all-layer-pairs accumulator holds (`MinibatchCKA`, the measures of
+    `ckatlas.cka.measures`): the two layer counts (`num_layers_b` None: one model with itself),
+    the device of its sums (None: that of the first update), and the batches and examples seen."""
+
+    def __init__(self, num_layers_a: int, num_layers_b: int | None = None, *, device: Any = None) -> None:
+        for name, value in (("num_layers_a", num_layers_a), ("num_layers_b", num_layers_b)):
+            if value is None and name == "num_layers_b":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CKAInputError(f"{name} must be a positive integer, got {value!r}")
+        self.num_layers_a = num_layers_a
+        self.num_layers_b = num_layers_b
+        self.device = torch.device(device) if device is not None else None
+        self.num_batches = 0
+        self.num_examples = 0
+
+    @property
+    def square(self) -> bool:
+        """True when comparing one model with itself."""
+        return self.num_layers_b is None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(La, Lb) of the similarity matrix."""
+        return (self.num_layers_a, self.num_layers_a if self.square else self.num_layers_b)
+
+
+class MinibatchCKA(LayerPairs):
     """Accumulates minibatch CKA between all layer pairs, in float64.
 
     Args:
@@ -59,26 +78,11 @@ class MinibatchCKA:
     """
 
     def __init__(self, num_layers_a: int, num_layers_b: int | None = None, *, device: Any = None) -> None:
-        check_layer_counts(num_layers_a, num_layers_b)
-        self.num_layers_a = num_layers_a
-        self.num_layers_b = num_layers_b
-        self.device = torch.device(device) if device is not None else None
-        self.num_batches = 0
-        self.num_examples = 0
+        super().__init__(num_layers_a, num_layers_b, device=device)
         self._state: dict[str, torch.Tensor] | None = None
         self._triu_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     # -- shape -----------------------------------------------------------------------------
-    @property
-    def square(self) -> bool:
-        """True when comparing one model with itself."""
-        return self.num_layers_b is None
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(La, Lb) of the CKA matrix."""
-        return (self.num_layers_a, self.num_layers_a if self.square else self.num_layers_b)
-
     def _zeros(self, device: torch.device) -> dict[str, torch.Tensor]:
         la, lb = self.shape
         z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731

@@ -35,7 +35,6 @@ deviations are null for groups of one model.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ckatlas.analysis import BlockResult
