@@ -91,13 +91,23 @@ def _short(value: object) -> str:
     return str(value)
 
 
+def with_block_area(root: Path, summary: dict) -> dict:
+    """The summary with every model's block area (summaries of earlier releases lack it: found again from
+    the saved heatmap by the experiment's own detector)."""
+    for m in summary["models"]:
+        if m.get("block_area") is None:
+            detector = BlockResult.load(root / m["paths"]["blocks"]).detector
+            m["block_area"] = detector.find(CKAResult.load(root / m["paths"]["cka"])).block_area
+    return summary
+
+
 def grid_tables(summary: dict) -> str:
     out = []
     for table in summary["grid"]:
         models = [m for m in summary["models"] if (m["residual"], m["fraction"], m.get("family", "resnet"))
                   == (table["residual"], table["fraction"], table.get("family", "resnet"))]
-        out.append(f"Training fraction {table['fraction']:g}: block strength (mean ± sd over seeds) / block fraction / "
-                   "test accuracy / clean training accuracy")
+        out.append(f"Training fraction {table['fraction']:g}: block area (mean ± sd over seeds) / block strength / "
+                   "block fraction / test accuracy / clean training accuracy")
         out.append("")
         out.append("| depth \\ width | " + " | ".join(f"{w:g}" for w in table["widths"]) + " |")
         out.append("|---|" + "---:|" * len(table["widths"]))
@@ -109,12 +119,14 @@ def grid_tables(summary: dict) -> str:
                     cells.append("–")
                     continue
                 strength = np.array([m.get("block_strength", np.nan) for m in cell])
+                area = np.array([m["block_area"] for m in cell])
                 bf = np.array([m["block_fraction"] for m in cell])
                 acc = np.array([m["test_accuracy"] for m in cell])
                 fit = [m.get("train_accuracy") for m in cell]
                 fitted = f"{100 * np.mean(fit):.1f}%" if None not in fit else "–"
-                sd = f" ± {strength.std(ddof=1):.2f}" if len(cell) > 1 else ""
-                cells.append(f"{strength.mean():.2f}{sd} / {bf.mean():.2f} / {100 * acc.mean():.1f}% / {fitted} "
+                sd = f" ± {area.std(ddof=1):.2f}" if len(cell) > 1 else ""
+                cells.append(f"{area.mean():.2f}{sd} / {strength.mean():.2f} / {bf.mean():.2f} / "
+                             f"{100 * acc.mean():.1f}% / {fitted} "
                              f"(n={len(cell)})")
             out.append(f"| {depth} | " + " | ".join(cells) + " |")
         out.append("")
@@ -131,7 +143,7 @@ def trend_figure(summary: dict, path: Path, title: str) -> None:
         colour = f"C{k}"
         means = []
         for j, width in enumerate(widths):
-            vals = [m.get("block_strength", m["block_fraction"]) for m in models
+            vals = [m["block_area"] for m in models
                     if (m["depth"], m["width"]) == (depth, width)]
             ax.scatter(np.full(len(vals), j) + 0.06 * (k - 1), vals, s=10, color=colour, alpha=0.6)
             means.append(np.mean(vals) if vals else np.nan)
@@ -139,7 +151,7 @@ def trend_figure(summary: dict, path: Path, title: str) -> None:
         ax.plot(range(len(widths)), means, color=colour, label=name)
     ax.set_xticks(range(len(widths)), [f"{w:g}" for w in widths])
     ax.set_xlabel("width")
-    ax.set_ylabel("block strength")
+    ax.set_ylabel("block area")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
@@ -202,7 +214,7 @@ def seeds_figure(root: Path, summary: dict, path: Path, seeds: int = 3) -> None:
             plot_heatmap(CKAResult.load(root / model["paths"]["cka"]), ax, colorbar=False, title="")
             outline_blocks(ax, BlockResult.load(root / model["paths"]["blocks"]), original_rows=True, color="cyan")
             ax.set_title(f"d{depth} w{width:g} s{model['seed']}: strength {model.get('block_strength', 0):.2f}, "
-                         f"peak {model.get('peak_score') or 0:.2f}", fontsize=7)
+                         f"area {model['block_area']:.2f}, peak {model.get('peak_score') or 0:.2f}", fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel("")
@@ -242,7 +254,7 @@ def dynamics_table(root: Path, summary: dict, figure: Path | None = None) -> str
              if "dynamics" in m["paths"]]
     for label, subset in (("every model", named), ("the models that fit (clean training accuracy >= 99%)",
                                                    [(n, r) for n, r in named if n in fitted])):
-        for stat in ("block_fraction", "block_strength"):
+        for stat in ("block_fraction", "block_strength", "block_area"):
             change = np.array([getattr(r, stat)[-1] - getattr(r, stat)[0] for _, r in subset])
             if not len(change):
                 continue
@@ -297,7 +309,7 @@ def main() -> None:
     for item in args.experiments:
         folder, label = item.split("=", 1)
         root = Path(folder)
-        summary = json.loads((root / "summary.json").read_text())
+        summary = with_block_area(root, json.loads((root / "summary.json").read_text()))
         print(f"### {label} ({root})\n")
         print(grid_tables(summary))
         print(claims_table(root, args.permutations, results[label]))

@@ -22,6 +22,7 @@ from ckatlas.analysis import (
     find_threshold_blocks,
 )
 from ckatlas.analysis.block_rules import contrast_table
+from ckatlas.analysis.blocks import AREA_LEVELS
 from ckatlas.cka import linear_cka
 from ckatlas.errors import UserInputError
 from ckatlas.report import outline_blocks, plot_block_frequency, plot_blocks
@@ -232,6 +233,40 @@ def test_scores_strength_and_peak() -> None:
     assert again.block_strength < res.block_strength - 0.02
 
 
+def test_block_area_is_the_block_fraction_averaged_over_min_score() -> None:
+    for m in (synthetic(72, 0.5, ((10, 25), (40, 65))), synthetic(60, 0.3, ((5, 30),), kind="checker"),
+              synthetic(50, 0.8, kind="decay"), planted(30, [(3, 12), (15, 27)], inside=0.8, outside=0.6)):
+        for detector in (BlockDetector(), BlockDetector(min_gap=0.1, min_fraction=0.2),
+                         BlockDetector(method="threshold")):
+            expected = np.mean([find_blocks(m, detector, method="contrast", min_score=level).block_fraction
+                                for level in AREA_LEVELS])
+            assert find_blocks(m, detector).block_area == pytest.approx(expected, abs=1e-12)
+    assert AREA_LEVELS[0] == pytest.approx(0.05) and AREA_LEVELS[-1] == 1.0 and len(AREA_LEVELS) == 20
+
+
+def test_block_area_does_not_jump_where_strength_does() -> None:
+    """A square whose score sits at min_score: strength jumps between 0 and its size, area hardly moves."""
+    def square(lift: float) -> np.ndarray:  # a middle square 0.08 above a decaying 0.8 floor, scored near 0.5
+        m = synthetic(60, 0.0, kind="smooth", noise=0.0) * 0.2 + 0.78
+        m[10:45, 10:45] += lift
+        np.fill_diagonal(m, 1.0)
+        return np.clip(m, 0.0, 1.0)
+
+    lifts = np.linspace(0.065, 0.12, 12)  # gaps above min_gap (0.05), which the area keeps
+    results = [find_blocks(square(lift)) for lift in lifts]
+    scores = [contrast_table(square(lift), BlockDetector().border_context(60))[0][10, 44] for lift in lifts]
+    assert min(scores) < 0.5 < max(scores)  # the square crosses the default min_score
+    strength = np.array([r.block_strength for r in results])
+    area = np.array([r.block_area for r in results])
+    assert np.max(np.diff(strength)) > 0.25  # strength jumps from 0 to ~0.3 as the score crosses 0.5
+    assert np.max(np.abs(np.diff(area))) < 0.05 and np.all(np.diff(area) >= -1e-12)  # area rises smoothly
+    assert area[-1] > area[0] + 0.05  # and follows how much the square stands out
+    # no block: no area, on any floor; a uniform planted block over half the layers: about half
+    assert find_blocks(synthetic(72, 0.5, kind="decay")).block_area < 0.02
+    assert find_blocks(synthetic(72, 0.9, kind="flat")).block_area == 0.0
+    assert find_blocks(planted(40, [(10, 29)], inside=1.0, outside=0.3, noise=0.0)).block_area == pytest.approx(0.5)
+
+
 # -- the detector's settings ---------------------------------------------------------------------
 
 
@@ -270,7 +305,7 @@ def test_a_block_result_of_earlier_releases_loads_as_the_threshold_rule(tmp_path
     (tmp_path / "old.json").write_text(json.dumps(old))
     res = BlockResult.load(tmp_path / "old.json")
     assert res.detector.method == "threshold" and spans(res) == [(2, 7)] and res.block_fraction == 0.5
-    assert math.isnan(res.blocks[0].score) and res.block_strength == 0.0
+    assert math.isnan(res.blocks[0].score) and res.block_strength == 0.0 and math.isnan(res.block_area)
 
 
 # -- layers, inputs, results --------------------------------------------------------------------
@@ -346,6 +381,7 @@ def test_save_load_roundtrip(tmp_path) -> None:
     assert back.to_dict()["blocks"][0] == {"start": 2, "end": 7, "size": 6, "mean_cka": first.mean_cka,
                                           "min_cka": first.min_cka, "score": first.score, "gap": first.gap}
     assert back.block_strength == res.block_strength and back.detector == res.detector
+    assert back.block_area == res.block_area and 0 < res.block_area <= res.block_fraction
     (tmp_path / "other.json").write_text('{"format": "something else"}')
     with pytest.raises(UserInputError, match="not a block result"):
         BlockResult.load(tmp_path / "other.json")

@@ -48,6 +48,11 @@ def test_a_run_records_the_heatmap_of_each_chosen_epoch_and_trains_the_same(tmp_
     again = find_blocks(final.matrix)
     assert record.block_fraction[-1] == pytest.approx(again.block_fraction)
     assert record.block_strength[-1] == pytest.approx(again.block_strength)
+    assert record.block_area[-1] == pytest.approx(again.block_area)
+    # a record of a release without block area finds it from its heatmaps, by its own detector
+    older = BlockDynamics(record.epochs, record.layers, record.cka, record.variance_explained,
+                          record.block_fraction, record.blocks, record.metadata, record.block_strength)
+    np.testing.assert_allclose(older.block_area, [find_blocks(m).block_area for m in record.cka])
     # the record can be read with another detector: its blocks found again in the stored heatmaps
     threshold = BlockDetector(method="threshold")
     other = record.redetect(threshold)

@@ -140,6 +140,7 @@ def test_summary_holds_every_model_as_the_issue_specifies(finished):
         assert model["test_accuracy"] == metrics["final"]["test_accuracy"]
         blocks = find_blocks(CKAResult.load(root / "cka" / f"{run.name}.npz"))
         assert model["block_fraction"] == blocks.block_fraction and model["block_strength"] == blocks.block_strength
+        assert model["block_area"] == blocks.block_area
         assert model["blocks"] == [[b.start, b.end] for b in blocks.blocks]
         assert model["train_accuracy"] == metrics["final"]["train_accuracy"]
         assert all((root / path).exists() for path in model["paths"].values())
@@ -412,10 +413,13 @@ def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tm
     result = evaluate_claims(root, num_permutations=2000)
     width = result["width"]
     models = summary["models"]
-    strength = [BlockResult.load(root / m["paths"]["blocks"]).block_strength for m in models]
+    found = [BlockResult.load(root / m["paths"]["blocks"]) for m in models]
+    strength, area = [f.block_strength for f in found], [f.block_area for f in found]
     assert strength == pytest.approx([m["block_strength"] for m in models])
-    expected = trend_test(strength, [m["width"] for m in models],
-                          [(m["depth"], m["fraction"]) for m in models], num_permutations=2000)
+    assert area == pytest.approx([m["block_area"] for m in models])
+    labels, widths = [(m["depth"], m["fraction"]) for m in models], [m["width"] for m in models]
+    expected = trend_test(area, widths, labels, num_permutations=2000)  # the claim tests block area
+    assert "block area" in width.statistic
     if np.isfinite(expected.statistic):
         assert width.value == pytest.approx(expected.statistic) and width.p_value == pytest.approx(expected.p_value)
     else:
@@ -426,8 +430,9 @@ def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tm
     used = json.loads((root / "experiment.json").read_text())["config"]["analyses"]["blocks"]
     detector = BlockDetector.from_saved(used)
     again = [s for s in width.details["sweep"] if (s["on"], s[knob]) == (used["on"], detector.min_score)]
-    if again and np.isfinite(expected.statistic):  # the sweep at the experiment's own setting is its statistic
-        assert again[0]["rho"] == pytest.approx(expected.statistic)
+    by_strength = trend_test(strength, widths, labels, num_permutations=2000)
+    if again and np.isfinite(by_strength.statistic):  # the sweep at the experiment's own setting: block strength
+        assert again[0]["rho"] == pytest.approx(by_strength.statistic)
     # on the block outputs, the smallest block follows their count (min_fraction of ~10 rows, not of all layers)
     from ckatlas.heatmap import CKAResult
     from ckatlas.train import load_run

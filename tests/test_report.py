@@ -200,8 +200,8 @@ def test_the_finding_is_stated_from_the_numbers(page, summary):
         [m for m in summary["models"] if (m["residual"], m["fraction"]) == (table["residual"], table["fraction"])])
     assert statistics and all(sentence in text for sentence in statistics)  # the verdict: a statistic over seeds
     assert all("permutation p = " in sentence for sentence in statistics if "no trend" not in sentence)
-    assert all("block strength against" in s for s in statistics if "no trend" not in s)  # not the fraction
-    for sentence in trend_sentences(table["depths"], table["widths"], table["block_strength"], "Block strength")[1:]:
+    assert all("block area against" in s for s in statistics if "no trend" not in s)  # not the fraction
+    for sentence in trend_sentences(table["depths"], table["widths"], table["block_area"], "Block area")[1:]:
         assert sentence in text  # and, row by row, what the means do
 
 

@@ -49,6 +49,7 @@ class ModelEntry:
     block_fraction: float = 0.0
     block_strength: float | None = None
     peak_score: float | None = None
+    block_area: float | None = None  # None in summaries of earlier releases
     blocks: list[list[int]] = field(default_factory=list)
     block_scores: list[float] = field(default_factory=list)
     layers: list[str] | None = None
@@ -88,6 +89,8 @@ class GroupEntry:
     block_fraction_std: float | None = None
     block_strength_mean: float | None = None
     block_strength_std: float | None = None
+    block_area_mean: float | None = None
+    block_area_std: float | None = None
     stability: str | None = None
 
 
@@ -104,12 +107,15 @@ class GridTable:
     test_accuracy: list[list[float | None]]
     family: str = "resnet"
     block_strength: list[list[float | None]] | None = None
+    block_area: list[list[float | None]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {"family": self.family, "residual": self.residual, "fraction": self.fraction, "depths": self.depths,
                "widths": self.widths, "block_fraction": self.block_fraction}
         if self.block_strength is not None:
             out["block_strength"] = self.block_strength
+        if self.block_area is not None:
+            out["block_area"] = self.block_area
         return {**out, "test_accuracy": self.test_accuracy}
 
     @property

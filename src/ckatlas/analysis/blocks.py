@@ -33,9 +33,11 @@ A layer with no finite CKA (dead, zero variance) is never inside a block and sep
 layers before it from those after it (runs are judged within each stretch of live layers);
 other NaN cells are skipped. Every block carries its contrast ``score`` and ``gap`` whichever rule found it.
 Per model: ``block_fraction`` (share of the layers inside a block), ``block_strength``
-(the same share weighted by each block's score: continuous, so that trend tests over
-models do not saturate) and ``peak_score`` (the best score of any run long enough to be a
-block, found or not). `block_stability` (`ckatlas.analysis.stability`) compares the blocks
+(the same share weighted by each block's score), ``block_area`` (the contrast rule's block
+fraction averaged over ``min_score`` from 0.05 to 1: continuous and free of the threshold,
+the statistic of the trend claims, since a square whose score sits near ``min_score`` makes
+fraction and strength jump between 0 and its size from seed to seed) and ``peak_score``
+(the best score of any run long enough to be a block, found or not). `block_stability` (`ckatlas.analysis.stability`) compares the blocks
 of several models.
 """
 
@@ -64,6 +66,9 @@ from ckatlas.errors import UserInputError
 from ckatlas.results import JsonResult
 
 METHODS = ("contrast", "threshold")
+
+#: The min_score levels `BlockResult.block_area` averages the contrast rule's block fraction over.
+AREA_LEVELS = tuple(np.arange(1, 21) / 20)
 
 
 @dataclass(frozen=True)
@@ -170,23 +175,32 @@ class BlockDetector:
         score, gap = segmented_contrast(sub, beyond)  # NaN for any run with a dead layer in it
         size = np.arange(num_layers)[None, :] - np.arange(num_layers)[:, None] + 1
         admissible = size >= smallest
+        stretches = live_stretches(sub)
+        typical: dict[tuple[int, int], tuple[float, float]] = {}
+
+        def standing_out(min_score: float) -> list[tuple[int, int]]:
+            """The contrast rule's blocks at `min_score` (the surroundings' median must pass too)."""
+
+            def typical_passes(run: tuple[int, int]) -> bool:
+                if run not in typical:
+                    start, stop = next(s for s in stretches if s[0] <= run[0] < s[1])
+                    part = sub[start:stop, start:stop]
+                    typical[run] = tuple(typical_contrast(part, [(run[0] - start, run[1] - start)], beyond)[0])
+                t_score, t_gap = typical[run]
+                return bool(t_score >= min_score and t_gap >= self.min_gap)
+
+            ok = admissible & (score >= min_score) & (gap >= self.min_gap)
+            return pick_standing_out([(int(i), int(j)) for i, j in zip(*np.nonzero(ok))], score, num_layers,
+                                     typical_passes)
+
         if self.method == "contrast":
-            ok = admissible & (score >= self.min_score) & (gap >= self.min_gap)
-            stretches = live_stretches(sub)
-
-            def typical_passes(run: tuple[int, int]) -> bool:  # the surroundings' median must pass too
-                start, stop = next(s for s in stretches if s[0] <= run[0] < s[1])
-                part = sub[start:stop, start:stop]
-                t_score, t_gap = typical_contrast(part, [(run[0] - start, run[1] - start)], beyond)[0]
-                return bool(t_score >= self.min_score and t_gap >= self.min_gap)
-
-            runs = [(int(i), int(j)) for i, j in zip(*np.nonzero(ok))]
-            spans = pick_standing_out(runs, score, num_layers, typical_passes)
+            spans = standing_out(self.min_score)
         else:
             candidates = uniform_intervals(sub, self.threshold, self.tolerance, smallest)
             means = interval_means(candidates, sub) if candidates else np.zeros(0)
             priority = [(i - j, -float(m), i) for (i, j), m in zip(candidates, means)]
             spans = pick_disjoint(candidates, priority, num_layers)
+        covered = [sum(j - i + 1 for i, j in standing_out(level)) for level in AREA_LEVELS]
         peak = np.where(admissible, score, np.nan)
         return BlockResult(
             blocks=[_block(sub, i, j, score, gap) for i, j in spans],
@@ -196,6 +210,7 @@ class BlockDetector:
             min_size=int(smallest),
             layer_names=None if names is None else [names[i] for i in indices],
             peak_score=float(np.nanmax(peak)) if np.isfinite(peak).any() else float("nan"),
+            block_area=float(np.mean(covered)) / num_layers,
         )
 
 
@@ -249,6 +264,11 @@ class BlockResult(JsonResult):
         layer_names: names of the analysed layers, when known.
         peak_score: the best contrast score of any run of at least ``min_size`` layers
             without a dead layer, found as a block or not (NaN when there is none).
+        block_area: the contrast rule's block fraction averaged over ``min_score`` 0.05, 0.10,
+            .., 1.00 (`AREA_LEVELS`; the detector's other settings as given): the share of the
+            layers in a block, each counted up to the score at which its block stops being found.
+            Free of the ``min_score`` threshold, so a square whose score sits near it does not
+            jump between 0 and its size from seed to seed (NaN in results of earlier releases).
     """
 
     FORMAT = "ckatlas.BlockResult"
@@ -261,6 +281,7 @@ class BlockResult(JsonResult):
     min_size: int
     layer_names: list[str] | None = None
     peak_score: float = float("nan")
+    block_area: float = float("nan")
 
     @property
     def layers(self) -> list[str]:
@@ -300,7 +321,8 @@ class BlockResult(JsonResult):
         """A few human-readable lines."""
         lines = [
             f"{len(self.blocks)} block(s) in {self.num_layers} layers, block_fraction {self.block_fraction:.2f}, "
-            f"block_strength {self.block_strength:.2f}, peak score {self.peak_score:.2f} ({self.detector.method} rule)"
+            f"block_strength {self.block_strength:.2f}, block_area {self.block_area:.2f}, peak score "
+            f"{self.peak_score:.2f} ({self.detector.method} rule)"
         ]
         for b in self.blocks:
             names = self.block_layers(b)
@@ -315,6 +337,7 @@ class BlockResult(JsonResult):
             "block_fraction": self.block_fraction,
             "block_strength": self.block_strength,
             "peak_score": self.peak_score,
+            "block_area": self.block_area,
             "num_layers": self.num_layers,
             "layer_indices": list(self.layer_indices),
             "layer_names": None if self.layer_names is None else list(self.layer_names),
@@ -338,6 +361,7 @@ class BlockResult(JsonResult):
             min_size=int(data["min_size"]),
             layer_names=data.get("layer_names"),
             peak_score=_number(data.get("peak_score")),
+            block_area=_number(data.get("block_area")),
         )
 
 
@@ -475,4 +499,4 @@ def _select_layers(layers: Sequence[str | int] | None, names: list[str] | None, 
     return np.array(sorted(chosen))
 
 
-__all__ = ["Block", "BlockDetector", "BlockResult", "find_blocks", "find_threshold_blocks"]
+__all__ = ["AREA_LEVELS", "Block", "BlockDetector", "BlockResult", "find_blocks", "find_threshold_blocks"]

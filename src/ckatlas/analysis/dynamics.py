@@ -101,6 +101,9 @@ class BlockDynamics(NpzResult):
         cka: (E, L, L) the heatmap at each epoch.
         variance_explained: (E, L) each layer's first-PC share of its variance.
         block_fraction: (E,) share of the layers inside a block.
+        block_strength: (E,) the same share weighted by each block's score.
+        block_area: (E,) the block fraction averaged over min_score 0.05 .. 1 (`BlockResult.block_area`;
+            found again from the stored heatmaps for records of earlier releases).
         blocks: per epoch, the blocks as [first, last] layer indices (inclusive).
         metadata: probe set size, detector settings, the run's name, and "seconds": the
             time each epoch's record took.
@@ -118,6 +121,7 @@ class BlockDynamics(NpzResult):
     blocks: list[list[list[int]]]
     metadata: dict[str, Any] = field(default_factory=dict)
     block_strength: np.ndarray | None = None
+    block_area: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.epochs = np.asarray(self.epochs, dtype=np.int64).reshape(-1)
@@ -127,6 +131,13 @@ class BlockDynamics(NpzResult):
         self.block_fraction = np.asarray(self.block_fraction, dtype=np.float64).reshape(count)
         strength = np.full(count, np.nan) if self.block_strength is None else self.block_strength
         self.block_strength = np.asarray(strength, dtype=np.float64).reshape(count)
+        if self.block_area is None:  # a record of an earlier release: from its heatmaps, by its detector
+            saved = self.metadata.get("detector") or {}
+            detector = BlockDetector.from_dict(saved) if "method" in saved else BlockDetector()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                self.block_area = np.array([detector.find(m).block_area for m in self.cka])
+        self.block_area = np.asarray(self.block_area, dtype=np.float64).reshape(count)
         if len(self.blocks) != count:
             raise UserInputError(f"{self.WHAT}: {len(self.blocks)} block lists for {count} epochs")
 
@@ -135,13 +146,15 @@ class BlockDynamics(NpzResult):
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"epochs": self.epochs, "cka": self.cka, "variance_explained": self.variance_explained,
-                "block_fraction": self.block_fraction, "block_strength": self.block_strength}
+                "block_fraction": self.block_fraction, "block_strength": self.block_strength,
+                "block_area": self.block_area}
 
     @classmethod
     def from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> BlockDynamics:
         return cls(arrays["epochs"], header["layers"], arrays["cka"], arrays["variance_explained"],
                    arrays["block_fraction"], header["blocks"], header.get("metadata", {}),
-                   arrays.get("block_strength"))  # records of earlier releases have none: NaN
+                   arrays.get("block_strength"),  # records of earlier releases have none: NaN
+                   arrays.get("block_area"))
 
     def redetect(self, detector: BlockDetector) -> BlockDynamics:
         """The same record with the blocks of every epoch found again by `detector` (from the stored heatmaps)."""
@@ -150,7 +163,8 @@ class BlockDynamics(NpzResult):
             found = [detector.find(matrix, layer_names=self.layers) for matrix in self.cka]
         return BlockDynamics(self.epochs, self.layers, self.cka, self.variance_explained,
                              [f.block_fraction for f in found], [_spans(f) for f in found],
-                             {**self.metadata, "detector": detector.to_dict()}, [f.block_strength for f in found])
+                             {**self.metadata, "detector": detector.to_dict()}, [f.block_strength for f in found],
+                             [f.block_area for f in found])
 
     def mean_variance_explained(self) -> np.ndarray:
         """(E,) each epoch's mean first-PC variance share over the layers that have one (NaN: none has)."""
@@ -167,7 +181,7 @@ class BlockDynamics(NpzResult):
         for i, epoch in enumerate(self.epochs):
             spans = ", ".join(f"{a}-{b}" for a, b in self.blocks[i]) or "none"
             lines.append(f"  epoch {int(epoch):>4}  block fraction {self.block_fraction[i]:.2f}  "
-                         f"strength {self.block_strength[i]:.2f}  blocks {spans:<14}"
+                         f"strength {self.block_strength[i]:.2f}  area {self.block_area[i]:.2f}  blocks {spans:<14}"
                          f"  mean PC1 variance {pc1[i]:.2f}")
         return "\n".join(lines)
 
@@ -261,12 +275,12 @@ class DynamicsRecorder:
             return
         started = time.perf_counter()
         layers, cka, variance, found = measure(model, self.probe, self.settings, device)
-        fraction, spans, strength = found.block_fraction, _spans(found), found.block_strength
+        fraction, spans, strength, area = found.block_fraction, _spans(found), found.block_strength, found.block_area
         seconds = time.perf_counter() - started
         old = self.record
         if old is None:
             self.record = BlockDynamics([epoch], layers, cka[None], variance[None], [fraction], [spans],
-                                        {**self.metadata, "seconds": [seconds]}, [strength])
+                                        {**self.metadata, "seconds": [seconds]}, [strength], [area])
         else:
             if old.layers != layers:
                 raise UserInputError(f"{self.path} was recorded on other layers; delete it to record again")
@@ -274,7 +288,7 @@ class DynamicsRecorder:
                 np.append(old.epochs, epoch), layers, np.concatenate([old.cka, cka[None]]),
                 np.concatenate([old.variance_explained, variance[None]]), np.append(old.block_fraction, fraction),
                 [*old.blocks, spans], {**old.metadata, "seconds": [*old.metadata.get("seconds", []), seconds]},
-                np.append(old.block_strength, strength))
+                np.append(old.block_strength, strength), np.append(old.block_area, area))
         self.record.save(self.path)
 
 

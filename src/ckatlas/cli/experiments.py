@@ -153,11 +153,11 @@ def _run_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         summary = ExperimentSummary.load(result.summary_path)
         width = max(len(m.name) for m in summary.models)
-        print(f"{'model':<{width}}  test acc  train acc  block fraction  block strength")
+        print(f"{'model':<{width}}  test acc  train acc  block fraction  block strength  block area")
         for m in summary.models:
             fit = m.train_accuracy
             print(f"{m.name:<{width}}  {m.test_accuracy:8.3f}  {'–' if fit is None else f'{fit:.3f}':>9}  "
-                  f"{m.block_fraction:14.2f}  {m.block_strength:14.2f}")
+                  f"{m.block_fraction:14.2f}  {m.block_strength:14.2f}  {m.block_area:10.2f}")
         print(f"summary: {result.summary_path}")
     return 0
 

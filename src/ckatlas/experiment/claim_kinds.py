@@ -188,13 +188,22 @@ class ClaimContext:
             if self.refind:
                 self._blocks[model.name] = self._find(model, self.detector, self.rows)
             else:
-                self._blocks[model.name] = BlockResult.load(self.root / model.path("blocks"))
+                saved = BlockResult.load(self.root / model.path("blocks"))
+                if not np.isfinite(saved.block_area):  # saved by a release without it: the same detector again
+                    saved = self._find(model, saved.detector, self.rows)
+                self._blocks[model.name] = saved
         return self._blocks[model.name]
 
     @property
     def statistic_name(self) -> str:
-        """What the trend claims test: block strength (contrast rule), or block fraction (the threshold rule,
-        as the releases that used it did)."""
+        """What the trend claims test: block area (contrast rule: free of its min_score threshold), or block
+        fraction (the threshold rule, as the releases that used it did)."""
+        return "block_area" if self.detector.method == "contrast" else "block_fraction"
+
+    @property
+    def sweep_statistic(self) -> str:
+        """What the sweep tests at each setting of the detector's main knob: block strength (contrast rule;
+        block area does not move with min_score), or block fraction (threshold rule)."""
         return "block_strength" if self.detector.method == "contrast" else "block_fraction"
 
     def has_block(self, model: ModelEntry) -> bool:
@@ -231,7 +240,8 @@ class ClaimContext:
         test = trend_test(values, [getattr(m, factor) for m in models], labels, direction=direction,
                           num_permutations=self.permutations, seed=self.seed)
         details: dict[str, Any] = {"strata": test.strata, "sweep": self.sweep(models, factor, labels, sweep, direction)}
-        for name, read in (("block_strength", lambda m: self.blocks(m).block_strength),
+        for name, read in (("block_area", lambda m: self.blocks(m).block_area),
+                           ("block_strength", lambda m: self.blocks(m).block_strength),
                            ("block_fraction", lambda m: self.blocks(m).block_fraction)):
             by_level = {str(level): float(np.mean([read(m) for m in models if getattr(m, factor) == level]))
                         for level in sorted(levels) if any(getattr(m, factor) == level for m in models)}
@@ -257,7 +267,7 @@ class ClaimContext:
                 detector = self.detector.replace(**{knob: value})
                 found = [self._find(m, detector, on) for m in models]
                 strength = [f.block_strength for f in found]
-                test = trend_test([getattr(f, self.statistic_name) for f in found], [getattr(m, factor) for m in models],
+                test = trend_test([getattr(f, self.sweep_statistic) for f in found], [getattr(m, factor) for m in models],
                                   labels, direction=direction,
                                   num_permutations=self.permutations, seed=self.seed)
                 out.append({"on": on, knob: value, "rho": test.statistic, "p_value": test.p_value,

@@ -9,15 +9,17 @@ outputs, when blocks are found on them). Every test is one-sided in the paper's
 direction and uses permutations (`ckatlas.analysis.trend`), so its p-value needs no
 distributional assumption; a claim holds when p <= `alpha`.
 
-1. ``width`` / ``depth``: block strength (the share of layers in a block weighted by how
-   much each block stands out, `BlockResult.block_strength`: continuous, so the test does
-   not saturate) grows with width (within each depth and training fraction) and with depth
-   (within each width and fraction): `trend_test`. Also at each setting of a sweep of the
-   detector's main knob (``min_score`` of the contrast rule, ``threshold`` of the threshold
-   rule), on every layer and on the block outputs only (the detector re-run on the saved
-   heatmaps), so that a verdict that rests on one setting or one choice of rows shows. With
-   the threshold rule the statistic is block fraction, as in the releases that used it.
-2. ``data``: block strength falls as the training fraction grows (within each depth x
+1. ``width`` / ``depth``: block area (the contrast rule's block fraction averaged over its
+   ``min_score`` from 0.05 to 1, `BlockResult.block_area`: continuous and free of the
+   threshold, so the test neither saturates nor jumps with a square whose score sits near
+   ``min_score``) grows with width (within each depth and training fraction) and with depth
+   (within each width and fraction): `trend_test`. Also, for block strength, at each setting
+   of a sweep of the detector's main knob (``min_score`` of the contrast rule, ``threshold``
+   of the threshold rule), on every layer and on the block outputs only (the detector re-run
+   on the saved heatmaps), so that a verdict that rests on one setting or one choice of rows
+   shows. With the threshold rule the statistic is block fraction, as in the releases that
+   used it.
+2. ``data``: block area falls as the training fraction grows (within each depth x
    width): `trend_test`, decreasing.
 3. ``pc1-variance``: in models with a block, the first PC explains more of the variance
    of in-block layers than of the other analysed layers (mean per model, paired over

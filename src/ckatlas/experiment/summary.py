@@ -8,16 +8,18 @@ written from disk. Paths are relative to the experiment directory.
       "name": ..., "description": ..., "dataset": {name, num_train, num_test, image_shape, num_classes, ...},
       "models": [{"name", "arch", "depth", "width", "residual", "seed", "fraction",
                   "test_accuracy", "train_accuracy" (clean, on the examples trained on), "block_fraction",
-                  "block_strength", "peak_score",
+                  "block_strength", "peak_score", "block_area",
                   "blocks": [[start, end], ...], "block_scores": [...],
                   "layers": [...], "num_parameters", "train_seconds",
                   "paths": {"run", "cka", "blocks", and the file of every other step of this model
                             ("pca", "probes", "prune", or any registered analysis)}}, ...],
       "groups": [{"name", "arch", "depth", "width", "residual", "fraction", "runs": [...],
                   "test_accuracy_mean", "test_accuracy_std", "train_accuracy_mean", "block_fraction_mean",
-                  "block_fraction_std", "block_strength_mean", "block_strength_std", "stability"}, ...],
+                  "block_fraction_std", "block_strength_mean", "block_strength_std", "block_area_mean",
+                  "block_area_std", "stability"}, ...],
       "grid": [{"residual", "fraction", "depths", "widths",
-                "block_fraction": [[...]], "block_strength": [[...]], "test_accuracy": [[...]]}, ...],
+                "block_fraction": [[...]], "block_strength": [[...]], "block_area": [[...]],
+                "test_accuracy": [[...]]}, ...],
       "cross_seed": [{"a", "b", "path"}, ...],
       "analyses": {"enabled": [...], "errors": path or null, "available": {table: kind, description, default_on}},
       "timings": {"train": s, "cka": s, ..., "total": s, "wall": s},
@@ -27,7 +29,9 @@ written from disk. Paths are relative to the experiment directory.
 `blocks` are inclusive index ranges into `layers` (the analysed layers of the
 model's within-model heatmap); `block_fraction` is the share of those layers
 inside a block, `block_strength` the same share weighted by each block's contrast score
-(`block_scores`), and `peak_score` the best score of any run long enough to be a block
+(`block_scores`), `block_area` the contrast rule's block fraction averaged over min_score 0.05..1
+(free of that threshold; the trend claims' statistic), and `peak_score` the best score of any run long
+enough to be a block
 (`ckatlas.analysis.BlockResult`). In "grid", `block_fraction[i][j]` is the mean over seeds at
 `depths[i]`, `widths[j]` (null where the grid has no such model). Standard
 deviations are null for groups of one model.
@@ -89,6 +93,7 @@ def _model_entry(store: ExperimentStore, run: RunSpec, outputs: dict[str, str]) 
         block_fraction=blocks.block_fraction,
         block_strength=blocks.block_strength,
         peak_score=blocks.peak_score,
+        block_area=blocks.block_area,
         blocks=[[b.start, b.end] for b in blocks.blocks],
         block_scores=[b.score for b in blocks.blocks],
         layers=blocks.layer_names,
@@ -102,6 +107,7 @@ def _group_entry(name: str, members: list[ModelEntry], stability: str | None) ->
     accuracy = np.array([m.test_accuracy for m in members])
     fraction = np.array([m.block_fraction for m in members])
     strength = np.array([m.block_strength for m in members])
+    area = np.array([m.block_area for m in members], dtype=np.float64)
     first, several = members[0], len(members) > 1
     return GroupEntry(
         name=name, arch=first.arch, depth=first.depth, width=first.width, residual=first.residual,
@@ -113,6 +119,8 @@ def _group_entry(name: str, members: list[ModelEntry], stability: str | None) ->
         block_fraction_std=float(fraction.std(ddof=1)) if several else None,
         block_strength_mean=float(strength.mean()),
         block_strength_std=float(strength.std(ddof=1)) if several else None,
+        block_area_mean=float(area.mean()),
+        block_area_std=float(area.std(ddof=1)) if several else None,
         stability=stability,
     )
 
@@ -130,7 +138,8 @@ def _grid_tables(config: ExperimentConfig, models: dict[str, ModelEntry]) -> lis
         runs = [r for r in config.runs if (r.family, r.residual, r.fraction) == (family, residual, fraction)]
         depths = sorted({r.depth for r in runs})
         widths = sorted({r.width for r in runs})
-        cells: dict[str, list[list[float | None]]] = {"block_fraction": [], "block_strength": [], "test_accuracy": []}
+        cells: dict[str, list[list[float | None]]] = {"block_fraction": [], "block_strength": [], "test_accuracy": [],
+                                                  "block_area": []}
         for key in cells:
             for depth in depths:
                 row = []
@@ -139,7 +148,7 @@ def _grid_tables(config: ExperimentConfig, models: dict[str, ModelEntry]) -> lis
                     row.append(float(np.mean(values)) if values else None)
                 cells[key].append(row)
         tables.append(GridTable(residual, fraction, depths, widths, cells["block_fraction"], cells["test_accuracy"],
-                                family, cells["block_strength"]))
+                                family, cells["block_strength"], cells["block_area"]))
     return tables
 
 

@@ -107,15 +107,17 @@ def block_table_section(data: ReportData) -> Section | None:
         blocks = _block_cell(result) if result is not None else "<em>missing</em>"
         rows.append([esc(m.name), esc(m.depth), f"{m.width:g}", esc(m.seed), pct(m.test_accuracy),
                      esc(len(m.layers or [])), blocks, fmt(m.block_fraction),
-                     fmt(result.block_strength if result is not None else None)])
+                     fmt(result.block_strength if result is not None else None),
+                     fmt(m.block_area)])
     if not rows:
         return None
     header = ["model", "depth", "width", "seed", "test acc", "layers", "blocks (analysed layer indices)",
-              "block fraction", "block strength"]
+              "block fraction", "block strength", "block area"]
     text = para(
         f"A block, by the {data.detector.describe()}. Its score is 1 for a run of identical layers and 0 for one no "
         "more alike inside than across its borders; block strength is the share of layers in a block weighted by "
-        "the score. Layer indices count the analysed layers from the input (0)."
+        "the score, block area the block fraction averaged over min_score from 0.05 to 1 (free of that threshold; "
+        "the statistic of the trend claims). Layer indices count the analysed layers from the input (0)."
     )
     return Section("blocks", "Blocks of every model", text + table_html(header, rows, cls="blocks"), notes)
 

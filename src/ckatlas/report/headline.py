@@ -97,17 +97,20 @@ def trend_sentences(
 
 
 def statistic_name(models: Sequence[ModelEntry]) -> str:
-    """The block statistic the headline tests: "block_strength", or "block_fraction" in summaries of
-    earlier releases, which have no strength."""
-    return "block_strength" if all(m.block_strength is not None for m in models) else "block_fraction"
+    """The block statistic the headline tests: "block_area" (as the claims), or in summaries of earlier
+    releases, which lack it, "block_strength" or "block_fraction"."""
+    for key in ("block_area", "block_strength"):
+        if all(getattr(m, key) is not None for m in models):
+            return key
+    return "block_fraction"
 
 
 def statistic_sentences(models: Sequence[ModelEntry], alpha: float = 0.05) -> list[str]:
-    """The verdict over seeds: a one-sided rank-trend permutation test of block strength (`statistic_name`)
+    """The verdict over seeds: a one-sided rank-trend permutation test of block area (`statistic_name`)
     with width (within each depth) and with depth (within each width), `ckatlas.analysis.trend`.
 
     Args:
-        models: one grid slice's models (summary.json entries: depth, width, block_strength).
+        models: one grid slice's models (summary.json entries: depth, width, block_area).
         alpha: significance level.
 
     Returns:
@@ -156,12 +159,14 @@ def _cell(data: ReportData, table: GridTable, depth: int, width: float) -> str:
     bf_std = group.block_fraction_std if group else None
     acc_std = group.test_accuracy_std if group else None
     strength = group.block_strength_mean if group else models[0].block_strength
+    area = group.block_area_mean if group else models[0].block_area
     spread = f" ± {bf_std:.2f}" if bf_std is not None else ""
     accuracy = f"{100 * acc:.1f}" + (f" ± {100 * acc_std:.1f}" if acc_std is not None else "") + "%"
     attrs = (f'data-depth="{depth}" data-width="{width:g}" data-block-fraction="{bf!r}" '
              f'data-test-accuracy="{acc!r}" data-seeds="{n}"')
     return (f'<td class="cell" {attrs}><span class="bf">{fmt(bf)}{spread}</span>'
             + (f'<span class="strength">strength {fmt(strength)}</span>' if strength is not None else "")
+            + (f'<span class="strength">area {fmt(area)}</span>' if area is not None else "")
             + f'<span class="acc">acc {accuracy}</span><span class="n">n = {n}</span></td>')
 
 
@@ -190,8 +195,9 @@ def headline_section(data: ReportData) -> Section | None:
         "Block fraction: the share of a model's analysed layers that lie inside a block, on the model's "
         f"within-model CKA heatmap (a block by the {data.detector.describe()}); mean ± "
         "standard deviation over the n seeds of each cell. Block strength: the same share with each block weighted "
-        "by its score (how much it stands out: 1 for identical layers, 0 for none), the statistic the trend tests "
-        "use. Test accuracy: the same models on the full test split."
+        "by its score (how much it stands out: 1 for identical layers, 0 for none). Block area: the block fraction "
+        "averaged over the detector's min_score from 0.05 to 1, free of that threshold, the statistic the trend "
+        "tests use. Test accuracy: the same models on the full test split."
     ))
     return Section("headline", "Headline: block structure across the grid", "".join(parts))
 
@@ -206,17 +212,21 @@ def headline_text(summary: ExperimentSummary) -> str:
         for depth, row in zip(table.depths, table.block_fraction):
             lines.append(f"{depth:>5} " + "".join(f"{fmt(v):>8}" for v in row))
         models = summary.slice_models(table)
-        if table.block_strength is not None:
-            lines.append("block strength (mean over seeds), depth x width:")
-            for depth, row in zip(table.depths, table.block_strength):
-                lines.append(f"{depth:>5} " + "".join(f"{fmt(v):>8}" for v in row))
+        for name, rows in (("block strength", table.block_strength), ("block area", table.block_area)):
+            if rows is not None:
+                lines.append(f"{name} (mean over seeds), depth x width:")
+                for depth, row in zip(table.depths, rows):
+                    lines.append(f"{depth:>5} " + "".join(f"{fmt(v):>8}" for v in row))
         lines += statistic_sentences(models)
         lines += _trend_sentences(table)[1:]
     return "\n".join(lines)
 
 
 def _trend_sentences(table: GridTable) -> list[str]:
-    """`trend_sentences` of a grid table's block strength (block fraction in summaries of earlier releases)."""
+    """`trend_sentences` of a grid table's block area (block strength or fraction in summaries of earlier
+    releases)."""
+    if table.block_area is not None:
+        return trend_sentences(table.depths, table.widths, table.block_area, "Block area")
     if table.block_strength is not None:
         return trend_sentences(table.depths, table.widths, table.block_strength, "Block strength")
     return trend_sentences(table.depths, table.widths, table.block_fraction)
