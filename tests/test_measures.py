@@ -71,6 +71,23 @@ def _rbf_reference(x: np.ndarray, y: np.ndarray) -> float:
     return cka1(kernel(x), kernel(y))
 
 
+def _svcca_reference(x: np.ndarray, y: np.ndarray, variance: float = 0.99) -> float:
+    """Raghu et al. (2017): SVD of each centred representation, keep the top directions explaining `variance`
+    of it, then CCA (textbook: the canonical correlations squared are the eigenvalues of
+    Sxx^-1 Sxy Syy^-1 Syx); the mean of the min(k_x, k_y) correlations."""
+    def reduced(f: np.ndarray) -> np.ndarray:
+        f = f - f.mean(0)
+        _, s, vt = np.linalg.svd(f, full_matrices=False)
+        share = np.cumsum(s**2) / np.sum(s**2)
+        k = int(np.searchsorted(share, variance * (1 - 1e-12)) + 1)
+        return f @ vt[:k].T
+    a, b = reduced(x), reduced(y)
+    sxx, syy, sxy = a.T @ a, b.T @ b, a.T @ b
+    product = np.linalg.solve(sxx, sxy) @ np.linalg.solve(syy, sxy.T)
+    rho2 = np.sort(np.linalg.eigvals(product).real)[::-1][: min(a.shape[1], b.shape[1])]
+    return float(np.mean(np.sqrt(np.clip(rho2, 0.0, 1.0))))
+
+
 def _linear_reference(x: np.ndarray, y: np.ndarray) -> float:
     return cka1(x @ x.T, y @ y.T)
 
@@ -82,6 +99,7 @@ def _linear_reference(x: np.ndarray, y: np.ndarray) -> float:
     ("cka-rbf", _rbf_reference, 1e-9),
     ("cka-debiased", _linear_reference, 1e-10),
     ("cka", _linear_reference, 1e-10),
+    ("svcca", _svcca_reference, 1e-8),
 ])
 def test_each_measure_equals_its_reference_on_one_batch(measure, reference, tolerance) -> None:
     for seed in range(3):
@@ -109,7 +127,7 @@ def test_identical_rotated_and_scaled_layers_score_one(measure) -> None:
     assert m[0, 2] < 0.9 and np.allclose(m, m.T)
 
 
-@pytest.mark.parametrize("measure", ["procrustes", "knn", "rsa"])
+@pytest.mark.parametrize("measure", ["procrustes", "knn", "rsa", "svcca"])
 def test_a_minibatch_measure_is_the_mean_over_batches_with_its_spread(measure, tmp_path) -> None:
     model = create_model("resnet8", width=0.25, in_channels=1, generator=torch.Generator().manual_seed(0),
                          dtype=torch.float64)
@@ -119,7 +137,7 @@ def test_a_minibatch_measure_is_the_mean_over_batches_with_its_spread(measure, t
     for batch in x.split(16):
         acts = capture_activations(model, "blocks", batch)
         per_batch.append(_table({"procrustes": _procrustes_reference, "knn": _knn_reference,
-                                 "rsa": _rsa_reference}[measure], [a.flatten(1).numpy() for a in acts.values()]))
+                                 "rsa": _rsa_reference, "svcca": _svcca_reference}[measure], [a.flatten(1).numpy() for a in acts.values()]))
     np.testing.assert_allclose(got.matrix, np.mean(per_batch, axis=0), rtol=0, atol=1e-7)
     np.testing.assert_allclose(got.standard_error, np.std(per_batch, axis=0, ddof=1) / np.sqrt(3), rtol=0, atol=1e-7)
     assert got.measure == measure and got.num_batches == 3
@@ -159,8 +177,13 @@ def test_all_examples_memory_is_refused_above_the_limit_before_any_work() -> Non
 
 def test_unknown_measures_and_bad_options_are_one_line() -> None:
     model = create_model("resnet8", width=0.25, in_channels=1)
-    with pytest.raises(CKAInputError, match=r"measure must be one of cka, cka-rbf, cka-debiased, procrustes, knn, rsa, got 'svcca'"):
-        heatmap(model, torch.zeros(8, 1, 8, 8), measure="svcca")
+    with pytest.raises(CKAInputError, match=r"measure must be one of cka, cka-rbf, cka-debiased, procrustes, knn, rsa, "
+                                            r"svcca, got 'cca'"):
+        heatmap(model, torch.zeros(8, 1, 8, 8), measure="cca")
+    with pytest.raises(CKAInputError, match=r"'pwcca' is not offered: its weights need each neuron's projections.*svcca"):
+        heatmap(model, torch.zeros(8, 1, 8, 8), measure="pwcca")
+    with pytest.raises(CKAInputError, match=r"variance must be a share in \(0, 1\], got 0"):
+        accumulator("svcca", 2, variance=0)
     with pytest.raises(CKAInputError, match="k must be a positive integer"):
         accumulator("knn", 2, k=0)
     with pytest.raises(CKAInputError, match="knn' with k=10 needs batches of more than 10 examples"):

@@ -253,7 +253,7 @@ def heatmap(
         measure: the similarity of each layer pair (`ckatlas.cka.measures.MEASURES`): "cka" (the
             paper's minibatch linear CKA, the default), "cka-rbf", "cka-debiased" (all examples in
             one batch: Tensor inputs, N^2 memory per layer, refused above a limit before any
-            forward pass), "procrustes", "knn" or "rsa". Recorded in the result's metadata.
+            forward pass), "procrustes", "knn", "rsa" or "svcca". Recorded in the result's metadata.
 
     Returns:
         A `CKAResult`; `matrix[i, j]` compares layer i of A with layer j of B.

@@ -24,11 +24,20 @@ measure            estimate                        what it is
 ``rsa``            minibatch (mean over batches)   RSA: Spearman correlation of the two layers'
                                                    Euclidean dissimilarity matrices (Kriegeskorte
                                                    et al. 2008)
+``svcca``          minibatch (mean over batches)   SVCCA (Raghu et al. 2017): each layer cut to the
+                                                   top principal directions that explain 99% of
+                                                   its variance, then the mean canonical
+                                                   correlation of the two
 =================  ==============================  ===============================================
+
+PWCCA (Morcos et al. 2018) does not fit this design: its weights are the L1 norms of each
+canonical variate's projections onto the individual neurons, which depend on the neuron basis
+that a Gram (the examples' inner products) no longer holds.
 
 Every measure is 1 for identical representations and (for these) invariant to rotations and
 to a global scale. A "minibatch" measure depends on the batch size for the non-CKA ones
-(Procrustes and kNN see n examples at a time): compare heatmaps computed with the same batch
+(Procrustes, kNN and SVCCA see n examples at a time; CCA needs many more examples than kept
+directions, else every correlation nears 1): compare heatmaps computed with the same batch
 size. `accumulator(measure, ...)` builds the streaming accumulator of a measure; all of them
 take `update_grams`, `compute`, `standard_error` and `all_reduce` as `MinibatchCKA` does.
 """
@@ -74,6 +83,8 @@ MEASURES: dict[str, MeasureInfo] = {
                     "mutual 10-NN alignment (minibatch)"),
         MeasureInfo("rsa", False, "Spearman correlation of Euclidean dissimilarity matrices, mean over minibatches",
                     "RSA, Spearman (minibatch)"),
+        MeasureInfo("svcca", False, "SVCCA: mean canonical correlation of the directions that explain 99% of each "
+                    "layer's variance, mean over minibatches", "SVCCA (minibatch)"),
     )
 }
 
@@ -84,6 +95,10 @@ ALL_EXAMPLES_MEMORY_LIMIT = 8 * 2**30
 def measure_info(measure: str) -> MeasureInfo:
     """The `MeasureInfo` of a measure's name; one clear error for an unknown name."""
     info = MEASURES.get(measure) if isinstance(measure, str) else None
+    if measure == "pwcca":
+        raise CKAInputError("measure 'pwcca' is not offered: its weights need each neuron's projections, which the "
+                            "Grams every measure is computed from do not hold; 'svcca' gives the same canonical "
+                            "correlations, unweighted")
     if info is None:
         raise CKAInputError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
     return info
@@ -103,7 +118,7 @@ def check_all_examples_memory(measure: str, num_examples: int, num_layers: int,
         raise CKAInputError(
             f"measure {measure!r} needs all {num_examples} examples in one batch: {num_layers} Grams of "
             f"{num_examples} x {num_examples}, about {need / 2**30:.1f} GiB, over the limit of {limit / 2**30:.1f} GiB; "
-            f"use fewer examples or layers, or a minibatch measure (cka, cka-rbf, procrustes, knn, rsa)"
+            f"use fewer examples or layers, or a minibatch measure (cka, cka-rbf, procrustes, knn, rsa, svcca)"
         )
 
 
@@ -112,7 +127,8 @@ def accumulator(measure: str, num_layers_a: int, num_layers_b: int | None = None
     """The streaming accumulator of `measure` for `num_layers_a` x `num_layers_b` layers (None: square);
     `options` go to its class (``k`` for knn)."""
     kind = {"cka": MinibatchCKA, "cka-rbf": RBFMinibatchCKA, "cka-debiased": AllExamplesCKA,
-            "procrustes": MinibatchProcrustes, "knn": MinibatchKNN, "rsa": MinibatchRSA}[measure_info(measure).name]
+            "procrustes": MinibatchProcrustes, "knn": MinibatchKNN, "rsa": MinibatchRSA,
+            "svcca": MinibatchSVCCA}[measure_info(measure).name]
     return kind(num_layers_a, num_layers_b, device=device, **options)
 
 
@@ -362,6 +378,51 @@ class MinibatchRSA(_BatchMean):
         return ranks / torch.where(scale > 0, scale, 1.0), dead
 
 
+class MinibatchSVCCA(_BatchMean):
+    """SVCCA per batch (Raghu et al. 2017): each layer's centred features are cut to their top principal
+    directions that together explain `variance` of the variance (the SVD step), and the two cut
+    representations are compared by CCA; the cell is the mean of their min(k_a, k_b) canonical
+    correlations. From Grams: the principal directions in example space are the top eigenvectors of the
+    centred Gram, and the canonical correlations of two representations are the singular values of the
+    product of orthonormal bases of their spans (Bjorck & Golub 1973), so one (k_a x k_b) SVD per pair.
+    Invariant to any invertible linear map of the kept directions; CCA needs n well above k, else
+    every correlation nears 1 (compare heatmaps made with the same batch size)."""
+
+    name = "svcca"
+
+    def __init__(self, num_layers_a: int, num_layers_b: int | None = None, *, device: Any = None,
+                 variance: float = 0.99) -> None:
+        super().__init__(num_layers_a, num_layers_b, device=device)
+        if isinstance(variance, bool) or not isinstance(variance, (int, float)) or not 0 < variance <= 1:
+            raise CKAInputError(f"variance must be a share in (0, 1], got {variance!r}")
+        self.variance = float(variance)
+
+    def batch_similarity(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        ua, ka = self._bases(a)
+        ub, kb = (ua, ka) if b is None else self._bases(b)
+        out = torch.empty(ua.shape[0], ub.shape[0], dtype=torch.float64, device=ua.device)
+        for i in range(ua.shape[0]):  # the zero columns that pad a basis add only zero singular values
+            start = i if b is None else 0
+            out[i, start:] = torch.linalg.svdvals(ua[i].T @ ub[start:]).sum(dim=-1)
+            if b is None:
+                out[i + 1:, i] = out[i, i + 1:]
+        pairs = torch.minimum(ka[:, None], kb[None, :]).double()
+        out = torch.where(pairs > 0, out / pairs.clamp_min(1), math.nan)  # no direction kept: a dead layer
+        return out.clamp_max(1.0)
+
+    def _bases(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L, n, k_max) orthonormal bases of each layer's kept directions (zero columns past its own k), and
+        each layer's k (0 for a dead layer)."""
+        values, vectors = torch.linalg.eigh(center_gram(g))
+        values, vectors = values.flip(-1).clamp_min(0), vectors.flip(-1)  # largest first
+        total = values.sum(-1, keepdim=True)
+        before = values.cumsum(-1) - values  # variance of the directions ahead of each one
+        keep = (before < self.variance * total * (1 - 1e-12)) & (values > total * 1e-12)
+        counts = keep.sum(-1)
+        width = max(int(counts.max()), 1)
+        return (vectors * keep[:, None, :])[:, :, :width], counts
+
+
 def measure_matrix(measure: str, acts_a: Sequence[Any], acts_b: Sequence[Any] | None = None, **kwargs: Any) -> np.ndarray:
     """One batch of activations (each (n, ...)) to the (La, Lb) matrix of `measure`: a convenience
     for small data; for a model use `ckatlas.heatmap(..., measure=...)`."""
@@ -378,5 +439,5 @@ def measure_matrix(measure: str, acts_a: Sequence[Any], acts_b: Sequence[Any] | 
 
 
 __all__ = ["ALL_EXAMPLES_MEMORY_LIMIT", "MEASURES", "AllExamplesCKA", "MeasureInfo", "MinibatchKNN",
-           "MinibatchProcrustes", "MinibatchRSA", "RBFMinibatchCKA", "accumulator", "all_examples_bytes",
+           "MinibatchProcrustes", "MinibatchRSA", "MinibatchSVCCA", "RBFMinibatchCKA", "accumulator", "all_examples_bytes",
            "check_all_examples_memory", "measure_info", "measure_matrix", "rbf_kernels", "squared_distances"]

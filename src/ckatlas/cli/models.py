@@ -286,7 +286,7 @@ def add_cka(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measure", choices=tuple(MEASURES), default="cka",
                    help="the similarity of each layer pair (ckatlas.cka.measures): cka (default: the paper's "
                         "minibatch linear CKA), cka-rbf, cka-debiased (all examples in one batch), procrustes, "
-                        "knn (mutual 10-NN) or rsa")
+                        "knn (mutual 10-NN), rsa or svcca")
     p.add_argument("--no-shuffle", action="store_true", help="consecutive batches instead of a random permutation")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch permutations (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")

@@ -75,7 +75,7 @@ class CKAConfig:
     token sequence becomes one example's representation (`ckatlas.tokens`: "auto",
     "flatten", "mean", "first", "last"), for the heatmaps, PCA, dynamics and origins.
     `measure`: what each heatmap cell holds (`ckatlas.cka.measures`: "cka", the paper's
-    minibatch linear CKA, by default; "cka-rbf", "cka-debiased", "procrustes", "knn", "rsa");
+    minibatch linear CKA, by default; "cka-rbf", "cka-debiased", "procrustes", "knn", "rsa", "svcca");
     the blocks are then found on that measure's heatmaps.
     """
 
