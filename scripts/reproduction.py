@@ -276,18 +276,20 @@ def dynamics_table(root: Path, summary: dict, figure: Path | None = None) -> str
                  for k in range(len(epochs))]
         lines.append(f"| {depth}, {width:g} | " + " | ".join(cells) + " |")
     if figure is not None:
-        fig = Figure(figsize=(4.6, 3.0), layout="constrained")
-        ax = fig.subplots()
+        fig = Figure(figsize=(8.4, 3.2), layout="constrained")
+        axes = fig.subplots(1, 2)
         depths = sorted({d for d, _ in rows})
         widths = sorted({w for _, w in rows})
-        for (depth, width), records in sorted(rows.items()):
-            mean = np.mean([r.block_fraction for r in records], axis=0)
-            ax.plot(epochs, mean, ["-", "--", ":"][widths.index(width) % 3], color=f"C{depths.index(depth)}",
-                    marker="o", markersize=3, label=f"depth {depth}, width {width:g}")
-        ax.set_xlabel("epoch (0: initialisation)")
-        ax.set_ylabel("block fraction (mean over seeds)")
-        ax.set_ylim(-0.03, 1.03)
-        ax.legend(fontsize=6, ncol=2, handlelength=3)
+        for ax, stat in zip(axes, ("block_fraction", "block_area")):
+            for (depth, width), records in sorted(rows.items()):
+                mean = np.mean([getattr(r, stat) for r in records], axis=0)
+                ax.plot(epochs, mean, ["-", "--", ":"][widths.index(width) % 3], color=f"C{depths.index(depth)}",
+                        marker="o", markersize=3, label=f"depth {depth}, width {width:g}")
+            ax.set_xlabel("epoch (0: initialisation)")
+            ax.set_ylabel(f"{stat.replace('_', ' ')} (mean over seeds)")
+            ax.set_ylim(-0.03, 1.03)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=6, fontsize=6,
+                   handlelength=3)
         fig.savefig(figure, dpi=DPI * 1.5)
     return "\n".join(lines) + "\n"
 
