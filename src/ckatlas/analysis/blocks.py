@@ -179,13 +179,15 @@ class BlockDetector:
         typical: dict[tuple[int, int], tuple[float, float]] = {}
 
         def standing_out(min_score: float) -> list[tuple[int, int]]:
-            """The contrast rule's blocks at `min_score` (the surroundings' median must pass too)."""
+            """The contrast rule's blocks at `min_score` (the surroundings' median must pass too; each run's
+            median contrast is computed once, whichever levels ask for it)."""
 
             def typical_passes(run: tuple[int, int]) -> bool:
                 if run not in typical:
                     start, stop = next(s for s in stretches if s[0] <= run[0] < s[1])
                     part = sub[start:stop, start:stop]
-                    typical[run] = tuple(typical_contrast(part, [(run[0] - start, run[1] - start)], beyond)[0])
+                    t_score, t_gap = typical_contrast(part, [(run[0] - start, run[1] - start)], beyond)[0]
+                    typical[run] = (float(t_score), float(t_gap))
                 t_score, t_gap = typical[run]
                 return bool(t_score >= min_score and t_gap >= self.min_gap)
 
@@ -267,8 +269,9 @@ class BlockResult(JsonResult):
         block_area: the contrast rule's block fraction averaged over ``min_score`` 0.05, 0.10,
             .., 1.00 (`AREA_LEVELS`; the detector's other settings as given): the share of the
             layers in a block, each counted up to the score at which its block stops being found.
-            Free of the ``min_score`` threshold, so a square whose score sits near it does not
-            jump between 0 and its size from seed to seed (NaN in results of earlier releases).
+            Free of the ``min_score`` threshold (``min_gap`` and the sizes still apply), so a square
+            whose score sits near it does not jump between 0 and its size from seed to seed (NaN in
+            results of earlier releases).
     """
 
     FORMAT = "ckatlas.BlockResult"
