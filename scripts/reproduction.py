@@ -202,7 +202,7 @@ def seeds_figure(root: Path, summary: dict, path: Path, seeds: int = 3) -> None:
     the blocks follow the picture from seed to seed (title: block strength and peak score)."""
     table = max(summary["grid"], key=lambda t: len(t["depths"]) * len(t["widths"]))
     cells = [(d, w) for d in sorted(table["depths"])[-2:][::-1] for w in table["widths"]]
-    fig = Figure(figsize=(2.1 * seeds, 2.0 * len(cells)), layout="constrained")
+    fig = Figure(figsize=(2.1 * seeds, 2.15 * len(cells)), layout="constrained")
     axes = fig.subplots(len(cells), seeds, squeeze=False)
     for row, (depth, width) in zip(axes, cells):
         found = sorted((m for m in summary["models"] if (m["depth"], m["width"], m["fraction"], m["residual"])
@@ -213,7 +213,7 @@ def seeds_figure(root: Path, summary: dict, path: Path, seeds: int = 3) -> None:
                 continue
             plot_heatmap(CKAResult.load(root / model["paths"]["cka"]), ax, colorbar=False, title="")
             outline_blocks(ax, BlockResult.load(root / model["paths"]["blocks"]), original_rows=True, color="cyan")
-            ax.set_title(f"d{depth} w{width:g} s{model['seed']}: strength {model.get('block_strength', 0):.2f}, "
+            ax.set_title(f"d{depth} w{width:g} s{model['seed']}\nstrength {model.get('block_strength', 0):.2f}, "
                          f"area {model['block_area']:.2f}, peak {model.get('peak_score') or 0:.2f}", fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
