@@ -1,11 +1,11 @@
 """`ckatlas demo --out DIR`, the README's first command, end to end: the full demo grid on digits,
-every analysis, summary.json and the report with its depth x width table of block fraction and strength.
+every analysis, summary.json and the report with its depth x width table of block fraction, strength and area.
 
 The demo does not promise the paper's finding: whether block structure grows with width and
 with depth on digits is decided by a trend test over seeds (REPRODUCTION.md: with the contrast
 rule neither holds on seeds 0-2 or 100-102). What it promises is to say which, with the
 statistic: the printed headline carries the permutation test of the summary's own block
-strengths, and says "not significant" when the trend is not.
+areas, and says "not significant" when the trend is not.
 """
 
 from __future__ import annotations
@@ -39,17 +39,19 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert all(len(g["runs"]) >= 2 for g in summary["groups"] if g["width"] == widest)
     for model in summary["models"]:
         assert set(model) >= {"name", "arch", "depth", "width", "residual", "seed", "fraction", "test_accuracy",
-                              "train_accuracy", "block_fraction", "block_strength", "peak_score", "blocks"}
+                              "train_accuracy", "block_fraction", "block_strength", "block_area", "peak_score",
+                              "blocks"}
         assert 0.0 <= model["block_strength"] <= model["block_fraction"] <= 1.0
+        assert 0.0 <= model["block_area"] <= 1.0
         assert model["test_accuracy"] > 0.5  # trained: chance is 0.1 on ten digits
 
     table = summary["grid"][0]
     models = summary["models"]
     claims = {c.key: c for c in evaluate_claims(out, compare_with=None).claims}
     for factor, stratum in (("width", "depth"), ("depth", "width")):
-        test = trend_test([m["block_strength"] for m in models], [m[factor] for m in models],
+        test = trend_test([m["block_area"] for m in models], [m[factor] for m in models],
                           [m[stratum] for m in models])
-        sentence = next(line for line in printed.splitlines() if f"block strength against {factor}" in line)
+        sentence = next(line for line in printed.splitlines() if f"block area against {factor}" in line)
         assert f"mean Spearman rho {test.statistic:+.2f}, one-sided permutation p = {test.p_value:.3g}" in sentence
         assert ("not significant" in sentence) == (not test.holds(0.05)), sentence
         # one statistic, one p-value: `ckatlas claims` says what the headline says

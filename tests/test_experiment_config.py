@@ -189,8 +189,8 @@ def test_a_bad_depth_names_valid_depths():
         (lambda t: t["dataset"].update(name="svhn"), "unknown dataset 'svhn'"),
         (lambda t: t["cka"].update(layers="some"), "layers in [cka] must be one of 'blocks', 'all'"),
         (lambda t: t["cka"].update(batch_size=2), "batch_size in [cka] must be >= 4"),
-        (lambda t: t["cka"].update(measure="svcca"), "measure in [cka] must be one of cka, cka-rbf, cka-debiased, "
-                                                     "procrustes, knn, rsa, got 'svcca'"),
+        (lambda t: t["cka"].update(measure="cca"), "measure in [cka] must be one of cka, cka-rbf, cka-debiased, "
+                                                   "procrustes, knn, rsa, svcca, got 'cca'"),
         (lambda t: t["train"].update(seed=3), "seed cannot be set in [train]: it comes from seeds in [[grid]]"),
         (lambda t: t["train"].update(lr=-1.0), "[train]: lr must be a number > 0"),
         (lambda t: t["train"].update(epochs="3"), "epochs in [train] must be an integer"),
