@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
-
-import warnings
 
 from ckatlas.analysis import BlockDetector, BlockResult
 from ckatlas.heatmap import CKAResult

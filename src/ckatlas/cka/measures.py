@@ -273,6 +273,19 @@ class _BatchMean(LayerPairs):
         return f"{type(self).__name__}({la}x{lb}, batches={self.num_batches}, examples={self.num_examples})"
 
 
+def pairwise_nuclear_norms(left: torch.Tensor, right: torch.Tensor | None) -> torch.Tensor:
+    """(La, Lb) the nuclear norm (sum of singular values) of ``left[i]' right[j]`` for every pair of
+    (L, n, r) stacks; `right` None: `left` with itself, computing the upper triangle once and mirroring it."""
+    other = left if right is None else right
+    out = torch.empty(left.shape[0], other.shape[0], dtype=torch.float64, device=left.device)
+    for i in range(left.shape[0]):  # one layer of A against every layer of B (of the upper triangle when square)
+        start = i if right is None else 0
+        out[i, start:] = torch.linalg.svdvals(left[i].T @ other[start:]).sum(dim=-1)
+        if right is None:
+            out[i + 1:, i] = out[i, i + 1:]
+    return out
+
+
 class MinibatchProcrustes(_BatchMean):
     """Orthogonal Procrustes similarity per batch: with X, Y the batch's features centred and scaled to
     unit Frobenius norm, ``max_R tr(X'YR) = ||X'Y||_*`` over orthogonal R (= 1 - d^2/2, d the
@@ -285,12 +298,7 @@ class MinibatchProcrustes(_BatchMean):
     def batch_similarity(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         fa, dead_a = self._factors(a)
         fb, dead_b = (fa, dead_a) if b is None else self._factors(b)
-        out = torch.empty(fa.shape[0], fb.shape[0], dtype=torch.float64, device=fa.device)
-        for i in range(fa.shape[0]):  # one layer of A against every layer of B (of the upper triangle when square)
-            start = i if b is None else 0
-            out[i, start:] = torch.linalg.svdvals(fa[i].T @ fb[start:]).sum(dim=-1)  # ||X'Y||_* = ||F_a'F_b||_*
-            if b is None:
-                out[i + 1:, i] = out[i, i + 1:]
+        out = pairwise_nuclear_norms(fa, None if b is None else fb)  # ||X'Y||_* = ||F_a'F_b||_*
         out[dead_a] = math.nan
         out[:, dead_b] = math.nan
         return out.clamp_max(1.0)
@@ -400,12 +408,7 @@ class MinibatchSVCCA(_BatchMean):
     def batch_similarity(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         ua, ka = self._bases(a)
         ub, kb = (ua, ka) if b is None else self._bases(b)
-        out = torch.empty(ua.shape[0], ub.shape[0], dtype=torch.float64, device=ua.device)
-        for i in range(ua.shape[0]):  # the zero columns that pad a basis add only zero singular values
-            start = i if b is None else 0
-            out[i, start:] = torch.linalg.svdvals(ua[i].T @ ub[start:]).sum(dim=-1)
-            if b is None:
-                out[i + 1:, i] = out[i, i + 1:]
+        out = pairwise_nuclear_norms(ua, None if b is None else ub)  # padding columns add only zero singular values
         pairs = torch.minimum(ka[:, None], kb[None, :]).double()
         out = torch.where(pairs > 0, out / pairs.clamp_min(1), math.nan)  # no direction kept: a dead layer
         return out.clamp_max(1.0)
