@@ -1,13 +1,15 @@
 """The block detector against a blind reader (REPRODUCTION.md, "Block area, a third seed set").
 
 1. `draw`: an experiment's final all-layer heatmaps of the chosen depths, in a grid, with nothing
-   but each model's name (no outline, no score), to be labelled by eye before anything else is
+   but each model's name (no outline, no score; with --own-range each on its own range, so that
+   its overall brightness cannot be read), to be labelled by eye before anything else is
    looked at: 0 = no square stands out, 1 = faint, 2 = a plain square; one "RUN LABEL" line each.
 2. `compare`: those labels against the detector at its defaults (a block found or not) and the
    Spearman correlation of the label with block area, block strength, the threshold rule's block
    fraction and the heatmap's mean CKA (its brightness).
 
     python scripts/blind/labels.py draw out/fdyn-200 --depths 20,14 --out labels.png
+    python scripts/blind/labels.py draw out/data-300 --depths 14 --own-range --out labels-own.png
     python scripts/blind/labels.py compare out/fdyn-200 docs/reproduction/data/labels-200.txt
 """
 
@@ -26,7 +28,7 @@ from ckatlas.heatmap import CKAResult
 from ckatlas.report import plot_heatmap
 
 
-def draw(root: Path, depths: list[int], out: Path, columns: int = 6) -> None:
+def draw(root: Path, depths: list[int], out: Path, columns: int = 6, own_range: bool = False) -> None:
     files = []
     for path in sorted((root / "cka").glob("*.npz")):
         match = re.match(r"[a-z]+(\d+)-w([\d.]+)-f[\d.]+-s(\d+)", path.stem)
@@ -37,7 +39,8 @@ def draw(root: Path, depths: list[int], out: Path, columns: int = 6) -> None:
     fig = Figure(figsize=(2.0 * columns, 2.05 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, (_, _, _, path) in zip(axes, files):
-        plot_heatmap(CKAResult.load(path).matrix, ax, colorbar=False, title=path.stem)
+        plot_heatmap(CKAResult.load(path).matrix, ax, colorbar=False, title=path.stem,
+                     value_range="own" if own_range else (0.0, 1.0))
         ax.title.set_fontsize(6)
         ax.set_xticks([]), ax.set_yticks([]), ax.set_xlabel(""), ax.set_ylabel("")
     for ax in axes[len(files):]:
@@ -75,12 +78,14 @@ def main() -> None:
     d.add_argument("root", type=Path)
     d.add_argument("--depths", default="20,14")
     d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--own-range", action="store_true",
+                   help="each heatmap on its own off-diagonal range (its brightness hidden), not CKA's 0..1")
     c = sub.add_parser("compare")
     c.add_argument("root", type=Path)
     c.add_argument("labels", type=Path)
     args = parser.parse_args()
     if args.command == "draw":
-        draw(args.root, [int(x) for x in args.depths.split(",")], args.out)
+        draw(args.root, [int(x) for x in args.depths.split(",")], args.out, own_range=args.own_range)
     else:
         compare(args.root, args.labels)
 
