@@ -47,6 +47,9 @@ def test_fresh_registry_model_equals_the_api(tmp_path, capsys) -> None:
     np.testing.assert_allclose(saved.matrix, expected.matrix, atol=1e-12)
     assert saved.layers_a == model.layer_names("blocks") and saved.is_square
     assert saved.model_a == "resnet8_w0.25"
+    own = tmp_path / "own.png"  # the same heatmap on its own range: other colours
+    assert main(["cka", *FRESH, "--out", str(tmp_path / "again.npz"), "--png", str(own), "--own-range", "--quiet"]) == 0
+    assert own.stat().st_size > 0 and own.read_bytes() != png.read_bytes()
 
 
 def test_fresh_weights_are_of_the_model_training_builds(run_dir, tmp_path) -> None:

@@ -302,6 +302,24 @@ def test_heatmap_figures() -> None:
     assert math.isfinite(float(res.matrix.mean()))
 
 
+def test_a_heatmap_on_its_own_range() -> None:
+    """value_range="own" spans the off-diagonal values (the diagonal's 1 and NaN cells left out), so that a
+    bright heatmap whose values lie in 0.8-0.95 shows its structure; a given pair is used as it is."""
+    matrix = np.full((5, 5), 0.8)
+    matrix[1:3, 1:3] = 0.95
+    matrix[4, :] = matrix[:, 4] = np.nan
+    np.fill_diagonal(matrix, 1.0)
+    own = plot_heatmap(matrix, colorbar=False, value_range="own").images[0].get_clim()
+    assert own == pytest.approx((0.8, 0.95))
+    assert plot_heatmap(matrix, colorbar=False, value_range=(0.5, 0.9)).images[0].get_clim() == (0.5, 0.9)
+    assert plot_heatmap(np.eye(3), colorbar=False, value_range="own").images[0].get_clim() == (0.0, 1.0)  # flat
+    ax = plot_heatmap(matrix, value_range="own")
+    assert ax.figure.axes[1].get_ylabel().endswith("(this heatmap's range)")
+    for bad in ("mine", (0.9, 0.5), (0.0, float("nan")), (1,)):
+        with pytest.raises(UserInputError, match="value_range"):
+            plot_heatmap(matrix, value_range=bad)
+
+
 def _named_result(names: list[str]) -> CKAResult:
     size = len(names)
     matrix = np.random.default_rng(0).uniform(0, 1, (size, size))

@@ -142,6 +142,7 @@ def plot_heatmap(
     title: str | None = None,
     colorbar: bool = True,
     groups: bool = True,
+    value_range: tuple[float, float] | str = (0.0, 1.0),
 ) -> Axes:
     """Draw one CKA heatmap: model A's layers up the y axis, model B's along the x axis.
 
@@ -154,11 +155,16 @@ def plot_heatmap(
         title: axes title (default: the model name(s) of a `CKAResult`).
         colorbar: add a colour bar (CKA, 0..1).
         groups: mark the boundaries of stages or blocks found in the layer names.
+        value_range: the values the colour scale spans: (low, high), by default the measure's
+            0..1 (heatmaps comparable with one another), or "own": this heatmap's lowest to highest
+            finite value off the diagonal, which shows what stands out in a heatmap whose values
+            all lie in a narrow band (a bright one reads as uniform on 0..1).
 
     Returns:
         The axes. NaN cells (layers with zero variance) are grey.
     """
     matrix = _matrix(result)
+    vmin, vmax = colour_range(matrix, value_range)
     has_names = hasattr(result, "layers_a") and hasattr(result, "layers_b")
     if layer_ticks is None:
         layer_ticks = ax is None and has_names
@@ -170,8 +176,8 @@ def plot_heatmap(
         np.ma.masked_invalid(matrix),
         origin="lower",
         cmap=cmap,
-        vmin=0.0,
-        vmax=1.0,
+        vmin=vmin,
+        vmax=vmax,
         interpolation="nearest",
         aspect="auto",
     )
@@ -192,8 +198,31 @@ def plot_heatmap(
     if title:
         ax.set_title(title)
     if colorbar:
-        ax.figure.colorbar(image, ax=ax, label=measure_label(result), shrink=0.9)
+        own = " (this heatmap's range)" if isinstance(value_range, str) else ""
+        ax.figure.colorbar(image, ax=ax, label=measure_label(result) + own, shrink=0.9)
     return ax
+
+
+def colour_range(matrix: np.ndarray, value_range: tuple[float, float] | str) -> tuple[float, float]:
+    """(vmin, vmax) of `plot_heatmap`'s `value_range`: a pair as given, or "own" (the off-diagonal
+    finite values' lowest and highest; 0..1 when there are none or they are all equal)."""
+    if isinstance(value_range, str):
+        if value_range != "own":
+            raise UserInputError(f"value_range must be (low, high) or 'own', got {value_range!r}")
+        cells = np.asarray(matrix, dtype=float)
+        off = cells[~np.eye(*cells.shape, dtype=bool)] if cells.ndim == 2 and cells.shape[0] == cells.shape[1] \
+            else cells.ravel()
+        off = off[np.isfinite(off)]
+        if off.size == 0 or off.min() == off.max():
+            return 0.0, 1.0
+        return float(off.min()), float(off.max())
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise UserInputError(f"value_range must be (low, high) or 'own', got {value_range!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise UserInputError(f"value_range must be two finite numbers with low < high, got {value_range!r}")
+    return low, high
 
 
 def measure_label(result: Any) -> str:
@@ -268,4 +297,4 @@ def plot_heatmap_grid(
     return fig
 
 
-__all__ = ["MAX_NAMED_LAYERS", "figure_png", "layer_groups", "plot_heatmap", "plot_heatmap_grid"]
+__all__ = ["MAX_NAMED_LAYERS", "colour_range", "figure_png", "layer_groups", "plot_heatmap", "plot_heatmap_grid"]

@@ -263,6 +263,9 @@ def add_cka(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the CKAResult (.npz)")
     p.add_argument("--png", metavar="FILE", help="also draw the heatmap into this PNG")
     p.add_argument("--layer-ticks", action="store_true", help="label the figure's ticks with layer names")
+    p.add_argument("--own-range", action="store_true",
+                   help="colour the figure over this heatmap's own off-diagonal range, not 0..1 (shows what stands "
+                        "out in a heatmap whose values all lie in a narrow band)")
     p.add_argument("--arch", help="registry model with fresh weights (instead of RUN_DIR), e.g. resnet20")
     p.add_argument("--width", type=positive_float, default=1.0, help="its channel multiplier (default 1)")
     p.add_argument("--arch-b", help="a second registry model to compare with --arch")
@@ -383,7 +386,8 @@ def _run_cka(args: argparse.Namespace) -> int:
     )
     out = result.save(Path(args.out))
     if args.png:
-        write_png(plot_heatmap(result, layer_ticks=args.layer_ticks), Path(args.png))
+        write_png(plot_heatmap(result, layer_ticks=args.layer_ticks, value_range="own" if args.own_range else (0.0, 1.0)),
+                  Path(args.png))
     if not args.quiet:
         la, lb = result.shape
         what = names[0] if len(names) == 1 else f"{names[0]} ({la} layers) vs {names[1]} ({lb} layers)"
