@@ -10,15 +10,19 @@ heatmaps of the same architectures with fresh weights (--untrained: one per run 
 experiments, on the same data and layers, computed once and kept under --cache), and
 the boundary heatmap of Hugging Face language models (--lm: a model folder, on held-out text of
 Debian's fortunes), each drawn with the blocks of the default detector (the contrast rule, cyan,
-each with its score) and of the threshold rule of earlier releases (dashed white). Writes
-gallery.png (all panels) and gallery.json (every heatmap's blocks by both rules).
+each with its score) and of the threshold rule of earlier releases (dashed white). --pick keeps the
+models whose names match a pattern. Writes gallery.png (all panels on CKA's 0..1 scale),
+gallery-own-range.png (the same panels, each on its own off-diagonal range: what stands out in a
+heatmap whose values all lie in a narrow band) and gallery.json (every heatmap's blocks by both rules).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import math
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -30,24 +34,34 @@ from ckatlas.analysis import BlockDetector
 from ckatlas.files import atomic_open, atomic_write_json
 from ckatlas.heatmap import CKAResult, heatmap
 from ckatlas.report import outline_blocks
-from ckatlas.heatmap_figures import plot_heatmap
+from ckatlas.heatmap_figures import colour_range, plot_heatmap
 
 THRESHOLD_RULE = BlockDetector(method="threshold")
 
 
-def experiment_heatmaps(root: Path) -> list[tuple[str, CKAResult, dict]]:
-    """(label, heatmap, facts) of every model of a finished experiment."""
+def picked(models: list[dict], patterns: list[str]) -> list[dict]:
+    """The models whose names match one of the shell patterns (all of them when there are none)."""
+    return [m for m in models if not patterns or any(fnmatch.fnmatchcase(m["name"], p) for p in patterns)]
+
+
+def short(name: str) -> str:
+    """An experiment's or model's name for a panel title: without the seed offset, the training fraction and a
+    `gallery-` prefix."""
+    return re.sub(r"-f[\d.]+(?=-s\d+$)|-seed[+-]\d+$", "", name).removeprefix("gallery-")
+
+
+def experiment_heatmaps(root: Path, patterns: list[str] = ()) -> list[tuple[str, CKAResult, dict]]:
+    """(label, heatmap, facts) of every (picked) model of a finished experiment."""
     summary = json.loads((root / "summary.json").read_text())
     out = []
-    for m in summary["models"]:
+    for m in picked(summary["models"], patterns):
         facts = {"experiment": summary["name"], "model": m["name"], "test_accuracy": m["test_accuracy"],
                  "trained": True}
-        out.append((f"{summary['name'].removeprefix('gallery-')}: {m['name']}", CKAResult.load(root / m["paths"]["cka"]),
-                    facts))
+        out.append((f"{short(summary['name'])}: {short(m['name'])}", CKAResult.load(root / m["paths"]["cka"]), facts))
     return out
 
 
-def untrained_heatmaps(root: Path, cache: Path) -> list[tuple[str, CKAResult, dict]]:
+def untrained_heatmaps(root: Path, cache: Path, patterns: list[str] = ()) -> list[tuple[str, CKAResult, dict]]:
     """The heatmap of each run's architecture with fresh weights (its own seed), on the experiment's
     CKA examples and layers; computed once into `cache`."""
     from ckatlas.seeding import make_generator
@@ -57,7 +71,7 @@ def untrained_heatmaps(root: Path, cache: Path) -> list[tuple[str, CKAResult, di
     cka_settings = summary["config"]["cka"]
     cache.mkdir(parents=True, exist_ok=True)
     out, data = [], None
-    for m in summary["models"]:
+    for m in picked(summary["models"], patterns):
         path = cache / f"{m['name']}.npz"
         if not path.is_file():
             run = load_run(root / m["paths"]["run"])
@@ -68,7 +82,7 @@ def untrained_heatmaps(root: Path, cache: Path) -> list[tuple[str, CKAResult, di
             heatmap(fresh, x, layers=cka_settings["layers"], batch_size=cka_settings["batch_size"],
                     progress=False).save(path)
         facts = {"experiment": summary["name"], "model": m["name"], "trained": False}
-        out.append((f"untrained: {m['name']}", CKAResult.load(path), facts))
+        out.append((f"untrained: {short(m['name'])}", CKAResult.load(path), facts))
     return out
 
 
@@ -100,7 +114,8 @@ def _brief(result: BlockDetector) -> dict:
     return out
 
 
-def draw(entries: list[tuple[str, CKAResult, dict]], columns: int = 6) -> tuple[Figure, list[dict]]:
+def draw(entries: list[tuple[str, CKAResult, dict]], columns: int = 6,
+         value_range: tuple[float, float] | str = (0.0, 1.0)) -> tuple[Figure, list[dict]]:
     rows = math.ceil(len(entries) / columns)
     fig = Figure(figsize=(3.0 * columns, 3.35 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
@@ -110,7 +125,7 @@ def draw(entries: list[tuple[str, CKAResult, dict]], columns: int = 6) -> tuple[
             warnings.simplefilter("ignore", RuntimeWarning)
             found = BlockDetector().find(cka)
             old = THRESHOLD_RULE.find(cka)
-        plot_heatmap(cka.matrix, ax, colorbar=False, groups=False, title="")
+        plot_heatmap(cka.matrix, ax, colorbar=False, groups=False, title="", value_range=value_range)
         outline_blocks(ax, old, color="white")
         for patch in ax.patches:
             patch.set_linestyle("--")
@@ -119,7 +134,9 @@ def draw(entries: list[tuple[str, CKAResult, dict]], columns: int = 6) -> tuple[
         for b in found.blocks:
             ax.text(b.start, b.end + 0.5, f"{b.score:.2f}", color="cyan", fontsize=7, va="bottom", ha="left")
         acc = f", acc {facts['test_accuracy']:.0%}" if "test_accuracy" in facts else ""
-        ax.set_title(f"{label}{acc}\ncontrast: frac {found.block_fraction:.2f} str {found.block_strength:.2f} "
+        low, high = colour_range(cka.matrix, value_range)
+        shown = "" if (low, high) == (0.0, 1.0) else f" [{low:.2f}-{high:.2f}]"
+        ax.set_title(f"{label}{acc}{shown}\narea {found.block_area:.2f} frac {found.block_fraction:.2f} "
                      f"peak {found.peak_score:.2f} | thr 0.9: {old.block_fraction:.2f}", fontsize=6.5)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -135,27 +152,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("experiments", nargs="+", type=Path, help="finished experiment directories")
     p.add_argument("--untrained", nargs="*", type=Path, default=[], help="experiments whose runs to draw untrained")
     p.add_argument("--lm", nargs="*", type=Path, default=[], help="Hugging Face causal LM folders")
+    p.add_argument("--pick", nargs="*", default=[], metavar="PATTERN",
+                   help="draw only the models whose names match one of these shell patterns (e.g. '*-s0')")
     p.add_argument("--out", type=Path, required=True, help="where gallery.png and gallery.json go")
     p.add_argument("--cache", type=Path, required=True, help="where computed heatmaps are kept between runs")
     p.add_argument("--columns", type=int, default=6)
     args = p.parse_args(argv)
-    entries = [e for root in args.experiments for e in experiment_heatmaps(root)]
+    entries = [e for root in args.experiments for e in experiment_heatmaps(root, args.pick)]
     for root in args.untrained:
-        entries += untrained_heatmaps(root, args.cache / "untrained" / root.name)
+        entries += untrained_heatmaps(root, args.cache / "untrained" / root.name, args.pick)
     for folder in args.lm:
         entries += lm_heatmaps(folder, args.cache / "lm")
-    fig, records = draw(entries, args.columns)
     args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_open(args.out / "gallery.png", "wb") as fh:
-        fig.savefig(fh, format="png", dpi=90)
+    for name, value_range in (("gallery.png", (0.0, 1.0)), ("gallery-own-range.png", "own")):
+        fig, records = draw(entries, args.columns, value_range)
+        with atomic_open(args.out / name, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=90)
     atomic_write_json(args.out / "gallery.json", {"detector": BlockDetector().to_dict(),
                                                   "threshold_rule": THRESHOLD_RULE.to_dict(), "heatmaps": records})
     for r in records:
         c, t = r["contrast"], r["threshold"]
         spans = ", ".join(f"{b['start']}-{b['end']} ({b['score']:.2f})" for b in c["blocks"]) or "none"
-        print(f"{r['label']:<48} contrast {c['block_fraction']:.2f} / {c['block_strength']:.2f}  [{spans}]  "
+        print(f"{r['label']:<48} area {c['block_area']:.2f} frac {c['block_fraction']:.2f}  [{spans}]  "
               f"threshold {t['block_fraction']:.2f}")
-    print(f"wrote {args.out / 'gallery.png'} ({len(records)} heatmaps)", file=sys.stderr)
+    print(f"wrote {args.out / 'gallery.png'} and gallery-own-range.png ({len(records)} heatmaps)", file=sys.stderr)
     return 0
 
 
