@@ -21,7 +21,7 @@ from ckatlas.analysis import (
     find_blocks,
     find_threshold_blocks,
 )
-from ckatlas.analysis.block_rules import contrast_table
+from ckatlas.analysis.block_rules import SCORE_TIE, contrast_table
 from ckatlas.analysis.blocks import AREA_LEVELS
 from ckatlas.cka import linear_cka
 from ckatlas.errors import UserInputError
@@ -216,14 +216,15 @@ def test_blocks_in_cka_of_activations_sharing_a_dominant_component(rule) -> None
 def test_scores_strength_and_peak() -> None:
     m = synthetic(72, 0.5, ((10, 25), (40, 65)))
     res = find_blocks(m)
-    score, gap = contrast_table(m, BlockDetector().border_context(72))  # a border needs 10% of the layers beyond it
+    score, gap = contrast_table(m, BlockDetector().border_context(72))  # a border needs 15% of the layers beyond it
     for b in res.blocks:
         assert b.score == pytest.approx(score[b.start, b.end]) and b.gap == pytest.approx(gap[b.start, b.end])
         inner = m[b.start : b.end + 1, b.start : b.end + 1][~np.eye(b.size, dtype=bool)]
         assert b.mean_cka == pytest.approx(inner.mean()) and b.min_cka == pytest.approx(inner.min())
     expected = sum(b.size * b.score for b in res.blocks) / 72
     assert res.block_strength == pytest.approx(expected) and res.block_strength < res.block_fraction
-    assert res.peak_score == pytest.approx(max(b.score for b in res.blocks))
+    best = max(b.score for b in res.blocks)  # the peak may be a slightly shorter run that lost the tie to the block
+    assert best <= res.peak_score <= best + SCORE_TIE
     # a weaker block scores lower: strength follows how much blocks stand out, fraction does not
     weak = synthetic(72, 0.5, ((10, 25), (40, 65)))
     weak[10:26, 10:26] = weak[10:26, 10:26] - 0.12
@@ -274,7 +275,8 @@ def test_detector_settings_are_checked_when_made() -> None:
     for bad, message in [({"method": "brightness"}, "method"), ({"min_score": 0.0}, "min_score"),
                          ({"min_gap": 1.0}, "min_gap"), ({"threshold": 0.0}, "threshold"),
                          ({"tolerance": 0.5}, "tolerance"), ({"min_size": 1}, "min_size"),
-                         ({"min_fraction": 2.0}, "min_fraction"), ({"min_score": "high"}, "min_score")]:
+                         ({"min_fraction": 2.0}, "min_fraction"), ({"min_score": "high"}, "min_score"),
+                         ({"border_fraction": 1.5}, "border_fraction"), ({"border_fraction": -0.1}, "border_fraction")]:
         with pytest.raises(UserInputError, match=message):
             BlockDetector(**bad)
     with pytest.raises(UserInputError, match="unknown setting"):
@@ -295,6 +297,47 @@ def test_one_detector_one_set_of_defaults() -> None:
                                     "on": "heatmap"})
     assert old.method == "threshold" and old.threshold == 0.95
     assert BlockDetector.from_saved(None) == BlockDetector()
+    # a contrast rule saved before border_fraction existed judged its borders with min_fraction
+    before = {k: v for k, v in BlockDetector(min_fraction=0.12).to_dict().items() if k != "border_fraction"}
+    assert BlockDetector.from_saved(before).border_fraction == 0.12
+    assert BlockDetector.from_dict(before).border_fraction == BlockDetector().border_fraction  # a user's table: default
+
+
+def test_a_body_judged_against_its_head_alone_is_not_a_block(tmp_path) -> None:
+    """An untrained ResNet-8's picture (30 layers): a stem of two layers a little apart (0.9), a body of 26
+    layers alike with a slow decay (1 - 0.004 per layer), and a head of two (the pool and the logits) unlike it
+    (0.55-0.88, more alike to later layers). At 10% a border needs 3 layers beyond it, so layers 2-26 were one
+    block against the last relu and the head (docs/gallery); at the default 15% (5 layers) the border's pairs
+    reach three body layers, and there is no block, while a block with 5 layers or more beyond a border is
+    still found."""
+    index = np.arange(30)
+    body = 1.0 - 0.004 * np.abs(index[:, None] - index[None, :])
+    body[:2, :] = body[:, :2] = 0.9
+    body[:2, :2] = 1.0
+    body[28:, :28] = (0.55 + 0.012 * index[:28])[None, :]
+    body[:28, 28:] = body[28:, :28].T
+    body[28:, 28:] = 0.95
+    noise = np.random.default_rng(0).uniform(-0.005, 0.005, body.shape)
+    body = np.clip(body + (noise + noise.T) / 2, 0.0, 1.0)
+    np.fill_diagonal(body, 1.0)
+    assert spans(BlockDetector(border_fraction=0.1).find(body))  # the earlier rule: a block against the head
+    result = BlockDetector().find(body)
+    assert spans(result) == [] and result.block_area == 0.0
+    assert spans(BlockDetector().find(planted(30, [(0, 20)]))) == [(0, 20)]  # 9 layers beyond: judged
+    # a result saved before border_fraction existed loads with the detector that found it
+    saved = BlockDetector(border_fraction=0.1).find(body).save(tmp_path / "old.json")
+    record = json.loads(saved.read_text())
+    del record["detector"]["border_fraction"]
+    saved.write_text(json.dumps(record))
+    assert BlockResult.load(saved).detector == BlockDetector(border_fraction=0.1)
+    # the same choice on the command line
+    from ckatlas.cli import main
+
+    np.save(tmp_path / "body.npy", body)
+    for extra, expected in (([], BlockDetector()), (["--border-fraction", "0.1"], BlockDetector(border_fraction=0.1))):
+        out = tmp_path / f"body{len(extra)}.json"
+        assert main(["blocks", str(tmp_path / "body.npy"), "--out", str(out), *extra]) == 0
+        assert BlockResult.load(out) == expected.find(body)
 
 
 def test_a_block_result_of_earlier_releases_loads_as_the_threshold_rule(tmp_path) -> None:
@@ -500,6 +543,7 @@ def test_cli_blocks_stability_over_several_matrices(tmp_path, capsys) -> None:
         (lambda p: np.save(p.with_suffix(".npy"), np.ones((3, 3))), ["--layers", "5"], "does not exist"),
         (lambda p: np.save(p.with_suffix(".npy"), np.ones((3, 3))), ["--tolerance", "0.7"], "tolerance"),
         (lambda p: np.save(p.with_suffix(".npy"), np.ones((3, 3))), ["--min-score", "1.5"], "min_score"),
+        (lambda p: np.save(p.with_suffix(".npy"), np.ones((3, 3))), ["--border-fraction", "1.5"], "border_fraction"),
     ],
 )
 def test_cli_blocks_user_errors_are_one_line(tmp_path, capsys, make, extra, message) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import tomllib
 from pathlib import Path
@@ -346,6 +347,20 @@ def test_a_directory_holds_one_experiment(tmp_path):
     (other / "notes.txt").write_text("mine")
     with pytest.raises(UserInputError, match="not empty and holds no ckatlas experiment"):
         ExperimentStore(other).claim(config)
+
+
+def test_an_experiment_recorded_before_border_fraction_keeps_its_detector(tmp_path):
+    """A record written before `border_fraction` existed judged borders with `min_fraction` (10%): it is
+    that experiment with border_fraction 0.1, not with today's default, and says so in one line."""
+    store = ExperimentStore(tmp_path / "exp")
+    store.claim(config_from_dict(_base()))
+    record_file = tmp_path / "exp" / "experiment.json"
+    record = json.loads(record_file.read_text())
+    assert record["config"]["analyses"]["blocks"].pop("border_fraction") == 0.15
+    record_file.write_text(json.dumps(record))
+    with pytest.raises(UserInputError, match=r"analyses\.blocks\.border_fraction was 0\.1, now 0\.15"):
+        store.claim(config_from_dict(_base()))
+    store.claim(config_from_dict({**_base(), "analyses": {"blocks": {"border_fraction": 0.1}}}))  # the same detector
 
 
 def test_pending_recomputes_what_is_missing_and_everything_downstream(tmp_path):

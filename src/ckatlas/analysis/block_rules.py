@@ -19,7 +19,7 @@ set is empty), a border's
     score = sum_d w_d (I_d - S_d) / sum_d w_d (1 - S_d)       (in [-inf, 1])
 
 and a run's score and gap are those of its weaker border. A border counts only with at
-least ``min_outside`` layers beyond it (`BlockDetector` asks for ``min_fraction`` of the
+least ``min_outside`` layers beyond it (`BlockDetector` asks for ``border_fraction`` of the
 layers): a run that starts at the first layer, or leaves only a layer or two before it, is
 judged by its other border alone, and a run with neither has no score. The score is the gap relative to the
 dissimilarity across the border: 1 when the run is uniform (CKA 1 inside) against any

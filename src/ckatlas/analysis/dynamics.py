@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ckatlas.analysis.blocks import BlockDetector, BlockResult
+from ckatlas.analysis.blocks import BlockDetector, BlockResult, saved_settings
 from ckatlas.capture import LayerSpec
 from ckatlas.cka import MinibatchCKA
 from ckatlas.errors import UserInputError
@@ -133,7 +133,7 @@ class BlockDynamics(NpzResult):
         self.block_strength = np.asarray(strength, dtype=np.float64).reshape(count)
         if self.block_area is None:  # a record of an earlier release: from its heatmaps, by its detector
             saved = self.metadata.get("detector") or {}
-            detector = BlockDetector.from_dict(saved) if "method" in saved else BlockDetector()
+            detector = BlockDetector.from_dict(saved_settings(saved)) if "method" in saved else BlockDetector()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 self.block_area = np.array([detector.find(m).block_area for m in self.cka])

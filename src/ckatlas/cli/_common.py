@@ -155,6 +155,9 @@ def add_detector_options(p: argparse.ArgumentParser, inherit: str | None = None)
                    help=f"smallest block, in layers ({shown(d.min_size)})")
     g.add_argument("--min-fraction", type=float, default=default(d.min_fraction),
                    help=f"smallest block, share of the layers ({shown(d.min_fraction)})")
+    g.add_argument("--border-fraction", type=float, default=default(d.border_fraction),
+                   help="contrast: share of the layers a border needs beyond it to be judged "
+                        f"({shown(d.border_fraction)})")
 
 
 def _detector_options(args: argparse.Namespace) -> dict[str, object]:

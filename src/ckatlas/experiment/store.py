@@ -159,7 +159,12 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
     dataset = {k: v for k, v in config.get("dataset", {}).items() if k != "data_dir"}
     grid = [{"family": "resnet", **table} for table in config.get("grid", [])]  # recorded before families existed
     cka = {"tokens": "auto", "measure": "cka", **config.get("cka", {})}  # recorded before [cka] tokens, measure existed
-    return {**{k: v for k, v in config.items() if k != "description"}, "dataset": dataset, "grid": grid, "cka": cka}
+    out = {**{k: v for k, v in config.items() if k != "description"}, "dataset": dataset, "grid": grid, "cka": cka}
+    blocks = (config.get("analyses") or {}).get("blocks")
+    if isinstance(blocks, dict) and "method" in blocks and "border_fraction" not in blocks:
+        # recorded before border_fraction existed: borders were judged with min_fraction of the layers beyond them
+        out["analyses"] = {**config["analyses"], "blocks": {**blocks, "border_fraction": blocks.get("min_fraction", 0.1)}}
+    return out
 
 
 def _first_difference(old: Any, new: Any, where: str = "") -> str | None:
