@@ -209,9 +209,9 @@ def colour_range(matrix: np.ndarray, value_range: tuple[float, float] | str) -> 
     if isinstance(value_range, str):
         if value_range != "own":
             raise UserInputError(f"value_range must be (low, high) or 'own', got {value_range!r}")
-        cells = np.asarray(matrix, dtype=float)
-        off = cells[~np.eye(*cells.shape, dtype=bool)] if cells.ndim == 2 and cells.shape[0] == cells.shape[1] \
-            else cells.ravel()
+        cells = np.asarray(matrix, dtype=float)  # 2-D (`_matrix`)
+        square = cells.shape[0] == cells.shape[1]  # a model against itself: its diagonal of 1s left out
+        off = cells[~np.eye(*cells.shape, dtype=bool)] if square else cells.ravel()
         off = off[np.isfinite(off)]
         if off.size == 0 or off.min() == off.max():
             return 0.0, 1.0
