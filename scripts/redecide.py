@@ -24,7 +24,7 @@ from ckatlas.analysis import BlockDetector
 from ckatlas.analysis.dynamics import BlockDynamics
 from ckatlas.experiment.claims import evaluate_claims
 
-DETECTORS = {"border 10% (the saved blocks')": BlockDetector(border_fraction=0.1),
+DETECTORS = {"border 10%": BlockDetector(border_fraction=0.1),
              "border 15% (the default)": BlockDetector()}
 
 
