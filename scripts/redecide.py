@@ -23,16 +23,14 @@ from scipy.stats import wilcoxon
 from ckatlas.analysis import BlockDetector
 from ckatlas.analysis.dynamics import BlockDynamics
 from ckatlas.experiment.claims import evaluate_claims
+from reproduction import verdict_cell  # scripts/reproduction.py: the same cells as its tables
 
 DETECTORS = {"border 10%": BlockDetector(border_fraction=0.1),
              "border 15% (the default)": BlockDetector()}
 
 
 def verdict(claim) -> str:
-    if claim.holds is None:
-        return "untested"
-    word = "**holds**" if claim.holds else "does not hold"
-    return f"{word} ({claim.value:+.3f}, p {claim.p_value:.2g}, n {claim.n})"
+    return verdict_cell(claim.holds, claim.value, claim.p_value, claim.n)
 
 
 def training_change(root: Path, detector: BlockDetector) -> str:

@@ -27,7 +27,7 @@ from ckatlas.report import outline_blocks, plot_heatmap
 DPI = 70
 
 
-def _verdict(holds: bool | None, value: float | None, p: float | None, n: int, note: str = "") -> str:
+def verdict_cell(holds: bool | None, value: float | None, p: float | None, n: int, note: str = "") -> str:
     if holds is None:
         return f"untested ({note.split(';')[0]})" if note else "untested"
     return f"{'holds' if holds else '**does not hold**'} ({value:+.3f}, p {p:.3g}, n {n})"
@@ -43,10 +43,10 @@ def summary_table(results: dict[str, ClaimsResult]) -> str:
         cells = []
         for label in labels:
             c = results[label][claim.key]
-            cell = _verdict(c.holds, c.value, c.p_value, c.n, c.note)
+            cell = verdict_cell(c.holds, c.value, c.p_value, c.n, c.note)
             other = c.details.get("compare")
             if other is not None:
-                cell += "; threshold rule: " + _verdict(other["holds"], other["value"], other["p_value"], other["n"])
+                cell += "; threshold rule: " + verdict_cell(other["holds"], other["value"], other["p_value"], other["n"])
             cells.append(cell)
         lines.append(f"| {claim.key}: {claim.statement} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

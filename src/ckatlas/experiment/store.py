@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ckatlas._version import __version__
+from ckatlas.analysis.blocks import saved_settings
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.config import ExperimentConfig, to_toml
 from ckatlas.files import atomic_write_json, atomic_write_text, is_stray, read_json
@@ -161,9 +162,8 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
     cka = {"tokens": "auto", "measure": "cka", **config.get("cka", {})}  # recorded before [cka] tokens, measure existed
     out = {**{k: v for k, v in config.items() if k != "description"}, "dataset": dataset, "grid": grid, "cka": cka}
     blocks = (config.get("analyses") or {}).get("blocks")
-    if isinstance(blocks, dict) and "method" in blocks and "border_fraction" not in blocks:
-        # recorded before border_fraction existed: borders were judged with min_fraction of the layers beyond them
-        out["analyses"] = {**config["analyses"], "blocks": {**blocks, "border_fraction": blocks.get("min_fraction", 0.1)}}
+    if isinstance(blocks, dict):  # a detector recorded by an earlier release, completed with what that release did
+        out["analyses"] = {**config["analyses"], "blocks": saved_settings(blocks)}
     return out
 
 
