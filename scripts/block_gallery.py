@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ckatlas.analysis import BlockDetector
+from ckatlas.analysis import BlockDetector, BlockResult
 from ckatlas.files import atomic_open, atomic_write_json
 from ckatlas.heatmap import CKAResult, heatmap
 from ckatlas.report import outline_blocks
@@ -106,7 +106,7 @@ def lm_heatmaps(folder: Path, cache: Path) -> list[tuple[str, CKAResult, dict]]:
     return [(f"language model: {folder.name}", CKAResult.load(path), {"model": folder.name, "trained": True})]
 
 
-def _brief(result: BlockDetector) -> dict:
+def _brief(result: BlockResult) -> dict:
     """A block result without its layer lists (they are the heatmap's)."""
     out = result.to_dict()
     for key in ("layer_names", "layer_indices", "detector", "format"):
@@ -114,17 +114,25 @@ def _brief(result: BlockDetector) -> dict:
     return out
 
 
-def draw(entries: list[tuple[str, CKAResult, dict]], columns: int = 6,
-         value_range: tuple[float, float] | str = (0.0, 1.0)) -> tuple[Figure, list[dict]]:
+def detect(entries: list[tuple[str, CKAResult, dict]]) -> list[tuple[BlockResult, BlockResult]]:
+    """The blocks of each heatmap by the default detector and by the threshold rule."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return [(BlockDetector().find(cka), THRESHOLD_RULE.find(cka)) for _, cka, _ in entries]
+
+
+def records(entries: list[tuple[str, CKAResult, dict]], blocks: list[tuple[BlockResult, BlockResult]]) -> list[dict]:
+    """gallery.json's entry of each heatmap: its facts and its blocks by both rules."""
+    return [{"label": label, **facts, "layers": len(cka.layers_a), "contrast": _brief(new), "threshold": _brief(old)}
+            for (label, cka, facts), (new, old) in zip(entries, blocks)]
+
+
+def draw(entries: list[tuple[str, CKAResult, dict]], blocks: list[tuple[BlockResult, BlockResult]], columns: int = 6,
+         value_range: tuple[float, float] | str = (0.0, 1.0)) -> Figure:
     rows = math.ceil(len(entries) / columns)
     fig = Figure(figsize=(3.0 * columns, 3.35 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
-    records = []
-    for ax, (label, cka, facts) in zip(axes.flat, entries):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            found = BlockDetector().find(cka)
-            old = THRESHOLD_RULE.find(cka)
+    for ax, (label, cka, facts), (found, old) in zip(axes.flat, entries, blocks):
         plot_heatmap(cka.matrix, ax, colorbar=False, groups=False, title="", value_range=value_range)
         outline_blocks(ax, old, color="white")
         for patch in ax.patches:
@@ -140,11 +148,9 @@ def draw(entries: list[tuple[str, CKAResult, dict]], columns: int = 6,
                      f"peak {found.peak_score:.2f} | thr 0.9: {old.block_fraction:.2f}", fontsize=6.5)
         ax.set_xticks([])
         ax.set_yticks([])
-        records.append({"label": label, **facts, "layers": len(cka.layers_a),
-                        "contrast": _brief(found), "threshold": _brief(old)})
     for ax in list(axes.flat)[len(entries):]:
         ax.set_axis_off()
-    return fig, records
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,18 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.lm:
         entries += lm_heatmaps(folder, args.cache / "lm")
     args.out.mkdir(parents=True, exist_ok=True)
+    blocks = detect(entries)  # once, for both drawings and the listing
     for name, value_range in (("gallery.png", (0.0, 1.0)), ("gallery-own-range.png", "own")):
-        fig, records = draw(entries, args.columns, value_range)
         with atomic_open(args.out / name, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=90)
+            draw(entries, blocks, args.columns, value_range).savefig(fh, format="png", dpi=90)
+    listed = records(entries, blocks)
     atomic_write_json(args.out / "gallery.json", {"detector": BlockDetector().to_dict(),
-                                                  "threshold_rule": THRESHOLD_RULE.to_dict(), "heatmaps": records})
-    for r in records:
+                                                  "threshold_rule": THRESHOLD_RULE.to_dict(), "heatmaps": listed})
+    for r in listed:
         c, t = r["contrast"], r["threshold"]
         spans = ", ".join(f"{b['start']}-{b['end']} ({b['score']:.2f})" for b in c["blocks"]) or "none"
         print(f"{r['label']:<48} area {c['block_area']:.2f} frac {c['block_fraction']:.2f}  [{spans}]  "
               f"threshold {t['block_fraction']:.2f}")
-    print(f"wrote {args.out / 'gallery.png'} and gallery-own-range.png ({len(records)} heatmaps)", file=sys.stderr)
+    print(f"wrote {args.out / 'gallery.png'} and gallery-own-range.png ({len(listed)} heatmaps)", file=sys.stderr)
     return 0
 
 
