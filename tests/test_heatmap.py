@@ -63,7 +63,8 @@ def _loop_cka(model_a, batches, layers_a, model_b=None, layers_b=None) -> np.nda
 
 
 def _slices(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    return [b for b in x.split(batch_size) if len(b) >= 4]
+    """Consecutive batches of near-equal size: the nearest whole number of batches of `batch_size`."""
+    return list(x.tensor_split(max(1, math.floor(len(x) / batch_size + 0.5))))
 
 
 # -- against the loop --------------------------------------------------------------------------
@@ -91,9 +92,10 @@ def test_shuffled_batches_come_from_a_seeded_permutation() -> None:
     model, x = _resnet(dtype=torch.float64), _images(36, torch.float64)
     res = heatmap(model, x, layers="blocks", batch_size=16, seed=3)
     order = torch.randperm(36, generator=make_generator(3))
-    ref = _loop_cka(model, [x[order[s : s + 16]] for s in (0, 16, 32)], model.layer_names("blocks"))
+    ref = _loop_cka(model, [x[order[s : s + 18]] for s in (0, 18)], model.layer_names("blocks"))
     np.testing.assert_allclose(res.matrix, ref, atol=1e-10)
-    assert (res.n, res.num_batches) == (36, 3)  # a last batch of 4 is enough
+    assert (res.n, res.num_batches) == (36, 2)  # 36 / 16 rounds to two batches of 18, not 16 + 16 + 4
+    assert res.metadata["batches_per_pass"] == 2 and res.metadata["batch_sizes"] == [18, 18]
 
 
 def test_cross_model_shapes_names_and_values() -> None:
@@ -158,15 +160,69 @@ def test_two_passes_reshuffle() -> None:
     assert np.isfinite(two.standard_error).all() and (two.standard_error >= 0).all()
 
 
-def test_unshuffled_batches_are_consecutive_and_small_tail_is_dropped() -> None:
+def test_unshuffled_batches_are_consecutive_near_equal_and_use_every_example() -> None:
     model, x = _resnet(), _images(35)
     seen: list[torch.Tensor] = []
     model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
-    with pytest.warns(UserWarning, match="final batch of 3 example"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is left out, so nothing to warn about
         res = heatmap(model, x, batch_size=16, shuffle=False)
-    assert [len(b) for b in seen] == [16, 16]
-    torch.testing.assert_close(torch.cat(seen), x[:32])
-    assert res.n == 32 and res.num_batches == 2
+    assert [len(b) for b in seen] == [18, 17]
+    torch.testing.assert_close(torch.cat(seen), x)
+    assert res.n == 35 and res.num_batches == 2
+    assert (res.metadata["examples"], res.metadata["batches_per_pass"], res.metadata["batch_sizes"]) == (35, 2, [17, 18])
+
+
+def _mlp_on_digits() -> tuple[nn.Module, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    torch.manual_seed(0)
+    parts: list[nn.Module] = []
+    for _ in range(6):
+        parts += [nn.Linear(64, 64), nn.ReLU()]
+    model = nn.Sequential(*parts, nn.Linear(64, 10)).eval()
+    return model, torch.tensor(load_digits().data[:325], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("measure", ["cka", "rsa", "knn", "procrustes"])
+def test_a_few_extra_examples_move_the_estimate_no_more_than_a_few_moved_inside_full_batches(measure) -> None:
+    # 320 examples are five full batches of 64; 5 more used to be a sixth batch of 5 that weighed as much as a
+    # full one in the minibatch sums (the CKA heatmap moved by ~0.08 on the digits, and knn failed outright)
+    model, x = _mlp_on_digits()
+    layers = [str(i) for i in range(len(model))]
+
+    def cells(inputs: torch.Tensor) -> np.ndarray:
+        return heatmap(model, inputs, layers=layers, batch_size=64, shuffle=False, measure=measure).matrix
+
+    base = cells(x[:320])
+    swapped = x[:320].clone()
+    swapped[100:105] = x[320:325]  # the same 5 examples moved inside full batches
+    added = np.nanmax(np.abs(cells(x) - base))
+    moved = np.nanmax(np.abs(cells(swapped) - base))
+    assert added <= max(3 * moved, 0.005), (added, moved)
+
+
+def test_equal_batches_give_the_minibatch_estimator_of_those_batches_exactly() -> None:
+    model, x = _resnet(dtype=torch.float64), _images(48, torch.float64)
+    layers = model.layer_names("blocks")
+    res = heatmap(model, x, layers="blocks", batch_size=16, shuffle=False)
+    np.testing.assert_allclose(res.matrix, _loop_cka(model, list(x.split(16)), layers), atol=1e-10)
+    assert res.metadata["batch_sizes"] == [16, 16] and res.num_batches == 3
+
+
+def test_each_measure_runs_on_any_count_at_its_minimum_and_names_what_to_change_below_it() -> None:
+    model, x = _mlp_on_digits()
+    layers = ["1", "3", "5"]
+    for n in (11, 12, 21, 23, 37):  # knn (k = 10) needs 11 per batch; batch_size 11 makes no batch under it
+        res = heatmap(model, x[:n], layers=layers, batch_size=11, shuffle=False, measure="knn")
+        assert np.isfinite(res.matrix).all() and res.n == n and min(res.metadata["batch_sizes"]) >= 11
+    with pytest.raises(UserInputError, match=r"at least 11 examples .*measure 'knn' needs 11 per minibatch.*give more"):
+        heatmap(model, x[:10], layers=layers, batch_size=16, measure="knn")
+    with pytest.raises(UserInputError, match=r"batch_size must be at least 11 \(measure 'knn' needs 11"):
+        heatmap(model, x[:40], layers=layers, batch_size=8, measure="knn")
+    for measure in ("cka", "rsa", "procrustes", "svcca", "cka-rbf"):
+        res = heatmap(model, x[:5], layers=layers, batch_size=4, measure=measure)
+        assert res.n == 5 and res.num_batches == 1
 
 
 def test_iterable_of_batches_equals_tensor_input() -> None:

@@ -27,7 +27,8 @@ def test_a_dict_or_batch_encoding_is_sliced_like_a_tensor() -> None:
     ids = torch.randint(1, 100, (40, 12))
     mask = (torch.arange(12)[None] < torch.randint(4, 12, (40,))[:, None]).long()
     layers = ["embeddings", "encoder.layer.0", "encoder.layer.1"]
-    batches = [{"input_ids": ids[i : i + 16], "attention_mask": mask[i : i + 16]} for i in (0, 16, 32)]
+    # 40 examples at batch_size 16: three near-equal batches (14, 13, 13)
+    batches = [{"input_ids": ids[i:j], "attention_mask": mask[i:j]} for i, j in ((0, 14), (14, 27), (27, 40))]
     expected = heatmap(model, batches, layers=layers)
     as_dict = heatmap(model, {"input_ids": ids, "attention_mask": mask}, layers=layers, batch_size=16, shuffle=False)
     np.testing.assert_allclose(as_dict.matrix, expected.matrix, atol=1e-6)

@@ -9,12 +9,18 @@ pass (the paper uses 10 passes).
 
 Batches: a Tensor or NumPy array `inputs` (N, ...), or a dict of them (a
 tokenizer's ``BatchEncoding``: ``input_ids``, ``attention_mask``, ... each (N, ...)),
-is cut into batches of `batch_size` (at least 4, the unbiased estimator's
-minimum): consecutive slices with `shuffle=False`, slices of a fresh permutation
-each pass (from a generator seeded with `seed`) otherwise. An iterable of batches
-(Tensors, arrays, dicts or ``(inputs, labels)`` tuples) is used as it comes
-(`batch_size`, `shuffle` and `seed` do not apply; it must be re-iterable for
-`passes` > 1). A batch with fewer than 4 examples is skipped with a warning.
+is cut into batches of near-equal size around `batch_size` (at least 4, the unbiased
+estimator's minimum; 11 for k-NN): N examples make round(N / batch_size) batches whose
+sizes differ by at most one, so every example is used and no short leftover batch
+weighs as much as a full one in the minibatch sums (a multiple of `batch_size` gives
+batches of exactly `batch_size`). They are consecutive slices with `shuffle=False`,
+slices of a fresh permutation each pass (from a generator seeded with `seed`)
+otherwise. An iterable of batches (Tensors, arrays, dicts or ``(inputs, labels)``
+tuples) is used as it comes (`batch_size`, `shuffle` and `seed` do not apply; it must
+be re-iterable for `passes` > 1): a batch under the measure's minimum is skipped with
+a warning, and one under half the largest is warned about (it moves the estimate).
+The result's metadata records the examples, the batches per pass and the smallest
+and largest batch.
 Floating-point inputs take the model's parameter dtype (float64 arrays into a
 float32 model).
 
@@ -235,7 +241,8 @@ def heatmap(
             module), "blocks", "all", names, glob patterns or module classes (see
             `ckatlas.capture.resolve_layers`).
         layers_b: layers of model B; None uses `layers`.
-        batch_size: examples per minibatch (Tensor inputs).
+        batch_size: the target examples per minibatch (Tensor inputs): the examples are cut into the
+            nearest whole number of batches of this size, of near-equal sizes.
         passes: passes over the data, reshuffled each time when `shuffle`.
         shuffle: draw batches from a random permutation (Tensor inputs).
         seed: seed of the permutations.
@@ -265,7 +272,8 @@ def heatmap(
     names = [model_names[0]] if model_b is None else list(model_names)
     pair = (0, 0) if model_b is None else (0, 1)
     batch_size, passes = _batching(measure, models, specs, inputs, batch_size, passes)
-    loop = GramPasses(models, names, specs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens)
+    loop = GramPasses(models, names, specs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens,
+                      **_minimum(measure))
     return _population(loop, [pair], distributed, measure)[pair]
 
 
@@ -310,7 +318,8 @@ def population_heatmaps(
         specs = [layers] * len(mods)
     pairs = [(i, j) for i in range(len(mods)) for j in range(i, len(mods))]
     batch_size, passes = _batching(measure, mods, specs, inputs, batch_size, passes)
-    loop = GramPasses(mods, names, specs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens)
+    loop = GramPasses(mods, names, specs, inputs, batch_size, passes, shuffle, seed, device, progress, tokens,
+                      **_minimum(measure))
     out = _population(loop, pairs, distributed, measure)
     return PopulationResult(names, {(names[i], names[j]): res for (i, j), res in out.items()})
 
@@ -345,6 +354,12 @@ def _batching(measure: str, models: Sequence[nn.Module], specs: Sequence[LayerSp
     layers = sum(len(resolve_layers(uncompiled(m), spec)) for m, spec in {id(m): (m, s) for m, s in zip(models, specs)}.values())
     check_all_examples_memory(measure, n, layers)
     return max(n, 1), 1
+
+
+def _minimum(measure: str) -> dict[str, Any]:
+    """The fewest examples a batch of `measure` needs, and what needs them (for `GramPasses`' messages)."""
+    info = measure_info(measure)
+    return {"min_batch": info.min_batch, "needs": "minibatch CKA" if measure == "cka" else f"measure {measure!r}"}
 
 
 def _population(loop: GramPasses, pairs: list[tuple[int, int]], distributed: bool | None = None,

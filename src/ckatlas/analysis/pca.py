@@ -152,7 +152,8 @@ def principal_components(
             acc = _PCAccumulator(grams.shape[0], grams.device)
         acc.update(grams)
     assert acc is not None  # the loop raises when there is no batch
-    meta = {k: v for k, v in loop.metadata().items() if k in ("batch_size", "shuffle", "seed", "device")}
+    meta = {k: v for k, v in loop.metadata().items() if k in ("batch_size", "shuffle", "seed", "device", "examples",
+                                                              "batches_per_pass", "batch_sizes")}
     return acc.result(loop.names[0], meta)
 
 

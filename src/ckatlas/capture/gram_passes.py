@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -44,12 +45,14 @@ class GramPasses:
         progress: bool | None = False,
         tokens: str = "auto",
         desc: str = "CKA",
+        min_batch: int = MIN_BATCH,
+        needs: str = "minibatch CKA",
     ) -> None:
         self.tokens = check_token_mode(tokens)
         self.models = [uncompiled(m) for m in models]
         self.model_names, self.specs = list(names), list(specs)
         self.device = _checked_device(self.models, self.model_names, batch_size, passes, device)
-        self.batches = Minibatches(inputs, batch_size, shuffle, seed)
+        self.batches = Minibatches(inputs, batch_size, shuffle, seed, min_batch, needs)
         if passes > 1 and self.batches.one_shot:
             raise UserInputError(
                 "inputs is a one-shot iterator; passes > 1 needs a Tensor or a re-iterable (a list, a DataLoader)"
@@ -59,7 +62,9 @@ class GramPasses:
         self.names: list[list[str]] = []
         self.token_layers: list[list[str]] = []
         self.n_per_pass = self.num_batches = 0
+        self.batch_sizes: list[int] = []  # of the first pass
         self.masked = False
+        self._warned_short = False
 
     def __iter__(self) -> Iterator[list[torch.Tensor]]:
         distinct = list({id(m): m for m in self.models}.values())
@@ -86,13 +91,26 @@ class GramPasses:
                     grams = [t.stacked() for t in taps]
                     self.names = [t.names for t in taps]  # final after the first batch
                     if p == 0:
-                        self.n_per_pass += n
+                        self._count_batch(n)
                     self.num_batches += 1
                     bar.update(1)
                     yield grams
             self.token_layers = [list(t.token_layers) for t in taps]
         if not self.num_batches:
-            raise UserInputError(f"no batch of at least {MIN_BATCH} examples to compute CKA from: give more inputs")
+            raise UserInputError(f"no batch of at least {self.batches.min_size} examples to compute "
+                                 f"{self.batches.needs} from: give more inputs")
+
+    def _count_batch(self, n: int) -> None:
+        """Record a batch of the first pass; warn once when an iterable's batch is under half the largest
+        so far (it weighs as much as a full one in the minibatch sums)."""
+        if not self.batches.sliced and self.batch_sizes and n < max(self.batch_sizes) / 2 and not self._warned_short:
+            warnings.warn(
+                f"a batch of {n} examples counts as much as one of {max(self.batch_sizes)} in the minibatch sums, which "
+                f"moves the estimate: pass the examples as one Tensor (ckatlas then cuts batches of near-equal size) "
+                f"or leave the short batch out (a DataLoader's drop_last=True)", UserWarning, stacklevel=4)
+            self._warned_short = True
+        self.batch_sizes.append(n)
+        self.n_per_pass += n
 
     def _name_of(self, model: nn.Module) -> str:
         name = next(n for m, n in zip(self.models, self.model_names) if m is model)
@@ -104,6 +122,9 @@ class GramPasses:
         sliced = self.batches.sliced
         return {
             "batch_size": self.batch_size if sliced else None,
+            "examples": self.n_per_pass,
+            "batches_per_pass": len(self.batch_sizes),
+            "batch_sizes": [min(self.batch_sizes), max(self.batch_sizes)] if self.batch_sizes else None,
             "shuffle": self.shuffle if sliced else None,
             "seed": self.seed if sliced and self.shuffle else None,
             "device": str(self.device),

@@ -1,7 +1,11 @@
 """The minibatches of one pass over a user's inputs (`Minibatches`): a Tensor or array
 (N, ...), a dict of them (a tokenizer's output), or any iterable of batches. Sliced inputs
-follow ckatlas's one batch order (`ckatlas.data.batch_indices`); batches with fewer than
-`MIN_BATCH` examples are skipped with one warning."""
+follow ckatlas's one batch order (`ckatlas.data.batch_indices`), cut into batches of
+near-equal size (`even=True`): N examples make round(N / batch_size) batches whose sizes
+differ by at most one, so a short leftover batch never weighs as much as a full one in the
+minibatch sums, and a multiple of `batch_size` gives batches of exactly `batch_size`. An
+iterable's batches are used as they come; one with fewer than the measure's minimum
+(`MIN_BATCH` for CKA) is skipped with one warning."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import numpy as np
 import torch
 
 from ckatlas.capture.calls import as_tensor, batch_len
-from ckatlas.data.batches import batch_indices
+from ckatlas.data.batches import batch_indices, even_batch_count
 from ckatlas.errors import UserInputError
 from ckatlas.seeding import make_generator
 
@@ -23,7 +27,9 @@ MIN_BATCH = 4  # the unbiased HSIC estimator needs n >= 4
 class Minibatches:
     """The minibatches of one pass over `inputs` (module docstring), for as many passes as asked (`epoch`)."""
 
-    def __init__(self, inputs: Any, batch_size: int, shuffle: bool, seed: int) -> None:
+    def __init__(self, inputs: Any, batch_size: int, shuffle: bool, seed: int, min_size: int = MIN_BATCH,
+                 needs: str = "minibatch CKA") -> None:
+        self.min_size, self.needs = max(int(min_size), MIN_BATCH), needs
         inputs = sliceable_inputs(inputs)
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, (torch.Tensor, Mapping, Iterable)):
             raise UserInputError(
@@ -37,19 +43,20 @@ class Minibatches:
         self._warned = False
         if self.sliced:
             size = count_examples(inputs)
-            if size < MIN_BATCH:
+            if size < self.min_size:
                 shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else {
                     k: tuple(v.shape) for k, v in inputs.items()}
                 raise UserInputError(
-                    f"inputs must hold at least {MIN_BATCH} examples along the first dimension, got shape {shape}"
+                    f"inputs must hold at least {self.min_size} examples along the first dimension ({needs} needs "
+                    f"{self.min_size} per minibatch), got shape {shape}: give more examples"
                 )
-            if batch_size < MIN_BATCH:
+            if batch_size < self.min_size:
+                paper = "; the paper uses 256" if needs == "minibatch CKA" else ""
                 raise UserInputError(
-                    f"batch_size must be at least {MIN_BATCH} (the unbiased HSIC estimator needs {MIN_BATCH} examples "
-                    f"per minibatch), got {batch_size}; the paper uses 256"
+                    f"batch_size must be at least {self.min_size} ({needs} needs {self.min_size} examples per "
+                    f"minibatch), got {batch_size}{paper}"
                 )
-            full, rest = divmod(size, batch_size)
-            self.count: int | None = full + (rest >= MIN_BATCH)
+            self.count: int | None = even_batch_count(size, batch_size, self.min_size)
         else:
             self.count = len(inputs) if hasattr(inputs, "__len__") else None
             _check_not_examples(inputs)
@@ -61,18 +68,19 @@ class Minibatches:
                     yield batch
             return
         x = self.inputs
-        for index in batch_indices(count_examples(x), self.batch_size, generator=self.generator):
+        for index in batch_indices(count_examples(x), self.batch_size, generator=self.generator, even=True,
+                                   min_size=self.min_size):
             count = index.stop - index.start if isinstance(index, slice) else len(index)
             if self._usable(count):
                 yield take_examples(x, index)
 
     def _usable(self, n: int) -> bool:
-        if n >= MIN_BATCH:
+        if n >= self.min_size:
             return True
         if not self._warned:
             which = "the final batch" if self.sliced else "a batch"
             warnings.warn(
-                f"{which} of {n} example(s) is skipped: minibatch CKA needs at least {MIN_BATCH} per batch",
+                f"{which} of {n} example(s) is skipped: {self.needs} needs at least {self.min_size} per batch",
                 UserWarning,
                 stacklevel=4,
             )

@@ -60,12 +60,14 @@ from ckatlas.cka.minibatch import LayerPairs, MinibatchCKA
 
 @dataclass(frozen=True)
 class MeasureInfo:
-    """What a measure is: its name, whether it needs every example in one batch, one line about it."""
+    """What a measure is: its name, whether it needs every example in one batch, one line about it, and
+    the fewest examples a batch must hold for it (4 for the unbiased HSIC; k + 1 for k-NN)."""
 
     name: str
     all_examples: bool
     description: str
     label: str  # a colour bar's label
+    min_batch: int = 4
 
 
 MEASURES: dict[str, MeasureInfo] = {
@@ -80,7 +82,7 @@ MEASURES: dict[str, MeasureInfo] = {
         MeasureInfo("procrustes", False, "orthogonal Procrustes similarity, mean over minibatches",
                     "Procrustes similarity (minibatch)"),
         MeasureInfo("knn", False, "mutual 10-nearest-neighbour alignment, mean over minibatches",
-                    "mutual 10-NN alignment (minibatch)"),
+                    "mutual 10-NN alignment (minibatch)", min_batch=11),
         MeasureInfo("rsa", False, "Spearman correlation of Euclidean dissimilarity matrices, mean over minibatches",
                     "RSA, Spearman (minibatch)"),
         MeasureInfo("svcca", False, "SVCCA: mean canonical correlation of the directions that explain 99% of each "
@@ -337,7 +339,8 @@ class MinibatchKNN(_BatchMean):
     def batch_similarity(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         n = a.shape[-1]
         if n <= self.k:
-            raise CKAInputError(f"measure 'knn' with k={self.k} needs batches of more than {self.k} examples, got n={n}")
+            raise CKAInputError(f"measure 'knn' with k={self.k} needs batches of more than {self.k} examples, got n={n}: "
+                                f"give at least {self.k + 1} examples per batch (batch_size >= {self.k + 1}), or a smaller k")
         ma, dead_a = self._neighbours(a)
         mb, dead_b = (ma, dead_a) if b is None else self._neighbours(b)
         out = (ma @ mb.T).double() / (n * self.k)

@@ -15,19 +15,47 @@ def num_batches(num_examples: int, batch_size: int, drop_last: bool = False) -> 
     return num_examples // batch_size if drop_last else -(-num_examples // batch_size)
 
 
+def even_batch_count(num_examples: int, batch_size: int, min_size: int = 1) -> int:
+    """How many near-equal batches `num_examples` make with `batch_size` as the target size: the
+    nearest whole number of batches (at least one), fewer where a batch would hold under `min_size`.
+    A multiple of `batch_size` gives batches of exactly `batch_size`; otherwise the sizes differ by
+    at most one and lie within about a third of `batch_size` on either side of it."""
+    count = max(1, (2 * num_examples + batch_size) // (2 * batch_size))  # round half up
+    return max(1, min(count, num_examples // max(min_size, 1)))
+
+
+def even_bounds(num_examples: int, count: int) -> list[int]:
+    """The `count` + 1 boundaries of `count` consecutive batches of near-equal size over `num_examples`
+    examples: as `numpy.array_split` and `torch.tensor_split` cut, the first ``num_examples % count``
+    batches hold one example more than the rest."""
+    size, extra = divmod(num_examples, count)
+    return [b * size + min(b, extra) for b in range(count + 1)]
+
+
 def batch_indices(
-    num_examples: int, batch_size: int, *, generator: torch.Generator | None = None, drop_last: bool = False
+    num_examples: int, batch_size: int, *, generator: torch.Generator | None = None, drop_last: bool = False,
+    even: bool = False, min_size: int = 1,
 ) -> Iterator[slice | torch.Tensor]:
     """The examples of each minibatch of one pass: consecutive slices, or (with a `generator`)
     slices of one `torch.randperm` drawn from it when the pass starts. The one batch order of
     ckatlas: training (`iterate_batches`) and CKA (`ckatlas.heatmap.Minibatches`) both use it.
 
+    With `even` (what every CKA estimate uses) the pass is cut into `even_batch_count` batches of
+    near-equal size instead of full batches and a short remainder, so that no small last batch
+    counts as much as a full one in the minibatch sums; a multiple of `batch_size` gives the same
+    batches either way.
+
     Yields:
         A `slice` (no generator) or an int64 index tensor on the generator's device.
     """
     order = torch.randperm(num_examples, generator=generator, device=generator.device) if generator else None
-    for b in range(num_batches(num_examples, batch_size, drop_last)):
-        part = slice(b * batch_size, min((b + 1) * batch_size, num_examples))
+    if even:
+        bounds = even_bounds(num_examples, even_batch_count(num_examples, batch_size, min_size))
+    else:
+        count = num_batches(num_examples, batch_size, drop_last)
+        bounds = [min(b * batch_size, num_examples) for b in range(count + 1)]
+    for start, stop in zip(bounds, bounds[1:]):
+        part = slice(start, stop)
         yield part if order is None else order[part]
 
 
@@ -78,4 +106,4 @@ def iterate_batches(
         yield xb, yb
 
 
-__all__ = ["batch_indices", "iterate_batches", "num_batches"]
+__all__ = ["batch_indices", "even_batch_count", "even_bounds", "iterate_batches", "num_batches"]

@@ -98,11 +98,12 @@ def split(inputs: Any, holdout: float) -> tuple[Any, Any]:
     return take(inputs, slice(0, cut)), take(inputs, slice(cut, n))
 
 
-def batches(inputs: Any, batch_size: int, min_size: int = 1) -> Iterator[Any]:
+def batches(inputs: Any, batch_size: int, min_size: int = 1, even: bool = False) -> Iterator[Any]:
     """Consecutive batches of `batch_size` rows (ckatlas's one batch order, `batch_indices`);
-    a last batch under `min_size` rows is dropped."""
+    a last batch under `min_size` rows is dropped. With `even` (a CKA estimate's batches), batches
+    of near-equal size around `batch_size` instead (`ckatlas.data.batches.even_batch_count`)."""
     x = sliceable_inputs(inputs)
-    for rows in batch_indices(num_examples(x), batch_size):
+    for rows in batch_indices(num_examples(x), batch_size, even=even, min_size=min_size):
         if rows.stop - rows.start >= min_size:
             yield take_examples(x, rows)
 

@@ -44,6 +44,7 @@ from ckatlas.analysis.blocks import BlockDetector
 from ckatlas.capture.calls import call_model, inference, pick_tensor
 from ckatlas.capture.minibatches import MIN_BATCH
 from ckatlas.cka import MinibatchCKA
+from ckatlas.data.batches import even_batch_count
 from ckatlas.devices import run_device
 from ckatlas.errors import UserInputError
 from ckatlas.hf.data import batches, num_examples, without_labels
@@ -221,10 +222,10 @@ def layer_redundancy(
     bi_sum = torch.zeros(count, dtype=torch.float64, device=device)
     ang_sum = torch.zeros(count + 1, count + 1, dtype=torch.float64, device=device)
     tokens = examples = 0
-    total = -(-num_examples(inputs) // batch_size)
+    total = even_batch_count(num_examples(inputs), batch_size, MIN_BATCH)
     with _Boundaries(model, stack) as hooks, inference(model), \
             _bar(total, "calibration", progress) as bar:
-        for batch in bar(batches(without_labels(inputs), batch_size, min_size=MIN_BATCH)):
+        for batch in bar(batches(without_labels(inputs), batch_size, min_size=MIN_BATCH, even=True)):
             n = num_examples(batch)
             call_model(model, batch, device)
             states = hooks.take(n)
