@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from ckatlas.train import (
     resolve_device,
     train,
 )
+from ckatlas.train.predict import resolve_precision
 
 # Tiny: ResNet-8 at width 0.25 on a quarter of the digits at 16x16 (339 training images).
 TINY = TrainConfig(arch="resnet8", width=0.25, dataset="digits", fraction=0.25, epochs=3, batch_size=32, seed=1)
@@ -206,11 +207,11 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-def _check_resumed_equals(run_dir: Path, reference: Path) -> None:
+def _check_resumed_equals(run_dir: Path, reference: Path, config: TrainConfig = RESUME) -> None:
     metrics_file = run_dir / "metrics.json"  # a kill right after the first checkpoint leaves none
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {"final": None}
     assert metrics["final"] is None, "the run finished before it was killed: nothing was resumed"
-    result = train(RESUME, run_dir, resume=True, quiet=True)
+    result = train(config, run_dir, resume=True, quiet=True)
     assert_same_weights(weights(run_dir), weights(reference))
     with np.load(run_dir / "predictions.npz") as a, np.load(reference / "predictions.npz") as b:
         np.testing.assert_array_equal(a["logits"], b["logits"])
@@ -226,6 +227,43 @@ def test_sigkill_then_resume_is_bit_exact(tmp_path: Path, uninterrupted: Path) -
     _train_and_kill(RESUME, run_dir, kill_after_epoch=1)
     assert 1 <= _state_epoch(run_dir) < RESUME.epochs
     _check_resumed_equals(run_dir, uninterrupted)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_sigkill_then_resume_is_bit_exact_in_each_precision(tmp_path: Path, precision: str) -> None:
+    config = replace(RESUME, epochs=4, precision=precision)
+    reference = tmp_path / "whole"
+    train(config, reference, quiet=True)
+    assert json.loads((reference / "config.json").read_text())["environment"]["precision"] == precision
+    run_dir = tmp_path / "killed"
+    _train_and_kill(config, run_dir, kill_after_epoch=1)
+    _check_resumed_equals(run_dir, reference, config)
+
+
+def test_the_two_precisions_train_differently_and_auto_follows_the_device(tmp_path: Path) -> None:
+    config = replace(RESUME, epochs=1)
+    for precision in ("float32", "bfloat16"):
+        train(replace(config, precision=precision), tmp_path / precision, quiet=True)
+    assert not torch.equal(weights(tmp_path / "float32")["fc.weight"], weights(tmp_path / "bfloat16")["fc.weight"])
+    train(config, tmp_path / "auto", quiet=True)  # precision "auto"
+    recorded = json.loads((tmp_path / "auto" / "config.json").read_text())["environment"]["precision"]
+    assert recorded == resolve_precision("auto", torch.device("cpu"))
+    assert_same_weights(weights(tmp_path / "auto"), weights(tmp_path / recorded))
+
+
+def test_a_run_from_before_the_precision_setting_resumes_in_float32(tmp_path: Path) -> None:
+    # Runs written before `precision` existed trained in float32 on the CPU; "auto" may now mean bfloat16
+    # here, but such a run must finish in the arithmetic it began in.
+    config = replace(RESUME, epochs=4)
+    reference = tmp_path / "whole"
+    train(replace(config, precision="float32"), reference, quiet=True)
+    run_dir = tmp_path / "old"
+    _train_and_kill(replace(config, precision="float32"), run_dir, kill_after_epoch=1)
+    info = json.loads((run_dir / "config.json").read_text())
+    del info["config"]["precision"], info["environment"]["precision"]  # as an earlier release wrote it
+    info["environment"]["amp"] = None
+    (run_dir / "config.json").write_text(json.dumps(info))
+    _check_resumed_equals(run_dir, reference, config)  # config: precision "auto"
 
 
 @pytest.mark.slow

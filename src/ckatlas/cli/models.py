@@ -17,6 +17,7 @@ from ckatlas.cli._common import (
 )
 from ckatlas.cka.measures import MEASURES
 from ckatlas.tokens import TOKEN_MODES
+from ckatlas.train.config import PRECISIONS
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +80,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=fraction, help="share of each class held out for --keep best-val (0.1)")
     p.add_argument("--bn-momentum", type=fraction, help="BatchNorm momentum (0.1; the paper recipe 0.01)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS, help="arithmetic of the training steps: auto (default: bfloat16 "
+                   "autocast where the device has it natively, else float32), float32 or bfloat16")
     p.add_argument("--resume", action="store_true", help="finish the interrupted run in --out")
     p.add_argument("--dynamics", action="store_true",
                    help="record the heatmap, blocks and first-PC variance at some epochs (dynamics.npz)")
@@ -194,6 +197,7 @@ def _run_train(args: argparse.Namespace) -> int:
         "keep": args.keep,
         "val_fraction": args.val_fraction,
         "bn_momentum": args.bn_momentum,
+        "precision": args.precision,
     }
     config = TrainConfig.from_recipe(
         args.recipe,
@@ -293,6 +297,8 @@ def add_cka(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-shuffle", action="store_true", help="consecutive batches instead of a random permutation")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch permutations (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS, help="arithmetic of the training steps: auto (default: bfloat16 "
+                   "autocast where the device has it natively, else float32), float32 or bfloat16")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(func=_run_cka)
 
@@ -410,6 +416,19 @@ def add_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_info)
 
 
+def _training_precision() -> str:
+    """What `precision = "auto"` trains in here, on the default device, and why."""
+    from ckatlas.train.predict import cpu_has_bf16, resolve_device, resolve_precision
+
+    device = resolve_device(None)
+    precision = resolve_precision("auto", device)
+    if device.type == "cpu":
+        why = "the CPU has AVX-512 BF16 or AMX" if cpu_has_bf16() else "the CPU has no native bfloat16"
+    else:
+        why = f"{device} {'supports' if precision == 'bfloat16' else 'lacks'} bfloat16"
+    return f"{precision} on {device} (precision 'auto': {why}; --precision float32 to change)"
+
+
 def _run_info(args: argparse.Namespace) -> int:
     import json
     import platform
@@ -426,6 +445,7 @@ def _run_info(args: argparse.Namespace) -> int:
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "threads": torch.get_num_threads(),
         "platform": platform.platform(),
+        "training": _training_precision(),
     }
     if args.json:
         print(json.dumps(info))

@@ -27,7 +27,10 @@ _CHOICES = {
     "pad_mode": ("zeros", "reflect"),
     "keep": ("final", "best-val"),
     "optimizer": ("sgd", "adamw"),
+    "precision": ("auto", "float32", "bfloat16"),
 }
+#: What `TrainConfig.precision` may say: "auto" (`ckatlas.train.predict.resolve_precision`) or one explicitly.
+PRECISIONS = _CHOICES["precision"]
 
 #: Named sets of training settings (`TrainConfig.from_recipe`, `[train] recipe = "..."`,
 #: `ckatlas train --recipe`). "ckatlas": the defaults, the common PyTorch CIFAR recipe.
@@ -126,6 +129,12 @@ class TrainConfig:
         optimizer: "sgd" (momentum, nesterov and L2 weight decay as above) or "adamw"
             (Adam with decoupled weight decay, betas 0.9 and 0.999; momentum and nesterov
             unused): what transformers usually train with (e.g. lr 1e-3, weight_decay 0.05).
+        precision: the arithmetic of the training steps: "auto" (bfloat16 autocast where the device
+            computes bfloat16 natively: a CUDA GPU that supports it; a CPU with AVX-512 BF16 or AMX for
+            a model that is mostly convolutions, where it pays; float32 elsewhere), "float32" or
+            "bfloat16" (`ckatlas.train.predict.resolve_precision`). Weights, optimizer state, evaluation and every
+            heatmap stay float32. The precision a run was trained in is recorded in its config.json
+            (``environment.precision``), and a resumed "auto" run continues in it.
     """
 
     arch: str = "resnet20"
@@ -155,6 +164,7 @@ class TrainConfig:
     bn_momentum: float = 0.1
     zero_init_residual: bool = False
     optimizer: str = "sgd"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         def number(name: str, ok: bool, expected: str) -> None:
@@ -269,4 +279,4 @@ def _has_styles(arch: str) -> bool:
     return is_cifar_family(arch)
 
 
-__all__ = ["DEFAULT_EPOCHS", "RECIPES", "TrainConfig", "build_model"]
+__all__ = ["DEFAULT_EPOCHS", "PRECISIONS", "RECIPES", "TrainConfig", "build_model"]

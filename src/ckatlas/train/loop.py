@@ -34,9 +34,11 @@ from ckatlas.train.config import TrainConfig, build_model
 from ckatlas.train.predict import (
     autocast_for,
     device_layout,
+    channels_last_for,
     memory_format_for,
     predict,
     resolve_device,
+    resolve_precision,
 )
 from ckatlas.train.runs import TrainResult, run_is_finished
 
@@ -108,7 +110,8 @@ def _seeds(seed: int) -> tuple[int, int]:
     return int(init.generate_state(1, np.uint64)[0]), int(data.generate_state(1, np.uint64)[0])
 
 
-def _run_info(config: TrainConfig, data: ImageData, model: nn.Module, device: torch.device) -> dict[str, Any]:
+def _run_info(config: TrainConfig, data: ImageData, model: nn.Module, device: torch.device,
+              precision: str) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
         "data": data.to_dict(),
@@ -119,8 +122,9 @@ def _run_info(config: TrainConfig, data: ImageData, model: nn.Module, device: to
             "torch": torch.__version__,
             "numpy": np.__version__,
             "device": str(device),
-            "amp": "bfloat16" if isinstance(autocast_for(device), torch.autocast) else None,
-            "channels_last": device.type == "cuda",
+            "precision": precision,
+            "amp": "bfloat16" if precision == "bfloat16" else None,
+            "channels_last": channels_last_for(device, precision),
         },
     }
 
@@ -133,6 +137,16 @@ def _identity(info: dict[str, Any]) -> dict[str, Any]:
         if key in data:
             data[key] = [float(f"{v:.6g}") for v in data[key]]
     return {"config": config, "data": data}
+
+
+def _recorded_arithmetic(info: dict[str, Any]) -> tuple[str, bool]:
+    """The precision and layout a run was started in, as its config.json records them (runs from before
+    `precision` existed: bfloat16 where they trained under autocast, "amp", float32 elsewhere)."""
+    environment = info.get("environment") or {}
+    precision = environment.get("precision")
+    if precision not in ("float32", "bfloat16"):
+        precision = "bfloat16" if environment.get("amp") == "bfloat16" else "float32"
+    return str(precision), bool(environment.get("channels_last", False))
 
 
 def _check_run_dir(run_dir: Path, info: dict[str, Any], resume: bool) -> bool:
@@ -196,6 +210,7 @@ def _epochs(
     start_epoch: int,
     quiet: bool,
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    arithmetic: tuple[str, bool] = ("float32", False),
 ) -> Iterator[dict[str, Any]]:
     """Train epoch by epoch from `start_epoch`; yield each finished epoch's metrics.
 
@@ -206,6 +221,7 @@ def _epochs(
     per_epoch = num_batches(n, config.batch_size, drop_last)
     total = config.epochs * per_epoch
     augment = data.augmentation if config.augment else NO_AUGMENTATION
+    precision, channels_last = arithmetic
     bar = _progress(total, start_epoch * per_epoch, quiet)
     step = start_epoch * per_epoch
     try:
@@ -229,8 +245,8 @@ def _epochs(
             for i, (xb, yb) in enumerate(batches):
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, step, per_epoch)
-                with autocast_for(device):
-                    logits = model(device_layout(xb, device))
+                with autocast_for(device, precision):
+                    logits = model(device_layout(xb, channels_last))
                     loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -285,8 +301,12 @@ def fit(
     device = resolve_device(device)
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(_seeds(config.seed)[1])
+    precision = resolve_precision(config.precision, device, model)
+    arithmetic = (precision, channels_last_for(device, precision))
+    model.to(memory_format=memory_format_for(arithmetic[1]))
     with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.cpu)
-        history = list(_epochs(model, optimizer, data, config, device, generator, 0, quiet))
+        history = list(_epochs(model, optimizer, data, config, device, generator, 0, quiet, arithmetic=arithmetic))
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history
 
@@ -309,8 +329,9 @@ def train(
         resume: finish the run already in `out_dir` (from its last finished epoch);
             a finished run is returned as it is, an empty folder starts afresh.
         quiet: no progress bar.
-        device: "cpu", "cuda", "cuda:N" or None (CUDA when present). On CUDA,
-            training uses bfloat16 autocast and channels_last.
+        device: "cpu", "cuda", "cuda:N" or None (CUDA when present). On CUDA, training uses
+            channels_last; the arithmetic is `config.precision`'s (by default bfloat16 autocast
+            where the device has it natively; a resumed run continues in the precision it began in).
         dynamics: record something at some epochs, e.g. `DynamicsSettings`: the heatmap,
             blocks and first-PC variance into the run's dynamics.npz
             (`ckatlas.analysis.dynamics`); training is unchanged (`EpochRecording`).
@@ -329,7 +350,8 @@ def train(
     data, val = _held_out(config.load_data(), config)
     init_seed, data_seed = _seeds(config.seed)
     model = build_model(config, data.num_classes, data.in_channels, torch.Generator().manual_seed(init_seed))
-    info = _run_info(config, data, model, device)
+    precision = resolve_precision(config.precision, device, model)
+    info = _run_info(config, data, model, device, precision)
     if val is not None:
         info["data"]["num_val"] = len(val[1])
     if _check_run_dir(run_dir, info, resume):
@@ -338,8 +360,9 @@ def train(
         files.clean_strays()
     else:
         atomic_write_json(files.config, info)
+    precision, channels_last = _recorded_arithmetic(files.read_info())  # a resumed run continues as it began
 
-    model.to(device=device, memory_format=memory_format_for(device))
+    model.to(device=device, memory_format=memory_format_for(channels_last))
     data = data.to(device) if device.type == "cuda" else data
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(data_seed)
@@ -354,7 +377,8 @@ def train(
     with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.cpu)
         if recorder is not None and start_epoch == 0:
             recorder(model, 0, device)
-        for record in _epochs(model, optimizer, data, config, device, generator, start_epoch, quiet, val):
+        for record in _epochs(model, optimizer, data, config, device, generator, start_epoch, quiet, val,
+                              (precision, channels_last)):
             if recorder is not None:
                 recorder(model, record["epoch"], device)
             history.append(record)
@@ -365,6 +389,7 @@ def train(
             atomic_write_json(files.metrics, {"epochs": history, "final": None})
         if best is not None:
             model.load_state_dict(best)
+        model.to(memory_format=torch.contiguous_format)  # evaluated as a reloaded model runs: the same logits
 
         test_loss, test_accuracy, logits = _evaluate(model, data, config.batch_size, device, config.label_smoothing)
         train_accuracy = _clean_train_accuracy(model, data, config.batch_size, device)
