@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -23,14 +24,15 @@ from scipy.stats import wilcoxon
 from ckatlas.analysis import BlockDetector
 from ckatlas.analysis.dynamics import BlockDynamics
 from ckatlas.experiment.claims import evaluate_claims
-from reproduction import verdict_cell  # scripts/reproduction.py: the same cells as its tables
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its neighbour, from any working directory
+from reproduction import verdict_cell  # noqa: E402  (scripts/reproduction.py: the same cells as its tables)
 
 DETECTORS = {"border 10%": BlockDetector(border_fraction=0.1),
              "border 15% (the default)": BlockDetector()}
 
 
 def verdict(claim) -> str:
-    return verdict_cell(claim.holds, claim.value, claim.p_value, claim.n)
+    return verdict_cell(claim.verdict, claim.value, claim.p_value, claim.n, interval=claim.interval)
 
 
 def training_change(root: Path, detector: BlockDetector) -> str:

@@ -27,10 +27,22 @@ from ckatlas.report import outline_blocks, plot_heatmap
 DPI = 70
 
 
-def verdict_cell(holds: bool | None, value: float | None, p: float | None, n: int, note: str = "") -> str:
-    if holds is None:
+def verdict_cell(verdict: str | None, value: float | None, p: float | None, n: int, note: str = "",
+                 interval: list[float] | None = None) -> str:
+    """A verdict in the one vocabulary (holds / contradicted / not established / untested) with its effect,
+    95% interval, p-value and n."""
+    if verdict in (None, "untested"):
         return f"untested ({note.split(';')[0]})" if note else "untested"
-    return f"{'holds' if holds else '**does not hold**'} ({value:+.3f}, p {p:.3g}, n {n})"
+    words = verdict if verdict == "holds" else f"**{verdict}**"
+    ci = f", 95% CI {interval[0]:+.2f} to {interval[1]:+.2f}" if interval else ""
+    return f"{words} ({value:+.3f}{ci}, p {p:.3g}, n {n})"
+
+
+def compare_verdict(other: dict) -> str | None:
+    """The verdict of the second detector kept beside a claim (claims of earlier releases recorded only `holds`)."""
+    if other["holds"] is None:
+        return None
+    return other.get("verdict") or ("holds" if other["holds"] else "not established")
 
 
 def summary_table(results: dict[str, ClaimsResult]) -> str:
@@ -43,10 +55,11 @@ def summary_table(results: dict[str, ClaimsResult]) -> str:
         cells = []
         for label in labels:
             c = results[label][claim.key]
-            cell = verdict_cell(c.holds, c.value, c.p_value, c.n, c.note)
+            cell = verdict_cell(c.verdict, c.value, c.p_value, c.n, c.note, c.interval)
             other = c.details.get("compare")
             if other is not None:
-                cell += "; threshold rule: " + verdict_cell(other["holds"], other["value"], other["p_value"], other["n"])
+                cell += "; threshold rule: " + verdict_cell(compare_verdict(other), other["value"], other["p_value"],
+                                                            other["n"], interval=other.get("interval"))
             cells.append(cell)
         lines.append(f"| {claim.key}: {claim.statement} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -54,13 +67,15 @@ def summary_table(results: dict[str, ClaimsResult]) -> str:
 
 def claims_table(root: Path, permutations: int, result: ClaimsResult | None = None) -> str:
     result = result or evaluate_claims(root, num_permutations=permutations)
-    lines = ["| claim | statistic | value | p (one-sided) | n | verdict |", "|---|---|---:|---:|---:|---|"]
+    lines = ["| claim | statistic | value (95% CI) | p (one-sided) | p (other way) | n | verdict |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for c in result.claims:
         if c.holds is None:
-            lines.append(f"| {c.key} | {c.statistic} | – | – | – | untested: {c.note} |")
+            lines.append(f"| {c.key} | {c.statistic} | – | – | – | – | untested: {c.note} |")
             continue
-        verdict = "holds" if c.holds else "**does not hold**"
-        lines.append(f"| {c.key} | {c.statistic} | {c.value:+.3f} | {c.p_value:.3g} | {c.n} | {verdict} |")
+        words = c.verdict if c.verdict == "holds" else f"**{c.verdict}**"
+        against = "–" if c.p_opposite is None else f"{c.p_opposite:.3g}"
+        lines.append(f"| {c.key} | {c.statistic} | {c.effect()} | {c.p_value:.3g} | {against} | {c.n} | {words} |")
     sweeps, knob = [], "setting"
     for key in ("width", "depth", "data"):
         claim = result[key]

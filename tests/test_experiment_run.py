@@ -32,6 +32,7 @@ from ckatlas.analysis.pca import PCAResult, principal_components
 from ckatlas.cli import main
 from ckatlas.errors import UserInputError
 from ckatlas.experiment import config_from_dict, load_config, plan, run_experiment
+from ckatlas.experiment.claim_kinds import ClaimsResult
 from ckatlas.experiment import registry
 from ckatlas.experiment.claims import SWEEPS
 from ckatlas.experiment.executors import torch_threads
@@ -422,8 +423,27 @@ def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tm
     assert "block area" in width.statistic
     if np.isfinite(expected.statistic):
         assert width.value == pytest.approx(expected.statistic) and width.p_value == pytest.approx(expected.p_value)
+        # one vocabulary: holds / contradicted / not established, with the other way's p and a 95% interval
+        assert width.verdict == expected.verdict() and width.p_opposite == pytest.approx(expected.p_opposite)
+        assert width.interval == (None if expected.interval is None else pytest.approx(list(expected.interval)))
     else:
         assert width.holds is False and "does not vary" in width.note
+    # three named definitions, each its own trend test over the same models
+    named = width.details["definitions"]
+    assert list(named) == ["paper", "stands out", "definition-free"]
+    mean_cka = [float(np.nanmean(c.matrix[~np.eye(len(c.matrix), dtype=bool)]))
+                for c in (CKAResult.load(root / m["paths"]["cka"]) for m in models)]
+    free = trend_test(mean_cka, widths, labels, num_permutations=2000)
+    if np.isfinite(free.statistic):
+        assert named["definition-free"]["value"] == pytest.approx(free.statistic)
+        assert named["definition-free"]["verdict"] == free.verdict()
+    paper = trend_test([BlockDetector(method="threshold", threshold=0.9).find(CKAResult.load(root / m["paths"]["cka"]))
+                        .block_fraction for m in models], widths, labels, num_permutations=2000)
+    if np.isfinite(paper.statistic):
+        assert named["paper"]["value"] == pytest.approx(paper.statistic)
+    verdicts = {d["verdict"] for d in named.values()}
+    assert width.details["agreement"].startswith(
+        "agrees across definitions" if len(verdicts) == 1 else "depends on the definition (paper: ")
     knob, values = SWEEPS["contrast"]
     assert [(s["on"], s[knob]) for s in width.details["sweep"]] == [
         (on, v) for on in ("heatmap", "block-outputs") for v in values]
@@ -434,7 +454,6 @@ def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tm
     if again and np.isfinite(by_strength.statistic):  # the sweep at the experiment's own setting: block strength
         assert again[0]["rho"] == pytest.approx(by_strength.statistic)
     # on the block outputs, the smallest block follows their count (min_fraction of ~10 rows, not of all layers)
-    from ckatlas.heatmap import CKAResult
     from ckatlas.train import load_run
 
     fractions = []
@@ -475,6 +494,9 @@ def test_claims_are_the_stated_statistics_of_the_experiment(finished, capsys, tm
     assert main(["claims", str(root), "--permutations", "500", "--out", str(tmp_path / "claims.json")]) == 0
     out = capsys.readouterr().out
     assert "width" in out and json.loads((tmp_path / "claims.json").read_text())["format"] == "ckatlas.Claims"
+    assert "not hold" not in out.lower()  # a result that is only not significant is "not established"
+    saved = ClaimsResult.load(tmp_path / "claims.json")
+    assert [c.verdict for c in saved.claims] == [c.verdict for c in evaluate_claims(root, num_permutations=500).claims]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads a process's children from /proc (Linux)")

@@ -447,9 +447,12 @@ def test_statistic_sentences_say_plainly_whether_the_trend_is_significant():
     growing = models({(8, 0.5): [0.0, 0.1, 0.0], (8, 1): [0.3, 0.4, 0.35], (8, 2): [0.7, 0.8, 0.75],
                       (14, 0.5): [0.1, 0.0, 0.1], (14, 1): [0.5, 0.4, 0.45], (14, 2): [0.8, 0.9, 0.85]})
     width, depth = statistic_sentences(growing)
-    assert "against width within each depth" in width and "significant at 0.05: block structure grows" in width
-    assert "rho +" in width and "not significant" not in width
+    assert "against width within each depth" in width and "claim holds at 0.05: block structure grows" in width
+    assert "rho +" in width and "not established" not in width and "95% CI +" in width
     assert "against depth" in depth
     flat = models({(8, 0.5): [0.2, 0.4, 0.3], (8, 1): [0.3, 0.2, 0.4], (8, 2): [0.4, 0.3, 0.2]})
     (only,) = statistic_sentences(flat)  # one depth: only width is tested
-    assert "not significant at 0.05: this grid does not establish" in only
+    assert "not established at 0.05: this grid shows no significant trend with width either way" in only
+    falling = models({(8, 0.5): [0.8, 0.9, 0.85], (8, 1): [0.4, 0.5, 0.45], (8, 2): [0.0, 0.1, 0.05]})
+    (against,) = statistic_sentences(falling)
+    assert "contradicted at 0.05: block structure falls with width" in against and "not hold" not in against

@@ -81,3 +81,45 @@ def test_paired_difference_test() -> None:
     assert res["p_value"] == pytest.approx(1 / 64, abs=0.005)  # 6 positive differences: 1 of 2^6 sign patterns
     assert paired_difference_test(b, a, num_permutations=2000)["p_value"] > 0.95
     assert paired_difference_test(b, a, num_permutations=2000, alternative="less")["p_value"] < 0.03
+
+
+# -- the words: holds, contradicted, not established; intervals over seeds ---------------------------
+def test_a_trend_against_the_claim_is_contradicted_and_a_flat_one_not_established() -> None:
+    levels = [0.5, 1, 2, 4] * 3
+    strata = [14] * 4 + [20] * 4 + [26] * 4
+    rising = [0.0, 0.1, 0.3, 0.6, 0.1, 0.2, 0.5, 0.7, 0.2, 0.4, 0.6, 0.9]
+    up = trend_test(rising, levels, strata, num_permutations=5000)
+    assert up.verdict() == "holds" and up.p_opposite > 0.99
+    down = trend_test(rising, levels, strata, direction="decreasing", num_permutations=5000)
+    assert down.verdict() == "contradicted" and down.p_opposite < 0.01 and down.p_value > 0.99
+    flat = trend_test([0.3, 0.1, 0.4, 0.2, 0.2, 0.4, 0.1, 0.3, 0.4, 0.2, 0.3, 0.1], levels, strata, num_permutations=5000)
+    assert flat.verdict() == "not established" and flat.p_value > 0.05 and flat.p_opposite > 0.05
+    assert "contradicted" in down.summary() and "the other way" in down.summary()
+
+
+def test_the_interval_resamples_seeds_and_covers_the_statistic() -> None:
+    rng = np.random.default_rng(3)
+    levels = [0.5, 1, 2, 4] * 6  # 3 seeds per (depth, width) cell, 2 depths
+    strata = [14] * 12 + [20] * 12
+    values = [level / 4 + rng.normal(0, 0.2) for level in levels]
+    res = trend_test(values, levels, strata, num_permutations=2000)
+    low, high = res.interval
+    assert low <= res.statistic <= high and low > 0  # a clear trend: the interval excludes no trend
+    noisy = trend_test([rng.normal() for _ in levels], levels, strata, num_permutations=2000)
+    assert noisy.interval[0] < 0 < noisy.interval[1]  # noise: it straddles zero
+    assert noisy.interval[1] - noisy.interval[0] > high - low
+    one_seed = trend_test([0.0, 0.1, 0.3, 0.6], [0.5, 1, 2, 4], num_permutations=100)
+    assert one_seed.interval is None  # nothing to resample: one model per cell
+    assert trend_test(values, levels, strata, num_permutations=2000).interval == res.interval  # seeded
+
+
+def test_paired_differences_give_the_other_way_and_an_interval() -> None:
+    a = [0.9, 0.8, 0.85, 0.95, 0.7, 0.9]
+    b = [0.3, 0.4, 0.2, 0.5, 0.3, 0.35]
+    res = paired_difference_test(a, b, num_permutations=20_000)
+    assert res["p_opposite"] > 0.95
+    low, high = res["interval"]
+    assert low <= res["mean_difference"] <= high and min(np.subtract(a, b)) <= low and high <= max(np.subtract(a, b))
+    against = paired_difference_test(b, a, num_permutations=20_000)
+    assert against["p_opposite"] == pytest.approx(1 / 64, abs=0.005) and against["p_value"] > 0.95
+    assert paired_difference_test([1.0], [0.0])["interval"] is None

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +25,15 @@ from scipy.stats import spearmanr
 from ckatlas.analysis import BlockDetector, find_threshold_blocks
 from ckatlas.heatmap import CKAResult
 from ckatlas.report import plot_heatmap
+from ckatlas.summary import read_summary
 
 
 def draw(root: Path, depths: list[int], out: Path, columns: int = 6, own_range: bool = False) -> None:
-    files = []
-    for path in sorted((root / "cka").glob("*.npz")):
-        match = re.match(r"[a-z]+(\d+)-w([\d.]+)-f[\d.]+-s(\d+)", path.stem)
-        if match and int(match[1]) in depths:
-            files.append((depths.index(int(match[1])), float(match[2]), int(match[3]), path))
+    files = []  # from summary.json, not from run names (which leave "-f" out at fraction 1.0)
+    for model in read_summary(root).models:
+        path = model.path("cka")
+        if path is not None and model.depth in depths and (root / path).is_file():
+            files.append((depths.index(model.depth), model.width, model.seed, root / path))
     files.sort()
     rows = -(-len(files) // columns)
     fig = Figure(figsize=(2.0 * columns, 2.05 * rows), layout="constrained")

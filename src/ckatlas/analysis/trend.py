@@ -13,6 +13,17 @@ within each stratum: ``(1 + #{permuted >= observed}) / (1 + num_permutations)``,
 where "observed" is the statistic signed so that the claimed direction is positive.
 A stratum where the level or the value does not vary has no correlation and is left
 out (reported as such).
+
+Both tests also give the one-sided p-value in the *other* direction (`p_opposite`, from the
+same permutations), so that a result significant against the claim reads as such
+("contradicted", `verdict`) and is never confused with one that is merely not significant,
+and a 95% bootstrap interval of the effect over the replicates (`interval`): the models of
+each stratum x level cell (the seeds) resampled with replacement, the statistic recomputed,
+the 2.5 and 97.5 percentiles; for paired differences, the pairs resampled.
+
+The words (`verdict`): **holds** when the one-sided p in the claimed direction is at most
+alpha, **contradicted** when the one-sided p in the other direction is, **not established**
+otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +38,18 @@ from scipy.stats import rankdata
 from ckatlas.errors import UserInputError
 
 DIRECTIONS = ("increasing", "decreasing")
+#: bootstrap resamples of every interval ckatlas reports, seed 0
+BOOTSTRAP = 2_000
+VERDICTS = ("holds", "contradicted", "not established")
+
+
+def verdict(p_value: float, p_opposite: float, alpha: float = 0.05) -> str:
+    """The words for a one-sided test (module docstring): "holds", "contradicted" or "not established"."""
+    if p_value <= alpha:
+        return "holds"
+    if p_opposite <= alpha:
+        return "contradicted"
+    return "not established"
 #: permutations of every test ckatlas reports (the headline, `ckatlas claims`, the report), seed 0:
 #: one statistic, one p-value wherever it is printed.
 PERMUTATIONS = 10_000
@@ -45,6 +68,9 @@ class TrendTest:
         strata: per stratum: its label, its correlation (None when it has none), and
             its number of models.
         num_models: models in the strata used.
+        p_opposite: one-sided permutation p-value for the other direction.
+        interval: 95% bootstrap interval of `statistic` over the replicates of each stratum x level
+            cell (None without replicates or resamples).
     """
 
     statistic: float
@@ -53,17 +79,23 @@ class TrendTest:
     num_permutations: int
     strata: list[dict[str, Any]] = field(default_factory=list)
     num_models: int = 0
+    p_opposite: float = float("nan")
+    interval: tuple[float, float] | None = None
 
     def holds(self, alpha: float = 0.05) -> bool:
         """Whether the trend is significant at `alpha` in the claimed direction."""
         return bool(self.p_value <= alpha)
 
+    def verdict(self, alpha: float = 0.05) -> str:
+        """"holds", "contradicted" or "not established" at `alpha` (module docstring)."""
+        return verdict(self.p_value, self.p_opposite, alpha)
+
     def summary(self, what: str = "the measure", factor: str = "the factor") -> str:
-        """One line: the statistic, its p-value and the verdict."""
-        verdict = "significant" if self.holds() else "not significant"
-        return (f"{what} {self.direction[:-3]}es with {factor}: mean Spearman rho {self.statistic:+.2f} over "
+        """One line: the statistic, its interval, its p-values and the verdict."""
+        ci = "" if self.interval is None else f" (95% CI {self.interval[0]:+.2f} to {self.interval[1]:+.2f})"
+        return (f"{what} {self.direction[:-3]}es with {factor}: mean Spearman rho {self.statistic:+.2f}{ci} over "
                 f"{sum(s['rho'] is not None for s in self.strata)} strata ({self.num_models} models), one-sided "
-                f"permutation p = {self.p_value:.3g} ({verdict} at 0.05)")
+                f"permutation p = {self.p_value:.3g}, the other way {self.p_opposite:.3g}: {self.verdict()} at 0.05")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +105,8 @@ class TrendTest:
             "num_permutations": self.num_permutations,
             "strata": self.strata,
             "num_models": self.num_models,
+            "p_opposite": self.p_opposite,
+            "interval": None if self.interval is None else list(self.interval),
         }
 
 
@@ -84,6 +118,7 @@ def trend_test(
     direction: str = "increasing",
     num_permutations: int = PERMUTATIONS,
     seed: int = 0,
+    bootstrap: int = BOOTSTRAP,
 ) -> TrendTest:
     """One-sided permutation test of a monotone trend of `values` with `levels` (module docstring).
 
@@ -93,7 +128,8 @@ def trend_test(
         strata: a label per model; the trend is tested within each label (None: one stratum).
         direction: the claimed direction, "increasing" or "decreasing".
         num_permutations: permutations of the values within each stratum.
-        seed: seed of the permutations.
+        seed: seed of the permutations and of the bootstrap.
+        bootstrap: resamples of the 95% interval (0: none).
 
     Returns:
         A `TrendTest`.
@@ -132,12 +168,48 @@ def trend_test(
         report.append({"stratum": _jsonable(label), "rho": rho, "n": int(len(vv))})
         used += len(vv)
     if not observed:
-        return TrendTest(float("nan"), 1.0, direction, num_permutations, report, 0)
+        return TrendTest(float("nan"), 1.0, direction, num_permutations, report, 0, 1.0)
     statistic = float(np.mean(observed))
     null = np.mean(permuted, axis=0)
     exceed = int(np.sum(sign * null >= sign * statistic - 1e-12))
+    against = int(np.sum(sign * null <= sign * statistic + 1e-12))
     p = (1 + exceed) / (1 + num_permutations)
-    return TrendTest(statistic, float(p), direction, num_permutations, report, used)
+    p_opposite = (1 + against) / (1 + num_permutations)
+    interval = _trend_interval(v, x, s, len(labels), bootstrap, np.random.default_rng([seed, 1]))
+    return TrendTest(statistic, float(p), direction, num_permutations, report, used, float(p_opposite), interval)
+
+
+def _spearman(x: np.ndarray, v: np.ndarray) -> float | None:
+    if len(v) < 3 or np.ptp(x) == 0 or np.ptp(v) == 0:
+        return None
+    rx, rv = rankdata(x) - (len(x) + 1) / 2.0, rankdata(v) - (len(v) + 1) / 2.0
+    return float(rx @ rv / np.sqrt((rx @ rx) * (rv @ rv)))
+
+
+def _trend_interval(v: np.ndarray, x: np.ndarray, s: np.ndarray, num_strata: int, resamples: int,
+                    rng: np.random.Generator) -> tuple[float, float] | None:
+    """95% percentile interval of the mean within-stratum Spearman rho, the models of each stratum x level
+    cell resampled with replacement (the seeds are the replicates); None when no cell has two models."""
+    cells = []
+    for k in range(num_strata):
+        keep = np.flatnonzero((s == k) & np.isfinite(v))
+        cells.append([keep[x[keep] == level] for level in np.unique(x[keep])])
+    if resamples < 1 or not any(len(c) > 1 for stratum in cells for c in stratum):
+        return None
+    stats = []
+    for _ in range(resamples):
+        rhos = []
+        for stratum in cells:
+            picked = np.concatenate([rng.choice(c, size=len(c)) for c in stratum]) if stratum else np.array([], int)
+            rho = _spearman(x[picked], v[picked])
+            if rho is not None:
+                rhos.append(rho)
+        if rhos:
+            stats.append(np.mean(rhos))
+    if not stats:
+        return None
+    low, high = np.percentile(stats, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def _jsonable(label: Hashable) -> Any:
@@ -148,25 +220,34 @@ def _jsonable(label: Hashable) -> Any:
 
 def paired_difference_test(
     a: Sequence[float], b: Sequence[float], *, num_permutations: int = PERMUTATIONS, seed: int = 0,
-    alternative: str = "greater",
-) -> dict[str, float]:
+    alternative: str = "greater", bootstrap: int = BOOTSTRAP,
+) -> dict[str, Any]:
     """Sign-flip permutation test that the mean of paired differences a - b is above (or below) 0.
 
     For per-model comparisons inside vs outside a block (one pair per model). NaN pairs
-    are left out. Returns mean difference, the number of pairs and the one-sided p-value.
+    are left out. Returns the mean difference, the number of pairs, the one-sided p-value, the
+    one-sided p-value the other way (``p_opposite``) and the 95% bootstrap interval of the mean
+    difference over the pairs (``interval``; None under two pairs).
     """
     if alternative not in ("greater", "less"):
         raise UserInputError(f"alternative must be 'greater' or 'less', got {alternative!r}")
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     d = d[np.isfinite(d)]
     if len(d) == 0:
-        return {"mean_difference": float("nan"), "n": 0, "p_value": 1.0}
+        return {"mean_difference": float("nan"), "n": 0, "p_value": 1.0, "p_opposite": 1.0, "interval": None}
     rng = np.random.default_rng(seed)
     signs = rng.choice([-1.0, 1.0], size=(num_permutations, len(d)))
     null = (signs * d).mean(axis=1)
     sign = 1.0 if alternative == "greater" else -1.0
     exceed = int(np.sum(sign * null >= sign * d.mean() - 1e-12))
-    return {"mean_difference": float(d.mean()), "n": int(len(d)), "p_value": (1 + exceed) / (1 + num_permutations)}
+    against = int(np.sum(sign * null <= sign * d.mean() + 1e-12))
+    interval = None
+    if len(d) >= 2 and bootstrap > 0:
+        means = d[np.random.default_rng([seed, 1]).integers(0, len(d), size=(bootstrap, len(d)))].mean(axis=1)
+        low, high = np.percentile(means, [2.5, 97.5])
+        interval = [float(low), float(high)]
+    return {"mean_difference": float(d.mean()), "n": int(len(d)), "p_value": (1 + exceed) / (1 + num_permutations),
+            "p_opposite": (1 + against) / (1 + num_permutations), "interval": interval}
 
 
-__all__ = ["DIRECTIONS", "PERMUTATIONS", "TrendTest", "paired_difference_test", "trend_test"]
+__all__ = ["BOOTSTRAP", "DIRECTIONS", "PERMUTATIONS", "VERDICTS", "TrendTest", "paired_difference_test", "trend_test", "verdict"]

@@ -244,8 +244,15 @@ def add_claims(sub: argparse._SubParsersAction) -> None:
         each slice of the grid, also at a sweep of the detector's main setting); the first PC dominates and carries through a
         block; probes stall and deletions cost little inside a block; layers of two seeds match
         outside a block but not inside; wide and deep models make different errors. One line per
-        claim: the statistic, its one-sided permutation p-value and the verdict at --alpha, and
-        beside it the verdict with the threshold rule of earlier releases (--compare none: not).
+        claim: the statistic with its 95% bootstrap interval over seeds, its one-sided permutation
+        p-value in the paper's direction and the other way, and the verdict at --alpha in one
+        vocabulary: holds (significant in the paper's direction), contradicted (significant the
+        other way), not established (neither). A trend claim is also decided under three named
+        definitions of block structure (the paper's: the threshold rule's block fraction at CKA
+        0.9; stands out: the contrast rule's block area; definition-free: the mean off-diagonal
+        CKA), and the line says whether it agrees across definitions or depends on the
+        definition. Beside it the verdict with the threshold rule of earlier releases
+        (--compare none: not).
         The blocks are the experiment's; any detector option below finds them again on the
         saved heatmaps with the experiment's detector changed by the options given.
 

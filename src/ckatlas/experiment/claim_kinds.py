@@ -17,7 +17,7 @@ import numpy as np
 from ckatlas.analysis import BlockDetector, BlockResult
 from ckatlas.analysis.origins import BlockOrigins
 from ckatlas.analysis.pca import PCAResult
-from ckatlas.analysis.trend import paired_difference_test, trend_test
+from ckatlas.analysis.trend import paired_difference_test, trend_test, verdict
 from ckatlas.heatmap import CKAResult
 from ckatlas.results import JsonResult
 from ckatlas.summary import ExperimentSummary, ModelEntry
@@ -41,6 +41,12 @@ class Claim:
         holds: True / False at `alpha`; None when the experiment cannot test it.
         note: why it is untested, or a detail worth knowing.
         details: the numbers behind it (per stratum, per threshold, ...).
+        p_opposite: one-sided p-value in the direction against the paper's (None when untested, or
+            from a release that did not record it).
+        interval: 95% bootstrap interval of `value` over the replicates (seeds, pairs); None when
+            there are none to resample.
+        verdict: "holds" (significant in the paper's direction), "contradicted" (significant in the
+            other direction), "not established" (neither) or "untested" (`ckatlas.analysis.trend`).
     """
 
     key: str
@@ -52,6 +58,18 @@ class Claim:
     holds: bool | None = None
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    p_opposite: float | None = None
+    interval: list[float] | None = None
+    verdict: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.verdict:  # a claim built without one, or read from a release that did not record it
+            self.verdict = "untested" if self.holds is None else "holds" if self.holds else "not established"
+
+    def effect(self) -> str:
+        """The value with its interval, e.g. ``+0.412 (95% CI +0.10 to +0.66)``."""
+        ci = "" if not self.interval else f" (95% CI {self.interval[0]:+.2f} to {self.interval[1]:+.2f})"
+        return f"{self.value:+.3f}{ci}"
 
     def line(self) -> str:
         other = self.details.get("compare")
@@ -60,22 +78,27 @@ class Claim:
             if other["holds"] is None:
                 beside = f"; {other['method']} rule: untested"
             else:
-                beside = (f"; {other['method']} rule: {'holds' if other['holds'] else 'does not hold'} "
-                          f"({other['value']:+.3f}, p {other['p_value']:.3g}, n {other['n']})")
+                words = other.get("verdict") or ("holds" if other["holds"] else "not established")
+                beside = f"; {other['method']} rule: {words} ({other['value']:+.3f}, p {other['p_value']:.3g}, n {other['n']})"
         if self.holds is None:
             return f"[untested] {self.key}: {self.note}{beside}"
-        verdict = "holds" if self.holds else "does NOT hold"
-        return (f"[{verdict}] {self.key}: {self.statistic} = {self.value:+.3f}, p = {self.p_value:.3g}, n = {self.n}"
-                + (f" ({self.note})" if self.note else "") + beside)
+        against = "" if self.p_opposite is None else f", the other way p = {self.p_opposite:.3g}"
+        named = self.details.get("definitions")
+        if named:
+            beside += "; " + self.details["agreement"] + ": " + ", ".join(
+                f"{name} {d['value']:+.2f} {d['verdict']}" for name, d in named.items())
+        return (f"[{self.verdict}] {self.key}: {self.statistic} = {self.effect()}, p = {self.p_value:.3g}{against}, "
+                f"n = {self.n}" + (f" ({self.note})" if self.note else "") + beside)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("key", "statement", "statistic", "value", "p_value", "n", "holds",
-                                               "note", "details")}
+                                               "note", "details", "p_opposite", "interval", "verdict")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Claim:
         return cls(data["key"], data["statement"], data["statistic"], data["value"], data["p_value"], int(data["n"]),
-                   data["holds"], data["note"], dict(data["details"]))
+                   data["holds"], data["note"], dict(data["details"]), data.get("p_opposite"), data.get("interval"),
+                   data.get("verdict") or "")
 
 
 @dataclass
@@ -162,6 +185,31 @@ class OwnClaim:
         return self.decide(ctx)
 
 
+#: The three named definitions of block structure every trend claim is also decided by (issue 32).
+DEFINITIONS = {
+    "paper": "block fraction by the threshold rule at CKA >= 0.9 (the paper's words: a considerable range of "
+             "layers with very high similarity)",
+    "stands out": "block area by the contrast rule (runs of layers that stand out from their surroundings)",
+    "definition-free": "mean off-diagonal CKA of the heatmap",
+}
+PAPER_DETECTOR = BlockDetector(method="threshold", threshold=0.9)
+
+
+def mean_off_diagonal(matrix: np.ndarray) -> float:
+    """The mean CKA of a square heatmap off its diagonal (NaN cells of dead layers left out)."""
+    off = ~np.eye(len(matrix), dtype=bool)
+    return float(np.nanmean(np.asarray(matrix)[off]))
+
+
+def agreement(definitions: dict[str, Any]) -> str:
+    """"agrees across definitions" when every definition gives the same verdict, else "depends on the
+    definition", saying which way each goes."""
+    verdicts = {name: d["verdict"] for name, d in definitions.items()}
+    if len(set(verdicts.values())) <= 1:
+        return "agrees across definitions"
+    return "depends on the definition (" + "; ".join(f"{name}: {v}" for name, v in verdicts.items()) + ")"
+
+
 class ClaimContext:
     def __init__(self, root: Path, summary: ExperimentSummary, alpha: float, permutations: int, seed: int,
                  detector: BlockDetector | None) -> None:
@@ -222,7 +270,8 @@ class ClaimContext:
             return Claim(key, statement, statistic, holds=None, note=note or "the experiment holds no such models",
                          details=details or {})
         return Claim(key, statement, statistic, float(test["mean_difference"]), float(test["p_value"]),
-                     int(test["n"]), bool(test["p_value"] <= self.alpha), "", details or {})
+                     int(test["n"]), bool(test["p_value"] <= self.alpha), "", details or {}, float(test["p_opposite"]),
+                     test["interval"], verdict(test["p_value"], test["p_opposite"], self.alpha))
 
     # -- claims 1 and 2 ----------------------------------------------------------------------
     def trend(self, key: str, statement: str, factor: str, strata: tuple[str, str], sweep: Sequence[float],
@@ -240,6 +289,8 @@ class ClaimContext:
         test = trend_test(values, [getattr(m, factor) for m in models], labels, direction=direction,
                           num_permutations=self.permutations, seed=self.seed)
         details: dict[str, Any] = {"strata": test.strata, "sweep": self.sweep(models, factor, labels, sweep, direction)}
+        details["definitions"] = self.definitions(models, factor, labels, direction)
+        details["agreement"] = agreement(details["definitions"])
         for name, read in (("block_area", lambda m: self.blocks(m).block_area),
                            ("block_strength", lambda m: self.blocks(m).block_strength),
                            ("block_fraction", lambda m: self.blocks(m).block_fraction)):
@@ -250,7 +301,23 @@ class ClaimContext:
             return Claim(key, statement, statistic, note=f"{what} does not vary in any slice",
                          details=details, n=test.num_models, holds=False, value=0.0, p_value=1.0)
         return Claim(key, statement, statistic, test.statistic, test.p_value, test.num_models,
-                     test.holds(self.alpha), details=details)
+                     test.holds(self.alpha), details=details, p_opposite=test.p_opposite,
+                     interval=None if test.interval is None else list(test.interval), verdict=test.verdict(self.alpha))
+
+    def definitions(self, models: list[ModelEntry], factor: str, labels: list[tuple], direction: str) -> dict[str, Any]:
+        """The trend under each named definition of block structure (`DEFINITIONS`), each with its effect,
+        95% interval over seeds, both one-sided p-values and its verdict."""
+        out = {}
+        for name, read in (("paper", lambda m: self._find(m, PAPER_DETECTOR, self.rows).block_fraction),
+                           ("stands out", lambda m: self._find(m, BlockDetector(), self.rows).block_area),
+                           ("definition-free", lambda m: mean_off_diagonal(self._cka(m).matrix))):
+            test = trend_test([read(m) for m in models], [getattr(m, factor) for m in models], labels,
+                              direction=direction, num_permutations=self.permutations, seed=self.seed)
+            words = test.verdict(self.alpha) if np.isfinite(test.statistic) else "not established"
+            out[name] = {"statistic": DEFINITIONS[name], "value": test.statistic, "p_value": test.p_value,
+                         "p_opposite": test.p_opposite, "interval": None if test.interval is None else list(test.interval),
+                         "verdict": words}
+        return out
 
     def _varies(self, model: ModelEntry, factor: str, strata: tuple[str, str]) -> bool:
         same = [m for m in self.models if all(getattr(m, s) == getattr(model, s) for s in strata)]
@@ -326,4 +393,5 @@ class ClaimContext:
         return self._traced
 
 
-__all__ = ["Claim", "ClaimContext", "ClaimsResult", "OwnClaim", "PairedClaim", "TrendClaim"]
+__all__ = ["DEFINITIONS", "PAPER_DETECTOR", "Claim", "ClaimContext", "ClaimsResult", "OwnClaim", "PairedClaim",
+           "TrendClaim", "agreement", "mean_off_diagonal"]

@@ -110,7 +110,8 @@ def evaluate_claims(
             if claim.key not in FIXED_BLOCKS:
                 claim.details["compare"] = {"method": compare_with.method, "detector": compare_with.to_dict(),
                                             "value": again.value, "p_value": again.p_value, "n": again.n,
-                                            "holds": again.holds}
+                                            "holds": again.holds, "verdict": again.verdict,
+                                            "interval": again.interval}
     return ClaimsResult(summary.name, tested, alpha,
                         {"num_permutations": num_permutations, "seed": seed, "sweep": list(sweep),
                          "detector": ctx.detector.to_dict(),

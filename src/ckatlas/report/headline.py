@@ -128,12 +128,17 @@ def statistic_sentences(models: Sequence[ModelEntry], alpha: float = 0.05) -> li
         if not any(s["rho"] is not None for s in test.strata):
             out.append(f"Over seeds, {what} does not vary with {factor} at any {stratum}: no trend.")
             continue
-        verdict = (f"significant at {alpha:g}: block structure grows with {factor}" if test.holds(alpha) else
-                   f"not significant at {alpha:g}: this grid does not establish that block structure grows with "
-                   f"{factor}")
+        words = test.verdict(alpha)
+        verdict = {
+            "holds": f"the paper's claim holds at {alpha:g}: block structure grows with {factor}",
+            "contradicted": f"the paper's claim is contradicted at {alpha:g}: block structure falls with {factor}",
+            "not established": f"not established at {alpha:g}: this grid shows no significant trend with {factor} "
+                               f"either way",
+        }[words]
+        ci = "" if test.interval is None else f" (95% CI {test.interval[0]:+.2f} to {test.interval[1]:+.2f} over seeds)"
         out.append(f"Over seeds ({test.num_models} models), {what} against {factor} within each {stratum}: "
-                   f"mean Spearman rho {test.statistic:+.2f}, one-sided permutation p = {test.p_value:.3g}, "
-                   f"{verdict}.")
+                   f"mean Spearman rho {test.statistic:+.2f}{ci}, one-sided permutation p = {test.p_value:.3g} "
+                   f"(the other way {test.p_opposite:.3g}), {verdict}.")
     return out
 
 
