@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ckatlas.analysis.controls import DEFINITIONS, silence_blocks, silenced_control
+from ckatlas.analysis.controls import DEFINITIONS, plant_block, planted_control, silence_blocks, silenced_control
 from ckatlas.data import load_dataset
 from ckatlas.errors import UserInputError
 from ckatlas.models import create_model
@@ -55,9 +55,7 @@ def test_the_known_run_is_identical_and_each_definition_is_checked_against_it(tr
         spans = [(b.start, b.end) for b in after.blocks]
         assert outcome.exact == ((rows[0], rows[-1]) in spans)
         assert outcome.found == [(after.layer_names[a], after.layer_names[b]) for a, b in spans]
-    stands_out = result.outcomes[1]
-    assert stands_out.covers  # the contrast rule sees a run of identical layers in a trained network
-    assert "known run: stage2.0.relu .. stage2.2.relu (3 layers)" in result.lines()[0]
+    assert "known run: stage2.0.relu .. stage2.2.relu (3 layers); changed stage2.1, stage2.2" in result.lines()[0]
 
 
 def test_the_control_refuses_blocks_that_are_not_consecutive(trained: Path) -> None:
@@ -65,3 +63,25 @@ def test_the_control_refuses_blocks_that_are_not_consecutive(trained: Path) -> N
     x = load_dataset("digits").x_test[:64]
     with pytest.raises(UserInputError, match="not consecutive"):
         silenced_control(run.model, x, ["stage2.1", "stage3.1"], batch_size=32)
+
+
+def test_a_planted_dominant_direction_is_a_block_with_known_borders_that_both_definitions_find(trained: Path) -> None:
+    run = load_run(trained)
+    x = load_dataset("digits").x_test[:256]
+    result = planted_control(run.model, x, ["stage2.0", "stage2.1", "stage2.2"], share=0.8)
+    names = result.after.layers_a
+    rows = [names.index(n) for n in result.true_layers]
+    outside = [i for i in range(len(names)) if i not in rows]
+    # the network computes what it did: every layer outside the run is as before
+    np.testing.assert_allclose(result.after.matrix[np.ix_(outside, outside)],
+                               result.before.matrix[np.ix_(outside, outside)], atol=1e-6)
+    assert result.mean_inside_after > 0.99 and result.mean_outside_after < result.mean_outside_before - 0.1
+    for outcome in result.outcomes:  # both definitions find it at its exact extent
+        assert outcome.exact, outcome
+    with torch.no_grad():  # the planted model's logits are the trained model's
+        torch.testing.assert_close(plant_block(run.model, ["stage2.0", "stage2.1"], calibration=x[:64])(x[:32]),
+                                   run.model.eval()(x[:32]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(UserInputError, match="not consecutive"):
+        plant_block(run.model, ["stage2.0", "stage3.1"], calibration=x[:64])
+    with pytest.raises(UserInputError, match="share must be in"):
+        plant_block(run.model, ["stage2.0"], share=1.5, calibration=x[:64])
