@@ -127,7 +127,7 @@ def test_user_errors_are_one_line_exit_2(run_dir, tmp_path, capsys) -> None:
     assert "close matches: stage1.0.relu" in _error(capsys, ["cka", *FRESH, "--layers", "stage1.0.relux", "--out", out])
     assert "not both" in _error(capsys, ["cka", run_dir, *FRESH, "--out", out])
     assert "name the model" in _error(capsys, ["cka", "--out", out])
-    assert "no finished ckatlas run" in _error(capsys, ["cka", str(tmp_path), "--out", out])
+    assert "holds no ckatlas run" in _error(capsys, ["cka", str(tmp_path), "--out", out])
     assert "--layers-b needs a second model" in _error(capsys, ["cka", *FRESH, "--layers-b", "fc", "--out", out])
     assert "--random-inputs is for registry models" in _error(capsys, ["cka", run_dir, "--random-inputs", "8", "--out", out])
     assert "--model-style is for registry models" in _error(capsys, ["cka", run_dir, "--model-style", "paper", "--out", out])

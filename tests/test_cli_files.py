@@ -127,6 +127,46 @@ def test_an_output_of_another_kind_is_refused_and_not_replaced(tmp_path, capsys,
     assert "the block result is written as .json" in err
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a folder that refuses new files whatever its modes (/proc)")
+def test_a_folder_that_takes_no_files_is_found_by_trying_before_any_computation(tmp_path, capsys, monkeypatch) -> None:
+    def no_computation(*args, **kwargs):
+        raise AssertionError("the output location must be proven writable before the heatmap is computed")
+
+    monkeypatch.setattr(importlib.import_module("ckatlas.heatmap"), "heatmap", no_computation)
+    fresh = ["--arch", "resnet8", "--width", "0.25", "--random-inputs", "8"]
+    # /proc looks writable to root by its modes, but takes no new file: a probe file finds out
+    err = _error(capsys, ["cka", *fresh, "--out", "/proc/m.npz"], "cka")
+    assert "cannot write the CKA result to /proc/m.npz: /proc takes no new files" in err
+    err = _error(capsys, ["cka", *fresh, "--out", str(tmp_path / "ok.npz"), "--png", "/proc/x.png"], "cka")
+    assert "/proc/x.png" in err and not (tmp_path / "ok.npz").exists()
+    np.save(tmp_path / "m.npy", np.eye(4))
+    err = _error(capsys, ["blocks", str(tmp_path / "m.npy"), "--out", "/proc/b.json"], "blocks")
+    assert "/proc takes no new files" in err
+    err = _error(capsys, ["pca", str(tmp_path / "run"), "--out", "/proc/dir"], "pca")
+    assert "/proc takes no new files" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npy"]  # no probe or output left behind
+
+
+def test_a_write_that_fails_late_is_one_line_and_leaves_no_partial_set(tmp_path, capsys, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", disk_full)  # the figure is written after the heatmap
+    out, png = tmp_path / "cka.npz", tmp_path / "cka.png"
+    err = _error(capsys, ["cka", "--arch", "resnet8", "--width", "0.25", "--random-inputs", "8", "--batch-size", "4",
+                          "--out", str(out), "--png", str(png), "--quiet"], "cka")
+    assert f"cannot write {png}: No space left on device" in err
+    assert list(tmp_path.iterdir()) == []  # neither the heatmap nor a temporary file: all or nothing
+
+
+def test_a_folder_output_named_like_a_file_is_refused(tmp_path, capsys) -> None:
+    err = _error(capsys, ["pca", str(tmp_path / "run"), "--out", str(tmp_path / "pca.npz")], "pca")
+    assert "looks like a file name (.npz)" in err and f"e.g. {tmp_path / 'pca'}" in err
+    assert not (tmp_path / "pca.npz").exists()
+
+
 def test_run_analyses_check_their_output_folder_first(tmp_path, capsys) -> None:
     regular = tmp_path / "a_file"
     regular.write_text("x")
@@ -153,3 +193,40 @@ def test_help_names_only_commands_that_exist_and_every_writer_has_quiet() -> Non
         options = {s for a in parser._actions for s in a.option_strings}
         if "--out" in options and name not in ("presets", "report", "demo", "info"):
             assert "--quiet" in options, name
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    import argparse
+
+    for name, parser in _subparsers().items():
+        for action in parser._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help and action.help != argparse.SUPPRESS, (name, action.option_strings or action.dest)
+
+
+def test_options_that_do_not_apply_and_missing_runs_are_named(tmp_path, capsys) -> None:
+    from ckatlas.train import TrainConfig, train
+
+    run = tmp_path / "r8"
+    train(TrainConfig(arch="resnet8", width=0.25, fraction=0.1, epochs=1, resize=8), run, quiet=True, device="cpu")
+    for option in (["--dataset", "fashion-mnist"], ["--width", "2"], ["--model-seed", "3"]):
+        err = _error(capsys, ["cka", str(run), *option, "--out", str(tmp_path / "c.npz")], "cka")
+        assert f"{option[0]} is for registry models (--arch), not for runs" in err
+    err = _error(capsys, ["cka", str(tmp_path / "r9"), "--out", str(tmp_path / "c.npz")], "cka")
+    assert f"{tmp_path / 'r9'}: no such run folder; close matches: {run}" in err and "--resume" not in err
+    (tmp_path / "empty").mkdir()
+    err = _error(capsys, ["cka", str(tmp_path / "empty"), "--out", str(tmp_path / "c.npz")], "cka")
+    assert "holds no ckatlas run" in err and "--resume" not in err
+    other = tmp_path / "r8-16"
+    train(TrainConfig(arch="resnet8", width=0.25, fraction=0.1, epochs=1, resize=16), other, quiet=True, device="cpu")
+    err = _error(capsys, ["cka", str(run), str(other), "--out", str(tmp_path / "c.npz")], "cka")
+    assert "different data: image shape (1, 8, 8) (r8) vs (1, 16, 16) (r8-16)" in err
+
+
+def test_a_list_of_single_vectors_gets_the_advice_to_stack_them() -> None:
+    from ckatlas.errors import UserInputError
+
+    mlp = nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(UserInputError, match=r"50 batches, each a single 1-d example.*torch\.stack\(inputs\)"):
+        heatmap(mlp, [torch.randn(64)] * 50)
+    assert heatmap(mlp, [torch.randn(16, 64) for _ in range(3)]).matrix.shape == (3, 3)  # batches are batches

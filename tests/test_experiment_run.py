@@ -276,7 +276,7 @@ def test_a_truncated_model_file_is_not_done_and_is_written_again(finished, toml_
     result = run_experiment(toml_file, root, quiet=True, threads=THREADS)
     assert result.computed[0] == f"train/{name}"
     assert weights.read_bytes() == whole  # finished again from its last checkpoint, bit for bit
-    with pytest.raises(UserInputError, match="holds no finished ckatlas run"):
+    with pytest.raises(UserInputError, match="holds an unfinished ckatlas run"):
         (root / "runs" / name / "predictions.npz").write_bytes(b"PK\x03\x04 cut")
         load_run(root / "runs" / name)
 

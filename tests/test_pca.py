@@ -233,4 +233,4 @@ def test_cli_missing_run_dir_is_one_line(tmp_path, capsys) -> None:
 
     assert main(["pca", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no finished ckatlas run" in err
+    assert err.count("\n") == 1 and "no such run folder" in err and "--resume" not in err

@@ -283,7 +283,7 @@ def test_resume_ignores_stray_temporary_files(tmp_path: Path, finished_run: Path
     (run_dir / "predictions.npz").unlink()
     (run_dir / ".model.safetensors.x1y2.tmp").write_bytes(b"half a file")
     (run_dir / "state" / ".checkpoint.safetensors.abcd.tmp").write_bytes(b"\x00" * 10)
-    with pytest.raises(UserInputError, match="holds no finished ckatlas run"):
+    with pytest.raises(UserInputError, match="holds an unfinished ckatlas run.*--resume"):
         load_run(run_dir)
     train(TINY, run_dir, resume=True, quiet=True)
     assert_same_weights(weights(run_dir), weights(finished_run))
@@ -355,5 +355,5 @@ def test_an_unreadable_checkpoint_is_an_error(tmp_path: Path) -> None:
 
 
 def test_load_run_refuses_unfinished_runs(tmp_path: Path) -> None:
-    with pytest.raises(UserInputError, match="holds no finished ckatlas run"):
+    with pytest.raises(UserInputError, match="holds no ckatlas run \\(no config.json\\)"):
         load_run(tmp_path)

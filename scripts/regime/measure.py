@@ -1,7 +1,7 @@
 """The regime, measured (issue 32 section 2): how the heatmap's floor, the three named statistics and clean
 training and test accuracy move with training length and recipe.
 
-    python scripts/regime/measure.py --out out/regime                 # train what is missing (resumable), then tabulate
+    python scripts/regime/measure.py --out docs/reproduction/regime --runs out/regime   # train what is missing (resumable)
     python scripts/regime/measure.py --out out/regime --table-only    # only what is finished
     python scripts/regime/measure.py --out out/regime --png docs/reproduction/regime.png
 
@@ -11,7 +11,9 @@ Fashion-MNIST at 16x16 (937 images; batch 128, 8 steps per epoch), for 30, 100 a
 - "today": the fashion-study's (lr 0.03, no augmentation, weight decay 5e-4, cosine per step);
 - "augmented": ckatlas's defaults with the paper's augmentation (pad-and-crop and flips, lr 0.1).
 Runs are trained cheapest first, so that an interrupted session leaves a usable table; each
-finished run's numbers are written to OUT/RUN.json once and read back from there.
+finished run's numbers (OUT/RUN.json) and heatmap (OUT/RUN.npy, 40-200 kB) are written once and read
+back from there, so OUT can be committed and the study resumed on another machine (the runs
+themselves, under --runs, are not needed once measured).
 
 Per run: clean training accuracy, test accuracy, and from the all-layer heatmap on 2,048 test images
 its off-diagonal minimum and mean, the paper's statistic (threshold rule's block fraction at 0.9),
@@ -57,12 +59,12 @@ def lag_profile(matrix: np.ndarray) -> np.ndarray:
     return np.array([np.nanmean(np.diagonal(matrix, k)) for k in range(1, n)])
 
 
-def measure(out: Path, recipe: str, depth: int, width: float, seed: int, epochs: int) -> dict:
+def measure(out: Path, runs_dir: Path, recipe: str, depth: int, width: float, seed: int, epochs: int) -> dict:
     record = out / f"{name(recipe, depth, width, seed, epochs)}.json"
     if record.is_file():
         return json.loads(record.read_text())
     config = TrainConfig(arch=f"resnet{depth}", width=width, seed=seed, epochs=epochs, **SETTING, **RECIPES[recipe])
-    run_dir = out / "runs" / name(recipe, depth, width, seed, epochs)
+    run_dir = runs_dir / name(recipe, depth, width, seed, epochs)
     result = train(config, run_dir, resume=True, quiet=True)
     final = result.metrics["final"]
     run = load_run(run_dir)
@@ -83,7 +85,7 @@ def measure(out: Path, recipe: str, depth: int, width: float, seed: int, epochs:
             "block_area": BlockDetector().find(cka).block_area,
             "lag_near": float(np.nanmean(lags[:half])), "lag_far": float(np.nanmean(lags[half:])),
         }
-    np.save(out / f"{name(recipe, depth, width, seed, epochs)}.npy", cka)
+    np.save(out / f"{name(recipe, depth, width, seed, epochs)}.npy", cka.astype(np.float32))
     record.write_text(json.dumps(row))
     return row
 
@@ -130,7 +132,8 @@ def draw(out: Path, rows: list[dict], png: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="where each run's numbers and heatmap go")
+    parser.add_argument("--runs", type=Path, help="where the runs are trained (default OUT/runs)")
     parser.add_argument("--table-only", action="store_true", help="tabulate what is finished, train nothing")
     parser.add_argument("--png", type=Path, help="draw seed 700's heatmaps, one row per recipe x model")
     args = parser.parse_args()
@@ -142,7 +145,7 @@ def main() -> None:
             if path.is_file():
                 rows.append(json.loads(path.read_text()))
             continue
-        rows.append(measure(args.out, *spec))
+        rows.append(measure(args.out, args.runs or args.out / "runs", *spec))
         print(f"done {name(*spec)}", flush=True)
     print(table(rows))
     if args.png:

@@ -13,6 +13,7 @@ written whole (a copy cut short, a disk that filled up).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import tempfile
@@ -26,26 +27,61 @@ import numpy as np
 from ckatlas.errors import UserInputError
 
 
+_PENDING: contextvars.ContextVar[list[tuple[str, Path]] | None] = contextvars.ContextVar("ckatlas_pending", default=None)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside `path`; on clean exit it replaces `path`.
 
-    On an exception the temporary file is removed and `path` is left untouched.
+    On an exception the temporary file is removed and `path` is left untouched. A write the
+    system refuses (a full disk, a read-only or special file system) is one `UserInputError`
+    naming the file and the reason. Inside `output_group` the rename waits for the group's end.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UserInputError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+    pending = _PENDING.get()
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if pending is None:
+            os.replace(tmp, path)
+        else:
+            pending.append((tmp, path))
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UserInputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
+
+
+@contextlib.contextmanager
+def output_group() -> Iterator[None]:
+    """The files written inside (through `atomic_open`) appear together when the block ends cleanly, or
+    not at all: on an error every one of them is removed and nothing it would have replaced is touched.
+    For a command that writes several outputs (a heatmap and its figure), so that a failure half-way
+    leaves no partial set."""
+    pending: list[tuple[str, Path]] = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    finally:
+        _PENDING.reset(token)
+    for tmp, path in pending:
+        os.replace(tmp, path)
 
 
 def is_stray(path: str | os.PathLike) -> bool:
@@ -130,11 +166,19 @@ def check_writable_file(path: str | os.PathLike, what: str = "the output", suffi
     return p
 
 
+#: Suffixes of the files ckatlas writes: a folder to be made with one of them is almost surely a mistake.
+FILE_SUFFIXES = (".npz", ".json", ".png", ".html", ".md", ".safetensors", ".pt", ".csv", ".txt", ".toml")
+
+
 def check_writable_dir(path: str | os.PathLike, what: str = "the output") -> Path:
-    """`path` if a folder can be written (or made) there, else one clear error (call it before long work)."""
+    """`path` if a folder can be written (or made) there, else one clear error (call it before long work).
+    A folder still to be made whose name ends like a file (``out/pca.npz``) is refused."""
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise UserInputError(f"{p} is a file; expected a folder for {what}")
+    if not p.exists() and p.suffix.lower() in FILE_SUFFIXES:
+        raise UserInputError(f"{p} looks like a file name ({p.suffix}), and {what} needs a folder there; "
+                             f"give a folder name, e.g. {p.with_suffix('')}")
     _check_parent(p, p, what)
     return p
 
@@ -149,6 +193,13 @@ def _check_parent(folder: Path, target: Path, what: str) -> None:
         raise UserInputError(f"cannot write {what} to {target}: {existing} is a file, not a folder")
     if not _may_write(existing):
         raise UserInputError(f"cannot write {what} to {target}: the folder {existing} is not writable")
+    try:  # the permission bits are not the whole story (/proc, a read-only mount, a full disk): try it
+        fd, probe = tempfile.mkstemp(prefix=".ckatlas-probe-", suffix=".tmp", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserInputError(f"cannot write {what} to {target}: {existing} takes no new files "
+                             f"({exc.strerror or exc})") from None
 
 
 def _may_write(folder: Path) -> bool:
@@ -195,5 +246,6 @@ def npz_intact(path: str | os.PathLike) -> bool:
         return False
 
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_writable_dir",
-           "check_writable_file", "is_stray", "npz_intact", "read_json", "read_npz_arrays", "safetensors_intact"]
+__all__ = ["FILE_SUFFIXES", "atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+           "check_writable_dir", "check_writable_file", "is_stray", "npz_intact", "output_group", "read_json",
+           "read_npz_arrays", "safetensors_intact"]

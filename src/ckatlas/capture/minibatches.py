@@ -95,13 +95,16 @@ def _check_not_examples(inputs: Any) -> None:
         return
     if not all(isinstance(item, torch.Tensor) for item in inputs):
         return
-    if any(item.ndim == 0 or item.shape[0] >= MIN_BATCH for item in inputs):
-        return
     shapes = {tuple(item.shape) for item in inputs}
+    single_vectors = len(inputs) >= MIN_BATCH and len(shapes) == 1 and len(next(iter(shapes))) == 1
+    if not single_vectors and any(item.ndim == 0 or item.shape[0] >= MIN_BATCH for item in inputs):
+        return  # batches (a list of equal 1-d tensors is read as single examples: a batch has a feature axis)
     shown = next(iter(shapes)) if len(shapes) == 1 else "various shapes"
+    what = ("each a single 1-d example rather than a batch with examples first" if single_vectors else
+            f"each with fewer than {MIN_BATCH} examples along its first dimension")
     raise UserInputError(
         f"inputs is a {type(inputs).__name__} of {len(inputs)} tensors ({shown}), which ckatlas takes as "
-        f"{len(inputs)} batches, each with fewer than {MIN_BATCH} examples along its first dimension; to pass them "
+        f"{len(inputs)} batches, {what}; to pass them "
         f"as {len(inputs)} examples, stack them into one tensor (torch.stack(inputs)), or pass batches of at "
         f"least {MIN_BATCH} examples each"
     )

@@ -92,7 +92,7 @@ def _run_blocks(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ckatlas.analysis import block_stability
-    from ckatlas.files import atomic_open, check_writable_file
+    from ckatlas.files import atomic_open, check_writable_file, output_group
     from ckatlas.report import plot_block_frequency, plot_blocks
 
     if args.out:
@@ -116,14 +116,15 @@ def _run_blocks(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         figure_path = out.with_suffix(".png")
-        if stability is None:
-            results[0].save(out)
-            ax = plot_blocks(matrices[0], results[0])
-        else:
-            stability.save(out)
-            ax = plot_block_frequency(stability)
-        with atomic_open(figure_path, "wb") as fh:
-            ax.figure.savefig(fh, format="png", dpi=150, bbox_inches="tight")
+        with output_group():  # the result and its figure appear together or not at all
+            if stability is None:
+                results[0].save(out)
+                ax = plot_blocks(matrices[0], results[0])
+            else:
+                stability.save(out)
+                ax = plot_block_frequency(stability)
+            with atomic_open(figure_path, "wb") as fh:
+                ax.figure.savefig(fh, format="png", dpi=150, bbox_inches="tight")
         print(f"wrote {out} and {figure_path}")
     return 0
 
@@ -165,8 +166,9 @@ def _run_pca(args: argparse.Namespace) -> int:
 
     from ckatlas.analysis import pc_scatter, principal_components
     from ckatlas.capture import resolve_layers
-    from ckatlas.report import plot_pc_heatmaps, plot_pc_scatter, plot_pc_variance
     from ckatlas.devices import resolve_device
+    from ckatlas.files import output_group
+    from ckatlas.report import plot_pc_heatmaps, plot_pc_scatter, plot_pc_variance
 
     out = check_outputs(args)
     model, data = open_run(args)
@@ -180,10 +182,11 @@ def _run_pca(args: argparse.Namespace) -> int:
     count = min(args.scatter_examples, len(data.x_test))
     scatter = pc_scatter(model, data.x_test[:count], layer, data.y_test[:count], batch_size=args.batch_size,
                          device=resolve_device(args.device))
-    result.save(out / "pca.npz")
-    write_png(plot_pc_variance(result), out / "pc_variance.png")
-    write_png(plot_pc_heatmaps(result)[0], out / "pc_heatmaps.png")
-    write_png(plot_pc_scatter(scatter, class_names=list(data.class_names)), out / "pc_scatter.png")
+    with output_group():  # the four files appear together or not at all
+        result.save(out / "pca.npz")
+        write_png(plot_pc_variance(result), out / "pc_variance.png")
+        write_png(plot_pc_heatmaps(result)[0], out / "pc_heatmaps.png")
+        write_png(plot_pc_scatter(scatter, class_names=list(data.class_names)), out / "pc_scatter.png")
     print(f"wrote {out}/: pca.npz, pc_variance.png, pc_heatmaps.png, pc_scatter.png ({layer})")
     return 0
 
@@ -356,7 +359,7 @@ def _run_errors(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ckatlas.analysis import compare_populations, load_class_groups, load_predictions
-    from ckatlas.files import atomic_open, atomic_write_text, check_writable_dir
+    from ckatlas.files import atomic_open, atomic_write_text, check_writable_dir, output_group
     from ckatlas.report import plot_class_differences, plot_example_scatter
 
     if args.out:
@@ -376,18 +379,20 @@ def _run_errors(args: argparse.Namespace) -> int:
         print(result.summary())
     if args.out:
         out = Path(args.out)
-        result.save(out / "errors.json")
-        atomic_write_text(out / "classes.md", result.class_table_markdown("classes"))
         figures = {
             "example_scatter.png": plot_example_scatter(result)[0],
             "class_differences.png": plot_class_differences(result, level="classes"),
         }
         if result.groups is not None:
-            atomic_write_text(out / "groups.md", result.class_table_markdown("groups"))
             figures["group_differences.png"] = plot_class_differences(result, level="groups")
-        for name, ax in figures.items():
-            with atomic_open(out / name, "wb") as fh:
-                ax.figure.savefig(fh, format="png", dpi=150, bbox_inches="tight")
+        with output_group():  # every file appears, or none
+            result.save(out / "errors.json")
+            atomic_write_text(out / "classes.md", result.class_table_markdown("classes"))
+            if result.groups is not None:
+                atomic_write_text(out / "groups.md", result.class_table_markdown("groups"))
+            for name, ax in figures.items():
+                with atomic_open(out / name, "wb") as fh:
+                    ax.figure.savefig(fh, format="png", dpi=150, bbox_inches="tight")
         print(f"wrote {out}/: errors.json, classes.md, {', '.join(figures)}")
     return 0
 

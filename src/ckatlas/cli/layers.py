@@ -37,7 +37,8 @@ def add_layers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per sequence cut from --text (128)")
     p.add_argument("--sequences", type=positive_int, default=512, help="at most this many examples (512)")
     p.add_argument("--holdout", type=float, default=0.5, help="share of the examples held out for the curves (0.5)")
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="sequences per forward pass, at least 4 (default 16; the CKA batches are near-equal around it)")
     p.add_argument("--max-remove", type=positive_int, help="removals measured per criterion (default: half the layers)")
     p.add_argument("--layers-path", help="the ModuleList of layers (e.g. model.layers) when the guess is wrong")
     p.add_argument("--save", type=positive_int, metavar="N", help="save the model without N layers")

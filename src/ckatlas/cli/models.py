@@ -271,12 +271,13 @@ def add_cka(sub: argparse._SubParsersAction) -> None:
                    help="colour the figure over this heatmap's own off-diagonal range, not 0..1 (shows what stands "
                         "out in a heatmap whose values all lie in a narrow band)")
     p.add_argument("--arch", help="registry model with fresh weights (instead of RUN_DIR), e.g. resnet20")
-    p.add_argument("--width", type=positive_float, default=1.0, help="its channel multiplier (default 1)")
+    p.add_argument("--width", type=positive_float, help="its channel multiplier (default 1)")
     p.add_argument("--arch-b", help="a second registry model to compare with --arch")
-    p.add_argument("--width-b", type=positive_float, default=1.0, help="its channel multiplier (default 1)")
-    p.add_argument("--model-seed", type=int, default=0, help="seed of the fresh weights (default 0)")
+    p.add_argument("--width-b", type=positive_float, help="its channel multiplier (default 1)")
+    p.add_argument("--model-seed", type=int, help="seed of the fresh weights (default 0)")
     _add_model_recipe_options(p)
-    p.add_argument("--dataset", default="digits", help="data for --arch: digits, fashion-mnist, mnist, kmnist, cifar10, cifar100, folder, npz")
+    p.add_argument("--dataset", help="data for --arch: digits (default), fashion-mnist, mnist, kmnist, cifar10, cifar100, "
+                   "folder, npz (a run is mapped on its own data)")
     p.add_argument("--data-dir", metavar="PATH", help="where the dataset is (for runs: default as in config.json)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split to use (default test)")
     p.add_argument("--examples", type=positive_int, metavar="N", help="use only the first N examples of the split")
@@ -320,18 +321,20 @@ def _cka_models(args: argparse.Namespace, device: object) -> tuple[list[object],
     if len(args.runs) > 2:
         raise UserInputError(f"at most two run directories can be compared, got {len(args.runs)}")
     if args.runs:
-        for flag in ("arch_b", "random_inputs", "model_style", "resize", "no_normalize"):
+        for flag in ("arch_b", "random_inputs", "model_style", "resize", "no_normalize", "dataset", "width", "width_b",
+                     "model_seed"):
             if getattr(args, flag) is not None:
-                raise UserInputError(f"--{flag.replace('_', '-')} is for registry models (--arch), not for runs")
+                raise UserInputError(f"--{flag.replace('_', '-')} is for registry models (--arch), not for runs: a run "
+                                     "is mapped with its own model and data (its config.json)")
         runs = [load_run(run, device=device) for run in args.runs]
-        shapes = {tuple(run.info["data"]["image_shape"]) for run in runs}
-        if len({run.config.dataset for run in runs}) > 1 or len(shapes) > 1:
-            raise UserInputError("the two runs were trained on different data; compare runs of the same dataset")
+        _same_data(runs)
         data = runs[0].config.load_data(args.data_dir)
         return [run.model for run in runs], [Path(run.run_dir).name for run in runs], _cka_split(data, args.split)
     if not args.arch:
         raise UserInputError("name the model(s): one or two RUN_DIRs, or --arch (a registry model such as resnet20)")
-    config = TrainConfig.from_recipe(args.recipe, arch=args.arch, width=args.width, dataset=args.dataset,
+    width, width_b = args.width or 1.0, args.width_b or 1.0
+    model_seed = args.model_seed or 0
+    config = TrainConfig.from_recipe(args.recipe, arch=args.arch, width=width, dataset=args.dataset or "digits",
                                      data_dir=args.data_dir, **_recipe_settings(args)).resolved()
     if args.random_inputs is not None:
         inputs = torch.randn(args.random_inputs, 3, args.image_size, args.image_size, generator=make_generator(args.seed))
@@ -339,16 +342,34 @@ def _cka_models(args: argparse.Namespace, device: object) -> tuple[list[object],
     else:
         data = config.load_data()
         inputs, num_classes, channels = _cka_split(data, args.split), data.num_classes, data.in_channels
-    specs = [(args.arch, args.width)] + ([(args.arch_b, args.width_b)] if args.arch_b else [])
+    specs = [(args.arch, width)] + ([(args.arch_b, width_b)] if args.arch_b else [])
     models = [
-        build_model(replace(config, arch=arch, width=width), num_classes, channels,
-                    generator=make_generator(args.model_seed + i)).to(device)
-        for i, (arch, width) in enumerate(specs)
+        build_model(replace(config, arch=arch, width=w), num_classes, channels,
+                    generator=make_generator(model_seed + i)).to(device)
+        for i, (arch, w) in enumerate(specs)
     ]
-    names = [f"{arch}_w{width:g}" for arch, width in specs]
+    names = [f"{arch}_w{w:g}" for arch, w in specs]
     if len(names) == 2 and names[0] == names[1]:
-        names = [f"{names[0]}_seed{args.model_seed}", f"{names[1]}_seed{args.model_seed + 1}"]
+        names = [f"{names[0]}_seed{model_seed}", f"{names[1]}_seed{model_seed + 1}"]
     return models, names, inputs
+
+
+def _same_data(runs: list) -> None:
+    """Two runs are compared on one set of images: refuse runs of different data, naming what differs."""
+    from ckatlas.errors import UserInputError
+
+    if len(runs) < 2:
+        return
+    a, b = runs
+    settings = {
+        "dataset": (a.config.dataset, b.config.dataset),
+        "image shape": (tuple(a.info["data"]["image_shape"]), tuple(b.info["data"]["image_shape"])),
+        "pixel normalisation": (a.config.normalize, b.config.normalize),
+    }
+    differs = [f"{name} {x} ({a.run_dir.name}) vs {y} ({b.run_dir.name})" for name, (x, y) in settings.items() if x != y]
+    if differs:
+        raise UserInputError("the two runs were trained on different data: " + "; ".join(differs)
+                             + "; compare runs of the same dataset and image size")
 
 
 def _cka_split(data: object, split: str) -> object:
@@ -358,7 +379,7 @@ def _cka_split(data: object, split: str) -> object:
 def _run_cka(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ckatlas.files import check_writable_file
+    from ckatlas.files import check_writable_file, output_group
     from ckatlas.heatmap import heatmap
     from ckatlas.report import plot_heatmap
     from ckatlas.devices import resolve_device
@@ -390,10 +411,11 @@ def _run_cka(args: argparse.Namespace) -> int:
         tokens=args.tokens,
         measure=args.measure,
     )
-    out = result.save(Path(args.out))
-    if args.png:
-        write_png(plot_heatmap(result, layer_ticks=args.layer_ticks, value_range="own" if args.own_range else (0.0, 1.0)),
-                  Path(args.png))
+    with output_group():  # the heatmap and its figure appear together or not at all
+        out = result.save(Path(args.out))
+        if args.png:
+            write_png(plot_heatmap(result, layer_ticks=args.layer_ticks,
+                                   value_range="own" if args.own_range else (0.0, 1.0)), Path(args.png))
     if not args.quiet:
         la, lb = result.shape
         what = names[0] if len(names) == 1 else f"{names[0]} ({la} layers) vs {names[1]} ({lb} layers)"

@@ -58,14 +58,30 @@ def run_is_finished(run_dir: str | Path) -> bool:
     return RunDir(run_dir).is_finished()
 
 
+def _not_a_finished_run(run_dir: Path) -> str:
+    """Why `run_dir` is no finished run, in words: missing (with close names beside it), no run at all, or
+    a run not yet finished (only then the advice to resume it)."""
+    if not run_dir.exists():
+        import difflib
+
+        parent = run_dir.parent if run_dir.parent.is_dir() else None
+        names = [p.name for p in parent.iterdir() if p.is_dir()] if parent is not None else []
+        close = difflib.get_close_matches(run_dir.name, names, n=3, cutoff=0.5)
+        hint = f"; close matches: {', '.join(str(run_dir.parent / n) for n in close)}" if close else ""
+        where = "" if parent is not None else f" (nor is {run_dir.parent})"
+        return f"{run_dir}: no such run folder{where}{hint}"
+    files = RunDir(run_dir)
+    if not run_dir.is_dir() or not files.config.is_file():
+        return f"{run_dir} holds no ckatlas run (no {files.config.name}); give a folder that 'ckatlas train' wrote"
+    return (f"{run_dir} holds an unfinished ckatlas run (no {MODEL_FILE} or final {METRICS_FILE} yet); "
+            "finish it with 'ckatlas train ... --resume'")
+
+
 def load_run(run_dir: str | Path, device: str | torch.device | None = "cpu") -> LoadedRun:
     """Rebuild a finished run's model (in eval mode) from its config.json and model.safetensors."""
     run_dir = Path(run_dir).expanduser()
     if not run_is_finished(run_dir):
-        raise UserInputError(
-            f"{run_dir} holds no finished ckatlas run (expected {MODEL_FILE} and a final {METRICS_FILE}); "
-            "finish it with 'ckatlas train ... --resume'"
-        )
+        raise UserInputError(_not_a_finished_run(run_dir))
     files = RunDir(run_dir)
     info = files.read_info()
     config = TrainConfig.from_dict(info["config"])
