@@ -7,16 +7,22 @@ OUT    ?= demo-out
 
 .PHONY: install system-packages browser demo test test-fast bench clean
 
+# What the demo needs: ckatlas and its dependencies (no test tools, no Ray).
 $(BIN)/ckatlas: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	touch $@
+
+# What the tests need on top: pytest, transformers, import-linter, rsatoolbox, Ray (the cluster executor's test).
+$(VENV)/.dev-installed: $(BIN)/ckatlas
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,ray]"
 	touch $@
 
-install: $(BIN)/ckatlas
+install: $(VENV)/.dev-installed
 
-demo: install
+demo: $(BIN)/ckatlas
 	$(BIN)/ckatlas demo --out $(OUT)
 
 # Debian packages the tests and the reproduction study use, installed when missing: Chromium
@@ -37,15 +43,15 @@ system-packages:
 browser: system-packages
 
 # The whole suite, slow end-to-end tests included; first, the import layers of pyproject.toml.
-test: install system-packages
+test: $(VENV)/.dev-installed system-packages
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "slow or not slow" -q
 
 # Fast tests only (what a bare `pytest` runs).
-test-fast: install
+test-fast: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -q
 
-bench: install
+bench: $(VENV)/.dev-installed
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/bench_cka.py
 
