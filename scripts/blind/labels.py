@@ -28,13 +28,15 @@ from ckatlas.report import plot_heatmap
 from ckatlas.summary import read_summary
 
 
-def draw(root: Path, depths: list[int], out: Path, columns: int = 6, own_range: bool = False) -> None:
+def draw(root: Path, depths: list[int], out: Path, columns: int = 6, own_range: bool = False) -> int:
     files = []  # from summary.json, not from run names (which leave "-f" out at fraction 1.0)
     for model in read_summary(root).models:
         path = model.path("cka")
         if path is not None and model.depth in depths and (root / path).is_file():
             files.append((depths.index(model.depth), model.width, model.seed, root / path))
     files.sort()
+    if not files:
+        raise SystemExit(f"labels.py: {root} holds no heatmap of depth {', '.join(map(str, depths))}")
     rows = -(-len(files) // columns)
     fig = Figure(figsize=(2.0 * columns, 2.05 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
@@ -46,6 +48,7 @@ def draw(root: Path, depths: list[int], out: Path, columns: int = 6, own_range: 
     for ax in axes[len(files):]:
         ax.set_axis_off()
     fig.savefig(out, dpi=100)
+    return len(files)
 
 
 def compare(root: Path, labels_file: Path) -> None:
@@ -85,7 +88,8 @@ def main() -> None:
     c.add_argument("labels", type=Path)
     args = parser.parse_args()
     if args.command == "draw":
-        draw(args.root, [int(x) for x in args.depths.split(",")], args.out, own_range=args.own_range)
+        count = draw(args.root, [int(x) for x in args.depths.split(",")], args.out, own_range=args.own_range)
+        print(f"drew {count} heatmaps into {args.out}")
     else:
         compare(args.root, args.labels)
 
