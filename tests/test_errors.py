@@ -330,7 +330,9 @@ def test_figures(tmp_path) -> None:
     res = compare_populations(simulate(4, rng, difficulty, labels), simulate(4, rng, np.clip(worse, 0, 1), labels),
                               class_groups={"three": [3], "others": [0, 1]})
     axes = plot_example_scatter(res)
-    assert len(axes) == 2 and len(axes[0].collections) == 1
+    assert len(axes) == 3 and len(axes[0].collections) == 1
+    differences = [p.get_height() for p in axes[2].patches]  # both histograms count every example
+    assert sum(differences) == 2 * len(res.examples.accuracy_a) and axes[2].get_yscale() == "log"
     axes[0].figure.savefig(tmp_path / "scatter.png")
     ax = plot_class_differences(res)
     assert len(ax.patches) == NUM_CLASSES

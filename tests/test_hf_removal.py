@@ -435,6 +435,22 @@ def test_the_perplexity_axis_reads_as_plain_numbers_over_a_narrow_range() -> Non
     assert all(float(text) > 0 for text in shown)
 
 
+def test_two_criteria_with_the_same_curve_both_show_and_the_legend_says_so() -> None:
+    from ckatlas.report.removal_figures import removal_figure
+
+    curve = [math.log(500.0), math.log(520.0), math.log(600.0)]
+    result = LayerRemoval(["l0", "l1", "l2"], np.eye(4), np.zeros((4, 4)), np.array([0.5, 0.1, 0.2]), [],
+                          {"cka": [[1], [1, 2]], "angular": [[1], [1, 2]]},
+                          curves={"cka": curve, "angular": list(curve), "block_influence": [curve[0], 5.0, 6.0]},
+                          metric="loss")
+    ax = next(a for a in removal_figure(result).axes if a.get_ylabel() == "held-out perplexity")
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    twin = next(label for label in lines if label.startswith("angular distance"))
+    assert "(= CKA (blocks))" in twin  # the legend says the two curves coincide
+    first, second = lines["CKA (blocks)"], lines[twin]
+    assert (first.get_marker(), first.get_linestyle()) != (second.get_marker(), second.get_linestyle())
+
+
 def test_progress_bars_on_a_terminal_only(tmp_path) -> None:
     from terminal import ckatlas_stderr
 
@@ -487,3 +503,37 @@ def test_the_cli_heals_the_pruned_model_and_records_it(tmp_path, capsys) -> None
         capsys.readouterr()
         bad = ["layers", str(folder), "--text", str(corpus), "--out", str(tmp_path / "o2"), *extra]
         assert main(bad) == 2 and message in capsys.readouterr().err
+
+
+def _hub_cache(tmp_path, repo: str = "tiny-org/tiny-lm"):
+    """A Hugging Face hub cache folder, as huggingface_hub lays it out, holding `repo` at one commit."""
+    folder, corpus = _model_folder(tmp_path)
+    cache = tmp_path / "hub-cache"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+    snapshot.parent.mkdir(parents=True)
+    folder.rename(snapshot)  # the model and tokenizer files, as a snapshot holds them
+    (cache / f"models--{repo.replace('/', '--')}" / "refs").mkdir()
+    (cache / f"models--{repo.replace('/', '--')}" / "refs" / "main").write_text(commit)
+    return cache, snapshot, corpus
+
+
+def test_a_hub_name_loads_from_the_cache_offline(tmp_path, capsys, monkeypatch) -> None:
+    from ckatlas.hf.loading import load_model, resolve_model
+
+    cache, snapshot, corpus = _hub_cache(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the test never reaches for the network
+    assert resolve_model("tiny-org/tiny-lm") == snapshot
+    model, tokenizer = load_model("tiny-org/tiny-lm")
+    assert model.config.num_hidden_layers == 4 and tokenizer is not None
+    out = tmp_path / "out"
+    assert main(["layers", "tiny-org/tiny-lm", "--text", str(corpus), "--out", str(out), "--seq-len", "16",
+                 "--sequences", "32", "--batch-size", "8"]) == 0
+    assert LayerRemoval.load(out / "removal.json").layers
+    capsys.readouterr()
+    assert main(["layers", "tiny-org/not-there", "--text", str(corpus), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'tiny-org/not-there' is no folder here and no model in the Hugging Face cache" in err[0]
+    assert "HF_HUB_OFFLINE is set" in err[0]
+    assert resolve_model(str(tmp_path / "missing-folder")) == tmp_path / "missing-folder"  # a path stays a path

@@ -219,3 +219,48 @@ def test_the_cli_computes_a_measure_and_refuses_an_unknown_one(tmp_path) -> None
     assert result.measure == "procrustes" and np.allclose(np.diag(result.matrix), 1.0)
     bad = subprocess.run(cmd[:-5] + ["--measure", "cca", "--out", str(tmp_path / "q.npz")], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice: 'cca'" in bad.stderr and not (tmp_path / "q.npz").exists()
+
+
+class _Awkward(torch.nn.Module):
+    """Layers that stress a measure's arithmetic: fewer features than examples (6), more (400), a dead layer
+    (all zeros), one on a scale 1e3 times larger, and a rank-2 one inside 40 features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.narrow = torch.nn.Linear(10, 6)
+        self.wide = torch.nn.Linear(6, 400)
+        self.act = torch.nn.ReLU()
+        self.loud = torch.nn.Linear(400, 40)
+        self.low = torch.nn.Linear(40, 2)
+        self.up = torch.nn.Linear(2, 40)
+        self.dead = torch.nn.Linear(40, 8)
+        for layer in (self.narrow, self.wide, self.loud, self.low, self.up, self.dead):
+            torch.nn.init.normal_(layer.weight, generator=g)
+            torch.nn.init.normal_(layer.bias, generator=g)
+        with torch.no_grad():
+            self.loud.weight.mul_(1e3)
+            self.dead.weight.zero_()
+            self.dead.bias.fill_(-1.0)
+        self.dead_act = torch.nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.wide(self.narrow(x)))
+        h = self.up(self.low(self.loud(h)))
+        return self.dead_act(self.dead(h))
+
+
+@pytest.mark.parametrize("measure, reference", [
+    ("procrustes", _procrustes_reference), ("svcca", _svcca_reference), ("cka-rbf", _rbf_reference),
+    ("rsa", _rsa_reference), ("knn", _knn_reference), ("cka", _linear_reference), ("cka-debiased", _linear_reference),
+])
+def test_each_measure_is_exact_on_float32_activations_against_float64(measure, reference) -> None:
+    model = _Awkward().eval()  # float32
+    x = torch.randn(200, 10, generator=torch.Generator().manual_seed(1))
+    layers = ["narrow", "wide", "act", "loud", "up", "dead_act"]
+    res = heatmap(model, x, layers=layers, batch_size=200, shuffle=False, measure=measure)
+    acts = [a.double().numpy() for a in capture_activations(model, layers, x).values()]  # the same float32 values
+    live = [i for i, a in enumerate(acts) if np.ptp(a) > 0]
+    expected = np.array([[reference(acts[i], acts[j]) for j in live] for i in live])
+    np.testing.assert_allclose(res.matrix[np.ix_(live, live)], expected, rtol=0, atol=1e-6)
+    assert np.isnan(res.matrix[layers.index("dead_act")]).all()  # the dead layer: NaN, not a number

@@ -183,10 +183,16 @@ def test_the_headline_table_holds_the_numbers_of_summary_json(page, summary):
         assert float(td.attrs["data-test-accuracy"]) == table["test_accuracy"][i][j]
         group = groups[(depth, width)]
         assert int(td.attrs["data-seeds"]) == len(group["runs"])
-        shown = f"{group['block_fraction_mean']:.2f}"
+        shown = f"fraction {group['block_fraction_mean']:.2f}"
         if group["block_fraction_std"] is not None:
             shown += f" ± {group['block_fraction_std']:.2f}"
         assert shown in td.text
+        tested = f"area {group['block_area_mean']:.2f}"  # the tested statistic is the large number
+        if group.get("block_area_std") is not None:
+            tested += f" ± {group['block_area_std']:.2f}"
+        large = next(span for span in td.iter("span") if span.attrs.get("class") == "bf")
+        assert large.text.strip() == tested and float(td.attrs["data-block-area"]) == pytest.approx(
+            group["block_area_mean"])
         assert f"acc {100 * group['test_accuracy_mean']:.1f}" in td.text
         assert f"n = {len(group['runs'])}" in td.text
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from ckatlas.analysis.trend import paired_difference_test, trend_test
+from ckatlas.analysis.trend import min_sign_flip_p, paired_difference_test, trend_test
 from ckatlas.errors import UserInputError
 
 
@@ -122,4 +122,6 @@ def test_paired_differences_give_the_other_way_and_an_interval() -> None:
     assert low <= res["mean_difference"] <= high and min(np.subtract(a, b)) <= low and high <= max(np.subtract(a, b))
     against = paired_difference_test(b, a, num_permutations=20_000)
     assert against["p_opposite"] == pytest.approx(1 / 64, abs=0.005) and against["p_value"] > 0.95
-    assert paired_difference_test([1.0], [0.0])["interval"] is None
+    assert paired_difference_test([1.0, 2.0, 3.0, 4.0], [0.0] * 4)["interval"] is None  # too few pairs to resample
+    assert min_sign_flip_p(3) == 0.125 and paired_difference_test([1.0] * 3, [0.0] * 3, num_permutations=20_000)[
+        "p_value"] == pytest.approx(0.125, abs=0.01)

@@ -359,7 +359,8 @@ def _batching(measure: str, models: Sequence[nn.Module], specs: Sequence[LayerSp
 def _minimum(measure: str) -> dict[str, Any]:
     """The fewest examples a batch of `measure` needs, and what needs them (for `GramPasses`' messages)."""
     info = measure_info(measure)
-    return {"min_batch": info.min_batch, "needs": "minibatch CKA" if measure == "cka" else f"measure {measure!r}"}
+    return {"min_batch": info.min_batch, "needs": "minibatch CKA" if measure == "cka" else f"measure {measure!r}",
+            "float64": info.float64_grams}
 
 
 def _population(loop: GramPasses, pairs: list[tuple[int, int]], distributed: bool | None = None,

@@ -28,6 +28,7 @@ otherwise.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,13 @@ DIRECTIONS = ("increasing", "decreasing")
 #: bootstrap resamples of every interval ckatlas reports, seed 0
 BOOTSTRAP = 2_000
 VERDICTS = ("holds", "contradicted", "not established")
+#: fewest pairs a paired difference gets a bootstrap interval for
+MIN_INTERVAL_PAIRS = 5
+
+
+def min_sign_flip_p(n: int) -> float:
+    """The smallest one-sided p-value a sign-flip test over `n` pairs can give: 2^-n (all signs as observed)."""
+    return 2.0 ** -n
 
 
 def verdict(p_value: float, p_opposite: float, alpha: float = 0.05) -> str:
@@ -179,34 +187,40 @@ def trend_test(
     return TrendTest(statistic, float(p), direction, num_permutations, report, used, float(p_opposite), interval)
 
 
-def _spearman(x: np.ndarray, v: np.ndarray) -> float | None:
-    if len(v) < 3 or np.ptp(x) == 0 or np.ptp(v) == 0:
-        return None
-    rx, rv = rankdata(x) - (len(x) + 1) / 2.0, rankdata(v) - (len(v) + 1) / 2.0
-    return float(rx @ rv / np.sqrt((rx @ rx) * (rv @ rv)))
+def _row_spearman(x: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row pair of (B, n) arrays (average ranks for ties); NaN where a row of x or of v
+    does not vary, or has fewer than 3 entries."""
+    if x.shape[1] < 3:
+        return np.full(len(x), np.nan)
+    rx = rankdata(x, axis=1) - (x.shape[1] + 1) / 2.0
+    rv = rankdata(v, axis=1) - (v.shape[1] + 1) / 2.0
+    norm = np.sqrt((rx * rx).sum(1) * (rv * rv).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, (rx * rv).sum(1) / np.where(norm > 0, norm, 1.0), np.nan)
 
 
 def _trend_interval(v: np.ndarray, x: np.ndarray, s: np.ndarray, num_strata: int, resamples: int,
                     rng: np.random.Generator) -> tuple[float, float] | None:
     """95% percentile interval of the mean within-stratum Spearman rho, the models of each stratum x level
-    cell resampled with replacement (the seeds are the replicates); None when no cell has two models."""
+    cell resampled with replacement (the seeds are the replicates); None when no cell has two models.
+    All resamples at once: per stratum, a (resamples, models) array of picks."""
     cells = []
     for k in range(num_strata):
         keep = np.flatnonzero((s == k) & np.isfinite(v))
         cells.append([keep[x[keep] == level] for level in np.unique(x[keep])])
     if resamples < 1 or not any(len(c) > 1 for stratum in cells for c in stratum):
         return None
-    stats = []
-    for _ in range(resamples):
-        rhos = []
-        for stratum in cells:
-            picked = np.concatenate([rng.choice(c, size=len(c)) for c in stratum]) if stratum else np.array([], int)
-            rho = _spearman(x[picked], v[picked])
-            if rho is not None:
-                rhos.append(rho)
-        if rhos:
-            stats.append(np.mean(rhos))
-    if not stats:
+    rhos = []
+    for stratum in cells:
+        if not stratum:
+            continue
+        picked = np.concatenate([c[rng.integers(0, len(c), size=(resamples, len(c)))] for c in stratum], axis=1)
+        rhos.append(_row_spearman(x[picked], v[picked]))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no stratum varies: left out
+        stats = np.nanmean(np.stack(rhos), axis=0)
+    stats = stats[np.isfinite(stats)]
+    if not len(stats):
         return None
     low, high = np.percentile(stats, [2.5, 97.5])
     return float(low), float(high)
@@ -227,7 +241,9 @@ def paired_difference_test(
     For per-model comparisons inside vs outside a block (one pair per model). NaN pairs
     are left out. Returns the mean difference, the number of pairs, the one-sided p-value, the
     one-sided p-value the other way (``p_opposite``) and the 95% bootstrap interval of the mean
-    difference over the pairs (``interval``; None under two pairs).
+    difference over the pairs (``interval``; None under `MIN_INTERVAL_PAIRS` pairs, where a percentile
+    bootstrap has too few distinct resamples to mean anything). With n pairs no sign-flip p-value falls
+    below 2^-n (`min_sign_flip_p`).
     """
     if alternative not in ("greater", "less"):
         raise UserInputError(f"alternative must be 'greater' or 'less', got {alternative!r}")
@@ -242,7 +258,7 @@ def paired_difference_test(
     exceed = int(np.sum(sign * null >= sign * d.mean() - 1e-12))
     against = int(np.sum(sign * null <= sign * d.mean() + 1e-12))
     interval = None
-    if len(d) >= 2 and bootstrap > 0:
+    if len(d) >= MIN_INTERVAL_PAIRS and bootstrap > 0:
         means = d[np.random.default_rng([seed, 1]).integers(0, len(d), size=(bootstrap, len(d)))].mean(axis=1)
         low, high = np.percentile(means, [2.5, 97.5])
         interval = [float(low), float(high)]
@@ -250,4 +266,4 @@ def paired_difference_test(
             "p_opposite": (1 + against) / (1 + num_permutations), "interval": interval}
 
 
-__all__ = ["BOOTSTRAP", "DIRECTIONS", "PERMUTATIONS", "VERDICTS", "TrendTest", "paired_difference_test", "trend_test", "verdict"]
+__all__ = ["BOOTSTRAP", "DIRECTIONS", "MIN_INTERVAL_PAIRS", "PERMUTATIONS", "VERDICTS", "min_sign_flip_p", "TrendTest", "paired_difference_test", "trend_test", "verdict"]

@@ -47,12 +47,14 @@ class GramPasses:
         desc: str = "CKA",
         min_batch: int = MIN_BATCH,
         needs: str = "minibatch CKA",
+        float64: bool = False,
     ) -> None:
         self.tokens = check_token_mode(tokens)
         self.models = [uncompiled(m) for m in models]
         self.model_names, self.specs = list(names), list(specs)
         self.device = _checked_device(self.models, self.model_names, batch_size, passes, device)
         self.batches = Minibatches(inputs, batch_size, shuffle, seed, min_batch, needs)
+        self.float64 = float64  # Grams in float64 (measures built on their eigenvalues)
         if passes > 1 and self.batches.one_shot:
             raise UserInputError(
                 "inputs is a one-shot iterator; passes > 1 needs a Tensor or a re-iterable (a list, a DataLoader)"
@@ -71,7 +73,7 @@ class GramPasses:
         total = self.batches.count * self.passes if self.batches.count is not None else None
         with contextlib.ExitStack() as stack:
             taps = [
-                stack.enter_context(GramTaps(m, spec, what=f"model {name!r}", tokens=self.tokens))
+                stack.enter_context(GramTaps(m, spec, what=f"model {name!r}", tokens=self.tokens, float64=self.float64))
                 for m, spec, name in zip(self.models, self.specs, self.model_names)
             ]
             stack.enter_context(inference(*distinct))

@@ -39,8 +39,10 @@ class GramTaps(_Taps):
         ...     grams = taps.stacked()  # (L, n, n) float32, in forward order
     """
 
-    def __init__(self, model: nn.Module, layers: LayerSpec, *, what: str = "model", tokens: str = "auto") -> None:
+    def __init__(self, model: nn.Module, layers: LayerSpec, *, what: str = "model", tokens: str = "auto",
+                 float64: bool = False) -> None:
         super().__init__(model, layers, what=what, tokens=tokens)
+        self.float64 = float64  # Grams in float64 whatever the activations' dtype (measures built on eigenvalues)
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self._feeds: dict[str, str] = {}  # tapped layer -> the tapped BatchNorm it feeds
         self._last: tuple[str, torch.Tensor] | None = None  # the previous tapped layer's output
@@ -110,7 +112,7 @@ class GramTaps(_Taps):
         to its spread (see `_uncentred_gram`); otherwise from a shifted copy.
         """
         with full_precision(t.device):
-            if name is not None and name in self._uncentred:
+            if name is not None and name in self._uncentred and not self.float64:
                 gram = self._uncentred_gram(t)
                 if gram is not None:
                     self._pending[name] = "uncentred"
@@ -147,6 +149,8 @@ class GramTaps(_Taps):
         dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else (
             torch.float32 if t.is_floating_point() else torch.float64
         )
+        if self.float64:
+            dtype = torch.float64
         key = (t.device, dtype)
         buf = self._buffers.get(key)
         if buf is None or buf.numel() < t.numel():

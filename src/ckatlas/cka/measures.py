@@ -68,6 +68,7 @@ class MeasureInfo:
     description: str
     label: str  # a colour bar's label
     min_batch: int = 4
+    float64_grams: bool = False  # built on eigenvalues of the Grams: float32 rounding would not do
 
 
 MEASURES: dict[str, MeasureInfo] = {
@@ -80,13 +81,13 @@ MEASURES: dict[str, MeasureInfo] = {
         MeasureInfo("cka-debiased", True, "linear CKA with the unbiased HSIC of all examples at once",
                     "debiased CKA (all examples)"),
         MeasureInfo("procrustes", False, "orthogonal Procrustes similarity, mean over minibatches",
-                    "Procrustes similarity (minibatch)"),
+                    "Procrustes similarity (minibatch)", float64_grams=True),
         MeasureInfo("knn", False, "mutual 10-nearest-neighbour alignment, mean over minibatches",
                     "mutual 10-NN alignment (minibatch)", min_batch=11),
         MeasureInfo("rsa", False, "Spearman correlation of Euclidean dissimilarity matrices, mean over minibatches",
                     "RSA, Spearman (minibatch)"),
         MeasureInfo("svcca", False, "SVCCA: mean canonical correlation of the directions that explain 99% of each "
-                    "layer's variance, mean over minibatches", "SVCCA (minibatch)"),
+                    "layer's variance, mean over minibatches", "SVCCA (minibatch)", float64_grams=True),
     )
 }
 

@@ -20,15 +20,18 @@ def add_layers(sub: argparse._SubParsersAction) -> None:
         removal order. On held-out data: the loss (perplexity; accuracy for a classifier)
         after each removal, per criterion. Writes OUT/removal.json and OUT/removal.png;
         with --save N, the model without the N layers --criterion picks, to
-        OUT/pruned-<criterion>-<N>/ (from_pretrained loads it). Nothing is downloaded.
+        OUT/pruned-<criterion>-<N>/ (from_pretrained loads it). MODEL is a folder that
+        save_pretrained wrote, or a hub name (gpt2, org/model) as from_pretrained takes it: from
+        the Hugging Face cache, downloaded first when it is not there and HF_HUB_OFFLINE is unset.
         """,
         [
             "ckatlas layers ./my-lm --text corpus.txt --out lm-layers",
+            "ckatlas layers gpt2 --text corpus.txt --out gpt2-layers      # a hub name: cached, or downloaded",
             "ckatlas layers ./my-lm --text corpus.txt --out lm-layers --save 3 --criterion cka",
             "ckatlas layers ./my-vit --inputs images.npz --out vit-layers   # pixel_values, labels",
         ],
     )
-    p.add_argument("model", help="a Hugging Face model folder (save_pretrained)")
+    p.add_argument("model", help="a Hugging Face model folder (save_pretrained) or a hub name such as gpt2")
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--text", help="a UTF-8 text file, tokenised by the model's tokenizer")
     data.add_argument("--inputs", help=".npy of token ids (N, seq), or .npz of arrays (input_ids, attention_mask, "

@@ -17,7 +17,7 @@ import numpy as np
 from ckatlas.analysis import BlockDetector, BlockResult
 from ckatlas.analysis.origins import BlockOrigins
 from ckatlas.analysis.pca import PCAResult
-from ckatlas.analysis.trend import paired_difference_test, trend_test, verdict
+from ckatlas.analysis.trend import min_sign_flip_p, paired_difference_test, trend_test, verdict
 from ckatlas.heatmap import CKAResult
 from ckatlas.results import JsonResult
 from ckatlas.summary import ExperimentSummary, ModelEntry
@@ -269,6 +269,11 @@ class ClaimContext:
         if test is None or test.get("n", 0) == 0:
             return Claim(key, statement, statistic, holds=None, note=note or "the experiment holds no such models",
                          details=details or {})
+        floor = min_sign_flip_p(int(test["n"]))
+        if floor > self.alpha:  # no outcome could reach alpha: untested, not "not established"
+            return Claim(key, statement, statistic, float(test["mean_difference"]), float(test["p_value"]),
+                         int(test["n"]), None, f"{test['n']} pairs: a sign-flip p cannot fall below {floor:.3g} > alpha",
+                         details or {}, float(test["p_opposite"]), test["interval"], "untested")
         return Claim(key, statement, statistic, float(test["mean_difference"]), float(test["p_value"]),
                      int(test["n"]), bool(test["p_value"] <= self.alpha), "", details or {}, float(test["p_opposite"]),
                      test["interval"], verdict(test["p_value"], test["p_opposite"], self.alpha))

@@ -44,6 +44,15 @@ def outline_spans(ax: Axes, spans: Any, *, color: str = "red", linewidth: float 
     return ax
 
 
+def label_scores(ax: Axes, result: BlockResult, *, original_rows: bool = False, color: str = "cyan") -> Axes:
+    """Write each block's contrast score at its top left corner (as `outline_blocks` places the squares)."""
+    for b in result.blocks:
+        if np.isfinite(b.score):
+            start, end = (result.layer_indices[b.start], result.layer_indices[b.end]) if original_rows else (b.start, b.end)
+            ax.text(start - 0.5, end + 0.5, f"{b.score:.2f}", color=color, fontsize=7, va="bottom", ha="left")
+    return ax
+
+
 def plot_blocks(cka_matrix: Any, result: BlockResult, ax: Axes | None = None, *, title: str | None = None) -> Axes:
     """Heatmap of the analysed layers' CKA with the blocks outlined.
 
@@ -57,9 +66,7 @@ def plot_blocks(cka_matrix: Any, result: BlockResult, ax: Axes | None = None, *,
     rows = np.asarray(result.layer_indices)
     ax = plot_heatmap(matrix[np.ix_(rows, rows)], ax)
     outline_blocks(ax, result, color="cyan")
-    for b in result.blocks:  # each block's contrast score at its top left corner
-        if np.isfinite(b.score):
-            ax.text(b.start - 0.5, b.end + 0.5, f"{b.score:.2f}", color="cyan", fontsize=7, va="bottom", ha="left")
+    label_scores(ax, result)
     ax.set_title(title or f"{len(result.blocks)} block(s), block fraction {result.block_fraction:.2f}, "
                           f"strength {result.block_strength:.2f}")
     return ax

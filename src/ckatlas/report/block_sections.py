@@ -31,7 +31,7 @@ from ckatlas.report._page import (
 from ckatlas.heatmap_figures import measure_label
 from ckatlas.summary import CrossSeedPair, ModelEntry
 from ckatlas.report.analysis_figures import plot_averaged_heatmap
-from ckatlas.report.block_figures import outline_blocks, plot_block_frequency
+from ckatlas.report.block_figures import label_scores, outline_blocks, plot_block_frequency
 from ckatlas.heatmap_figures import plot_heatmap
 
 
@@ -61,6 +61,7 @@ def heatmap_grid_section(data: ReportData) -> Section | None:
         if blocks is None:
             return "blocks missing"
         outline_blocks(ax, blocks, original_rows=True, color="cyan")
+        label_scores(ax, blocks, original_rows=True)  # the caption promises each block's score
         return f"block fraction {blocks.block_fraction:.2f}"
 
     for table in tables:

@@ -17,10 +17,15 @@ from ckatlas.errors import UserInputError
 
 
 def _count_scatter(ax: Axes, x: np.ndarray, y: np.ndarray, color: str) -> None:
-    # Per-example accuracies take few distinct values (k / M): one dot per value pair,
-    # its area proportional to the number of examples there.
+    # Per-example accuracies take few distinct values (k / M): one dot per value pair, its area growing with
+    # the square root of the number of examples there (so that a pair of a few examples stays visible beside
+    # thousands on the diagonal), and with a few pairs (small populations) each count written beside its dot.
     pairs, counts = np.unique(np.stack([x, y], axis=1), axis=0, return_counts=True)
-    ax.scatter(pairs[:, 0], pairs[:, 1], s=300 * counts / counts.max(), color=color, alpha=0.6, linewidths=0)
+    ax.scatter(pairs[:, 0], pairs[:, 1], s=20 + 400 * np.sqrt(counts / counts.max()), color=color, alpha=0.6,
+               linewidths=0)
+    if len(pairs) <= 36:
+        for (px, py), c in zip(pairs, counts):
+            ax.annotate(str(c), (px, py), fontsize=7, ha="center", va="center")
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
@@ -28,17 +33,19 @@ def _count_scatter(ax: Axes, x: np.ndarray, y: np.ndarray, color: str) -> None:
 
 
 def plot_example_scatter(comparison: ErrorComparison, axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
-    """Per-example accuracy of A against B, and beside it the control (A's two halves).
+    """Per-example accuracy of A against B, beside it the control (A's two halves), and the paired
+    differences of both (per example, A - B against half 1 - half 2, counts on a log scale): the
+    comparison the test makes, readable at any population size.
 
     Args:
         comparison: the result of `compare_populations`.
-        axes: two axes to draw on (a new 1 x 2 figure when None).
+        axes: three axes to draw on (a new 1 x 3 figure when None).
 
     Returns:
-        The two axes.
+        The three axes.
     """
     if axes is None:
-        axes = Figure(figsize=(9, 4.5), layout="constrained").subplots(1, 2)
+        axes = Figure(figsize=(13, 4.5), layout="constrained").subplots(1, 3)
     ex = comparison.examples
     a, b = comparison.name_a, comparison.name_b
     _count_scatter(axes[0], ex.accuracy_a, ex.accuracy_b, "tab:blue")
@@ -49,7 +56,25 @@ def plot_example_scatter(comparison: ErrorComparison, axes: Sequence[Axes] | Non
     axes[1].set_xlabel(f"{a}, half 1 ({_models(len(ex.control_models_1))})")
     axes[1].set_ylabel(f"{a}, half 2 ({_models(len(ex.control_models_2))})")
     axes[1].set_title(f"control: two halves of {a}\nD = {ex.control_statistic:.3g}", fontsize=10)
+    _differences(axes[2], np.asarray(ex.accuracy_a) - np.asarray(ex.accuracy_b),
+                 np.asarray(ex.control_1) - np.asarray(ex.control_2), f"{a} - {b}", f"{a}: half 1 - half 2")
     return axes
+
+
+def _differences(ax: Axes, pair: np.ndarray, control: np.ndarray, label: str, control_label: str) -> None:
+    """Histograms of the per-example differences of the comparison and of the control, side by side."""
+    edges = np.linspace(-1.0, 1.0, 22)
+    width = (edges[1] - edges[0]) * 0.42
+    centres = (edges[:-1] + edges[1:]) / 2
+    for values, shift, color, name in ((pair, -width / 2, "tab:blue", label), (control, width / 2, "tab:grey",
+                                                                                  control_label)):
+        counts, _ = np.histogram(np.clip(values, -1.0, 1.0), bins=edges)
+        ax.bar(centres + shift, counts, width=width, color=color, alpha=0.8, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("per-example accuracy difference")
+    ax.set_ylabel("examples (log scale)")
+    ax.set_title("per-example differences\n(spread wider than the control's: different errors)", fontsize=10)
+    ax.legend(fontsize=8)
 
 
 def _models(n: int) -> str:

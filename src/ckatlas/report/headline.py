@@ -165,13 +165,19 @@ def _cell(data: ReportData, table: GridTable, depth: int, width: float) -> str:
     acc_std = group.test_accuracy_std if group else None
     strength = group.block_strength_mean if group else models[0].block_strength
     area = group.block_area_mean if group else models[0].block_area
-    spread = f" ± {bf_std:.2f}" if bf_std is not None else ""
+    area_std = group.block_area_std if group else None
     accuracy = f"{100 * acc:.1f}" + (f" ± {100 * acc_std:.1f}" if acc_std is not None else "") + "%"
     attrs = (f'data-depth="{depth}" data-width="{width:g}" data-block-fraction="{bf!r}" '
-             f'data-test-accuracy="{acc!r}" data-seeds="{n}"')
-    return (f'<td class="cell" {attrs}><span class="bf">{fmt(bf)}{spread}</span>'
+             f'data-block-area="{area!r}" data-test-accuracy="{acc!r}" data-seeds="{n}"')
+    fraction = f"fraction {fmt(bf)}" + (f" ± {bf_std:.2f}" if bf_std is not None else "")
+    if area is not None:  # the statistic the trend tests use, large; the others small
+        large = f'<span class="bf" title="block area: what the trend tests test">area {fmt(area)}' + (
+            f" ± {area_std:.2f}" if area_std is not None else "") + "</span>"
+        small = f'<span class="strength">{fraction}</span>'
+    else:  # a summary of an earlier release: block fraction was the statistic
+        large, small = f'<span class="bf">{fraction}</span>', ""
+    return (f'<td class="cell" {attrs}>{large}{small}'
             + (f'<span class="strength">strength {fmt(strength)}</span>' if strength is not None else "")
-            + (f'<span class="strength">area {fmt(area)}</span>' if area is not None else "")
             + f'<span class="acc">acc {accuracy}</span><span class="n">n = {n}</span></td>')
 
 
@@ -197,6 +203,8 @@ def headline_section(data: ReportData) -> Section | None:
         if spread:
             parts.append(para(spread))
     parts.append(para(
+        "The large number of each cell is block area, the statistic the trend tests over seeds test (mean ± "
+        "standard deviation over the cell's seeds); block fraction and block strength are shown beside it. "
         "Block fraction: the share of a model's analysed layers that lie inside a block, on the model's "
         f"within-model CKA heatmap (a block by the {data.detector.describe()}); mean ± "
         "standard deviation over the n seeds of each cell. Block strength: the same share with each block weighted "

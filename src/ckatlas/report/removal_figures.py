@@ -44,9 +44,16 @@ def removal_figure(result) -> Figure:  # result: ckatlas.hf.LayerRemoval
     ax_layer.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_layer.set_title("per layer")
     if result.curves:
-        for name, curve in result.curves.items():
+        drawn: list[tuple[str, np.ndarray]] = []
+        markers, styles = ("o", "s", "^", "D"), ("-", "--", ":", "-.")
+        for k, (name, curve) in enumerate(result.curves.items()):
             values = np.exp(curve) if result.metric == "loss" else np.asarray(curve)
-            ax_curve.plot(range(len(curve)), values, marker="o", label=_LABELS.get(name, name))
+            same = [other for other, seen in drawn if len(seen) == len(values) and np.allclose(seen, values)]
+            label = _LABELS.get(name, name) + (f" (= {', '.join(_LABELS.get(o, o) for o in same)})" if same else "")
+            # each criterion its own marker and line style, so that equal curves show as overlapping, not one
+            ax_curve.plot(range(len(curve)), values, marker=markers[k % 4], linestyle=styles[k % 4],
+                          markersize=7 - 1.5 * len(same), markerfacecolor="none" if same else None, label=label)
+            drawn.append((name, values))
         if result.metric == "loss":
             ax_curve.set_yscale("log")
             _plain_log_ticks(ax_curve.yaxis, [v for c in result.curves.values() for v in np.exp(c)])
