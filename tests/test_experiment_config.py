@@ -383,7 +383,7 @@ def test_pending_recomputes_what_is_missing_and_everything_downstream(tmp_path):
 
     store.path(store.cka_file("resnet14-w0.5-s1")).unlink()
     assert [s.key for s in pending(steps, store)] == [
-        "cka/resnet14-w0.5-s1", "blocks/resnet14-w0.5-s1", "stability/resnet14-w0.5", "summary"
+        "cka/resnet14-w0.5-s1", "blocks/resnet14-w0.5-s1", "stability/resnet14-w0.5", "summary", "claims"
     ] + (["report"] if "report" in keys else [])
 
     (store.path(store.run_dir("resnet8-w0.25-s1")) / "metrics.json").write_text('{"final": null}')  # unfinished run

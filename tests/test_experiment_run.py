@@ -250,13 +250,13 @@ def test_a_deleted_piece_and_a_stray_temp_file_recompute_only_that_piece(finishe
 
     result = run_experiment(toml_file, root, quiet=True, threads=THREADS)
 
-    assert result.computed == [f"cka/{name}", f"blocks/{name}", "stability/resnet8-w0.5-f0.25", f"prune/{name}", "summary", "report"]
+    assert result.computed == [f"cka/{name}", f"blocks/{name}", "stability/resnet8-w0.5-f0.25", f"prune/{name}", "summary", "claims", "report"]
     assert not stray.exists()
     after = _snapshot(root)
     changed = {k for k in after if before.get(k) != after[k]}
     assert changed == {f"cka/{name}.npz", f"analysis/blocks/{name}.json", "analysis/stability/resnet8-w0.5-f0.25.json",
                        f"analysis/prune/{name}.json", "summary.json", "timings.json",
-                       "spans.json", "report/index.html"}
+                       "spans.json", "claims.json", "report/index.html"}
     np.testing.assert_array_equal(CKAResult.load(root / "cka" / f"{name}.npz").matrix,
                                   CKAResult.load(finished[0] / "cka" / f"{name}.npz").matrix)
     old, new = (json.loads((r / "summary.json").read_text()) for r in (finished[0], root))
@@ -298,7 +298,7 @@ def test_a_crash_in_a_step_resumes_where_it_stopped(finished, toml_file, tmp_pat
     trained = _snapshot(root / "runs")
 
     result = run_experiment(toml_file, root, quiet=True, threads=THREADS)
-    assert {k.split("/")[0] for k in result.computed} == {"pca", "prune", "errors", "origins", "summary", "report"}
+    assert {k.split("/")[0] for k in result.computed} == {"pca", "prune", "errors", "origins", "summary", "claims", "report"}
     assert _snapshot(root / "runs") == trained
     old, new = (json.loads((r / "summary.json").read_text()) for r in (finished[0], root))
     assert _results(new) == _results(old)  # the same numbers as the uninterrupted experiment

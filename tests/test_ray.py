@@ -75,4 +75,4 @@ def test_ray_resumes_and_recomputes_only_what_is_missing(local_ray, tmp_path):
     (root / "cka" / f"{name}.npz").unlink()
     again = run_experiment(config, root, executor="ray", quiet=True)  # ... completed through Ray
     group = config.runs[0].group
-    assert sorted(again.computed) == sorted([f"cka/{name}", f"blocks/{name}", f"stability/{group}", "summary", "report"])
+    assert sorted(again.computed) == sorted([f"cka/{name}", f"blocks/{name}", f"stability/{group}", "summary", "claims", "report"])

@@ -62,7 +62,7 @@ def test_a_registered_analysis_runs_resumes_and_reaches_the_report(registered, t
     assert config.analyses.mean_activation == MeanActivationConfig("stage3.0.relu")
     keys = [s.key for s in plan(config)]
     assert keys.index("mean_activation/resnet8-w0.25-f0.25-s0") > keys.index("train/resnet8-w0.25-f0.25-s0")
-    assert keys[-2:] == ["summary", "report"]  # the driver steps stay last
+    assert keys[-3:] == ["summary", "claims", "report"]  # the driver steps stay last
 
     root = tmp_path / "exp"
     run_experiment(config, root, quiet=True, threads=1)
@@ -80,7 +80,7 @@ def test_a_registered_analysis_runs_resumes_and_reaches_the_report(registered, t
 
     (root / "analysis" / "mean_activation" / f"{name}.json").unlink()  # resume: only that piece and what reads it
     again = run_experiment(config, root, quiet=True, threads=1)
-    assert again.computed == [f"mean_activation/{name}", "summary", "report"]
+    assert again.computed == [f"mean_activation/{name}", "summary", "claims", "report"]
     assert json.loads((root / "analysis" / "mean_activation" / f"{name}.json").read_text()) == result
 
 

@@ -29,7 +29,8 @@ from ckatlas.cli import main
 from ckatlas.errors import UserInputError
 from ckatlas.heatmap import CKAResult
 from ckatlas.report._page import HOVER_SCRIPT
-from ckatlas.report.headline import statistic_sentences, trend_sentences
+from ckatlas.experiment.claims import ClaimsResult
+from ckatlas.report.headline import claim_sentences, statistic_sentences, trend_sentences
 from ckatlas.summary import ExperimentSummary, ModelEntry
 from ckatlas.report.html import render_report, write_report
 from ckatlas.train import load_run
@@ -197,11 +198,12 @@ def test_the_headline_table_holds_the_numbers_of_summary_json(page, summary):
         assert f"n = {len(group['runs'])}" in td.text
 
 
-def test_the_finding_is_stated_from_the_numbers(page, summary):
+def test_the_finding_is_stated_from_the_numbers(experiment, page, summary):
     table = summary["grid"][0]
     text = _section(_Dom(page), "headline").text
     typed = ExperimentSummary.from_dict(summary)
-    statistics = statistic_sentences(typed.slice_models(typed.grid[0]))
+    saved = ClaimsResult.load(experiment[0] / "claims.json")
+    statistics = claim_sentences({c.key: c.to_dict() for c in saved.claims})  # the verdicts of claims.json, rendered
     assert len(typed.slice_models(typed.grid[0])) == len(
         [m for m in summary["models"] if (m["residual"], m["fraction"]) == (table["residual"], table["fraction"])])
     assert statistics and all(sentence in text for sentence in statistics)  # the verdict: a statistic over seeds

@@ -58,6 +58,7 @@ def default_jobs() -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from ckatlas.experiment import run_experiment
     from ckatlas.files import check_writable_dir
+    from ckatlas.report._page import ReportData
     from ckatlas.report.headline import headline_text
     from ckatlas.report.html import REPORT_FILE, write_report
     from ckatlas.summary import ExperimentSummary
@@ -70,7 +71,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     if not report.is_file():  # the pipeline writes it; a directory from before the report existed may lack it
         write_report(result.root)
     if not args.quiet:
-        print(headline_text(ExperimentSummary.load(result.summary_path)))
+        print(headline_text(ExperimentSummary.load(result.summary_path), ReportData(result.root).claims))
     print(f"report: {report}")
     return 0
 
@@ -279,8 +280,11 @@ def add_claims(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_claims(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ckatlas.analysis import BlockDetector
-    from ckatlas.experiment.claims import evaluate_claims, experiment_detector
+    from ckatlas.analysis.trend import PERMUTATIONS
+    from ckatlas.experiment.claims import CLAIMS_FILE, ClaimsResult, evaluate_claims, experiment_detector
     from ckatlas.files import check_writable_file
 
     if args.out:
@@ -289,10 +293,18 @@ def _run_claims(args: argparse.Namespace) -> int:
     if detector_options_given(args):
         detector = detector_from_args(args, experiment_detector(args.experiment_dir))
     compare = BlockDetector(method="threshold") if args.compare == "threshold" else None
-    result = evaluate_claims(args.experiment_dir, alpha=args.alpha, num_permutations=args.permutations, seed=args.seed,
-                             detector=detector, compare_with=compare)
+    saved = Path(args.experiment_dir).expanduser() / CLAIMS_FILE
+    as_decided = (detector is None and args.alpha == 0.05 and args.permutations == PERMUTATIONS and args.seed == 0
+                  and args.compare == "threshold")
+    if as_decided and saved.is_file():  # the one verdict engine: what the experiment's claims step decided
+        result = ClaimsResult.load(saved)
+        where = f" (as the experiment decided them: {saved})"
+    else:
+        result = evaluate_claims(args.experiment_dir, alpha=args.alpha, num_permutations=args.permutations,
+                                 seed=args.seed, detector=detector, compare_with=compare)
+        where = "" if as_decided else " (decided again with the options given)"
     if not args.quiet:
-        print(result.summary())
+        print(result.summary() + ("\n" + where.strip(" ()") if where else ""))
     if args.out:
         result.save(args.out)
         print(f"wrote {args.out}")

@@ -296,6 +296,8 @@ class ClaimContext:
         details: dict[str, Any] = {"strata": test.strata, "sweep": self.sweep(models, factor, labels, sweep, direction)}
         details["definitions"] = self.definitions(models, factor, labels, direction)
         details["agreement"] = agreement(details["definitions"])
+        details["tested"] = {"statistic": self.statistic_name, "factor": factor, "strata": list(strata),
+                             "direction": direction}
         for name, read in (("block_area", lambda m: self.blocks(m).block_area),
                            ("block_strength", lambda m: self.blocks(m).block_strength),
                            ("block_fraction", lambda m: self.blocks(m).block_fraction)):

@@ -72,6 +72,8 @@ from ckatlas.heatmap import CKAResult
 from ckatlas.summary import read_summary
 
 FIXED_BLOCKS = ("errors", "dominant-examples", "normalised")  # claims that do not follow a change of detector
+#: Where an experiment keeps its claims, decided once by its ``claims`` step with the defaults below.
+CLAIMS_FILE = "claims.json"
 
 
 def evaluate_claims(

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from ckatlas.analysis.blocks import BlockDetector
 from ckatlas.errors import UserInputError
+from ckatlas.files import read_json
 from ckatlas.rundir import RunDir
 from ckatlas.summary import ExperimentSummary, GridTable, GroupEntry, ModelEntry, read_summary
 DPI = 100  # figures are embedded: enough for a screen, small enough to mail the file
@@ -100,6 +101,19 @@ class ReportData:
     def enabled(self) -> list[str]:
         """The analyses ([analyses] tables) this experiment ran."""
         return list(self.summary.enabled)
+
+    @property
+    def claims(self) -> dict[str, dict[str, Any]]:
+        """The experiment's claims as its ``claims`` step decided them (claims.json: the one verdict engine),
+        by key; empty for an experiment from before the step or an unreadable file."""
+        path = self.root / "claims.json"
+        if not path.is_file():
+            return {}
+        try:
+            data = read_json(path, "the experiment's claims (claims.json)")
+            return {c["key"]: c for c in data["claims"]}
+        except (UserInputError, KeyError, TypeError):
+            return {}
 
     @property
     def detector(self) -> BlockDetector:

@@ -12,6 +12,7 @@ at one width); `statistic_sentences` tests it over seeds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ckatlas.analysis.trend import PERMUTATIONS, trend_test
 from ckatlas.report._page import ReportData, Section, esc, fmt, para, slice_title, table_html, report_section
@@ -142,6 +143,38 @@ def statistic_sentences(models: Sequence[ModelEntry], alpha: float = 0.05) -> li
     return out
 
 
+_VERDICT_WORDS = {
+    "holds": "the paper's claim holds at {alpha:g}: block structure grows with {factor}",
+    "contradicted": "the paper's claim is contradicted at {alpha:g}: block structure falls with {factor}",
+    "not established": "not established at {alpha:g}: no significant trend with {factor} either way",
+    "untested": "untested",
+}
+
+
+def claim_sentences(claims: dict[str, dict[str, Any]], alpha: float = 0.05) -> list[str]:
+    """The width and depth claims as the experiment's ``claims`` step decided them (claims.json), in the words
+    of `statistic_sentences`, with how they fare under the three named definitions: the report and the
+    terminal render the one result that ``ckatlas claims`` prints."""
+    out = []
+    for factor in ("width", "depth"):
+        claim = claims.get(factor)
+        if claim is None or claim.get("value") is None:
+            continue
+        tested = claim.get("details", {}).get("tested", {})
+        what = str(tested.get("statistic", "block_area")).replace("_", " ")
+        strata = " x ".join(tested.get("strata", [])) or "slice"
+        ci = "" if not claim.get("interval") else (
+            f" (95% CI {claim['interval'][0]:+.2f} to {claim['interval'][1]:+.2f} over seeds)")
+        against = "" if claim.get("p_opposite") is None else f" (the other way {claim['p_opposite']:.3g})"
+        words = _VERDICT_WORDS.get(claim.get("verdict") or "untested", "untested").format(alpha=alpha, factor=factor)
+        agreement = claim.get("details", {}).get("agreement")
+        named = f" Under the three named definitions of block structure it {agreement}." if agreement else ""
+        out.append(f"Over seeds ({claim['n']} models), {what} against {factor} within each {strata}: mean Spearman "
+                   f"rho {claim['value']:+.2f}{ci}, one-sided permutation p = {claim['p_value']:.3g}{against}, "
+                   f"{words}.{named}")
+    return out
+
+
 def _spread_sentence(data: ReportData, models: list[ModelEntry]) -> str | None:
     names = {m.name for m in models}
     stds = [(g.block_fraction_std, len(g.runs)) for g in data.groups.values()
@@ -187,7 +220,7 @@ def headline_section(data: ReportData) -> Section | None:
     tables = data.summary.grid
     if not tables:
         return None
-    parts = []
+    parts = [f'<p class="finding">{esc(s)}</p>' for s in claim_sentences(data.claims)]  # claims.json, when there
     for table in tables:
         sub = slice_title(table, tables)
         if sub:
@@ -195,7 +228,7 @@ def headline_section(data: ReportData) -> Section | None:
         header = ["depth \\ width", *[f"{w:g}×" for w in table.widths]]
         rows = [[f"<th>{esc(d)}</th>", *[_cell(data, table, d, w) for w in table.widths]] for d in table.depths]
         parts.append(table_html(header, rows, cls="headline"))
-        statistics = statistic_sentences(data.slice_models(table))
+        statistics = [] if data.claims else statistic_sentences(data.slice_models(table))
         sentences = _trend_sentences(table)
         parts += [f'<p class="finding">{esc(s)}</p>' for s in statistics]
         parts += [para(s) for s in sentences[1:]]
@@ -215,8 +248,9 @@ def headline_section(data: ReportData) -> Section | None:
     return Section("headline", "Headline: block structure across the grid", "".join(parts))
 
 
-def headline_text(summary: ExperimentSummary) -> str:
-    """The headline as plain text for a terminal: each grid's block fraction table and the sentences."""
+def headline_text(summary: ExperimentSummary, claims: dict[str, dict[str, Any]] | None = None) -> str:
+    """The headline as plain text for a terminal: each grid's block fraction table and the sentences; with
+    the experiment's `claims` (claims.json by key), the width and depth verdicts are theirs."""
     lines = []
     for table in summary.grid:
         widths = table.widths
@@ -230,9 +264,10 @@ def headline_text(summary: ExperimentSummary) -> str:
                 lines.append(f"{name} (mean over seeds), depth x width:")
                 for depth, row in zip(table.depths, rows):
                     lines.append(f"{depth:>5} " + "".join(f"{fmt(v):>8}" for v in row))
-        lines += statistic_sentences(models)
+        if not claims:
+            lines += statistic_sentences(models)
         lines += _trend_sentences(table)[1:]
-    return "\n".join(lines)
+    return "\n".join(lines + (claim_sentences(claims) if claims else []))
 
 
 def _trend_sentences(table: GridTable) -> list[str]:
@@ -245,4 +280,5 @@ def _trend_sentences(table: GridTable) -> list[str]:
     return trend_sentences(table.depths, table.widths, table.block_fraction)
 
 
-__all__ = ["headline_section", "headline_text", "statistic_name", "statistic_sentences", "trend_sentences"]
+__all__ = ["claim_sentences", "headline_section", "headline_text", "statistic_name", "statistic_sentences",
+           "trend_sentences"]

@@ -1,0 +1,71 @@
+"""One verdict engine: an experiment decides the paper's claims once (its ``claims`` step writes claims.json),
+and the report's headline, the terminal headline and ``ckatlas claims`` render that one result, for an
+experiment of either detector kind."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from ckatlas.cli import main
+from ckatlas.experiment import run_experiment
+from ckatlas.experiment.claims import CLAIMS_FILE, ClaimsResult, evaluate_claims
+from ckatlas.report.headline import headline_text
+from ckatlas.summary import ExperimentSummary
+
+TOML = """
+name = "engine-{method}"
+description = "one verdict engine"
+[dataset]
+name = "digits"
+resize = 8
+[[grid]]
+depths = [8, 14]
+widths = [0.25, 0.5]
+seeds = [0, 1]
+fractions = [0.5]
+[train]
+epochs = 1
+[cka]
+num_examples = 128
+batch_size = 64
+[analyses.blocks]
+method = "{method}"
+"""
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=["contrast", "threshold"])
+def experiment(request, tmp_path_factory) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp(request.param)
+    (folder / "e.toml").write_text(TOML.format(method=request.param))
+    run_experiment(folder / "e.toml", folder / "exp", quiet=True, threads=1, jobs=1)
+    return folder / "exp", request.param
+
+
+def test_the_headline_states_what_the_claims_decided(experiment, capsys) -> None:
+    root, method = experiment
+    saved = ClaimsResult.load(root / CLAIMS_FILE)
+    again = json.loads(json.dumps([c.to_dict() for c in evaluate_claims(root).claims]))
+    assert json.loads(json.dumps([c.to_dict() for c in saved.claims])) == again  # decided once, the same again
+    tested = "block area" if method == "contrast" else "block fraction"  # what each detector kind's claims test
+    text = headline_text(ExperimentSummary.load(root / "summary.json"), {c.key: c.to_dict() for c in saved.claims})
+    page = (root / "report" / "index.html").read_text()
+    for factor in ("width", "depth"):
+        claim = saved[factor]
+        assert tested in claim.statistic
+        if claim.value is None:
+            continue
+        for shown in (text, page):
+            line = next(x for x in re.split(r"\n|<p", shown) if f"{tested} against {factor}" in x)
+            assert f"mean Spearman rho {claim.value:+.2f}" in line
+            assert f"one-sided permutation p = {claim.p_value:.3g}" in line
+            assert claim.details["agreement"].split(" (")[0] in line.replace("&#x27;", "'")
+    assert main(["claims", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "as the experiment decided them" in out
+    assert all(c.line() in out for c in saved.claims)
