@@ -241,9 +241,9 @@ def test_cross_seed_needs_an_architecture_with_two_seeds():
 
 def test_analyses_turn_on_by_table_or_true_and_off_by_false():
     on = config_from_dict({**_base(), "analyses": {"pca": True, "cross_seed": {"pairs": "all"}}}).analyses
-    assert on.enabled == ["cross_seed", "blocks", "pca"] and on.cross_seed.pairs == "all"  # plan order
+    assert on.enabled == ["untrained", "cross_seed", "blocks", "pca"] and on.cross_seed.pairs == "all"  # plan order
     off = config_from_dict({**_base(), "analyses": {"pca": False}}).analyses
-    assert off.enabled == ["blocks"]
+    assert off.enabled == ["untrained", "blocks"]  # always on: the untrained baseline and the blocks
 
 
 def test_prune_needs_residual_networks_and_probes_sane_settings():
@@ -347,6 +347,18 @@ def test_a_directory_holds_one_experiment(tmp_path):
     (other / "notes.txt").write_text("mine")
     with pytest.raises(UserInputError, match="not empty and holds no ckatlas experiment"):
         ExperimentStore(other).claim(config)
+
+
+def test_an_experiment_recorded_before_the_untrained_baseline_is_the_same_experiment(tmp_path):
+    store = ExperimentStore(tmp_path / "exp")
+    config = config_from_dict(_base())
+    store.claim(config)
+    record_file = tmp_path / "exp" / "experiment.json"
+    record = json.loads(record_file.read_text())
+    assert record["config"]["analyses"].pop("untrained") == {}
+    record_file.write_text(json.dumps(record))
+    store.claim(config)  # resumable: the untrained steps are simply missing, and computed
+    assert [s.key for s in pending(plan(config), store) if s.kind == "untrained"]
 
 
 def test_an_experiment_recorded_before_border_fraction_keeps_its_detector(tmp_path):

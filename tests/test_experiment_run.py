@@ -153,7 +153,7 @@ def test_summary_holds_every_model_as_the_issue_specifies(finished):
     assert table["depths"] == [8] and table["widths"] == [0.25, 0.5]
     assert table["block_fraction"][0][1] == pytest.approx(g["block_fraction_mean"])
     assert summary["analyses"]["errors"] == "analysis/errors.json"
-    kinds = {"train", "cka", "cross", "blocks", "stability", "pca", "prune", "dynamics", "errors", "origins", "summary"}
+    kinds = {"train", "cka", "cross", "blocks", "stability", "pca", "prune", "dynamics", "errors", "origins", "untrained", "summary"}
     assert set(summary["timings"]) == kinds - {"summary"} | {"total", "wall"}
     assert 0 < summary["timings"]["wall"] <= summary["timings"]["total"] * (1 + 1e-9)  # side by side counts once
 
@@ -545,7 +545,7 @@ def test_cka_measure_fills_every_heatmap_of_an_experiment(tmp_path):
     toml.write_text(base.replace("batch_size = 32\n", 'batch_size = 32\nmeasure = "rsa"\n') + "[analyses.cross_seed]\n")
     run_experiment(toml, tmp_path / "out", quiet=True, threads=THREADS)
     heatmaps = sorted((tmp_path / "out" / "cka").rglob("*.npz"))
-    assert len(heatmaps) == 3  # two models and their cross-seed pair
+    assert len(heatmaps) == 5  # two models, their cross-seed pair, and the two at initialisation (cka/untrained)
     for path in heatmaps:
         result = CKAResult.load(path)
         assert result.measure == "rsa" and np.isfinite(result.matrix).all()

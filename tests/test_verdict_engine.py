@@ -69,3 +69,34 @@ def test_the_headline_states_what_the_claims_decided(experiment, capsys) -> None
     out = capsys.readouterr().out
     assert "as the experiment decided them" in out
     assert all(c.line() in out for c in saved.claims)
+
+
+def test_each_model_has_its_heatmap_at_initialisation_and_the_claims_subtract_it(experiment) -> None:
+    import numpy as np
+
+    from ckatlas import heatmap
+    from ckatlas.analysis.trend import trend_test
+    from ckatlas.heatmap import CKAResult
+    from ckatlas.train import initial_model, load_run
+
+    root, _ = experiment
+    models = ExperimentSummary.load(root / "summary.json").models
+    run = load_run(root / models[0].path("run"))
+    saved = CKAResult.load(root / "cka" / "untrained" / f"{models[0].name}.npz")
+    data = run.config.load_data()
+    again = heatmap(initial_model(run.config, data.num_classes, data.in_channels), data.x_test[: saved.n],
+                    layers=saved.layers_a, batch_size=saved.metadata["batch_size"], seed=saved.metadata["seed"])
+    np.testing.assert_allclose(saved.matrix, again.matrix, atol=1e-6)  # the run's own start, not any model
+    trained = CKAResult.load(root / models[0].path("cka"))
+    assert not np.allclose(saved.matrix, trained.matrix, atol=1e-3)
+
+    def mean_off(m: np.ndarray) -> float:
+        return float(np.nanmean(m[~np.eye(len(m), dtype=bool)]))
+
+    claim = ClaimsResult.load(root / CLAIMS_FILE)["width"]
+    differences = [mean_off(CKAResult.load(root / m.path("cka")).matrix)
+                   - mean_off(CKAResult.load(root / "cka" / "untrained" / f"{m.name}.npz").matrix) for m in models]
+    expected = trend_test(differences, [m.width for m in models], [(m.depth, m.fraction) for m in models])
+    baseline = claim.details["definitions"]["definition-free"]["minus_untrained"]
+    if np.isfinite(expected.statistic):
+        assert baseline["value"] == expected.statistic and baseline["verdict"] == expected.verdict()

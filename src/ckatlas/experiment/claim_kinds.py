@@ -85,8 +85,10 @@ class Claim:
         against = "" if self.p_opposite is None else f", the other way p = {self.p_opposite:.3g}"
         named = self.details.get("definitions")
         if named:
-            beside += "; " + self.details["agreement"] + ": " + ", ".join(
-                f"{name} {d['value']:+.2f} {d['verdict']}" for name, d in named.items())
+            beside += "; " + self.details["agreement"].split(" (")[0] + ": " + ", ".join(
+                f"{name} {d['value']:+.2f} {d['verdict']}"
+                + (f" (minus untrained {d['minus_untrained']['value']:+.2f} {d['minus_untrained']['verdict']})"
+                   if "minus_untrained" in d else "") for name, d in named.items())
         return (f"[{self.verdict}] {self.key}: {self.statistic} = {self.effect()}, p = {self.p_value:.3g}{against}, "
                 f"n = {self.n}" + (f" ({self.note})" if self.note else "") + beside)
 
@@ -202,9 +204,11 @@ def mean_off_diagonal(matrix: np.ndarray) -> float:
 
 
 def agreement(definitions: dict[str, Any]) -> str:
-    """"agrees across definitions" when every definition gives the same verdict, else "depends on the
-    definition", saying which way each goes."""
+    """"agrees across definitions" when every definition gives the same verdict (raw, and as trained minus
+    untrained where there is a baseline), else "depends on the definition", saying which way each goes."""
     verdicts = {name: d["verdict"] for name, d in definitions.items()}
+    verdicts.update({f"{name} minus untrained": d["minus_untrained"]["verdict"] for name, d in definitions.items()
+                     if "minus_untrained" in d})
     if len(set(verdicts.values())) <= 1:
         return "agrees across definitions"
     return "depends on the definition (" + "; ".join(f"{name}: {v}" for name, v in verdicts.items()) + ")"
@@ -313,18 +317,34 @@ class ClaimContext:
 
     def definitions(self, models: list[ModelEntry], factor: str, labels: list[tuple], direction: str) -> dict[str, Any]:
         """The trend under each named definition of block structure (`DEFINITIONS`), each with its effect,
-        95% interval over seeds, both one-sided p-values and its verdict."""
+        95% interval over seeds, both one-sided p-values and its verdict; where every model has its heatmap at
+        initialisation (`[analyses.untrained]`), the same of trained minus untrained (``minus_untrained``)."""
+        readers = {"paper": lambda m, cka: self._find(m, PAPER_DETECTOR, self.rows, cka).block_fraction,
+                   "stands out": lambda m, cka: self._find(m, BlockDetector(), self.rows, cka).block_area,
+                   "definition-free": lambda m, cka: mean_off_diagonal(cka.matrix)}
+        untrained = [self._untrained(m) for m in models]
+        levels = [getattr(m, factor) for m in models]
         out = {}
-        for name, read in (("paper", lambda m: self._find(m, PAPER_DETECTOR, self.rows).block_fraction),
-                           ("stands out", lambda m: self._find(m, BlockDetector(), self.rows).block_area),
-                           ("definition-free", lambda m: mean_off_diagonal(self._cka(m).matrix))):
-            test = trend_test([read(m) for m in models], [getattr(m, factor) for m in models], labels,
-                              direction=direction, num_permutations=self.permutations, seed=self.seed)
-            words = test.verdict(self.alpha) if np.isfinite(test.statistic) else "not established"
-            out[name] = {"statistic": DEFINITIONS[name], "value": test.statistic, "p_value": test.p_value,
-                         "p_opposite": test.p_opposite, "interval": None if test.interval is None else list(test.interval),
-                         "verdict": words}
+        for name, read in readers.items():
+            trained = [read(m, self._cka(m)) for m in models]
+            out[name] = {"statistic": DEFINITIONS[name], **self._decided(trained, levels, labels, direction)}
+            if all(u is not None for u in untrained):
+                start = [read(m, u) for m, u in zip(models, untrained)]
+                out[name]["minus_untrained"] = self._decided(list(np.subtract(trained, start)), levels, labels,
+                                                             direction)
         return out
+
+    def _decided(self, values: list[float], levels: list[float], labels: list[tuple], direction: str) -> dict[str, Any]:
+        test = trend_test(values, levels, labels, direction=direction, num_permutations=self.permutations,
+                          seed=self.seed)
+        words = test.verdict(self.alpha) if np.isfinite(test.statistic) else "not established"
+        return {"value": test.statistic, "p_value": test.p_value, "p_opposite": test.p_opposite,
+                "interval": None if test.interval is None else list(test.interval), "verdict": words}
+
+    def _untrained(self, model: ModelEntry) -> CKAResult | None:
+        """The model's heatmap at initialisation (the experiment's untrained step), or None."""
+        path = self.root / "cka" / "untrained" / f"{model.name}.npz"
+        return CKAResult.load(path) if path.is_file() else None
 
     def _varies(self, model: ModelEntry, factor: str, strata: tuple[str, str]) -> bool:
         same = [m for m in self.models if all(getattr(m, s) == getattr(model, s) for s in strata)]
@@ -349,10 +369,10 @@ class ClaimContext:
                             "mean_block_fraction": float(np.mean([f.block_fraction for f in found]))})
         return out
 
-    def _find(self, model: ModelEntry, detector: BlockDetector, on: str) -> BlockResult:
-        """The model's blocks by `detector` on rows `on` of its saved heatmap (the smallest block follows
-        the rows: min_fraction of 12 block outputs is not of 70 layers)."""
-        cka = self._cka(model)
+    def _find(self, model: ModelEntry, detector: BlockDetector, on: str, cka: CKAResult | None = None) -> BlockResult:
+        """The model's blocks by `detector` on rows `on` of its saved heatmap (or of `cka`: the same layers at
+        initialisation); the smallest block follows the rows: min_fraction of 12 block outputs is not of 70 layers."""
+        cka = self._cka(model) if cka is None else cka
         layers = None
         if on == "block-outputs":
             outputs = set(self._block_outputs(model))

@@ -161,9 +161,14 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
     grid = [{"family": "resnet", **table} for table in config.get("grid", [])]  # recorded before families existed
     cka = {"tokens": "auto", "measure": "cka", **config.get("cka", {})}  # recorded before [cka] tokens, measure existed
     out = {**{k: v for k, v in config.items() if k != "description"}, "dataset": dataset, "grid": grid, "cka": cka}
-    blocks = (config.get("analyses") or {}).get("blocks")
+    analyses = dict(config.get("analyses") or {})
+    if "analyses" in config:  # recorded before the untrained baseline existed: it runs now, like blocks, always
+        analyses.setdefault("untrained", {})
+    blocks = analyses.get("blocks")
     if isinstance(blocks, dict):  # a detector recorded by an earlier release, completed with what that release did
-        out["analyses"] = {**config["analyses"], "blocks": saved_settings(blocks)}
+        analyses["blocks"] = saved_settings(blocks)
+    if "analyses" in config:
+        out["analyses"] = analyses
     return out
 
 

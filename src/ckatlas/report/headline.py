@@ -214,7 +214,7 @@ def _cell(data: ReportData, table: GridTable, depth: int, width: float) -> str:
             + f'<span class="acc">acc {accuracy}</span><span class="n">n = {n}</span></td>')
 
 
-@report_section(10)
+@report_section(10, "untrained")  # the untrained baseline: in the claims the headline renders
 def headline_section(data: ReportData) -> Section | None:
     """The depth x width table of block fraction and accuracy, and the finding in sentences."""
     tables = data.summary.grid

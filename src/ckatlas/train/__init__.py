@@ -28,7 +28,7 @@ test accuracy with ResNet-20 in under two minutes on two CPU cores
 """
 
 from ckatlas.train.config import DEFAULT_EPOCHS, RECIPES, TrainConfig, build_model
-from ckatlas.train.loop import cosine_lr, fit, learning_rate, parameter_groups, train
+from ckatlas.train.loop import cosine_lr, fit, initial_model, learning_rate, parameter_groups, train
 from ckatlas.train.predict import predict, resolve_device
 from ckatlas.train.runs import LoadedRun, TrainResult, load_run, run_is_finished
 
@@ -41,6 +41,7 @@ __all__ = [
     "build_model",
     "cosine_lr",
     "fit",
+    "initial_model",
     "learning_rate",
     "load_run",
     "parameter_groups",

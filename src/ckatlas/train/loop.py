@@ -110,6 +110,12 @@ def _seeds(seed: int) -> tuple[int, int]:
     return int(init.generate_state(1, np.uint64)[0]), int(data.generate_state(1, np.uint64)[0])
 
 
+def initial_model(config: TrainConfig, num_classes: int, in_channels: int) -> nn.Module:
+    """The model a run of `config` starts from: the same architecture and initial weights (its seed), before any
+    step; what the untrained baseline of an analysis is computed on."""
+    return build_model(config, num_classes, in_channels, torch.Generator().manual_seed(_seeds(config.seed)[0]))
+
+
 def _run_info(config: TrainConfig, data: ImageData, model: nn.Module, device: torch.device,
               precision: str) -> dict[str, Any]:
     return {
@@ -348,8 +354,8 @@ def train(
     run_dir = Path(out_dir).expanduser()
     files = RunDir(run_dir)
     data, val = _held_out(config.load_data(), config)
-    init_seed, data_seed = _seeds(config.seed)
-    model = build_model(config, data.num_classes, data.in_channels, torch.Generator().manual_seed(init_seed))
+    data_seed = _seeds(config.seed)[1]
+    model = initial_model(config, data.num_classes, data.in_channels)
     precision = resolve_precision(config.precision, device, model)
     info = _run_info(config, data, model, device, precision)
     if val is not None:
@@ -412,4 +418,4 @@ def train(
     return TrainResult.load(run_dir)
 
 
-__all__ = ["cosine_lr", "fit", "learning_rate", "parameter_groups", "train"]
+__all__ = ["cosine_lr", "fit", "initial_model", "learning_rate", "parameter_groups", "train"]

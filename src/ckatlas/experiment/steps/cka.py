@@ -1,8 +1,11 @@
-"""The ``cka`` and ``cross`` steps: each model's within-model heatmap, and the cross-seed heatmaps
-(``[analyses.cross_seed]``), as ``[cka]`` says (`ckatlas.heatmap`).
+"""The ``cka``, ``untrained`` and ``cross`` steps: each model's within-model heatmap, the same of the model
+at initialisation (its architecture, seed and images before any step: the untrained baseline the claims
+subtract, ``[analyses.untrained]``, always on), and the cross-seed heatmaps (``[analyses.cross_seed]``),
+as ``[cka]`` says (`ckatlas.heatmap`).
 
-    cka/<run>            cka/<run>.npz        <- train/<run>
-    cross/<a>__<b>       cka/<a>__<b>.npz     <- train/<a>, train/<b>      [analyses.cross_seed]
+    cka/<run>            cka/<run>.npz            <- train/<run>
+    untrained/<run>      cka/untrained/<run>.npz  <- train/<run> (its settings)  [analyses.untrained]
+    cross/<a>__<b>       cka/<a>__<b>.npz         <- train/<a>, train/<b>      [analyses.cross_seed]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from ckatlas.experiment.registry import Step, StepKind, register_step
 from ckatlas.experiment.steps._common import StepContext, load_model, per_run, test_inputs, trained
 from ckatlas.experiment.store import ExperimentStore
 from ckatlas.heatmap import heatmap
+from ckatlas.train import initial_model, load_run
 
 if TYPE_CHECKING:
     from ckatlas.experiment.config import ExperimentConfig
@@ -38,9 +42,26 @@ class CrossSeedConfig:
             )
 
 
+@dataclass(frozen=True)
+class UntrainedConfig:
+    """`[analyses.untrained]`: each model's heatmap at initialisation (no settings; always on, as blocks), so
+    that every trend claim is also decided as trained minus untrained."""
+
+
+def untrained_file(name: str) -> str:
+    """Where the heatmap of run `name` at initialisation is kept."""
+    return f"cka/untrained/{name}.npz"
+
+
 def _compute(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
     device = resolve_device(ctx.device)
-    models = [load_model(store, r.name, device) for r in step.runs]
+    if step.kind == "untrained":
+        run = step.runs[0]
+        info = load_run(store.path(store.run_dir(run.name))).info  # the run's classes and channels
+        shape = info["data"]["image_shape"]
+        models = [initial_model(ctx.config.train_config(run), info["data"]["num_classes"], shape[0]).to(device)]
+    else:
+        models = [load_model(store, r.name, device) for r in step.runs]
     cka = ctx.config.cka
     result = heatmap(
         models[0],
@@ -69,7 +90,9 @@ def _cross_plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]:
 
 register_step(StepKind("cka", per_run("cka", ExperimentStore.cka_file, trained), _compute, uses_models=True,
                        description="the model's within-model CKA heatmap"))
+register_step(StepKind("untrained", per_run("untrained", untrained_file, trained), _compute, settings=UntrainedConfig,
+                       default_on=True, uses_models=True, description="the model's heatmap at initialisation"))
 register_step(StepKind("cross", _cross_plan, _compute, settings=CrossSeedConfig, table="cross_seed",
                        uses_models=True, description="cross-seed CKA"))
 
-__all__ = ["CrossSeedConfig"]
+__all__ = ["CrossSeedConfig", "UntrainedConfig", "untrained_file"]
