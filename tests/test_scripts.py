@@ -10,25 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tiny_experiment import tiny_toml
+
 from ckatlas.experiment import run_experiment
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-TOML = """
-name = "scripts-smoke"
-description = "the research scripts on a tiny experiment at fraction 1.0"
-[dataset]
-name = "digits"
-resize = 8
-[[grid]]
-depths = [8, 14]
-widths = [0.25, 0.5]
-seeds = [0, 1]
-[train]
-epochs = 1
-[cka]
-num_examples = 128
-batch_size = 64
-"""
+TOML = tiny_toml("scripts-smoke")  # fraction 1.0: run names without "-f"
 
 pytestmark = pytest.mark.slow
 

@@ -10,31 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from tiny_experiment import tiny_toml
+
 from ckatlas.cli import main
 from ckatlas.experiment import run_experiment
 from ckatlas.experiment.claims import CLAIMS_FILE, ClaimsResult, evaluate_claims
 from ckatlas.report.headline import headline_text
 from ckatlas.summary import ExperimentSummary
 
-TOML = """
-name = "engine-{method}"
-description = "one verdict engine"
-[dataset]
-name = "digits"
-resize = 8
-[[grid]]
-depths = [8, 14]
-widths = [0.25, 0.5]
-seeds = [0, 1]
-fractions = [0.5]
-[train]
-epochs = 1
-[cka]
-num_examples = 128
-batch_size = 64
-[analyses.blocks]
-method = "{method}"
-"""
+TOML = tiny_toml("engine-{method}", grid="fractions = [0.5]", extra='[analyses.blocks]\nmethod = "{method}"')
 
 pytestmark = pytest.mark.slow
 
