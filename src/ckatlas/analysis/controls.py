@@ -50,14 +50,11 @@ def silence_blocks(model: nn.Module, names: Sequence[str]) -> nn.Module:
         raise UserInputError("name at least one residual block to silence")
     out = copy.deepcopy(model)
     for name in names:
-        try:
-            block = out.get_submodule(name)
-        except AttributeError:
-            raise UserInputError(f"the model has no module {name!r}; name residual blocks such as 'stage2.1'") from None
-        if not isinstance(block, ResidualBlock) or not block.deletable:
+        block = _block(out, name)
+        if not block.deletable:
             raise UserInputError(f"{name!r} is not a residual block with an identity shortcut: silencing it would not "
                                  "make its output equal its input (the first block of a stage changes the width)")
-        norm = [m for m in block.branch.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)][-1]
+        norm = _last_norm(block)
         with torch.no_grad():
             norm.weight.zero_()
             norm.bias.zero_()
@@ -186,7 +183,7 @@ def plant_block(model: nn.Module, blocks: Sequence[str], share: float = 0.8, cal
     if positions[-1] + 1 >= len(outputs):
         raise UserInputError(f"{blocks[-1]!r} is the model's last module; plant the block earlier")
     following = [outputs[i + 1].removesuffix(".relu") for i in positions]  # each named block's next module
-    direction = torch.randn(_out_channels(run[0]), generator=torch.Generator().manual_seed(seed))
+    direction = torch.randn(_last_norm(run[0]).num_features, generator=torch.Generator().manual_seed(seed))
     scales = _calibrated_scales(out, run, calibration, share, direction)
     state: dict[str, Any] = {}
 
@@ -211,7 +208,7 @@ def plant_block(model: nn.Module, blocks: Sequence[str], share: float = 0.8, cal
     return out
 
 
-def _block(model: nn.Module, name: str) -> nn.Module:
+def _block(model: nn.Module, name: str) -> ResidualBlock:
     try:
         block = model.get_submodule(name)
     except AttributeError:
@@ -221,8 +218,9 @@ def _block(model: nn.Module, name: str) -> nn.Module:
     return block
 
 
-def _out_channels(block: nn.Module) -> int:
-    return [m for m in block.branch.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)][-1].num_features
+def _last_norm(block: ResidualBlock) -> nn.modules.batchnorm._BatchNorm:
+    """The norm that ends the block's branch (what the branch adds is scaled by it)."""
+    return [m for m in block.branch.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)][-1]
 
 
 @torch.no_grad()

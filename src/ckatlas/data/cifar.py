@@ -145,7 +145,7 @@ def _locate(path: str | Path, num_classes: int) -> _Files:
             raise UserInputError(f"{root}: not a tar archive (expected {_expected(num_classes)})")
         found = _from_tar(root, layouts)
         if found is None:
-            raise UserInputError(f"{root}: the archive does not hold {name} (expected {_expected(num_classes)})")
+            raise UserInputError(f"{root}: the archive does not contain {name} (expected {_expected(num_classes)})")
         return found
     candidates: list[tuple[Path, bool]] = [(root, False)]
     for layout in layouts:

@@ -222,6 +222,7 @@ class ClaimContext:
         self.models = [m for m in summary.models if m.residual]
         self._blocks: dict[str, BlockResult] = {}
         self._heatmaps: dict[str, CKAResult] = {}
+        self.named = True  # decide the trend claims under the named definitions too (they ignore the detector)
         table = summary.blocks_table
         self.rows = table.get("on", "heatmap")
         self.refind = detector is not None
@@ -298,8 +299,9 @@ class ClaimContext:
         test = trend_test(values, [getattr(m, factor) for m in models], labels, direction=direction,
                           num_permutations=self.permutations, seed=self.seed)
         details: dict[str, Any] = {"strata": test.strata, "sweep": self.sweep(models, factor, labels, sweep, direction)}
-        details["definitions"] = self.definitions(models, factor, labels, direction)
-        details["agreement"] = agreement(details["definitions"])
+        if self.named:
+            details["definitions"] = self.definitions(models, factor, labels, direction)
+            details["agreement"] = agreement(details["definitions"])
         details["tested"] = {"statistic": self.statistic_name, "factor": factor, "strata": list(strata),
                              "direction": direction}
         for name, read in (("block_area", lambda m: self.blocks(m).block_area),
@@ -342,9 +344,14 @@ class ClaimContext:
                 "interval": None if test.interval is None else list(test.interval), "verdict": words}
 
     def _untrained(self, model: ModelEntry) -> CKAResult | None:
-        """The model's heatmap at initialisation (the experiment's untrained step), or None."""
-        path = self.root / "cka" / "untrained" / f"{model.name}.npz"
-        return CKAResult.load(path) if path.is_file() else None
+        """The model's heatmap at initialisation (the experiment's untrained step), or None; read once."""
+        key = f"untrained/{model.name}"
+        if key not in self._heatmaps:
+            path = self.root / "cka" / "untrained" / f"{model.name}.npz"
+            if not path.is_file():
+                return None
+            self._heatmaps[key] = CKAResult.load(path)
+        return self._heatmaps[key]
 
     def _varies(self, model: ModelEntry, factor: str, strata: tuple[str, str]) -> bool:
         same = [m for m in self.models if all(getattr(m, s) == getattr(model, s) for s in strata)]

@@ -108,6 +108,7 @@ def evaluate_claims(
     if compare_with is not None and compare_with != ctx.detector:
         other = ClaimContext(root, summary, alpha, num_permutations, seed, compare_with)
         other.share_reads(ctx)  # the saved files are read once for both detectors
+        other.named = False  # the named definitions do not depend on the detector: decided once, above
         for claim, again in zip(tested, (definition.evaluate(other, ()) for definition in definitions)):
             if claim.key not in FIXED_BLOCKS:
                 claim.details["compare"] = {"method": compare_with.method, "detector": compare_with.to_dict(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 from torch import nn
@@ -15,6 +16,7 @@ from ckatlas.errors import UserInputError
 from ckatlas.train.config import PRECISIONS
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """Whether this CPU does bfloat16 arithmetic natively (AVX-512 BF16 or AMX: the flags of /proc/cpuinfo)."""
     try:
@@ -85,9 +87,10 @@ def predict(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     out = []
+    precision = resolve_precision("auto", device) if device.type == "cuda" else "float32"  # the CPU evaluates in float32
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(device, non_blocking=True)
-        with autocast_for(device, resolve_precision("auto", device) if device.type == "cuda" else "float32"):
+        with autocast_for(device, precision):
             out.append(model(device_layout(xb, device.type == "cuda")).float().cpu())
     return torch.cat(out)
 

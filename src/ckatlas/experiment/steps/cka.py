@@ -19,7 +19,8 @@ from ckatlas.experiment.registry import Step, StepKind, register_step
 from ckatlas.experiment.steps._common import StepContext, load_model, per_run, test_inputs, trained
 from ckatlas.experiment.store import ExperimentStore
 from ckatlas.heatmap import heatmap
-from ckatlas.train import initial_model, load_run
+from ckatlas.rundir import RunDir
+from ckatlas.train import initial_model
 
 if TYPE_CHECKING:
     from ckatlas.experiment.config import ExperimentConfig
@@ -57,7 +58,7 @@ def _compute(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
     device = resolve_device(ctx.device)
     if step.kind == "untrained":
         run = step.runs[0]
-        info = load_run(store.path(store.run_dir(run.name))).info  # the run's classes and channels
+        info = RunDir(store.path(store.run_dir(run.name))).read_info()  # its classes and channels; no weights read
         shape = info["data"]["image_shape"]
         models = [initial_model(ctx.config.train_config(run), info["data"]["num_classes"], shape[0]).to(device)]
     else:
