@@ -20,6 +20,7 @@ from ckatlas.models import (
     create_model,
     list_models,
     register_model,
+    unregister_model,
 )
 from ckatlas.seeding import make_generator
 
@@ -491,9 +492,12 @@ def test_register_model_adds_a_named_entry() -> None:
         with pytest.raises(ValueError, match="already registered"):
             register_model(_builder, name="_test_resnet8_plain")
     finally:
-        from ckatlas.models import registry
-
-        registry._REGISTRY.pop("_test_resnet8_plain")
+        unregister_model("_test_resnet8_plain")
+    assert "_test_resnet8_plain" not in list_models()
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("_test_resnet8_plain", width=0.25, num_classes=3)
+    with pytest.raises(KeyError, match="no model '_test_resnet8_plain' is registered"):
+        unregister_model("_test_resnet8_plain")
 
 
 def test_is_cifar_family_is_what_takes_a_style() -> None:

@@ -28,7 +28,7 @@ from ckatlas.analysis.probes import linear_probes
 from ckatlas.cli import main
 from ckatlas.errors import UserInputError
 from ckatlas.heatmap import CKAResult
-from ckatlas.report._page import HOVER_SCRIPT
+from ckatlas.report import HOVER_SCRIPT
 from ckatlas.experiment.claims import ClaimsResult
 from ckatlas.report.headline import claim_sentences, statistic_sentences, trend_sentences
 from ckatlas.summary import ExperimentSummary, ModelEntry

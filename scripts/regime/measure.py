@@ -156,12 +156,14 @@ def main() -> None:
     parser.add_argument("--png", type=Path, help="draw seed 700's heatmaps, one row per recipe x model")
     parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=list(RECIPES),
                         help="train only these recipes' missing cells (the table shows every finished cell)")
+    parser.add_argument("--epochs", nargs="+", type=int, choices=EPOCHS, default=list(EPOCHS),
+                        help="train only the missing cells of these lengths")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for spec in runs():
         path = args.out / f"{name(*spec)}.json"
-        if args.table_only or spec[0] not in args.recipes:
+        if args.table_only or spec[0] not in args.recipes or spec[4] not in args.epochs:
             if path.is_file():
                 rows.append(json.loads(path.read_text()))
             continue

@@ -23,6 +23,7 @@ from ckatlas.models.registry import (
     is_cifar_family,
     list_models,
     register_model,
+    unregister_model,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "is_cifar_family",
     "list_models",
     "register_model",
+    "unregister_model",
 ]

@@ -51,6 +51,17 @@ def register_model(
     return register(fn) if fn is not None else register
 
 
+def unregister_model(name: str) -> None:
+    """Remove a builder registered with `register_model` (the built-in families cannot be removed).
+
+    Raises:
+        KeyError: no builder is registered under `name`.
+    """
+    if name not in _REGISTRY:
+        raise KeyError(f"no model {name!r} is registered (registered: {', '.join(sorted(_REGISTRY)) or 'none'})")
+    del _REGISTRY[name]
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Names of the registered models matching a glob `pattern` ("resnet*", "cnn*").
 
@@ -152,4 +163,4 @@ def _build_cifar(
     return CifarResNet(config, device=device, dtype=dtype, generator=generator)
 
 
-__all__ = ["ModelBuilder", "create_model", "is_cifar_family", "list_models", "register_model"]
+__all__ = ["ModelBuilder", "create_model", "is_cifar_family", "list_models", "register_model", "unregister_model"]

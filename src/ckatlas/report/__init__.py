@@ -15,9 +15,11 @@ from ckatlas.report.block_figures import outline_blocks, plot_block_frequency, p
 from ckatlas.report.error_figures import plot_class_differences, plot_example_scatter
 from ckatlas.report.headline import trend_sentences
 from ckatlas.heatmap_figures import plot_heatmap, plot_heatmap_grid
+from ckatlas.report._page import HOVER_SCRIPT
 from ckatlas.report.html import render_report, write_report
 
 __all__ = [
+    "HOVER_SCRIPT",
     "outline_blocks",
     "plot_averaged_heatmap",
     "plot_block_frequency",

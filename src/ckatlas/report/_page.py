@@ -13,6 +13,7 @@ import html
 import io
 import json
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -270,6 +271,11 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+#: Called with (alt text, figure) for every figure a report embeds, before it is encoded (`render_report`'s
+#: ``on_figure``); None: nothing is called.
+FIGURE_HOOK: ContextVar[Callable[[str, Figure], None] | None] = ContextVar("ckatlas_report_figure_hook", default=None)
+
+
 def figure_html(fig: Figure, alt: str, caption: str, *, hover: Sequence[tuple[Axes, Any]] = ()) -> str:
     """A figure as an inline PNG with its caption (both plain text).
 
@@ -278,6 +284,9 @@ def figure_html(fig: Figure, alt: str, caption: str, *, hover: Sequence[tuple[Ax
     the mouse (`HOVER_SCRIPT`). Such a figure is saved whole (no tight cropping), so that
     the axes' pixel positions are known.
     """
+    hook = FIGURE_HOOK.get()
+    if hook is not None:
+        hook(alt, fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches=None if hover else "tight", pil_kwargs={"optimize": True})
     data = base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -16,8 +16,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from matplotlib.figure import Figure
 
 from ckatlas._version import __version__
 from ckatlas.errors import UserInputError
@@ -29,7 +32,7 @@ from ckatlas.report import (  # noqa: F401  (each registers its sections with `r
     headline,
     origins_sections,
 )
-from ckatlas.report._page import HOVER_SCRIPT, ReportData, Section, drawn_tables, esc, para, section_builders, table_html
+from ckatlas.report._page import FIGURE_HOOK, HOVER_SCRIPT, ReportData, Section, drawn_tables, esc, para, section_builders, table_html
 
 REPORT_FILE = "report/index.html"
 
@@ -68,14 +71,25 @@ footer { margin-top: 3em; border-top: 1px solid #ddd; padding-top: 1em; font-siz
 """
 
 
-def render_report(experiment_dir: str | os.PathLike) -> str:
+def render_report(experiment_dir: str | os.PathLike,
+                  on_figure: Callable[[str, Figure], None] | None = None) -> str:
     """The HTML text of an experiment's report.
+
+    Args:
+        experiment_dir: a finished experiment directory (it holds summary.json).
+        on_figure: called with (alt text, matplotlib figure) for every figure the page embeds, in
+            page order, before it is encoded (to check or save the figures; the page is unchanged).
 
     Raises:
         UserInputError: `experiment_dir` is no finished experiment (no summary.json).
     """
     data = ReportData(experiment_dir)
-    sections = [s for s in (build(data) for build in section_builders()) if s is not None] + registered_sections(data)
+    token = FIGURE_HOOK.set(on_figure)
+    try:
+        sections = [s for s in (build(data) for build in section_builders()) if s is not None]
+        sections += registered_sections(data)
+    finally:
+        FIGURE_HOOK.reset(token)
     body = "".join(_section_html(s) for s in sections)
     toc = "".join(f'<a href="#{esc(s.anchor)}">{esc(s.title)}</a>' for s in sections)
     name = data.summary.name
