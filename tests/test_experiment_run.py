@@ -29,6 +29,9 @@ from ckatlas.analysis.errors import ErrorComparison
 from ckatlas.analysis.origins import BlockOrigins
 from ckatlas.analysis.trend import paired_difference_test
 from ckatlas.analysis.pca import PCAResult, principal_components
+from ckatlas.cka import MeasureInfo, center_gram, register_measure, unregister_measure
+from ckatlas.cka.batch_measures import BatchMeanMeasure
+from ckatlas.cka.measures import minibatch_measures
 from ckatlas.cli import main
 from ckatlas.errors import UserInputError
 from ckatlas.experiment import config_from_dict, load_config, plan, run_experiment
@@ -38,6 +41,7 @@ from ckatlas.experiment.claims import SWEEPS
 from ckatlas.experiment.executors import torch_threads
 from ckatlas.experiment.steps import test_inputs as experiment_inputs
 from ckatlas.heatmap import CKAResult, heatmap
+from ckatlas.report import render_report
 from ckatlas.summary import ExperimentSummary
 from ckatlas.train import load_run, train
 
@@ -549,6 +553,46 @@ def test_cka_measure_fills_every_heatmap_of_an_experiment(tmp_path):
     for path in heatmaps:
         result = CKAResult.load(path)
         assert result.measure == "rsa" and np.isfinite(result.matrix).all()
+
+
+class _GramCorrelation(BatchMeanMeasure):
+    """A measure from outside the package: Pearson correlation of two layers' centred Grams, per batch."""
+
+    def batch_similarity(self, a, b):
+        flat_a = center_gram(a).flatten(1)
+        flat_b = flat_a if b is None else center_gram(b).flatten(1)
+        flat_a = flat_a - flat_a.mean(1, keepdim=True)
+        flat_b = flat_b - flat_b.mean(1, keepdim=True)
+        return (flat_a / flat_a.norm(dim=1, keepdim=True)) @ (flat_b / flat_b.norm(dim=1, keepdim=True)).T
+
+
+def test_a_measure_registered_from_outside_reaches_the_cli_an_experiment_and_the_report(tmp_path, capsys):
+    info = register_measure(MeasureInfo("gram-corr", False, "Pearson correlation of centred Grams (a plugin)",
+                                        "Gram correlation (plugin)"), _GramCorrelation)
+    base = TOML.split("[analyses.pca]")[0].replace("widths = [0.25, 0.5]", "widths = [0.25]")
+    toml = tmp_path / "plugin.toml"
+    toml.write_text(base.replace("batch_size = 32\n", 'batch_size = 32\nmeasure = "gram-corr"\n'))
+    try:
+        assert info.accumulator is _GramCorrelation and minibatch_measures()[-1] == "gram-corr"
+        with pytest.raises(SystemExit):
+            main(["cka", "--help"])
+        assert "gram-corr: Pearson correlation of centred Grams" in " ".join(capsys.readouterr().out.split())
+        out = tmp_path / "one.npz"
+        assert main(["cka", "--arch", "resnet8", "--width", "0.25", "--random-inputs", "32", "--image-size", "8",
+                     "--measure", "gram-corr", "--quiet", "--out", str(out)]) == 0
+        assert CKAResult.load(out).measure == "gram-corr"
+        run_experiment(toml, tmp_path / "out", quiet=True, threads=THREADS)
+        heatmaps = sorted((tmp_path / "out" / "cka").rglob("*.npz"))
+        assert heatmaps and all(CKAResult.load(p).measure == "gram-corr" for p in heatmaps)
+        assert all(np.allclose(np.diag(CKAResult.load(p).matrix), 1.0) for p in heatmaps)
+        labels: list[str] = []
+        render_report(tmp_path / "out", on_figure=lambda alt, fig: labels.extend(
+            ax.get_ylabel() for ax in fig.axes if alt.startswith("within-model CKA heatmaps")))
+        assert "Gram correlation (plugin)" in labels
+    finally:
+        unregister_measure("gram-corr")
+    with pytest.raises(UserInputError, match="measure in \\[cka\\] must be one of cka, .*, svcca, got 'gram-corr'"):
+        load_config(toml)
 
 
 def test_summary_json_reads_as_typed_entries_and_writes_back_unchanged(finished, tmp_path):

@@ -257,10 +257,11 @@ def heatmap(
             passes its own shard of the data and every rank gets the heatmap of all of it (the
             estimator's sums are reduced across ranks). None: when a group of more than one
             rank is initialised. Every rank must call it, with at least one batch.
-        measure: the similarity of each layer pair (`ckatlas.cka.measures.MEASURES`): "cka" (the
-            paper's minibatch linear CKA, the default), "cka-rbf", "cka-debiased" (all examples in
-            one batch: Tensor inputs, N^2 memory per layer, refused above a limit before any
-            forward pass), "procrustes", "knn", "rsa" or "svcca". Recorded in the result's metadata.
+        measure: the similarity of each layer pair, a name in `ckatlas.cka.measures.MEASURES` (the
+            built-ins and any added with `register_measure`): "cka", the paper's minibatch linear
+            CKA, by default. A measure that needs all examples in one batch takes Tensor inputs and
+            N^2 memory per layer, refused above a limit before any forward pass. Recorded in the
+            result's metadata.
 
     Returns:
         A `CKAResult`; `matrix[i, j]` compares layer i of A with layer j of B.

@@ -40,28 +40,53 @@ to a global scale. A "minibatch" measure depends on the batch size for the non-C
 directions, else every correlation nears 1): compare heatmaps computed with the same batch
 size. `accumulator(measure, ...)` builds the streaming accumulator of a measure; all of them
 take `update_grams`, `compute`, `standard_error` and `all_reduce` as `MinibatchCKA` does.
+
+The registry (`MEASURES`) is the one list of measures: the CLI's choices, `[cka] measure`'s
+check, the error messages and the colour bars' labels are read from it. A measure of your own:
+
+    from ckatlas.cka.batch_measures import BatchMeanMeasure
+    from ckatlas.cka.measures import MeasureInfo, register_measure
+
+    class GramCorrelation(BatchMeanMeasure):          # one batch's (La, Lb) cells from float64 Grams
+        def batch_similarity(self, a, b): ...
+
+    register_measure(MeasureInfo("gram-corr", False, "correlation of centred Grams", "Gram correlation"),
+                     GramCorrelation)
 """
+
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from ckatlas.cka._inputs import CKAInputError
-from ckatlas.cka.kernels import center_gram
-from ckatlas.cka.minibatch import LayerPairs, MinibatchCKA
+from ckatlas.cka.batch_measures import (
+    AllExamplesCKA,
+    BatchMeanMeasure,
+    MinibatchKNN,
+    MinibatchProcrustes,
+    MinibatchRSA,
+    MinibatchSVCCA,
+    RBFMinibatchCKA,
+    pairwise_nuclear_norms,
+    rbf_kernels,
+    squared_distances,
+)
+from ckatlas.cka.minibatch import MinibatchCKA
 
 
 @dataclass(frozen=True)
 class MeasureInfo:
-    """What a measure is: its name, whether it needs every example in one batch, one line about it, and
-    the fewest examples a batch must hold for it (4 for the unbiased HSIC; k + 1 for k-NN)."""
+    """What a measure is: its name, whether it needs every example in one batch, one line about it, its
+    colour bar's label, the fewest examples a batch must hold for it (4 for the unbiased HSIC; k + 1 for
+    k-NN), whether its Grams must be float64, and its streaming accumulator's class (set by
+    `register_measure`)."""
 
     name: str
     all_examples: bool
@@ -69,29 +94,56 @@ class MeasureInfo:
     label: str  # a colour bar's label
     min_batch: int = 4
     float64_grams: bool = False  # built on eigenvalues of the Grams: float32 rounding would not do
+    accumulator: type | None = None  # called as accumulator(num_layers_a, num_layers_b, device=..., **options)
 
 
-MEASURES: dict[str, MeasureInfo] = {
-    info.name: info
-    for info in (
-        MeasureInfo("cka", False, "linear CKA, unbiased HSIC summed over minibatches (the paper's)",
-                    "CKA (minibatch, unbiased HSIC)"),
-        MeasureInfo("cka-rbf", False, "RBF-kernel CKA, bandwidth the batch's median distance, unbiased HSIC over "
-                    "minibatches", "RBF CKA (minibatch)"),
-        MeasureInfo("cka-debiased", True, "linear CKA with the unbiased HSIC of all examples at once",
-                    "debiased CKA (all examples)"),
-        MeasureInfo("procrustes", False, "orthogonal Procrustes similarity, mean over minibatches",
-                    "Procrustes similarity (minibatch)", float64_grams=True),
-        MeasureInfo("knn", False, "mutual 10-nearest-neighbour alignment, mean over minibatches",
-                    "mutual 10-NN alignment (minibatch)", min_batch=11),
-        MeasureInfo("rsa", False, "Spearman correlation of Euclidean dissimilarity matrices, mean over minibatches",
-                    "RSA, Spearman (minibatch)"),
-        MeasureInfo("svcca", False, "SVCCA: mean canonical correlation of the directions that explain 99% of each "
-                    "layer's variance, mean over minibatches", "SVCCA (minibatch)", float64_grams=True),
-    )
-}
+#: Every measure by name, in the order registered (the built-ins first).
+MEASURES: dict[str, MeasureInfo] = {}
 
-#: How much memory (bytes) an all-examples measure may ask for its Grams before it refuses.
+
+def register_measure(info: MeasureInfo, accumulator: type | None = None) -> MeasureInfo:
+    """Add a measure to `MEASURES` (and so to the CLI's choices, `[cka] measure` and `heatmap(measure=)`).
+
+    `accumulator` (default: `info.accumulator`) is its streaming accumulator's class, called as
+    ``accumulator(num_layers_a, num_layers_b, device=..., **options)``, with `update_grams`, `compute`,
+    `standard_error` and `all_reduce` (subclass `BatchMeanMeasure` for a mean over batches). Returns the
+    registered `MeasureInfo`.
+
+    Raises:
+        ValueError: the name is taken, is not a non-empty string, or no accumulator is given.
+    """
+    kind = accumulator or info.accumulator
+    if not isinstance(info.name, str) or not info.name.strip():
+        raise ValueError(f"a measure's name must be a non-empty string, got {info.name!r}")
+    if info.name in MEASURES:
+        raise ValueError(f"measure {info.name!r} is already registered")
+    if not callable(kind):
+        raise ValueError(f"measure {info.name!r} needs its accumulator's class, got {kind!r}")
+    MEASURES[info.name] = registered = replace(info, accumulator=kind)
+    return registered
+
+
+def unregister_measure(name: str) -> None:
+    """Remove a measure added with `register_measure`.
+
+    Raises:
+        KeyError: no measure of that name is registered.
+    """
+    if name not in MEASURES:
+        raise KeyError(f"no measure {name!r} is registered (registered: {', '.join(MEASURES)})")
+    del MEASURES[name]
+
+
+def minibatch_measures() -> list[str]:
+    """The names of the measures that take examples a batch at a time (not all at once)."""
+    return [name for name, info in MEASURES.items() if not info.all_examples]
+
+
+def measures_help() -> str:
+    """One line naming every registered measure with its description (the CLI's help)."""
+    return "; ".join(f"{name}: {info.description}" for name, info in MEASURES.items())
+
+
 ALL_EXAMPLES_MEMORY_LIMIT = 8 * 2**30
 
 
@@ -121,313 +173,15 @@ def check_all_examples_memory(measure: str, num_examples: int, num_layers: int,
         raise CKAInputError(
             f"measure {measure!r} needs all {num_examples} examples in one batch: {num_layers} Grams of "
             f"{num_examples} x {num_examples}, about {need / 2**30:.1f} GiB, over the limit of {limit / 2**30:.1f} GiB; "
-            f"use fewer examples or layers, or a minibatch measure (cka, cka-rbf, procrustes, knn, rsa, svcca)"
+            f"use fewer examples or layers, or a minibatch measure ({', '.join(minibatch_measures())})"
         )
 
 
 def accumulator(measure: str, num_layers_a: int, num_layers_b: int | None = None, *, device: Any = None,
                 **options: Any) -> Any:
     """The streaming accumulator of `measure` for `num_layers_a` x `num_layers_b` layers (None: square);
-    `options` go to its class (``k`` for knn)."""
-    kind = {"cka": MinibatchCKA, "cka-rbf": RBFMinibatchCKA, "cka-debiased": AllExamplesCKA,
-            "procrustes": MinibatchProcrustes, "knn": MinibatchKNN, "rsa": MinibatchRSA,
-            "svcca": MinibatchSVCCA}[measure_info(measure).name]
-    return kind(num_layers_a, num_layers_b, device=device, **options)
-
-
-# -- CKA variants ---------------------------------------------------------------------------
-def squared_distances(grams: torch.Tensor) -> torch.Tensor:
-    """(L, n, n) squared Euclidean distances between the examples, from their Grams (L, n, n)."""
-    diag = grams.diagonal(dim1=-2, dim2=-1)
-    return (diag[:, :, None] + diag[:, None, :] - 2.0 * grams).clamp_min(0.0)
-
-
-def rbf_kernels(grams: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
-    """RBF kernels (L, n, n) from linear Grams (L, n, n): ``exp(-d^2 / (2 t^2 median(d^2)))``, the median
-    over all n^2 squared distances of each layer, as `gram_rbf` takes it from features. A layer whose
-    examples are all identical (median 0) gets a constant kernel (zero HSIC: a dead layer)."""
-    sq = squared_distances(grams.double())
-    ordered, m = sq.flatten(1).sort(dim=1).values, sq.shape[-1] ** 2
-    median = ordered[:, m // 2] if m % 2 else (ordered[:, m // 2 - 1] + ordered[:, m // 2]) / 2
-    scale = (2.0 * threshold**2 * median).clamp_min(torch.finfo(torch.float64).tiny)
-    out = torch.exp(-sq / scale[:, None, None])
-    return torch.where((median > 0)[:, None, None], out, torch.ones_like(out))
-
-
-class RBFMinibatchCKA(MinibatchCKA):
-    """Minibatch CKA on RBF kernels: each batch's linear Grams become RBF kernels (bandwidth
-    relative to that batch's median distance, `rbf_kernels`), then the unbiased HSIC sums of
-    `MinibatchCKA`. Exact for one batch: equals CKA with unbiased HSIC of `gram_rbf` kernels."""
-
-    def update_grams(self, grams_a: Any, grams_b: Any = None) -> None:
-        self._check_sides(grams_a, grams_b)
-        grams_b = None if grams_b is None else rbf_kernels(_stacked(grams_b, self.num_layers_b, "B"))
-        super().update_grams(rbf_kernels(_stacked(grams_a, self.num_layers_a, "A")), grams_b)
-
-
-class AllExamplesCKA(MinibatchCKA):
-    """Debiased linear CKA (the unbiased HSIC of all examples, Davari et al. 2022): `MinibatchCKA`
-    fed exactly one batch holding every example. A second batch is an error (it would make it the
-    minibatch estimator), as is summing it over torch.distributed ranks."""
-
-    def update_grams(self, grams_a: Any, grams_b: Any = None) -> None:
-        if self.num_batches:
-            raise CKAInputError("measure 'cka-debiased' needs all examples in one batch; this one got a second batch")
-        super().update_grams(grams_a, grams_b)
-
-    def all_reduce(self, group: Any = None) -> MinibatchCKA:
-        raise CKAInputError("measure 'cka-debiased' needs all examples in one process; "
-                            "it cannot be summed over torch.distributed ranks (use a minibatch measure)")
-
-
-# -- measures averaged over batches ------------------------------------------------------------
-def _stacked(grams: Any, expected: int | None, side: str) -> torch.Tensor:
-    """(L, n, n) float64 from a stacked tensor or a list of Grams, checked."""
-    g = grams if isinstance(grams, torch.Tensor) else torch.stack([torch.as_tensor(x) for x in grams])
-    if g.ndim != 3 or g.shape[1] != g.shape[2]:
-        raise CKAInputError(f"model {side}'s Grams have shape {tuple(g.shape)}; expected (layers, n, n)")
-    if expected is not None and g.shape[0] != expected:
-        raise CKAInputError(f"model {side} has {expected} layers but this update holds {g.shape[0]} Grams")
-    if g.shape[1] < 4:
-        raise CKAInputError(f"a minibatch needs at least 4 examples, got n={g.shape[1]}")
-    return g.double()
-
-
-class _BatchMean(LayerPairs):
-    """Accumulates a similarity computed per batch (`batch_similarity`) as its mean over batches,
-    with the standard error from their spread; NaN cells (a dead layer in a batch) are left out."""
-
-    name = ""
-
-    def __init__(self, num_layers_a: int, num_layers_b: int | None = None, *, device: Any = None) -> None:
-        super().__init__(num_layers_a, num_layers_b, device=device)
-        self._sum: torch.Tensor | None = None
-        self._sumsq: torch.Tensor | None = None
-        self._count: torch.Tensor | None = None
-
-    def batch_similarity(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        """(La, Lb) similarity of one batch from its float64 Grams (b None: a with itself)."""
-        raise NotImplementedError
-
-    def update_grams(self, grams_a: Any, grams_b: Any = None) -> None:
-        if self.square and grams_b is not None:
-            raise CKAInputError("this accumulator compares the layers of one model; pass model B's Grams only to a "
-                                "rectangular one")
-        if not self.square and grams_b is None:
-            raise CKAInputError("this accumulator compares two models: update_grams() needs model B's Grams too")
-        a = _stacked(grams_a, self.num_layers_a, "A")
-        b = None if grams_b is None else _stacked(grams_b, self.num_layers_b, "B")
-        if b is not None and b.shape[1] != a.shape[1]:
-            raise CKAInputError(f"model A's Grams have n={a.shape[1]} examples but model B's have n={b.shape[1]}: "
-                                "both must see the same minibatch")
-        if self.device is None:
-            self.device = a.device
-        a = a.to(self.device)
-        sim = self.batch_similarity(a, None if b is None else b.to(self.device))
-        valid = ~torch.isnan(sim)
-        sim = torch.where(valid, sim, 0.0)
-        if self._sum is None:
-            self._sum, self._sumsq, self._count = (torch.zeros(self.shape, dtype=torch.float64, device=self.device)
-                                                   for _ in range(3))
-        self._sum += sim
-        self._sumsq += sim * sim
-        self._count += valid
-        self.num_batches += 1
-        self.num_examples += a.shape[1]
-
-    def _state(self, what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self._sum is None:
-            raise CKAInputError(f"{type(self).__name__}.{what}() was called before any update: there is nothing to compute")
-        return self._sum, self._sumsq, self._count
-
-    def compute(self) -> torch.Tensor:
-        """The (La, Lb) mean over batches, float64; NaN where a layer was dead in every batch."""
-        total, _, count = self._state("compute")
-        if bool((count == 0).any()):
-            warnings.warn("some layers have zero variance across examples; their cells are NaN", RuntimeWarning,
-                          stacklevel=2)
-        return torch.where(count > 0, total / count.clamp_min(1), math.nan)
-
-    def standard_error(self) -> torch.Tensor:
-        """``std / sqrt(k)`` of the per-batch values over the k batches of each cell; NaN below two."""
-        total, sumsq, k = self._state("standard_error")
-        mean = total / k.clamp_min(1)
-        var = (sumsq - k * mean * mean).clamp_min(0) / (k - 1).clamp_min(1)
-        return torch.where(k >= 2, (var / k.clamp_min(1)).sqrt(), math.nan)
-
-    def all_reduce(self, group: Any = None) -> _BatchMean:
-        """Sum over the ranks of a ``torch.distributed`` group, in place (as `MinibatchCKA.all_reduce`)."""
-        import torch.distributed as dist
-
-        device = self.device or torch.device("cpu")
-        zeros = torch.zeros(self.shape, dtype=torch.float64, device=device)
-        parts = [zeros if t is None else t.to(device) for t in (self._sum, self._sumsq, self._count)]
-        counts = torch.tensor([self.num_batches, self.num_examples], dtype=torch.float64, device=device)
-        flat = torch.cat([p.reshape(-1) for p in parts] + [counts])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
-        size = zeros.numel()
-        self._sum, self._sumsq, self._count = (flat[k * size:(k + 1) * size].reshape(self.shape).clone() for k in range(3))
-        self.num_batches, self.num_examples = (int(round(v)) for v in flat[-2:].tolist())
-        self.device = device
-        return self
-
-    def __repr__(self) -> str:
-        la, lb = self.shape
-        return f"{type(self).__name__}({la}x{lb}, batches={self.num_batches}, examples={self.num_examples})"
-
-
-def pairwise_nuclear_norms(left: torch.Tensor, right: torch.Tensor | None) -> torch.Tensor:
-    """(La, Lb) the nuclear norm (sum of singular values) of ``left[i]' right[j]`` for every pair of
-    (L, n, r) stacks; `right` None: `left` with itself, computing the upper triangle once and mirroring it."""
-    other = left if right is None else right
-    out = torch.empty(left.shape[0], other.shape[0], dtype=torch.float64, device=left.device)
-    for i in range(left.shape[0]):  # one layer of A against every layer of B (of the upper triangle when square)
-        start = i if right is None else 0
-        out[i, start:] = torch.linalg.svdvals(left[i].T @ other[start:]).sum(dim=-1)
-        if right is None:
-            out[i + 1:, i] = out[i, i + 1:]
-    return out
-
-
-class MinibatchProcrustes(_BatchMean):
-    """Orthogonal Procrustes similarity per batch: with X, Y the batch's features centred and scaled to
-    unit Frobenius norm, ``max_R tr(X'YR) = ||X'Y||_*`` over orthogonal R (= 1 - d^2/2, d the
-    Procrustes distance). From Grams: ``||X'Y||_* = ||F_a'F_b||_*`` with ``F F' = K`` (each factor
-    from the eigendecomposition of its layer's centred, unit-trace Gram): one SVD of an n x n
-    matrix per layer pair, O(n^3), so it costs more than CKA for large batches."""
-
-    name = "procrustes"
-
-    def batch_similarity(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        fa, dead_a = self._factors(a)
-        fb, dead_b = (fa, dead_a) if b is None else self._factors(b)
-        out = pairwise_nuclear_norms(fa, None if b is None else fb)  # ||X'Y||_* = ||F_a'F_b||_*
-        out[dead_a] = math.nan
-        out[:, dead_b] = math.nan
-        return out.clamp_max(1.0)
-
-    @classmethod
-    def _factors(cls, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L, n, r) F with F F' = the centred Gram over its trace (X X' for the normalised X, up to a
-        rotation), dropping the columns null in every layer; which layers are dead."""
-        k, dead = cls._normalised(g)
-        values, vectors = torch.linalg.eigh(k)
-        keep = values.amax(dim=0) > values.amax() * 1e-12 * k.shape[-1]
-        return (vectors * values.clamp_min(0).sqrt()[:, None, :])[:, :, keep], dead
-
-    @staticmethod
-    def _normalised(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k = center_gram(g)
-        trace = k.diagonal(dim1=-2, dim2=-1).sum(-1)
-        dead = trace <= 0
-        return k / torch.where(dead, 1.0, trace)[:, None, None], dead
-
-
-class MinibatchKNN(_BatchMean):
-    """Mutual k-nearest-neighbour alignment per batch (Huh et al. 2024, "The platonic representation
-    hypothesis"): for each example, its `k` nearest other examples by cosine similarity of the
-    centred features in each layer; the score is the mean share of neighbours the two layers have in
-    common (1: the same neighbourhoods; about k/(n-1) for unrelated ones)."""
-
-    name = "knn"
-
-    def __init__(self, num_layers_a: int, num_layers_b: int | None = None, *, device: Any = None, k: int = 10) -> None:
-        super().__init__(num_layers_a, num_layers_b, device=device)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise CKAInputError(f"k must be a positive integer, got {k!r}")
-        self.k = k
-
-    def batch_similarity(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        n = a.shape[-1]
-        if n <= self.k:
-            raise CKAInputError(f"measure 'knn' with k={self.k} needs batches of more than {self.k} examples, got n={n}: "
-                                f"give at least {self.k + 1} examples per batch (batch_size >= {self.k + 1}), or a smaller k")
-        ma, dead_a = self._neighbours(a)
-        mb, dead_b = (ma, dead_a) if b is None else self._neighbours(b)
-        out = (ma @ mb.T).double() / (n * self.k)
-        out[dead_a] = math.nan
-        out[:, dead_b] = math.nan
-        return out
-
-    def _neighbours(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L, n*n) float32 0/1 rows marking each example's k neighbours; which layers are dead."""
-        norms = g.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()
-        cos = g / (norms[:, :, None] * norms[:, None, :]).clamp_min(torch.finfo(torch.float64).tiny)
-        cos.diagonal(dim1=-2, dim2=-1).fill_(-math.inf)  # an example is not its own neighbour
-        index = cos.topk(self.k, dim=-1).indices
-        marks = torch.zeros(g.shape, dtype=torch.float32, device=g.device).scatter_(-1, index, 1.0)
-        return marks.flatten(1), norms.amax(dim=1) <= 0
-
-
-class MinibatchRSA(_BatchMean):
-    """Representational similarity analysis per batch: each layer's dissimilarity matrix (Euclidean
-    distances between the examples, from the Gram), compared by the Spearman correlation of their
-    upper triangles (ties get their average rank)."""
-
-    name = "rsa"
-
-    def batch_similarity(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        ra, dead_a = self._ranks(a)
-        rb, dead_b = (ra, dead_a) if b is None else self._ranks(b)
-        out = (ra @ rb.T) / ra.shape[1]
-        out[dead_a] = math.nan
-        out[:, dead_b] = math.nan
-        return out.clamp(-1.0, 1.0)
-
-    @staticmethod
-    def _ranks(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L, m) standardised ranks of each layer's m = n(n-1)/2 squared distances; dead layers."""
-        from scipy.stats import rankdata
-
-        n = g.shape[-1]
-        sq = squared_distances(g)
-        rows, cols = torch.triu_indices(n, n, offset=1, device=g.device)
-        upper = sq[:, rows, cols].cpu().numpy()
-        ranks = torch.as_tensor(rankdata(upper, axis=1), dtype=torch.float64, device=g.device)
-        ranks -= ranks.mean(dim=1, keepdim=True)
-        scale = ranks.pow(2).mean(dim=1, keepdim=True).sqrt()
-        dead = scale.squeeze(1) <= 0
-        return ranks / torch.where(scale > 0, scale, 1.0), dead
-
-
-class MinibatchSVCCA(_BatchMean):
-    """SVCCA per batch (Raghu et al. 2017): each layer's centred features are cut to their top principal
-    directions that together explain `variance` of the variance (the SVD step), and the two cut
-    representations are compared by CCA; the cell is the mean of their min(k_a, k_b) canonical
-    correlations. From Grams: the principal directions in example space are the top eigenvectors of the
-    centred Gram, and the canonical correlations of two representations are the singular values of the
-    product of orthonormal bases of their spans (Bjorck & Golub 1973), so one (k_a x k_b) SVD per pair.
-    Invariant to any invertible linear map of the kept directions; CCA needs n well above k, else
-    every correlation nears 1 (compare heatmaps made with the same batch size)."""
-
-    name = "svcca"
-
-    def __init__(self, num_layers_a: int, num_layers_b: int | None = None, *, device: Any = None,
-                 variance: float = 0.99) -> None:
-        super().__init__(num_layers_a, num_layers_b, device=device)
-        if isinstance(variance, bool) or not isinstance(variance, (int, float)) or not 0 < variance <= 1:
-            raise CKAInputError(f"variance must be a share in (0, 1], got {variance!r}")
-        self.variance = float(variance)
-
-    def batch_similarity(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        ua, ka = self._bases(a)
-        ub, kb = (ua, ka) if b is None else self._bases(b)
-        out = pairwise_nuclear_norms(ua, None if b is None else ub)  # padding columns add only zero singular values
-        pairs = torch.minimum(ka[:, None], kb[None, :]).double()
-        out = torch.where(pairs > 0, out / pairs.clamp_min(1), math.nan)  # no direction kept: a dead layer
-        return out.clamp_max(1.0)
-
-    def _bases(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L, n, k_max) orthonormal bases of each layer's kept directions (zero columns past its own k), and
-        each layer's k (0 for a dead layer)."""
-        values, vectors = torch.linalg.eigh(center_gram(g))
-        values, vectors = values.flip(-1).clamp_min(0), vectors.flip(-1)  # largest first
-        total = values.sum(-1, keepdim=True)
-        before = values.cumsum(-1) - values  # variance of the directions ahead of each one
-        keep = (before < self.variance * total * (1 - 1e-12)) & (values > total * 1e-12)
-        counts = keep.sum(-1)
-        width = max(int(counts.max()), 1)
-        return (vectors * keep[:, None, :])[:, :, :width], counts
+    `options` go to its class (``k`` for knn, ``variance`` for svcca)."""
+    return measure_info(measure).accumulator(num_layers_a, num_layers_b, device=device, **options)
 
 
 def measure_matrix(measure: str, acts_a: Sequence[Any], acts_b: Sequence[Any] | None = None, **kwargs: Any) -> np.ndarray:
@@ -445,6 +199,26 @@ def measure_matrix(measure: str, acts_a: Sequence[Any], acts_b: Sequence[Any] | 
         return acc.compute().cpu().numpy()
 
 
-__all__ = ["ALL_EXAMPLES_MEMORY_LIMIT", "MEASURES", "AllExamplesCKA", "MeasureInfo", "MinibatchKNN",
+for _info, _kind in (
+    (MeasureInfo("cka", False, "linear CKA, unbiased HSIC summed over minibatches (the paper's)",
+                 "CKA (minibatch, unbiased HSIC)"), MinibatchCKA),
+    (MeasureInfo("cka-rbf", False, "RBF-kernel CKA, bandwidth the batch's median distance, unbiased HSIC over "
+                 "minibatches", "RBF CKA (minibatch)"), RBFMinibatchCKA),
+    (MeasureInfo("cka-debiased", True, "linear CKA with the unbiased HSIC of all examples at once",
+                 "debiased CKA (all examples)"), AllExamplesCKA),
+    (MeasureInfo("procrustes", False, "orthogonal Procrustes similarity, mean over minibatches",
+                 "Procrustes similarity (minibatch)", float64_grams=True), MinibatchProcrustes),
+    (MeasureInfo("knn", False, "mutual 10-nearest-neighbour alignment, mean over minibatches",
+                 "mutual 10-NN alignment (minibatch)", min_batch=11), MinibatchKNN),
+    (MeasureInfo("rsa", False, "Spearman correlation of Euclidean dissimilarity matrices, mean over minibatches",
+                 "RSA, Spearman (minibatch)"), MinibatchRSA),
+    (MeasureInfo("svcca", False, "SVCCA: mean canonical correlation of the directions that explain 99% of each "
+                 "layer's variance, mean over minibatches", "SVCCA (minibatch)", float64_grams=True), MinibatchSVCCA),
+):
+    register_measure(_info, _kind)
+
+
+__all__ = ["ALL_EXAMPLES_MEMORY_LIMIT", "MEASURES", "AllExamplesCKA", "BatchMeanMeasure", "MeasureInfo", "MinibatchKNN",
            "MinibatchProcrustes", "MinibatchRSA", "MinibatchSVCCA", "RBFMinibatchCKA", "accumulator", "all_examples_bytes",
-           "check_all_examples_memory", "measure_info", "measure_matrix", "rbf_kernels", "squared_distances"]
+           "check_all_examples_memory", "measure_info", "measure_matrix", "measures_help", "minibatch_measures",
+           "pairwise_nuclear_norms", "rbf_kernels", "register_measure", "squared_distances", "unregister_measure"]

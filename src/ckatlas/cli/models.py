@@ -15,7 +15,7 @@ from ckatlas.cli._common import (
     positive_int,
     write_png,
 )
-from ckatlas.cka.measures import MEASURES
+from ckatlas.cka.measures import MEASURES, measures_help
 from ckatlas.tokens import TOKEN_MODES
 from ckatlas.train.config import PRECISIONS
 
@@ -292,9 +292,8 @@ def add_cka(sub: argparse._SubParsersAction) -> None:
                    help="how a transformer layer's tokens become one example (ckatlas.tokens): auto (default: "
                         "flattened for images), flatten, mean, first or last")
     p.add_argument("--measure", choices=tuple(MEASURES), default="cka",
-                   help="the similarity of each layer pair (ckatlas.cka.measures): cka (default: the paper's "
-                        "minibatch linear CKA), cka-rbf, cka-debiased (all examples in one batch), procrustes, "
-                        "knn (mutual 10-NN), rsa or svcca")
+                   help="the similarity of each layer pair (default cka; ckatlas.cka.measures): "
+                        + measures_help().replace("%", "%%"))
     p.add_argument("--no-shuffle", action="store_true", help="consecutive batches instead of a random permutation")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch permutations (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")

@@ -74,9 +74,8 @@ class CKAConfig:
     reshuffles them each pass (the paper uses 10). `tokens`: how a transformer layer's
     token sequence becomes one example's representation (`ckatlas.tokens`: "auto",
     "flatten", "mean", "first", "last"), for the heatmaps, PCA, dynamics and origins.
-    `measure`: what each heatmap cell holds (`ckatlas.cka.measures`: "cka", the paper's
-    minibatch linear CKA, by default; "cka-rbf", "cka-debiased", "procrustes", "knn", "rsa", "svcca");
-    the blocks are then found on that measure's heatmaps.
+    `measure`: what each heatmap cell holds, a name in `ckatlas.cka.measures.MEASURES` ("cka", the
+    paper's minibatch linear CKA, by default); the blocks are then found on that measure's heatmaps.
     """
 
     layers: Literal["blocks", "all"] = "blocks"

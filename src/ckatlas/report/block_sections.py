@@ -71,10 +71,11 @@ def heatmap_grid_section(data: ReportData) -> Section | None:
             continue
         fig, shown = drawn
         image = next(ax.images[0] for ax in fig.axes if ax.images)
-        fig.colorbar(image, ax=fig.axes, label="CKA", shrink=0.8)
+        fig.colorbar(image, ax=fig.axes, label=measure_label(first[0]), shrink=0.8)
         sub = slice_title(table, tables)
+        what = "Linear CKA" if first[0].measure == "cka" else measure_label(first[0])
         caption = (
-            f"Linear CKA between every pair of analysed layers of each model (input at the lower left), on "
+            f"{what} between every pair of analysed layers of each model (input at the lower left), on "
             f"{_cka_phrase(first[0])}; one model per cell ({seeds_phrase(shown)}); stage boundaries as thin white "
             f"lines; blocks ({data.detector.describe()}) outlined in cyan, each with its score; point at a cell for its layer pair and "
             "value" + (f"; {sub}" if sub else "") + "."
