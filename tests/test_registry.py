@@ -43,7 +43,7 @@ def _compute(step, ctx, store):
 @pytest.fixture
 def registered():
     kind = register_step(StepKind("mean_activation", _plan, _compute, settings=MeanActivationConfig,
-                                  uses_models=True, description="mean activation"))
+                                  uses_models=True, description="mean activation", after=("train",)))
     yield kind
     unregister_step("mean_activation")
 
@@ -90,6 +90,35 @@ def test_a_registered_analysis_settings_are_checked_like_the_built_in_ones(regis
     without = config_from_dict({**TABLE, "analyses": {}})
     assert without.analyses.mean_activation is None
     assert not any(s.kind == "mean_activation" for s in plan(without))
+
+
+def test_the_plan_follows_each_kinds_after_not_the_order_of_registration():
+    def late_plan(config, earlier):
+        return [Step("late", f"late/{r.name}", (f"analysis/late/{r.name}.json",), (f"mean_activation/{r.name}",), (r,))
+                for r in config.runs]
+
+    register_step(StepKind("late", late_plan, _compute, settings=MeanActivationConfig, after=("mean_activation",)))
+    try:
+        with pytest.raises(ValueError, match="'late' comes after 'mean_activation', which is not registered"):
+            plan(config_from_dict(TABLE))
+        register_step(StepKind("mean_activation", _plan, _compute, settings=MeanActivationConfig, after=("train",)))
+        keys = [s.key for s in plan(config_from_dict({**TABLE, "analyses": {"mean_activation": {}, "late": {}}}))]
+        name = "resnet8-w0.25-f0.25-s0"
+        assert keys.index(f"train/{name}") < keys.index(f"mean_activation/{name}") < keys.index(f"late/{name}")
+        assert keys[-3:] == ["summary", "claims", "report"]
+        unregister_step("mean_activation")
+        register_step(StepKind("mean_activation", _plan, _compute, settings=MeanActivationConfig, after=("late",)))
+        with pytest.raises(ValueError, match="make a circle: late after mean_activation, mean_activation after late"):
+            plan(config_from_dict({**TABLE, "analyses": {"mean_activation": {}, "late": {}}}))
+        unregister_step("mean_activation")
+        unregister_step("late")
+        register_step(StepKind("late", late_plan, _compute, settings=MeanActivationConfig))  # no `after`
+        register_step(StepKind("mean_activation", _plan, _compute, settings=MeanActivationConfig, after=("train",)))
+        with pytest.raises(ValueError, match="step late/resnet8.* reads mean_activation/.*must name mean_activation"):
+            plan(config_from_dict({**TABLE, "analyses": {"mean_activation": {}, "late": {}}}))
+    finally:
+        unregister_step("late")
+        unregister_step("mean_activation")
 
 
 def test_an_unregistered_analysis_is_an_unknown_key():

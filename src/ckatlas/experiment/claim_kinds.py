@@ -135,16 +135,24 @@ class ClaimsResult(JsonResult):
                    dict(data.get("metadata") or {}))
 
 
+#: Which blocks a claim reads: those of the detector it is evaluated with (found again on the saved heatmaps
+#: when a detector is given, so it is also decided with `compare_with`), the experiment's saved block files
+#: whatever the detector (analyses that traced them), or none.
+BLOCK_SOURCES = ("detector", "saved", "none")
+
+
 @dataclass(frozen=True)
 class TrendClaim:
     """A claim that block structure grows (or falls: `direction`) with one factor of the grid, within
-    each slice of the others (`strata`): `trend_test` of the detector's statistic."""
+    each slice of the others (`strata`): `trend_test` of the detector's statistic. `blocks`: which
+    blocks it reads (`BLOCK_SOURCES`)."""
 
     key: str
     statement: str
     factor: str
     strata: tuple[str, str]
     direction: str = "increasing"
+    blocks: str = "detector"
 
     def evaluate(self, ctx: ClaimContext, sweep: Sequence[float]) -> Claim:
         return ctx.trend(self.key, self.statement, self.factor, self.strata, sweep, self.direction)
@@ -155,7 +163,8 @@ class PairedClaim:
     """A claim decided by a paired test over units (models, pairs of seeds): `pairs(ctx)` gives each
     unit's (first, second) value; the claim holds when first - second > 0 at `alpha`
     (`paired_difference_test`). `labels` name the two means in the details; `extra(ctx)` adds
-    more details; `needs` says what an experiment must hold to test it."""
+    more details; `needs` says what an experiment must hold to test it; `blocks`: which blocks it
+    reads (`BLOCK_SOURCES`)."""
 
     key: str
     statement: str
@@ -164,6 +173,7 @@ class PairedClaim:
     pairs: Callable[[ClaimContext], list[tuple[float, float]]]
     labels: tuple[str, str]
     extra: Callable[[ClaimContext], dict[str, Any]] | None = None
+    blocks: str = "detector"
 
     def evaluate(self, ctx: ClaimContext, sweep: Sequence[float]) -> Claim:
         pairs = self.pairs(ctx)
@@ -178,10 +188,12 @@ class PairedClaim:
 
 @dataclass(frozen=True)
 class OwnClaim:
-    """A claim with a test of its own (`decide(ctx)`), e.g. the errors analysis' permutation test."""
+    """A claim with a test of its own (`decide(ctx)`), e.g. the errors analysis' permutation test;
+    `blocks`: which blocks it reads (`BLOCK_SOURCES`)."""
 
     key: str
     decide: Callable[[ClaimContext], Claim]
+    blocks: str = "detector"
 
     def evaluate(self, ctx: ClaimContext, sweep: Sequence[float]) -> Claim:
         return self.decide(ctx)

@@ -59,6 +59,7 @@ from ckatlas.analysis.probes import ProbeResult
 from ckatlas.analysis.prune import PruneResult
 from ckatlas.analysis.trend import PERMUTATIONS
 from ckatlas.experiment.claim_kinds import (  # noqa: F401  (Claim, ClaimsResult, SWEEPS re-exported)
+    BLOCK_SOURCES,
     DEFAULT_SWEEP,
     SWEEPS,
     Claim,
@@ -71,7 +72,6 @@ from ckatlas.experiment.claim_kinds import (  # noqa: F401  (Claim, ClaimsResult
 from ckatlas.heatmap import CKAResult
 from ckatlas.summary import read_summary
 
-FIXED_BLOCKS = ("errors", "dominant-examples", "normalised")  # claims that do not follow a change of detector
 #: Where an experiment keeps its claims, decided once by its ``claims`` step with the defaults below.
 CLAIMS_FILE = "claims.json"
 
@@ -104,13 +104,17 @@ def evaluate_claims(
     if sweep is None:
         sweep = SWEEPS[ctx.detector.method][1]
     definitions = CLAIMS if claims is None else list(claims)
+    odd = [f"{d.key}: {d.blocks!r}" for d in definitions if getattr(d, "blocks", None) not in BLOCK_SOURCES]
+    if odd:
+        raise ValueError(f"a claim's blocks must be one of {', '.join(BLOCK_SOURCES)}; got {'; '.join(odd)}")
     tested = [definition.evaluate(ctx, sweep) for definition in definitions]
     if compare_with is not None and compare_with != ctx.detector:
         other = ClaimContext(root, summary, alpha, num_permutations, seed, compare_with)
         other.share_reads(ctx)  # the saved files are read once for both detectors
         other.named = False  # the named definitions do not depend on the detector: decided once, above
-        for claim, again in zip(tested, (definition.evaluate(other, ()) for definition in definitions)):
-            if claim.key not in FIXED_BLOCKS:
+        for definition, claim in zip(definitions, tested):
+            if definition.blocks == "detector":  # the others do not follow a change of detector
+                again = definition.evaluate(other, ())
                 claim.details["compare"] = {"method": compare_with.method, "detector": compare_with.to_dict(),
                                             "value": again.value, "p_value": again.p_value, "n": again.n,
                                             "holds": again.holds, "verdict": again.verdict,
@@ -276,12 +280,12 @@ CLAIMS: list[TrendClaim | PairedClaim | OwnClaim] = [
                 "stands out less than without as many random examples",
                 "mean block score without as many random examples minus without the dominant ones (per model)",
                 "needs [analyses.origins] on models with a block", _without_dominant,
-                ("mean_score_without_random", "mean_score_without_dominant"), _dominance),
+                ("mean_score_without_random", "mean_score_without_dominant"), _dominance, blocks="saved"),
     PairedClaim("normalised", "with each example's activations scaled to unit length, blocks stand out less",
                 "mean block score minus its score with per-example normalised activations (per model)",
                 "needs [analyses.origins] on models with a block", _normalised,
-                ("mean_score", "mean_score_normalised")),
-    OwnClaim("errors", _errors),
+                ("mean_score", "mean_score_normalised"), blocks="saved"),
+    OwnClaim("errors", _errors, blocks="none"),
 ]
 """Every claim, in the order they are reported. A new claim is one definition here and, for a
 paired claim, one function giving each unit's two values."""

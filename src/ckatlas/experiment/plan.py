@@ -23,6 +23,13 @@ def plan(config: ExperimentConfig) -> list[Step]:
         if kind.settings is not None and getattr(config.analyses, kind.table_name) is None:
             continue
         steps += kind.plan(config, list(steps))
+    planned: set[str] = set()
+    for step in steps:
+        later = [n for n in step.needs if n not in planned and any(s.key == n for s in steps)]
+        if later:
+            raise ValueError(f"step {step.key} reads {', '.join(later)}, planned after it: its kind "
+                             f"{step.kind!r} must name {', '.join(sorted({n.split('/')[0] for n in later}))} in `after`")
+        planned.add(step.key)
     return steps
 
 

@@ -18,7 +18,8 @@ Adding an analysis is one module and one call:
 
     def _compute(step, ctx, store): ... write step.outputs[0] atomically ...
 
-    register_step(StepKind("mean_activation", _plan, _compute, settings=MeanActivationConfig, uses_models=True))
+    register_step(StepKind("mean_activation", _plan, _compute, settings=MeanActivationConfig, uses_models=True,
+                           after=("train",)))
 
 An analysis without a section of its own in the report gets the report's generic
 section (its result file of each model). Worker processes (``jobs > 1``, Ray) import
@@ -79,6 +80,8 @@ class StepKind:
         resumable: a recomputed step keeps what it wrote before and resumes from it
             (training); for other kinds a stale output is deleted before recomputing.
         description: one line, for listings.
+        after: the kinds whose steps this kind's steps read: the plan puts its steps after
+            theirs (`step_kinds`), whatever the order of registration.
     """
 
     kind: str
@@ -92,7 +95,7 @@ class StepKind:
     done: Callable[[Step, Any], bool] | None = None
     resumable: bool = False
     description: str = ""
-
+    after: tuple[str, ...] = ()
 
     @property
     def table_name(self) -> str:
@@ -104,15 +107,16 @@ _KINDS: dict[str, StepKind] = {}
 
 
 def register_step(kind: StepKind, *, replace: bool = False) -> StepKind:
-    """Add a step kind; its steps come after those of every kind registered before it
-    (driver kinds, the summary and the report, always last). With `replace`, it takes the
-    place of the registered kind of its name (e.g. another computation of a built-in
-    analysis), keeping that kind's place in the order."""
+    """Add a step kind. Its steps come after those of the kinds it names in `after` (driver kinds,
+    the summary, the claims and the report, always last). With `replace`, it takes the place of the
+    registered kind of its name (e.g. another computation of a built-in analysis)."""
     if not isinstance(kind, StepKind):
         raise TypeError(f"register_step takes a StepKind, got {type(kind).__name__}")
     if (kind.kind in _KINDS) != replace:
         raise ValueError(f"a step kind {kind.kind!r} is already registered" if not replace
                          else f"no step kind {kind.kind!r} is registered to replace")
+    if kind.kind in kind.after:
+        raise ValueError(f"step kind {kind.kind!r} cannot come after itself")
     _KINDS[kind.kind] = kind
     return kind
 
@@ -123,9 +127,33 @@ def unregister_step(kind: str) -> None:
 
 
 def step_kinds() -> list[StepKind]:
-    """Every registered kind, in plan order: registration order, driver kinds last."""
-    kinds = list(_KINDS.values())
-    return [k for k in kinds if not k.driver] + [k for k in kinds if k.driver]
+    """Every registered kind, in plan order: each after the kinds it names in `after` (ties in
+    registration order), the driver kinds after every other kind.
+
+    Raises:
+        ValueError: a kind comes after one that is not registered, or the `after`s make a circle.
+    """
+    for k in _KINDS.values():
+        missing = [name for name in k.after if name not in _KINDS]
+        if missing:
+            raise ValueError(f"step kind {k.kind!r} comes after {', '.join(map(repr, missing))}, which is not "
+                             f"registered; registered: {', '.join(_KINDS)}")
+        drivers = [name for name in k.after if _KINDS[name].driver and not k.driver]
+        if drivers:
+            raise ValueError(f"step kind {k.kind!r} cannot come after the driver kind(s) {', '.join(drivers)}: "
+                             "those run last")
+    order: list[StepKind] = []
+    for group in ([k for k in _KINDS.values() if not k.driver], [k for k in _KINDS.values() if k.driver]):
+        waiting = list(group)
+        while waiting:
+            names = {w.kind for w in waiting}
+            ready = next((k for k in waiting if not names.intersection(k.after)), None)
+            if ready is None:
+                raise ValueError("the step kinds' 'after' make a circle: " + ", ".join(
+                    f"{k.kind} after {'/'.join(k.after)}" for k in waiting))
+            order.append(ready)
+            waiting.remove(ready)
+    return order
 
 
 def step_kind(kind: str) -> StepKind:

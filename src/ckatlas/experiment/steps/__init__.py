@@ -21,7 +21,7 @@ worker, or again after a crash, with the same result. Models run on
 `StepContext.device`; every random choice comes from the config's seeds.
 """
 
-# Imported in plan order: a kind's steps may read those of the kinds registered before it.
+# The plan's order comes from each kind's `after` (registry.step_kinds), not from this import order.
 from ckatlas.experiment.steps._common import StepContext, execute, load_model, test_inputs
 from ckatlas.experiment.steps import train, cka, blocks, pca, probes, prune, dynamics, errors, summary  # noqa: F401,I001
 from ckatlas.experiment.steps import origins  # noqa: F401,E402

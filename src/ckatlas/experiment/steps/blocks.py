@@ -83,7 +83,8 @@ def _stability_plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]
 
 register_step(StepKind("blocks", per_run("blocks", ExperimentStore.blocks_file, lambda name: (f"cka/{name}",)),
                        _blocks, settings=BlocksConfig, default_on=True,
-                       description="the block structure of the heatmap"))
-register_step(StepKind("stability", _stability_plan, _stability, description="how the blocks of a group's seeds agree"))
+                       description="the block structure of the heatmap", after=("cka",)))
+register_step(StepKind("stability", _stability_plan, _stability, description="how the blocks of a group's seeds agree",
+                       after=("blocks",)))
 
 __all__ = ["BlocksConfig", "stability_file"]

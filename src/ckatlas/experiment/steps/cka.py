@@ -90,10 +90,11 @@ def _cross_plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]:
 
 
 register_step(StepKind("cka", per_run("cka", ExperimentStore.cka_file, trained), _compute, uses_models=True,
-                       description="the model's within-model CKA heatmap"))
+                       description="the model's within-model CKA heatmap", after=("train",)))
 register_step(StepKind("untrained", per_run("untrained", untrained_file, trained), _compute, settings=UntrainedConfig,
-                       default_on=True, uses_models=True, description="the model's heatmap at initialisation"))
+                       default_on=True, uses_models=True, description="the model's heatmap at initialisation",
+                       after=("train",)))
 register_step(StepKind("cross", _cross_plan, _compute, settings=CrossSeedConfig, table="cross_seed",
-                       uses_models=True, description="cross-seed CKA"))
+                       uses_models=True, description="cross-seed CKA", after=("train",)))
 
 __all__ = ["CrossSeedConfig", "UntrainedConfig", "untrained_file"]

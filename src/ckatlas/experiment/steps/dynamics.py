@@ -74,6 +74,6 @@ def _compute(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
 register_step(StepKind("dynamics", per_run("dynamics", dynamics_file, trained,
                                            lambda c, r: c.analyses.dynamics.wants(r)), _compute,
                        settings=DynamicsConfig, resumable=True,  # its file is written by training: kept on resume
-                       description="block structure through training"))
+                       description="block structure through training", after=("train",)))
 
 __all__ = ["DynamicsConfig", "dynamics_file"]

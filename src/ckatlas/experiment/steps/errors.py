@@ -89,6 +89,7 @@ def _plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]:
     return [Step("errors", "errors", (ERRORS_FILE,), tuple(f"train/{r.name}" for r in members), members)]
 
 
-register_step(StepKind("errors", _plan, _compute, settings=ErrorsConfig, description="error comparison"))
+register_step(StepKind("errors", _plan, _compute, settings=ErrorsConfig, description="error comparison",
+                       after=("train",)))
 
 __all__ = ["ERRORS_FILE", "ErrorsConfig", "PopulationConfig"]

@@ -64,6 +64,6 @@ def _compute(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
 
 
 register_step(StepKind("origins", _plan, _compute, settings=OriginsConfig, uses_models=True,
-                       description="the examples each block comes from"))
+                       description="the examples each block comes from", after=("train", "blocks")))
 
 __all__ = ["OriginsConfig", "origins_file"]

@@ -43,6 +43,6 @@ def _compute(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
 
 
 register_step(StepKind("pca", per_run("pca", pca_file, trained, lambda c, r: c.analyses.pca.wants(r)), _compute,
-                       settings=PCAConfig, uses_models=True, description="first principal components"))
+                       settings=PCAConfig, uses_models=True, description="first principal components", after=("train",)))
 
 __all__ = ["PCAConfig", "pca_file"]

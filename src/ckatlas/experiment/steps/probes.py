@@ -61,6 +61,6 @@ def _compute(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
 
 
 register_step(StepKind("probes", per_run("probes", probes_file, trained, lambda c, r: c.analyses.probes.wants(r)),
-                       _compute, settings=ProbesConfig, uses_models=True, description="linear probes"))
+                       _compute, settings=ProbesConfig, uses_models=True, description="linear probes", after=("train",)))
 
 __all__ = ["ProbesConfig", "probes_file"]

@@ -59,6 +59,6 @@ def _compute(step: Step, ctx: StepContext, store: ExperimentStore) -> None:
 
 register_step(StepKind("prune", per_run("prune", prune_file, lambda name: (f"train/{name}", f"blocks/{name}"),
                                         lambda c, r: r.prunable and c.analyses.prune.wants(r)), _compute,
-                       settings=PruneConfig, uses_models=True, description="block deletion"))
+                       settings=PruneConfig, uses_models=True, description="block deletion", after=("train", "blocks")))
 
 __all__ = ["PruneConfig", "prune_file"]

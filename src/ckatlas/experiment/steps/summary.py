@@ -48,5 +48,6 @@ def _report_plan(config: ExperimentConfig, earlier: list[Step]) -> list[Step]:
 
 
 register_step(StepKind("summary", _summary_plan, _summary, driver=True, description="summary.json"))
-register_step(StepKind("claims", _claims_plan, _claims, driver=True, description="claims.json"))
-register_step(StepKind("report", _report_plan, _report, driver=True, description="report/index.html"))
+register_step(StepKind("claims", _claims_plan, _claims, driver=True, description="claims.json", after=("summary",)))
+register_step(StepKind("report", _report_plan, _report, driver=True, description="report/index.html",
+                       after=("claims",)))
