@@ -204,6 +204,27 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
                 assert action.help and action.help != argparse.SUPPRESS, (name, action.option_strings or action.dest)
 
 
+def test_every_analysis_option_defaults_to_its_settings_dataclass() -> None:
+    import dataclasses
+
+    from ckatlas.analysis import BlockDetector, ProbeSettings, PruneSettings
+
+    commands = _subparsers()
+    for command, settings in (("probes", ProbeSettings), ("prune", PruneSettings), ("blocks", BlockDetector)):
+        for f in dataclasses.fields(settings):
+            assert commands[command].get_default(f.name) == getattr(settings(), f.name), (command, f.name)
+    probes = commands["probes"].parse_args(["RUN", "--out", "x", "--c-grid", "0.5", "2", "--max-features", "64"])
+    assert (probes.c_grid, probes.max_features, probes.val_fraction) == ([0.5, 2.0], 64, ProbeSettings().val_fraction)
+
+
+def test_an_analysis_setting_out_of_range_is_one_line_before_any_work(tmp_path, capsys) -> None:
+    for argv, expected in ((["probes", "--val-fraction", "1.5"], "val_fraction must be in (0, 1), got 1.5"),
+                           (["probes", "--c-grid", "0"], "c_grid must be a non-empty list of positive numbers"),
+                           (["prune", "--finetune-lr", "0"], "finetune_lr must be a positive number, got 0.0")):
+        err = _error(capsys, [argv[0], str(tmp_path / "no-run"), *argv[1:], "--out", str(tmp_path / "o")], argv[0])
+        assert expected in err and not (tmp_path / "o").exists()
+
+
 def test_options_that_do_not_apply_and_missing_runs_are_named(tmp_path, capsys) -> None:
     from ckatlas.train import TrainConfig, train
 

@@ -18,8 +18,8 @@ from ckatlas.analysis.errors import (
 )
 from ckatlas.analysis.pca import PCAResult, PCScatter, pc_scatter, principal_components
 from ckatlas.analysis.populations import Population, load_class_groups, load_predictions
-from ckatlas.analysis.probes import ProbeResult, default_probe_layers, linear_probes, pool_features, validation_split
-from ckatlas.analysis.prune import PruneResult, PruneStep, deletion_order, mark_blocks, prune_blocks
+from ckatlas.analysis.probes import ProbeResult, ProbeSettings, default_probe_layers, linear_probes, pool_features, validation_split
+from ckatlas.analysis.prune import PruneResult, PruneSettings, PruneStep, deletion_order, mark_blocks, prune_blocks
 
 __all__ = [
     "AveragedCKA",
@@ -46,6 +46,8 @@ __all__ = [
     "find_blocks",
     "find_threshold_blocks",
     "linear_probes",
+    "ProbeSettings",
+    "PruneSettings",
     "load_class_groups",
     "load_predictions",
     "mark_blocks",

@@ -59,6 +59,30 @@ DEFAULT_C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 DEFAULT_MAX_FEATURES = 4096
 
 
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How `linear_probes` fits its probes: the one place of these settings and their defaults
+    (`[analyses.probes]` is this class with a run selection; `ckatlas probes` makes its options from it)."""
+
+    c_grid: tuple[float, ...] = field(default=DEFAULT_C_GRID,
+                                      metadata={"help": "inverse L2 penalty strengths to choose from"})
+    val_fraction: float = field(default=0.2, metadata={"help": "share of each training class held out to choose C"})
+    max_features: int = field(default=DEFAULT_MAX_FEATURES,
+                              metadata={"help": "pool feature maps down to at most this many values per example"})
+    seed: int = field(default=0, metadata={"help": "seed of the validation split"})
+
+    def check(self, where: str = "") -> None:
+        """One clear error for a setting `linear_probes` cannot use (`where`: e.g. " in [analyses.probes]")."""
+        c_grid = self.c_grid
+        if isinstance(c_grid, (str, bytes)) or not c_grid or any(
+                isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0 for c in c_grid):
+            raise UserInputError(f"c_grid{where} must be a non-empty list of positive numbers, got {c_grid!r}")
+        if not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1:
+            raise UserInputError(f"val_fraction{where} must be in (0, 1), got {self.val_fraction!r}")
+        if isinstance(self.max_features, bool) or not isinstance(self.max_features, int) or self.max_features < 1:
+            raise UserInputError(f"max_features{where} must be a positive integer, got {self.max_features!r}")
+
+
 @dataclass
 class ProbeResult(JsonResult):
     """Test accuracy of a linear probe on each layer.
@@ -274,12 +298,12 @@ def linear_probes(
     data: Any,
     layers: LayerSpec | None = None,
     *,
-    c_grid: Sequence[float] = DEFAULT_C_GRID,
-    val_fraction: float = 0.2,
-    max_features: int = DEFAULT_MAX_FEATURES,
+    c_grid: Sequence[float] = ProbeSettings.c_grid,
+    val_fraction: float = ProbeSettings.val_fraction,
+    max_features: int = ProbeSettings.max_features,
     max_iter: int = 1000,
     batch_size: int = 256,
-    seed: int = 0,
+    seed: int = ProbeSettings.seed,
     device: torch.device | str | None = None,
     feature_memory_gb: float = 2.0,
 ) -> ProbeResult:
@@ -305,10 +329,8 @@ def linear_probes(
         UserInputError: a layer that does not exist, a model without residual blocks
             and no layers named, bad settings.
     """
-    if not c_grid or any(not (isinstance(c, (int, float)) and c > 0) for c in c_grid):
-        raise UserInputError(f"c_grid must be a non-empty list of positive numbers, got {list(c_grid)!r}")
-    if isinstance(max_features, bool) or not isinstance(max_features, int) or max_features < 1:
-        raise UserInputError(f"max_features must be a positive integer, got {max_features!r}")
+    ProbeSettings(tuple(c_grid) if isinstance(c_grid, (list, tuple)) else c_grid, val_fraction, max_features,
+                  seed).check()
     x_train, y_train, x_test, y_test = _data_arrays(data)
     split = validation_split(y_train, val_fraction, seed)  # before any work: bad settings fail fast
     if layers is None:
@@ -357,6 +379,7 @@ __all__ = [
     "DEFAULT_C_GRID",
     "DEFAULT_MAX_FEATURES",
     "ProbeResult",
+    "ProbeSettings",
     "default_probe_layers",
     "fit_probe",
     "linear_probes",

@@ -182,13 +182,32 @@ def deletion_order(model: nn.Module) -> dict[int, list[str]]:
     return order
 
 
+@dataclass(frozen=True)
+class PruneSettings:
+    """How `prune_blocks` fine-tunes after each deletion: the one place of these settings and their
+    defaults (`[analyses.prune]` is this class with a run selection; `ckatlas prune` makes its options
+    from it)."""
+
+    finetune_epochs: int = field(default=0, metadata={
+        "help": "fine-tuning epochs after each deletion (0: none, the paper's setting)"})
+    finetune_lr: float = field(default=0.01, metadata={"help": "peak learning rate of the fine-tuning"})
+
+    def check(self, where: str = "") -> None:
+        """One clear error for a setting `prune_blocks` cannot use."""
+        epochs, lr = self.finetune_epochs, self.finetune_lr
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise UserInputError(f"finetune_epochs{where} must be an integer >= 0, got {epochs!r}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise UserInputError(f"finetune_lr{where} must be a positive number, got {lr!r}")
+
+
 def prune_blocks(
     model: nn.Module,
     data: Any,
     *,
     stages: Sequence[int] | None = None,
-    finetune_epochs: int = 0,
-    finetune_lr: float = 0.01,
+    finetune_epochs: int = PruneSettings.finetune_epochs,
+    finetune_lr: float = PruneSettings.finetune_lr,
     batch_size: int = 256,
     seed: int = 0,
     device: torch.device | str | None = None,
@@ -224,8 +243,7 @@ def prune_blocks(
                 f"stage(s) {unknown} have no deletable block at their end; prunable stages are {list(order)}"
             )
         order = {s: order[s] for s in stages}
-    if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
-        raise UserInputError(f"finetune_epochs must be an integer >= 0, got {finetune_epochs!r}")
+    PruneSettings(finetune_epochs, finetune_lr).check()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = run_device(model, device)
@@ -304,4 +322,4 @@ def _finetune(
     fit(model, data, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eval_every=0), device)
 
 
-__all__ = ["PruneResult", "PruneStep", "deletion_order", "mark_blocks", "prune_blocks"]
+__all__ = ["PruneResult", "PruneSettings", "PruneStep", "deletion_order", "mark_blocks", "prune_blocks"]

@@ -72,6 +72,38 @@ def positive_float(text: str) -> float:
     return value
 
 
+def add_settings_options(p: argparse.ArgumentParser, settings: type, *, skip: Sequence[str] = ()) -> None:
+    """One option per field of a frozen settings dataclass (`ckatlas.analysis.ProbeSettings`, ...):
+    ``--field-name``, parsed as its default's type (a tuple: one or more values), defaulting to the
+    dataclass' default, its help the field's ``metadata["help"]``. The dataclass checks the values
+    (`settings_from_args`), so a default is written once, beside the computation."""
+    import dataclasses
+
+    for f in dataclasses.fields(settings):
+        if f.name in skip:
+            continue
+        default = f.default
+        shown = " ".join(f"{v:g}" for v in default) if isinstance(default, tuple) else (
+            f"{default:g}" if isinstance(default, float) else str(default))
+        options: dict = {"default": default, "help": f"{f.metadata.get('help', f.name)} (default {shown})"}
+        if isinstance(default, tuple):
+            options.update(nargs="+", type=type(default[0]) if default else str, metavar=f.name.split("_")[-1].upper())
+        else:
+            options.update(type=type(default))
+        p.add_argument("--" + f.name.replace("_", "-"), **options)
+
+
+def settings_from_args(args: argparse.Namespace, settings: type) -> object:
+    """The settings dataclass of the options `add_settings_options` (and the shared ones) set, checked
+    (its `check`: one clear error)."""
+    import dataclasses
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings) if hasattr(args, f.name)}
+    made = settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    made.check()
+    return made
+
+
 def fraction(text: str) -> float:
     """argparse type: a share 0 < f <= 1, as a decimal (0.25) or a ratio (1/4)."""
     from fractions import Fraction

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
+from ckatlas.analysis.probes import ProbeSettings
+from ckatlas.analysis.prune import PruneSettings
 from ckatlas.cli._common import (
     add_detector_options,
+    add_settings_options,
     add_run_analysis_options,
     check_outputs,
     command,
     detector_from_args,
     layer_spec,
     open_run,
-    positive_float,
     positive_int,
+    settings_from_args,
     write_png,
 )
 
@@ -215,27 +219,21 @@ def add_probes(sub: argparse._SubParsersAction) -> None:
     add_run_analysis_options(p)
     p.add_argument("--layers", nargs="+", metavar="LAYER",
                    help="module names / glob patterns (default: pre- and post-residual of every block)")
-    p.add_argument("--c-grid", nargs="+", type=positive_float, metavar="C",
-                   help="inverse penalty strengths to choose from (default 0.001 0.01 0.1 1 10)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out (default 0.2)")
-    p.add_argument("--max-features", type=positive_int, default=4096, help="pool feature maps to at most this (4096)")
+    add_settings_options(p, ProbeSettings, skip=("seed",))  # --seed: add_run_analysis_options
     p.set_defaults(func=_run_probes)
 
 
 def _run_probes(args: argparse.Namespace) -> int:
 
     from ckatlas.analysis import linear_probes
-    from ckatlas.analysis.probes import DEFAULT_C_GRID
     from ckatlas.report import plot_probe_accuracy
     from ckatlas.devices import resolve_device
 
+    settings = settings_from_args(args, ProbeSettings)
     out = check_outputs(args)
     model, data = open_run(args)
-    result = linear_probes(
-        model, data, layer_spec(args.layers, None), c_grid=args.c_grid or DEFAULT_C_GRID,
-        val_fraction=args.val_fraction, max_features=args.max_features, batch_size=args.batch_size, seed=args.seed,
-        device=resolve_device(args.device),
-    )
+    result = linear_probes(model, data, layer_spec(args.layers, None), **dataclasses.asdict(settings),
+                           batch_size=args.batch_size, device=resolve_device(args.device))
     if not args.quiet:
         print(result.summary())
     result.save(out / "probes.json")
@@ -267,8 +265,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     )
     add_run_analysis_options(p)
     p.add_argument("--stages", nargs="+", type=positive_int, metavar="S", help="stages to prune (default: all)")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after each deletion (0)")
-    p.add_argument("--finetune-lr", type=positive_float, default=0.01, help="peak fine-tuning learning rate (0.01)")
+    add_settings_options(p, PruneSettings)
     p.add_argument("--blocks", metavar="JSON", help="block result of this run (ckatlas blocks --out)")
     p.set_defaults(func=_run_prune)
 
@@ -279,11 +276,12 @@ def _run_prune(args: argparse.Namespace) -> int:
     from ckatlas.report import plot_pruning
     from ckatlas.devices import resolve_device
 
+    settings = settings_from_args(args, PruneSettings)
     out = check_outputs(args)
     block_result = BlockResult.load(args.blocks) if args.blocks else None
     model, data = open_run(args)
     result = prune_blocks(
-        model, data, stages=args.stages, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+        model, data, stages=args.stages, **dataclasses.asdict(settings),
         batch_size=args.batch_size, seed=args.seed, device=resolve_device(args.device), block_result=block_result,
     )
     if not args.quiet:

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ckatlas.analysis.probes import linear_probes
+from ckatlas.analysis.probes import ProbeSettings, linear_probes
 from ckatlas.devices import resolve_device
-from ckatlas.errors import UserInputError
 from ckatlas.experiment.analyses import RunSelection
 from ckatlas.experiment.registry import Step, StepKind, register_step
 from ckatlas.experiment.steps._common import StepContext, load_model, per_run, trained
@@ -22,28 +21,18 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class ProbesConfig(RunSelection):
-    """`[analyses.probes]`: a linear probe on each layer of each model (`linear_probes`).
+class ProbesConfig(RunSelection, ProbeSettings):
+    """`[analyses.probes]`: a linear probe on each layer of each model (`linear_probes`, with the fields
+    of `ProbeSettings`: c_grid, val_fraction, max_features, seed).
 
     Probes train on the model's own training examples and are scored on the test split.
     `seeds` (and `depths`, `fractions`) limit them to the runs with those seeds (depths,
     training fractions); default: every run. The report shows one seed per cell.
-    `c_grid`: the inverse penalty strengths to choose from.
     """
-
-    val_fraction: float = 0.2
-    max_features: int = 4096
-    seed: int = 0
-    c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
     def check(self, config: ExperimentConfig) -> None:
         self.check_selection(config, "[analyses.probes]")
-        if not 0 < self.val_fraction < 1:
-            raise UserInputError(f"val_fraction in [analyses.probes] must be in (0, 1), got {self.val_fraction:g}")
-        if self.max_features < 1:
-            raise UserInputError(f"max_features in [analyses.probes] must be >= 1, got {self.max_features}")
-        if not self.c_grid or any(not c > 0 for c in self.c_grid):
-            raise UserInputError(f"c_grid in [analyses.probes] must be positive numbers, got {list(self.c_grid)}")
+        ProbeSettings.check(self, " in [analyses.probes]")
 
 
 def probes_file(run: str) -> str:

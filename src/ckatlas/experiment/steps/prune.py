@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ckatlas.analysis import BlockResult
-from ckatlas.analysis.prune import prune_blocks
+from ckatlas.analysis.prune import PruneSettings, prune_blocks
 from ckatlas.devices import resolve_device
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.analyses import RunSelection
@@ -23,19 +23,16 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class PruneConfig(RunSelection):
-    """`[analyses.prune]`: delete residual blocks from the end of each stage (`prune_blocks`);
-    `seeds`, `depths`, `fractions` limit it to some runs (default: every residual run)."""
-
-    finetune_epochs: int = 0
-    finetune_lr: float = 0.01
+class PruneConfig(RunSelection, PruneSettings):
+    """`[analyses.prune]`: delete residual blocks from the end of each stage (`prune_blocks`, with the
+    fields of `PruneSettings`: finetune_epochs, finetune_lr); `seeds`, `depths`, `fractions` limit it to
+    some runs (default: every residual run)."""
 
     def check(self, config: ExperimentConfig) -> None:
         self.check_selection(config, "[analyses.prune]")
         if not any(r.prunable for r in config.runs):
             raise UserInputError("[analyses.prune] deletes residual blocks, but the grid has no residual network")
-        if self.finetune_epochs < 0 or not self.finetune_lr > 0:
-            raise UserInputError("[analyses.prune]: finetune_epochs must be >= 0 and finetune_lr > 0")
+        PruneSettings.check(self, " in [analyses.prune]")
 
 
 def prune_file(run: str) -> str:
