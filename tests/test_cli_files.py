@@ -207,10 +207,11 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
 def test_every_analysis_option_defaults_to_its_settings_dataclass() -> None:
     import dataclasses
 
-    from ckatlas.analysis import BlockDetector, ProbeSettings, PruneSettings
+    from ckatlas.analysis import BlockDetector, ErrorSettings, ProbeSettings, PruneSettings
 
     commands = _subparsers()
-    for command, settings in (("probes", ProbeSettings), ("prune", PruneSettings), ("blocks", BlockDetector)):
+    for command, settings in (("probes", ProbeSettings), ("prune", PruneSettings), ("blocks", BlockDetector),
+                              ("errors", ErrorSettings)):
         for f in dataclasses.fields(settings):
             assert commands[command].get_default(f.name) == getattr(settings(), f.name), (command, f.name)
     probes = commands["probes"].parse_args(["RUN", "--out", "x", "--c-grid", "0.5", "2", "--max-features", "64"])

@@ -9,6 +9,7 @@ from ckatlas.analysis.blocks import Block, BlockDetector, BlockResult, find_bloc
 from ckatlas.analysis.stability import BlockStability, block_stability
 from ckatlas.analysis.errors import (
     ErrorComparison,
+    ErrorSettings,
     ExampleLevel,
     GroupLevel,
     class_correct_counts,
@@ -47,6 +48,7 @@ __all__ = [
     "find_threshold_blocks",
     "linear_probes",
     "ProbeSettings",
+    "ErrorSettings",
     "PruneSettings",
     "load_class_groups",
     "load_predictions",

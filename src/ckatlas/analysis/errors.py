@@ -42,6 +42,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
@@ -56,13 +57,33 @@ from ckatlas.errors import UserInputError
 # -- the analysis ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ErrorSettings:
+    """How `compare_populations` tests: the one place of these settings and their defaults
+    (`[analyses.errors]` takes them; `ckatlas errors` makes its options from them)."""
+
+    alpha: float = field(default=0.05, metadata={"help": "significance level of the verdicts and of Holm-Sidak"})
+    num_permutations: int = field(default=10_000, metadata={
+        "help": "permutation budget: every assignment of models when there are at most this many, else a sample",
+        "flags": ("--permutations",)})
+    seed: int = field(default=0, metadata={"help": "seed of the control split and the sampled permutations"})
+
+    def check(self, where: str = "") -> None:
+        """One clear error for a setting `compare_populations` cannot use."""
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 1:
+            raise UserInputError(f"alpha{where} must be in (0, 1), got {self.alpha}")
+        if isinstance(self.num_permutations, bool) or not isinstance(self.num_permutations, int) \
+                or self.num_permutations < 1:
+            raise UserInputError(f"num_permutations{where} must be >= 1, got {self.num_permutations}")
+
+
 def compare_populations(
     pop_a: Population,
     pop_b: Population,
     *,
-    alpha: float = 0.05,
-    seed: int = 0,
-    num_permutations: int = 10_000,
+    alpha: float = ErrorSettings.alpha,
+    seed: int = ErrorSettings.seed,
+    num_permutations: int = ErrorSettings.num_permutations,
     class_groups: Mapping[str, Sequence[int | str]] | None = None,
     class_names: Sequence[str] | None = None,
 ) -> ErrorComparison:
@@ -89,10 +110,7 @@ def compare_populations(
             )
     where_a, where_b = f"population {pop_a.name or 'A'}", f"population {pop_b.name or 'B'}"
     check_same_test_set(pop_a.labels, pop_b.labels, where_a, where_b)
-    if not 0 < alpha < 1:
-        raise UserInputError(f"alpha must be in (0, 1), got {alpha}")
-    if num_permutations < 1:
-        raise UserInputError(f"num_permutations must be >= 1, got {num_permutations}")
+    ErrorSettings(alpha, num_permutations, seed).check()
     num_classes = max(pop_a.num_classes, pop_b.num_classes)
     names = _class_names(class_names, num_classes)
     groups = None if class_groups is None else _resolve_groups(class_groups, names)
@@ -291,6 +309,7 @@ def _resolve_groups(groups: Mapping[str, Sequence[int | str]], names: list[str])
 
 __all__ = [
     "ErrorComparison",
+    "ErrorSettings",
     "ExampleLevel",
     "GroupLevel",
     "Population",

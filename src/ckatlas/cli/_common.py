@@ -74,7 +74,7 @@ def positive_float(text: str) -> float:
 
 def add_settings_options(p: argparse.ArgumentParser, settings: type, *, skip: Sequence[str] = ()) -> None:
     """One option per field of a frozen settings dataclass (`ckatlas.analysis.ProbeSettings`, ...):
-    ``--field-name``, parsed as its default's type (a tuple: one or more values), defaulting to the
+    ``--field-name`` (or the field's ``metadata["flags"]``), parsed as its default's type (a tuple: one or more values), defaulting to the
     dataclass' default, its help the field's ``metadata["help"]``. The dataclass checks the values
     (`settings_from_args`), so a default is written once, beside the computation."""
     import dataclasses
@@ -90,7 +90,8 @@ def add_settings_options(p: argparse.ArgumentParser, settings: type, *, skip: Se
             options.update(nargs="+", type=type(default[0]) if default else str, metavar=f.name.split("_")[-1].upper())
         else:
             options.update(type=type(default))
-        p.add_argument("--" + f.name.replace("_", "-"), **options)
+        flags = f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),)
+        p.add_argument(*flags, dest=f.name, **options)
 
 
 def settings_from_args(args: argparse.Namespace, settings: type) -> object:

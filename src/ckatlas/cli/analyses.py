@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from ckatlas.analysis.errors import ErrorSettings
 from ckatlas.analysis.probes import ProbeSettings
 from ckatlas.analysis.prune import PruneSettings
 from ckatlas.cli._common import (
@@ -324,9 +325,7 @@ def add_errors(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name-b", default="B", help="name of population B in tables and figures")
     p.add_argument("--groups", metavar="JSON", help="class groups, {group: [class index or name, ...]}")
     p.add_argument("--class-names", metavar="FILE", help="class names, one per line (or a JSON list)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the control split and sampled permutations")
-    p.add_argument("--permutations", type=positive_int, default=10_000, help="permutation budget (default 10000)")
+    add_settings_options(p, ErrorSettings)
     p.add_argument("--out", metavar="DIR", help="write the results and figures into this directory")
     p.add_argument("--quiet", action="store_true", help="print only where the results are")
     p.set_defaults(func=_run_errors)
@@ -362,14 +361,13 @@ def _run_errors(args: argparse.Namespace) -> int:
 
     if args.out:
         check_writable_dir(args.out, "the error analysis")
+    settings = settings_from_args(args, ErrorSettings)
     pop_a = load_predictions(args.a, name=args.name_a)
     pop_b = load_predictions(args.b, name=args.name_b)
     result = compare_populations(
         pop_a,
         pop_b,
-        alpha=args.alpha,
-        seed=args.seed,
-        num_permutations=args.permutations,
+        **dataclasses.asdict(settings),
         class_groups=None if args.groups is None else load_class_groups(args.groups),
         class_names=None if args.class_names is None else _read_class_names(args.class_names),
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from ckatlas.analysis import compare_populations, load_predictions
+from ckatlas.analysis.errors import ErrorSettings
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.registry import Step, StepKind, register_step
 from ckatlas.experiment.runspec import RunSpec
@@ -41,9 +42,9 @@ class ErrorsConfig:
 
     population_a: PopulationConfig
     population_b: PopulationConfig
-    alpha: float = 0.05
-    num_permutations: int = 10_000
-    seed: int = 0
+    alpha: float = ErrorSettings.alpha  # `ErrorSettings`: the defaults and checks of these three
+    num_permutations: int = ErrorSettings.num_permutations
+    seed: int = ErrorSettings.seed
 
     def check(self, config: ExperimentConfig) -> None:
         groups = config.groups
@@ -62,10 +63,7 @@ class ErrorsConfig:
                     f"{key} in [analyses.errors] ({pop.label}) has {len(runs)} seed in the grid; comparing errors "
                     "needs at least 2 seeds per population"
                 )
-        if not 0 < self.alpha < 1:
-            raise UserInputError(f"alpha in [analyses.errors] must be in (0, 1), got {self.alpha}")
-        if self.num_permutations < 1:
-            raise UserInputError(f"num_permutations in [analyses.errors] must be >= 1, got {self.num_permutations}")
+        ErrorSettings(self.alpha, self.num_permutations, self.seed).check(" in [analyses.errors]")
 
 
 ERRORS_FILE = "analysis/errors.json"
