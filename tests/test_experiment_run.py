@@ -41,7 +41,7 @@ from ckatlas.experiment.claims import SWEEPS
 from ckatlas.experiment.executors import torch_threads
 from ckatlas.experiment.steps import test_inputs as experiment_inputs
 from ckatlas.heatmap import CKAResult, heatmap
-from ckatlas.report import render_report
+from ckatlas.report import Section, para, render_report, report_section, unregister_section
 from ckatlas.summary import ExperimentSummary
 from ckatlas.train import load_run, train
 
@@ -586,9 +586,18 @@ def test_a_measure_registered_from_outside_reaches_the_cli_an_experiment_and_the
         assert heatmaps and all(CKAResult.load(p).measure == "gram-corr" for p in heatmaps)
         assert all(np.allclose(np.diag(CKAResult.load(p).matrix), 1.0) for p in heatmaps)
         labels: list[str] = []
-        render_report(tmp_path / "out", on_figure=lambda alt, fig: labels.extend(
+
+        @report_section(95)  # a report section from outside the package, beside the measure
+        def measured(data):
+            first = CKAResult.load(data.root / data.models[0].path("cka"))
+            return Section("plugin", "Plugin section", para(f"heatmaps measured by {first.measure}"))
+
+        page = render_report(tmp_path / "out", on_figure=lambda alt, fig: labels.extend(
             ax.get_ylabel() for ax in fig.axes if alt.startswith("within-model CKA heatmaps")))
         assert "Gram correlation (plugin)" in labels
+        assert '<section id="plugin">' in page and "heatmaps measured by gram-corr" in page
+        unregister_section(measured)
+        assert "Plugin section" not in render_report(tmp_path / "out")
     finally:
         unregister_measure("gram-corr")
     with pytest.raises(UserInputError, match="measure in \\[cka\\] must be one of cka, .*, svcca, got 'gram-corr'"):

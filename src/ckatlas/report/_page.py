@@ -47,6 +47,14 @@ def report_section(order: int, *tables: str) -> Callable[[Callable[[ReportData],
     return register
 
 
+def unregister_section(build: Callable[[ReportData], Section | None]) -> None:
+    """Remove a section registered with `report_section` (KeyError: it is not registered)."""
+    kept = [entry for entry in _SECTIONS if entry[1] is not build]
+    if len(kept) == len(_SECTIONS):
+        raise KeyError(f"no report section {getattr(build, '__name__', build)!r} is registered")
+    _SECTIONS[:] = kept
+
+
 def section_builders() -> list[Callable[[ReportData], Section | None]]:
     """The registered sections, in page order."""
     return [build for _, build, _ in sorted(_SECTIONS, key=lambda entry: entry[0])]
