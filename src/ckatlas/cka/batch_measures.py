@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -161,25 +162,58 @@ class BatchMeanMeasure(LayerPairs):
         return f"{type(self).__name__}({la}x{lb}, batches={self.num_batches}, examples={self.num_examples})"
 
 
-def pairwise_nuclear_norms(left: torch.Tensor, right: torch.Tensor | None) -> torch.Tensor:
+def pairwise_nuclear_norms(left: Sequence[torch.Tensor], right: Sequence[torch.Tensor] | None) -> torch.Tensor:
     """(La, Lb) the nuclear norm (sum of singular values) of ``left[i]' right[j]`` for every pair of
-    (L, n, r) stacks; `right` None: `left` with itself, computing the upper triangle once and mirroring it."""
-    other = left if right is None else right
-    out = torch.empty(left.shape[0], other.shape[0], dtype=torch.float64, device=left.device)
-    for i in range(left.shape[0]):  # one layer of A against every layer of B (of the upper triangle when square)
-        start = i if right is None else 0
-        out[i, start:] = torch.linalg.svdvals(left[i].T @ other[start:]).sum(dim=-1)
-        if right is None:
-            out[i + 1:, i] = out[i, i + 1:]
+    factors, each (n, r_i) with its own number of columns; `right` None: `left` with itself (each pair
+    once, mirrored).
+
+    Each pair is taken from the side with fewer columns (r = min(r_i, r_j)): with M = F_s' F_t (r x r_t),
+    the singular values are the square roots of the eigenvalues of the symmetric r x r matrix M M'
+    (`eigvalsh`, about half an SVD's work), batched over every partner of one layer, whose factors are
+    padded with zero columns (which leave M M' unchanged). Generic layers make M M' full rank, so no
+    square root of a rounding error enters the sum."""
+    square = right is None
+    other = left if square else right
+    device = left[0].device if len(left) else torch.device("cpu")
+    out = torch.zeros(len(left), len(other), dtype=torch.float64, device=device)
+    ranks_l, ranks_o = [f.shape[1] for f in left], [f.shape[1] for f in other]
+    if square:
+        order = sorted(range(len(left)), key=lambda i: (ranks_l[i], i))
+        for position, i in enumerate(order):  # its partners: itself and every layer of as many columns or more
+            partners = order[position:]
+            values = _nuclear_norms_from(left[i], [other[j] for j in partners])
+            out[i, partners] = values
+            out[partners, i] = values
+        return out
+    for i in range(len(left)):  # A's layer is the smaller side (ties here) ...
+        partners = [j for j in range(len(other)) if ranks_o[j] >= ranks_l[i]]
+        out[i, partners] = _nuclear_norms_from(left[i], [other[j] for j in partners])
+    for j in range(len(other)):  # ... or B's is
+        partners = [i for i in range(len(left)) if ranks_l[i] > ranks_o[j]]
+        out[partners, j] = _nuclear_norms_from(other[j], [left[i] for i in partners])
     return out
+
+
+def _nuclear_norms_from(small: torch.Tensor, partners: list[torch.Tensor]) -> torch.Tensor:
+    """The nuclear norms of ``small' p`` for each partner p (each with at least as many columns)."""
+    if not partners:
+        return small.new_zeros(0)
+    if small.shape[1] == 0:
+        return small.new_zeros(len(partners))
+    stack = small.new_zeros(len(partners), small.shape[0], max(p.shape[1] for p in partners))
+    for k, p in enumerate(partners):
+        stack[k, :, : p.shape[1]] = p
+    m = small.T @ stack  # (P, r, r_max)
+    return torch.linalg.eigvalsh(m @ m.mT).clamp_min(0).sqrt().sum(-1)
 
 
 class MinibatchProcrustes(BatchMeanMeasure):
     """Orthogonal Procrustes similarity per batch: with X, Y the batch's features centred and scaled to
     unit Frobenius norm, ``max_R tr(X'YR) = ||X'Y||_*`` over orthogonal R (= 1 - d^2/2, d the
     Procrustes distance). From Grams: ``||X'Y||_* = ||F_a'F_b||_*`` with ``F F' = K`` (each factor
-    from the eigendecomposition of its layer's centred, unit-trace Gram): one SVD of an n x n
-    matrix per layer pair, O(n^3), so it costs more than CKA for large batches."""
+    from the eigendecomposition of its layer's centred, unit-trace Gram, cut to that layer's rank):
+    the eigenvalues of one symmetric r x r matrix per layer pair (`pairwise_nuclear_norms`), O(r^3)
+    with r up to the batch size, so it costs more than CKA for large batches."""
 
     name = "procrustes"
 
@@ -192,13 +226,15 @@ class MinibatchProcrustes(BatchMeanMeasure):
         return out.clamp_max(1.0)
 
     @classmethod
-    def _factors(cls, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L, n, r) F with F F' = the centred Gram over its trace (X X' for the normalised X, up to a
-        rotation), dropping the columns null in every layer; which layers are dead."""
+    def _factors(cls, g: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per layer, (n, r) F with F F' = the centred Gram over its trace (X X' for the normalised X, up
+        to a rotation), r its rank (eigenvalues above n * 1e-14 of its largest: float64 rounding is
+        below that); which layers are dead."""
         k, dead = cls._normalised(g)
         values, vectors = torch.linalg.eigh(k)
-        keep = values.amax(dim=0) > values.amax() * 1e-12 * k.shape[-1]
-        return (vectors * values.clamp_min(0).sqrt()[:, None, :])[:, :, keep], dead
+        keep = values > values.amax(dim=-1, keepdim=True) * 1e-14 * k.shape[-1]
+        roots = values.clamp_min(0).sqrt()
+        return [vectors[i][:, keep[i]] * roots[i][keep[i]] for i in range(len(k))], dead
 
     @staticmethod
     def _normalised(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,7 +317,8 @@ class MinibatchSVCCA(BatchMeanMeasure):
     representations are compared by CCA; the cell is the mean of their min(k_a, k_b) canonical
     correlations. From Grams: the principal directions in example space are the top eigenvectors of the
     centred Gram, and the canonical correlations of two representations are the singular values of the
-    product of orthonormal bases of their spans (Bjorck & Golub 1973), so one (k_a x k_b) SVD per pair.
+    product of orthonormal bases of their spans (Bjorck & Golub 1973): the eigenvalues of one symmetric
+    min(k_a, k_b) square matrix per pair (`pairwise_nuclear_norms`).
     Invariant to any invertible linear map of the kept directions; CCA needs n well above k, else
     every correlation nears 1 (compare heatmaps made with the same batch size)."""
 
@@ -297,22 +334,20 @@ class MinibatchSVCCA(BatchMeanMeasure):
     def batch_similarity(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         ua, ka = self._bases(a)
         ub, kb = (ua, ka) if b is None else self._bases(b)
-        out = pairwise_nuclear_norms(ua, None if b is None else ub)  # padding columns add only zero singular values
+        out = pairwise_nuclear_norms(ua, None if b is None else ub)  # the sum of the canonical correlations
         pairs = torch.minimum(ka[:, None], kb[None, :]).double()
         out = torch.where(pairs > 0, out / pairs.clamp_min(1), math.nan)  # no direction kept: a dead layer
         return out.clamp_max(1.0)
 
-    def _bases(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L, n, k_max) orthonormal bases of each layer's kept directions (zero columns past its own k), and
-        each layer's k (0 for a dead layer)."""
+    def _bases(self, g: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per layer, the (n, k) orthonormal basis of its kept directions, and each layer's k (0 for a dead
+        layer)."""
         values, vectors = torch.linalg.eigh(center_gram(g))
         values, vectors = values.flip(-1).clamp_min(0), vectors.flip(-1)  # largest first
         total = values.sum(-1, keepdim=True)
         before = values.cumsum(-1) - values  # variance of the directions ahead of each one
         keep = (before < self.variance * total * (1 - 1e-12)) & (values > total * 1e-12)
-        counts = keep.sum(-1)
-        width = max(int(counts.max()), 1)
-        return (vectors * keep[:, None, :])[:, :, :width], counts
+        return [vectors[i][:, keep[i]] for i in range(len(g))], keep.sum(-1)
 
 
 
