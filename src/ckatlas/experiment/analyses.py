@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ckatlas.errors import UserInputError
+from ckatlas.experiment.registry import analysis_kinds
 from ckatlas.experiment.runspec import RunSpec
 from ckatlas.experiment.schema import check_keys, from_table
 
@@ -65,8 +66,6 @@ class AnalysesConfig(Mapping[str, Any]):
     """
 
     def __init__(self, tables: Mapping[str, Any] | None = None, **named: Any) -> None:
-        from ckatlas.experiment.registry import analysis_kinds
-
         kinds = analysis_kinds()
         given = {**(tables or {}), **named}
         unknown = [name for name in given if name not in kinds]
@@ -81,8 +80,6 @@ class AnalysesConfig(Mapping[str, Any]):
     @classmethod
     def from_table(cls, table: Any, where: str = "[analyses]") -> AnalysesConfig:
         """Validate the `[analyses]` table: each registered analysis' settings from its own sub-table."""
-        from ckatlas.experiment.registry import analysis_kinds
-
         if not isinstance(table, Mapping):
             raise UserInputError(f"{where} must be a table of analyses, got {table!r}")
         kinds = analysis_kinds()
@@ -97,8 +94,6 @@ class AnalysesConfig(Mapping[str, Any]):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        from ckatlas.experiment.registry import analysis_kinds
-
         if name in analysis_kinds():
             return self._tables.get(name)
         raise AttributeError(f"{name!r} is not a registered analysis")
