@@ -7,7 +7,8 @@ parser and `_run_<name>(args)` calls the library. Imports of heavy modules happe
 inside `_run_*` so that `ckatlas --help` stays fast.
 
     experiments.py   demo, run, presets, claims, report
-    models.py        train, cka, info
+    models.py        train, dynamics, info
+    heatmaps.py      cka
     analyses.py      blocks, pca, probes, prune, errors
     layers.py        layers (Hugging Face layer removal)
 """
@@ -24,7 +25,8 @@ from ckatlas.cli._common import Parser, one_line_warnings, positive_float, posit
 from ckatlas.cli.analyses import add_blocks, add_errors, add_pca, add_probes, add_prune
 from ckatlas.cli.experiments import add_claims, add_demo, add_presets, add_report, add_run, default_jobs
 from ckatlas.cli.layers import add_layers
-from ckatlas.cli.models import add_cka, add_dynamics, add_info, add_train
+from ckatlas.cli.heatmaps import add_cka
+from ckatlas.cli.models import add_dynamics, add_info, add_train
 from ckatlas.cpu import command_threads, settle_allocator
 from ckatlas.errors import USER_ERRORS
 

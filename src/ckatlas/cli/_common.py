@@ -105,6 +105,34 @@ def settings_from_args(args: argparse.Namespace, settings: type) -> object:
     return made
 
 
+def add_model_recipe_options(p: argparse.ArgumentParser) -> None:
+    """The options that decide which model a name builds and how its data look: `ckatlas
+    train` and `ckatlas cka --arch` share them, so fresh weights are of the model training
+    builds, on the same images."""
+    p.add_argument("--recipe", choices=("ckatlas", "paper", "paper-imagenet"), default="ckatlas",
+                   help="named settings: ckatlas (the defaults) or paper (the paper's code: lr 0.01, 300 epochs, "
+                        "L2 on kernels, per-epoch cosine, [0, 1] pixels, reflect padding, best validation epoch, "
+                        "paper-style models) or paper-imagenet (its ImageNet code: lr 0.1 at batch 256, 120 epochs, "
+                        "zero-init last BN); options given explicitly override it")
+    p.add_argument("--model-style", choices=("paper", "torchvision"),
+                   help="architecture details: torchvision (no conv biases, conv + BN shortcut; the ckatlas "
+                        "recipe's) or paper (conv biases, 1x1 conv shortcut without BN, he_normal; the paper "
+                        "recipe's)")
+    p.add_argument("--resize", type=positive_int, help="image side in pixels (default: the dataset's)")
+    p.add_argument("--no-normalize", action="store_true", default=None,
+                   help="feed pixels in [0, 1] (default: normalised per channel; the paper recipe: [0, 1])")
+
+
+def recipe_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The recipe options given on the command line (None: the recipe's value)."""
+    given = {
+        "model_style": args.model_style,
+        "normalize": None if args.no_normalize is None else False,
+        "resize": args.resize,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def fraction(text: str) -> float:
     """argparse type: a share 0 < f <= 1, as a decimal (0.25) or a ratio (1/4)."""
     from fractions import Fraction
