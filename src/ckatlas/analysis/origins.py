@@ -119,6 +119,23 @@ class BlockOrigins(NpzResult):
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class OriginSettings:
+    """How `block_origins` traces a block: the one place of these settings and their defaults
+    (`[analyses.origins]` is this class with a run selection)."""
+
+    remove: float = field(default=0.02, metadata={
+        "help": "share of the examples left out per block (and as many random ones, the control)"})
+    show: int = field(default=8, metadata={"help": "most dominant inputs kept per block, for figures"})
+
+    def check(self, where: str = "") -> None:
+        """One clear error for a setting `block_origins` cannot use."""
+        if isinstance(self.remove, bool) or not isinstance(self.remove, (int, float)) or not 0 < self.remove < 0.5:
+            raise UserInputError(f"remove{where} must be a share in (0, 0.5), got {self.remove}")
+        if isinstance(self.show, bool) or not isinstance(self.show, int) or self.show < 0:
+            raise UserInputError(f"show{where} must be an integer >= 0, got {self.show}")
+
+
 def block_origins(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -126,8 +143,8 @@ def block_origins(
     *,
     layers: LayerSpec = "all",
     batch_size: int = 256,
-    remove: float = 0.02,
-    show: int = 8,
+    remove: float = OriginSettings.remove,
+    show: int = OriginSettings.show,
     seed: int = 0,
     device: torch.device | str | None = None,
     tokens: str = "auto",
@@ -148,8 +165,7 @@ def block_origins(
     """
     if not isinstance(inputs, torch.Tensor):
         raise UserInputError(f"block_origins takes the inputs as one Tensor (N, ...), got {type(inputs).__name__}")
-    if not 0 < remove < 0.5:
-        raise UserInputError(f"remove must be a share in (0, 0.5), got {remove}")
+    OriginSettings(remove, show).check()
     count = len(inputs)
     first = _pass(model, inputs, layers, batch_size, device, tokens, blocks)
     spans = first["spans"]
@@ -243,4 +259,4 @@ def _compute(acc: MinibatchCKA) -> np.ndarray:
         return acc.compute().cpu().numpy()
 
 
-__all__ = ["BlockOrigins", "block_origins"]
+__all__ = ["OriginSettings", "BlockOrigins", "block_origins"]

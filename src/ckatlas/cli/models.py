@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ckatlas._version import __version__
+from ckatlas.analysis.dynamics import DynamicsSettings
 from ckatlas.cli._common import (
     add_detector_options,
     add_model_recipe_options,
@@ -85,8 +86,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                    help="record the heatmap, blocks and first-PC variance at some epochs (dynamics.npz)")
     p.add_argument("--dynamics-epochs", type=_epoch_list, metavar="LIST",
                    help="epochs to record, e.g. 0,1,5,15 (0: initialisation; default 0, 1, 2, 4, ... and the last)")
-    p.add_argument("--dynamics-examples", type=positive_int, default=256, metavar="N",
-                   help="probe images: the first N of the test split (default 256)")
+    p.add_argument("--dynamics-examples", type=positive_int, default=DynamicsSettings.examples, metavar="N",
+                   help=f"probe images: the first N of the test split (default {DynamicsSettings.examples})")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     p.set_defaults(func=_run_train, on_interrupt="resume-flag")
 

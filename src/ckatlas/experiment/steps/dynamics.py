@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from ckatlas.analysis.dynamics import DynamicsSettings
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.analyses import RunSelection
 from ckatlas.experiment.registry import Step, StepKind, register_step
@@ -32,8 +33,8 @@ class DynamicsConfig(RunSelection):
     variance, into the run's dynamics.npz. `seeds`, `depths`, `fractions` limit it to some runs.
     """
 
-    epochs: tuple[int, ...] | None = None
-    examples: int = 256
+    epochs: tuple[int, ...] | None = DynamicsSettings.epochs  # the defaults of `DynamicsSettings`
+    examples: int = DynamicsSettings.examples
     layers: Literal["all", "blocks"] | None = None
 
     def check(self, config: ExperimentConfig) -> None:
@@ -48,10 +49,8 @@ class DynamicsConfig(RunSelection):
                 raise UserInputError(f"epochs in [analyses.dynamics] must be epochs in [0, {last}] (0: the "
                                      f"initialisation), got {list(self.epochs)}")
 
-    def settings(self, config: ExperimentConfig):  # -> ckatlas.analysis.dynamics.DynamicsSettings
+    def settings(self, config: ExperimentConfig) -> DynamicsSettings:
         """The recorder's settings: these, with the layers of [cka] (unless set) and the detector of [analyses.blocks]."""
-        from ckatlas.analysis.dynamics import DynamicsSettings
-
         layers = self.layers if self.layers is not None else config.cka.layers
         return DynamicsSettings(epochs=self.epochs, examples=self.examples, layers=layers,
                                 detector=config.analyses.blocks.detector, tokens=config.cka.tokens)

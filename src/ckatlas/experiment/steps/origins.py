@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ckatlas.analysis import BlockResult
-from ckatlas.analysis.origins import block_origins
-from ckatlas.errors import UserInputError
+from ckatlas.analysis.origins import OriginSettings, block_origins
 from ckatlas.experiment.analyses import RunSelection
 from ckatlas.experiment.registry import Step, StepKind, register_step
 from ckatlas.experiment.steps._common import StepContext, load_model, test_inputs
@@ -25,22 +24,15 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class OriginsConfig(RunSelection):
-    """`[analyses.origins]`: trace each block to the examples that dominate its first PC (`block_origins`).
-
-    `remove`: the share of the examples left out per block; `show`: dominant images kept per block for the
-    report. `seeds`, `depths`, `fractions` limit it to some runs (default: every run).
+class OriginsConfig(RunSelection, OriginSettings):
+    """`[analyses.origins]`: trace each block to the examples that dominate its first PC (`block_origins`,
+    with the fields of `OriginSettings`: remove, show). `seeds`, `depths`, `fractions` limit it to some runs
+    (default: every run).
     """
-
-    remove: float = 0.02
-    show: int = 8
 
     def check(self, config: ExperimentConfig) -> None:
         self.check_selection(config, "[analyses.origins]")
-        if not 0 < self.remove < 0.5:
-            raise UserInputError(f"remove in [analyses.origins] must be a share in (0, 0.5), got {self.remove}")
-        if self.show < 0:
-            raise UserInputError(f"show in [analyses.origins] must be >= 0, got {self.show}")
+        OriginSettings.check(self, " in [analyses.origins]")
 
 
 def origins_file(run: str) -> str:
