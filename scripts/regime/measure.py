@@ -1,12 +1,12 @@
 """The regime, measured (issue 32 section 2): how the heatmap's floor, the three named statistics and clean
 training and test accuracy move with training length and recipe.
 
-    python scripts/regime/measure.py --out docs/reproduction/regime --runs out/regime   # train what is missing (resumable)
+    python scripts/regime/measure.py --out docs/reproduction/regime --runs /work/regime/runs   # train what is missing
     python scripts/regime/measure.py --out out/regime --table-only    # only what is finished
     python scripts/regime/measure.py --out out/regime --png docs/reproduction/regime.png
 
 Grid: ResNet-14 and -20 at widths 1 and 4, seeds 700 and 701 (never used before), on 1/64 of
-Fashion-MNIST at 16x16 (937 images; batch 128, 8 steps per epoch), for 30, 100 and 300 epochs
+Fashion-MNIST at 16x16 (940 images; batch 128, 8 steps per epoch), for 30, 100 and 300 epochs
 (about 240, 800 and 2,400 SGD steps) under two recipes:
 - "today": the fashion-study's (lr 0.03, no augmentation, weight decay 5e-4, cosine per step);
 - "augmented": ckatlas's defaults with the paper's augmentation (pad-and-crop and flips, lr 0.1);
