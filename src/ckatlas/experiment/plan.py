@@ -24,8 +24,9 @@ def plan(config: ExperimentConfig) -> list[Step]:
             continue
         steps += kind.plan(config, list(steps))
     planned: set[str] = set()
+    keys = {s.key for s in steps}
     for step in steps:
-        later = [n for n in step.needs if n not in planned and any(s.key == n for s in steps)]
+        later = [n for n in step.needs if n not in planned and n in keys]
         if later:
             raise ValueError(f"step {step.key} reads {', '.join(later)}, planned after it: its kind "
                              f"{step.kind!r} must name {', '.join(sorted({n.split('/')[0] for n in later}))} in `after`")

@@ -71,9 +71,10 @@ def heatmap_grid_section(data: ReportData) -> Section | None:
             continue
         fig, shown = drawn
         image = next(ax.images[0] for ax in fig.axes if ax.images)
-        fig.colorbar(image, ax=fig.axes, label=measure_label(first[0]), shrink=0.8)
+        plain = first[0].measure == "cka"
+        fig.colorbar(image, ax=fig.axes, label="CKA" if plain else measure_label(first[0]), shrink=0.8)
         sub = slice_title(table, tables)
-        what = "Linear CKA" if first[0].measure == "cka" else measure_label(first[0])
+        what = "Linear CKA" if plain else measure_label(first[0])
         caption = (
             f"{what} between every pair of analysed layers of each model (input at the lower left), on "
             f"{_cka_phrase(first[0])}; one model per cell ({seeds_phrase(shown)}); stage boundaries as thin white "
