@@ -109,7 +109,7 @@ def lm_heatmaps(folder: Path, cache: Path) -> list[tuple[str, CKAResult, dict]]:
 def _brief(result: BlockResult) -> dict:
     """A block result without its layer lists (they are the heatmap's)."""
     out = result.to_dict()
-    for key in ("layer_names", "layer_indices", "detector", "format"):
+    for key in ("layer_names", "layer_indices", "detector", "format", "version"):
         out.pop(key, None)
     return out
 

@@ -58,7 +58,10 @@ from ckatlas.capture.minibatches import Minibatches
 from ckatlas.cka.measures import accumulator, check_all_examples_memory, measure_info
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_open
+from ckatlas.formats import check_kind, tag, upgrade
 from ckatlas.results import NpzResult, read_result_npz
+
+POPULATION_FORMAT = "ckatlas.PopulationResult"
 
 
 
@@ -80,6 +83,7 @@ class CKAResult(NpzResult):
     """
 
     WHAT = "a CKAResult"
+    FORMAT = "ckatlas.CKAResult"  # files of earlier releases (version 0) carry no tag
     ARRAYS = ("matrix", "standard_error")
 
     matrix: np.ndarray
@@ -194,7 +198,7 @@ class PopulationResult:
         for k, ((a, b), res) in enumerate(self.results.items()):
             arrays[f"matrix_{k}"], arrays[f"standard_error_{k}"] = res.matrix, res.standard_error
             headers.append({"pair": [a, b], **res.fields()})
-        header = np.array(json.dumps({"names": self.names, "results": headers}))
+        header = np.array(json.dumps({**tag(POPULATION_FORMAT), "names": self.names, "results": headers}))
         with atomic_open(path, "wb") as fh:
             np.savez(fh, header=header, **arrays)
         return path
@@ -203,7 +207,12 @@ class PopulationResult:
     def load(cls, path: str | Path) -> PopulationResult:
         """Read what `save` wrote."""
         arrays = read_result_npz(path, ("header",), "a PopulationResult")
-        header = json.loads(str(arrays["header"]))
+        try:
+            header = json.loads(str(arrays["header"]))
+            check_kind(POPULATION_FORMAT, header, "a PopulationResult")
+            header = upgrade(POPULATION_FORMAT, header, "a PopulationResult")
+        except (UserInputError, json.JSONDecodeError, AttributeError) as exc:
+            raise UserInputError(f"{path}: {exc}") from None
         results = {}
         for k, h in enumerate(header["results"]):
             parts = {"matrix": arrays[f"matrix_{k}"], "standard_error": arrays[f"standard_error_{k}"]}

@@ -1,8 +1,10 @@
 """One way to save and load result objects: JSON with a format tag, or .npz arrays with a JSON header.
 
 A result class declares what it is and how its fields become plain values; this module
-writes them atomically and reads them back with one clear `UserInputError` on a file that
-is missing, truncated, of another kind, or missing a field.
+writes them atomically, tagged with the kind's format version (`ckatlas.formats`), and reads
+them back through `ckatlas.formats.upgrade` (a file of an earlier version is brought forward
+first), with one clear `UserInputError` on a file that is missing, truncated, of another kind,
+of a newer version, or missing a field.
 
     @dataclass
     class ProbeResult(JsonResult):
@@ -13,7 +15,8 @@ is missing, truncated, of another kind, or missing a field.
         def from_fields(cls, data: dict) -> ProbeResult: ...
 
 `NpzResult` is the same for results with large arrays: `arrays()` returns the NumPy
-arrays, `fields()` the rest (stored as one JSON string array named "header").
+arrays, `fields()` the rest (stored as one JSON string array named "header"). `from_fields`
+and `from_parts` see the current version's fields only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_open, atomic_write_json, read_json, read_npz_arrays
+from ckatlas.formats import check_kind, tag, upgrade
 
 R = TypeVar("R", bound="JsonResult")
 N = TypeVar("N", bound="NpzResult")
@@ -48,17 +52,20 @@ class JsonResult:
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything as JSON-able values, with the format tag."""
-        return {"format": self.FORMAT, **self.fields()}
+        """Everything as JSON-able values, with the format tag and version."""
+        return {**tag(self.FORMAT), **self.fields()}
 
     @classmethod
     def from_dict(cls: type[R], data: Any) -> R:
-        """The result `to_dict` gave; one clear error for another kind of data or a missing field."""
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        if found != cls.FORMAT:
-            raise UserInputError(f"not {cls.WHAT}: expected format {cls.FORMAT!r}, got {found!r}")
+        """The result `to_dict` gave (of this or an earlier version); one clear error for another kind of
+        data, a newer version or a missing field."""
+        if not isinstance(data, dict):
+            raise UserInputError(f"not {cls.WHAT}: expected format {cls.FORMAT!r}, got {type(data).__name__!r}")
+        check_kind(cls.FORMAT, data, cls.WHAT)
         try:
-            return cls.from_fields(data)
+            return cls.from_fields(upgrade(cls.FORMAT, data, cls.WHAT))
+        except UserInputError:  # a version this release cannot read: said as it is
+            raise
         except _FIELD_ERRORS as exc:
             raise UserInputError(f"{cls.WHAT} with a missing or malformed field ({type(exc).__name__}: {exc})") from None
 
@@ -81,8 +88,8 @@ class NpzResult:
     """A result saved as an .npz: its arrays, and its other fields as a JSON "header" (module docstring)."""
 
     WHAT: ClassVar[str]
-    FORMAT: ClassVar[str | None] = None  # the header's format tag (None: files without one)
-    ARRAYS: ClassVar[tuple[str, ...]] = ()  # arrays every file of this kind holds
+    FORMAT: ClassVar[str]  # the header's format tag
+    ARRAYS: ClassVar[tuple[str, ...]] = ()  # arrays every file of this kind holds (at any version)
 
     def fields(self) -> dict[str, Any]:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
@@ -95,8 +102,8 @@ class NpzResult:
         raise NotImplementedError
 
     def header(self) -> dict[str, Any]:
-        """The fields stored as JSON, with the format tag (if the kind has one)."""
-        return {**({"format": self.FORMAT} if self.FORMAT else {}), **self.fields()}
+        """The fields stored as JSON, with the format tag and version."""
+        return {**tag(self.FORMAT), **self.fields()}
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as JSON-able values (arrays as nested lists; NaN stays float NaN)."""
@@ -111,14 +118,22 @@ class NpzResult:
 
     @classmethod
     def load(cls: type[N], path: str | os.PathLike) -> N:
-        """Read what `save` wrote."""
+        """Read what `save` wrote (this or an earlier version)."""
         arrays = read_result_npz(path, ("header", *cls.ARRAYS), cls.WHAT)
         try:
             header = json.loads(str(arrays.pop("header")))
-            if cls.FORMAT is not None and header.pop("format", None) != cls.FORMAT:
-                raise UserInputError(f"{path} is not {cls.WHAT} (format {cls.FORMAT!r} expected)")
-            return cls.from_parts(header, arrays)
-        except (*_FIELD_ERRORS, json.JSONDecodeError) as exc:
+        except json.JSONDecodeError as exc:
+            raise UserInputError(f"{path}: {cls.WHAT} with a malformed header ({exc})") from None
+        if not isinstance(header, dict):
+            raise UserInputError(f"{path} is not {cls.WHAT}: its header is no JSON object")
+        try:
+            check_kind(cls.FORMAT, header, cls.WHAT)
+            fields = upgrade(cls.FORMAT, {**header, **arrays}, cls.WHAT)
+            return cls.from_parts({k: v for k, v in fields.items() if not isinstance(v, np.ndarray)},
+                                  {k: v for k, v in fields.items() if isinstance(v, np.ndarray)})
+        except UserInputError as exc:  # another kind, or a version this release cannot read
+            raise UserInputError(f"{path}: {exc}") from None
+        except _FIELD_ERRORS as exc:
             raise UserInputError(f"{path}: {cls.WHAT} with a missing or malformed field ({exc})") from None
 
 

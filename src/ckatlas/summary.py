@@ -4,8 +4,9 @@
 the claims and the command line read it with `ExperimentSummary.load(root / "summary.json")`
 (`read_summary(root)` says what to do when it is missing) and use attributes instead of string
 keys: ``summary.models[0].block_strength``, ``model.path("pca")``, ``summary.model(name)``,
-``summary.group_of(run)``. Saving writes exactly the JSON of earlier releases (the keys in the
-same order), and summaries written by earlier releases load (missing fields get their defaults).
+``summary.group_of(run)``. Saving writes the JSON of earlier releases (the keys in the same order)
+with its format version; summaries written by earlier releases load (`ckatlas.formats` brings them
+forward; an entry's fields missing in older files get their defaults, and newer keys are left out).
 The file's layout is described in `ckatlas.experiment.summary`.
 """
 
@@ -196,20 +197,20 @@ class ExperimentSummary(JsonResult):
 
     @classmethod
     def from_fields(cls, data: dict[str, Any]) -> ExperimentSummary:
-        analyses = data.get("analyses") or {}
+        analyses = data["analyses"]
         return cls(
             name=data["name"],
-            description=data.get("description") or "",
-            dataset=dict(data.get("dataset") or {}),
+            description=data["description"],
+            dataset=dict(data["dataset"]),
             models=[_from(ModelEntry, m) for m in data["models"]],
-            groups=[_from(GroupEntry, g) for g in data.get("groups") or []],
-            grid=[_from(GridTable, t) for t in data.get("grid") or []],
-            cross_seed=[_from(CrossSeedPair, p) for p in data.get("cross_seed") or []],
-            enabled=list(analyses.get("enabled") or []),
-            errors=analyses.get("errors"),
-            available=analyses.get("available"),
-            timings=dict(data.get("timings") or {}),
-            config=dict(data.get("config") or {}),
+            groups=[_from(GroupEntry, g) for g in data["groups"]],
+            grid=[_from(GridTable, t) for t in data["grid"]],
+            cross_seed=[_from(CrossSeedPair, p) for p in data["cross_seed"]],
+            enabled=list(analyses["enabled"]),
+            errors=analyses["errors"],
+            available=analyses["available"],
+            timings=dict(data["timings"]),
+            config=dict(data["config"]),
         )
 
 

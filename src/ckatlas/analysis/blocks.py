@@ -70,18 +70,6 @@ METHODS = ("contrast", "threshold")
 AREA_LEVELS = tuple(np.arange(1, 21) / 20)
 
 
-def saved_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A detector's settings as an earlier release saved them, completed with what that release did: no
-    ``method`` is the threshold rule; a contrast rule without ``border_fraction`` judged each border with
-    ``min_fraction`` of the layers beyond it."""
-    out = dict(settings)
-    if out and "method" not in out:
-        out["method"] = "threshold"
-    if out and "border_fraction" not in out:
-        out["border_fraction"] = out.get("min_fraction", 0.1)
-    return out
-
-
 @dataclass(frozen=True)
 class BlockDetector:
     """How blocks are found (module docstring); checked when made.
@@ -100,7 +88,7 @@ class BlockDetector:
             analysed layers beyond it (``ceil(border_fraction * L)``, at least one). 0.15: at 10%
             a uniformly bright untrained ResNet-8 (30 layers) was one block of layers 2-26, judged
             against its relu, pool and fc alone (docs/gallery). Results saved before it existed
-            were found with ``min_fraction`` (`from_saved`).
+            were found with ``min_fraction`` (`ckatlas.formats.complete_detector`).
     """
 
     method: Literal["contrast", "threshold"] = "contrast"
@@ -148,10 +136,10 @@ class BlockDetector:
 
     @classmethod
     def from_saved(cls, table: Mapping[str, Any] | None, where: str = "the saved detector") -> BlockDetector:
-        """The detector of a saved ``[analyses.blocks]`` table (summary.json, experiment.json): its ``on``
-        (the rows) is left out; a table of earlier releases names no method and is the threshold rule, and one
-        without ``border_fraction`` judged borders with ``min_fraction`` (`saved_settings`)."""
-        return cls.from_dict(saved_settings({k: v for k, v in (table or {}).items() if k != "on"}), where)
+        """The detector of a saved ``[analyses.blocks]`` table (summary.json, experiment.json, a result's
+        metadata, as `ckatlas.formats` brought it to the current version): its ``on`` (the rows) is left out;
+        no table is the default detector."""
+        return cls.from_dict({k: v for k, v in (table or {}).items() if k != "on"}, where)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -268,7 +256,7 @@ class Block:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Block:
         return cls(int(data["start"]), int(data["end"]), float(data["mean_cka"]), float(data["min_cka"]),
-                   _number(data.get("score")), _number(data.get("gap")))
+                   _number(data["score"]), _number(data["gap"]))
 
 
 @dataclass
@@ -368,21 +356,16 @@ class BlockResult(JsonResult):
 
     @classmethod
     def from_fields(cls, data: dict[str, Any]) -> BlockResult:
-        if "detector" in data:
-            detector = BlockDetector.from_dict(saved_settings(data["detector"]), "the block result's detector")
-        else:  # written before the detector had a name: the threshold rule, min_size already effective
-            detector = BlockDetector(method="threshold", threshold=float(data["threshold"]),
-                                     tolerance=float(data["tolerance"]), min_size=int(data["min_size"]),
-                                     min_fraction=0.0)
+        detector = BlockDetector.from_dict(data["detector"], "the block result's detector")
         return cls(
             blocks=[Block.from_dict(b) for b in data["blocks"]],
             num_layers=int(data["num_layers"]),
             layer_indices=[int(i) for i in data["layer_indices"]],
             detector=detector,
             min_size=int(data["min_size"]),
-            layer_names=data.get("layer_names"),
-            peak_score=_number(data.get("peak_score")),
-            block_area=_number(data.get("block_area")),
+            layer_names=data["layer_names"],
+            peak_score=_number(data["peak_score"]),
+            block_area=_number(data["block_area"]),
         )
 
 

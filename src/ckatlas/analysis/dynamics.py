@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ckatlas.analysis.blocks import BlockDetector, BlockResult, saved_settings
+from ckatlas.analysis.blocks import BlockDetector, BlockResult
 from ckatlas.capture import LayerSpec
 from ckatlas.cka import MinibatchCKA
 from ckatlas.errors import UserInputError
@@ -131,9 +131,9 @@ class BlockDynamics(NpzResult):
         self.block_fraction = np.asarray(self.block_fraction, dtype=np.float64).reshape(count)
         strength = np.full(count, np.nan) if self.block_strength is None else self.block_strength
         self.block_strength = np.asarray(strength, dtype=np.float64).reshape(count)
-        if self.block_area is None:  # a record of an earlier release: from its heatmaps, by its detector
+        if self.block_area is None:  # not given (a record of version 0): from its heatmaps, by its detector
             saved = self.metadata.get("detector") or {}
-            detector = BlockDetector.from_dict(saved_settings(saved)) if "method" in saved else BlockDetector()
+            detector = BlockDetector.from_dict(saved) if "method" in saved else BlockDetector()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 self.block_area = np.array([detector.find(m).block_area for m in self.cka])
@@ -152,9 +152,8 @@ class BlockDynamics(NpzResult):
     @classmethod
     def from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> BlockDynamics:
         return cls(arrays["epochs"], header["layers"], arrays["cka"], arrays["variance_explained"],
-                   arrays["block_fraction"], header["blocks"], header.get("metadata", {}),
-                   arrays.get("block_strength"),  # records of earlier releases have none: NaN
-                   arrays.get("block_area"))
+                   arrays["block_fraction"], header["blocks"], header["metadata"], arrays["block_strength"],
+                   arrays.get("block_area"))  # none in a record of version 0: found from its heatmaps
 
     def redetect(self, detector: BlockDetector) -> BlockDynamics:
         """The same record with the blocks of every epoch found again by `detector` (from the stored heatmaps)."""

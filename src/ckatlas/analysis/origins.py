@@ -87,7 +87,7 @@ class BlockOrigins(NpzResult):
     @classmethod
     def from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> BlockOrigins:
         return cls(header["layers"], header["blocks"], *(arrays[name] for name in cls.ARRAYS),
-                   header.get("metadata", {}))
+                   header["metadata"])
 
     def scores(self) -> dict[str, np.ndarray]:
         """(B,) each block's contrast score on each heatmap: "cka", "cka_without", "cka_random", "cka_normalised"."""

@@ -85,7 +85,7 @@ class PruneStep:
     def from_dict(cls, data: dict[str, Any]) -> PruneStep:
         return cls(
             int(data["stage"]), int(data["num_removed"]), str(data["block"]), tuple(data["removed"]),
-            str(data["output_layer"]), float(data["accuracy"]), float(data["delta"]), data.get("in_block"),
+            str(data["output_layer"]), float(data["accuracy"]), float(data["delta"]), data["in_block"],
         )
 
 
@@ -149,7 +149,7 @@ class PruneResult(JsonResult):
     def from_fields(cls, data: dict[str, Any]) -> PruneResult:
         return cls(
             float(data["unpruned_accuracy"]), [PruneStep.from_dict(s) for s in data["steps"]],
-            int(data["finetune_epochs"]), int(data["num_test"]), dict(data.get("metadata", {})),
+            int(data["finetune_epochs"]), int(data["num_test"]), dict(data["metadata"]),
         )
 
 

@@ -99,8 +99,8 @@ class Claim:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Claim:
         return cls(data["key"], data["statement"], data["statistic"], data["value"], data["p_value"], int(data["n"]),
-                   data["holds"], data["note"], dict(data["details"]), data.get("p_opposite"), data.get("interval"),
-                   data.get("verdict") or "")
+                   data["holds"], data["note"], dict(data["details"]), data["p_opposite"], data["interval"],
+                   data["verdict"] or "")
 
 
 @dataclass
@@ -132,7 +132,7 @@ class ClaimsResult(JsonResult):
     @classmethod
     def from_fields(cls, data: dict[str, Any]) -> ClaimsResult:
         return cls(data["experiment"], [Claim.from_dict(c) for c in data["claims"]], float(data["alpha"]),
-                   dict(data.get("metadata") or {}))
+                   dict(data["metadata"] or {}))
 
 
 #: Which blocks a claim reads: those of the detector it is evaluated with (found again on the saved heatmaps

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from ckatlas._version import __version__
-from ckatlas.analysis.blocks import saved_settings
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.config import ExperimentConfig, to_toml
 from ckatlas.files import atomic_write_json, atomic_write_text, is_stray, read_json
+from ckatlas.formats import check_kind, tag, upgrade
 from ckatlas.rundir import RunDir
 
 EXPERIMENT_FILE = "experiment.json"
@@ -95,7 +95,7 @@ class ExperimentStore:
             raise UserInputError(f"--out {self.root} is a file; expected a folder for the experiment")
         record = self.path(EXPERIMENT_FILE)
         if record.is_file():
-            old = read_json(record, "an experiment record (delete it to start over)").get("config", {})
+            old = _recorded_config(read_json(record, "an experiment record (delete it to start over)"), record)
             diff = _first_difference(_identity(old), _identity(config.to_dict()))
             if diff is not None:
                 raise UserInputError(
@@ -106,7 +106,7 @@ class ExperimentStore:
             raise UserInputError(f"{self.root} is not empty and holds no ckatlas experiment ({EXPERIMENT_FILE}); use another --out")
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path("experiment.toml"), to_toml(config))
-        atomic_write_json(record, {"format": _FORMAT, "ckatlas": __version__, "config": config.to_dict(),
+        atomic_write_json(record, {**tag(_FORMAT), "ckatlas": __version__, "config": config.to_dict(),
                                    "runs": [r.to_dict() for r in config.runs]})
 
     def remove_strays(self) -> list[Path]:
@@ -155,21 +155,21 @@ class ExperimentStore:
         return total + end - start
 
 
+def _recorded_config(record: Any, path: Path) -> dict[str, Any]:
+    """The config of an experiment.json, of any version, as this release records it (`ckatlas.formats`)."""
+    if not isinstance(record, dict):
+        raise UserInputError(f"{path}: not an experiment record (a JSON object); delete it to start over")
+    try:
+        check_kind(_FORMAT, record, "an experiment record")
+        return dict(upgrade(_FORMAT, record, "an experiment record").get("config") or {})
+    except UserInputError as exc:
+        raise UserInputError(f"{path}: {exc}") from None
+
+
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
     """What must match for a directory to hold the same experiment: all but the description and where data is read from."""
     dataset = {k: v for k, v in config.get("dataset", {}).items() if k != "data_dir"}
-    grid = [{"family": "resnet", **table} for table in config.get("grid", [])]  # recorded before families existed
-    cka = {"tokens": "auto", "measure": "cka", **config.get("cka", {})}  # recorded before [cka] tokens, measure existed
-    out = {**{k: v for k, v in config.items() if k != "description"}, "dataset": dataset, "grid": grid, "cka": cka}
-    analyses = dict(config.get("analyses") or {})
-    if "analyses" in config:  # recorded before the untrained baseline existed: it runs now, like blocks, always
-        analyses.setdefault("untrained", {})
-    blocks = analyses.get("blocks")
-    if isinstance(blocks, dict):  # a detector recorded by an earlier release, completed with what that release did
-        analyses["blocks"] = saved_settings(blocks)
-    if "analyses" in config:
-        out["analyses"] = analyses
-    return out
+    return {**{k: v for k, v in config.items() if k != "description"}, "dataset": dataset}
 
 
 def _first_difference(old: Any, new: Any, where: str = "") -> str | None:

@@ -4,7 +4,7 @@ Built from the files of the experiment directory alone, so a report can be
 written from disk. Paths are relative to the experiment directory.
 
     {
-      "format": "ckatlas.ExperimentSummary",
+      "format": "ckatlas.ExperimentSummary", "version": 1 (ckatlas.formats: earlier versions are read too),
       "name": ..., "description": ..., "dataset": {name, num_train, num_test, image_shape, num_classes, ...},
       "models": [{"name", "arch", "depth", "width", "residual", "seed", "fraction",
                   "test_accuracy", "train_accuracy" (clean, on the examples trained on), "block_fraction",

@@ -26,6 +26,7 @@ from typing import Any
 from torch import nn
 
 from ckatlas.errors import UserInputError
+from ckatlas.formats import tag
 
 _COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
@@ -187,7 +188,7 @@ def removal_record(stack: LayerStack, remove: Sequence[int], source: str | None 
     """Which layers were cut: 0-based indices and module names, the kept ones, the source's layer count."""
     removed = sorted(int(i) for i in remove)
     names = stack.names()
-    return {"format": "ckatlas.Removal", "source": source, "source_layers": stack.count, "layers_path": stack.path,
+    return {**tag("ckatlas.Removal"), "source": source, "source_layers": stack.count, "layers_path": stack.path,
             "removed": removed, "removed_modules": [names[i] for i in removed],
             "kept": kept_layers(stack.count, removed),
             "kept_ranges": [list(r) for r in kept_ranges(stack.count, removed)]}

@@ -105,8 +105,7 @@ class LayerRemoval(JsonResult):
     def from_fields(cls, data: dict[str, Any]) -> LayerRemoval:
         arr = lambda v: np.array(v, dtype=np.float64)  # noqa: E731  (None -> NaN)
         return cls(data["layers"], arr(data["cka"]), arr(data["angular"]), arr(data["block_influence"]),
-                   data["blocks"], data["removals"], data.get("curves", {}), data.get("metric", "loss"),
-                   data.get("metadata", {}), data.get("healing", {}))
+                   data["blocks"], data["removals"], data["curves"], data["metric"], data["metadata"], data["healing"])
 
     def removed(self, criterion: str, n: int) -> list[int]:
         """The layers `criterion` removes when n are removed."""
