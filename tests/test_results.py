@@ -134,3 +134,50 @@ def test_an_npz_result_missing_an_array_or_a_field_is_one_clear_error(kind, tmp_
     np.savez(tmp_path / "bad.npz", header=np.array(json.dumps(header)), **arrays)
     with pytest.raises(UserInputError, match=rf"bad\.npz: {re.escape(kind.WHAT)} with a missing or malformed field"):
         kind.load(tmp_path / "bad.npz")
+
+
+def test_a_dataclass_result_needs_no_serialising_code(tmp_path: Path) -> None:
+    """A plugin's result declares its fields only; the generic serialiser saves and loads it, arrays included."""
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Mine(NpzResult):
+        FORMAT = "test.Mine"
+        WHAT = "a test result"
+        ARRAYS = ("values",)
+        name: str
+        values: np.ndarray
+        counts: list[int] = field(default_factory=list)
+
+    @dataclass
+    class MineJson(JsonResult):
+        FORMAT = "test.MineJson"
+        WHAT = "a test JSON result"
+        scores: np.ndarray
+        label: str = "x"
+
+        def __post_init__(self) -> None:
+            self.scores = np.asarray(self.scores, dtype=np.float64)
+
+    back = Mine.load(Mine("a", np.arange(6.0).reshape(2, 3), [np.int64(1), 2]).save(tmp_path / "m.npz"))
+    assert back.name == "a" and back.counts == [1, 2] and back.values.shape == (2, 3)
+    json_back = MineJson.load(MineJson(np.array([0.5, np.nan]), "y").save(tmp_path / "m.json"))
+    assert json_back.label == "y" and json_back.scores[0] == 0.5 and np.isnan(json_back.scores[1])
+    assert json.loads((tmp_path / "m.json").read_text())["version"] == 1  # a kind ckatlas does not name: version 1
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "test.MineJson", "version": 1, "label": "y"}))
+    with pytest.raises(UserInputError, match="a test JSON result with a missing or malformed field"):
+        MineJson.load(tmp_path / "bad.json")
+
+
+def test_plain_values() -> None:
+    from dataclasses import dataclass
+
+    from ckatlas.results import plain
+
+    @dataclass
+    class Inner:
+        a: tuple[int, ...]
+
+    value = {"x": np.float32(0.5), "y": (np.int64(2), np.bool_(True)), "z": [Inner((1, 2))], "w": np.eye(2)}
+    assert plain(value) == {"x": 0.5, "y": [2, True], "z": [{"a": [1, 2]}], "w": [[1.0, 0.0], [0.0, 1.0]]}
+    assert json.dumps(plain(value))

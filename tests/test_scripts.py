@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tiny_experiment import tiny_toml
@@ -72,3 +73,14 @@ def test_measure_survival(experiment: Path, tmp_path: Path) -> None:
 def test_regime_table_of_nothing_yet(tmp_path: Path) -> None:
     out = _script(tmp_path, str(SCRIPTS / "regime" / "measure.py"), "--out", "regime", "--table-only")
     assert out.startswith("| recipe | model |")
+
+
+def test_regime_control_figure_draws_every_model_trained_and_untrained(experiment: Path, tmp_path: Path) -> None:
+    out = _script(tmp_path, str(SCRIPTS / "regime" / "control_figure.py"), str(experiment), "--png", "control.png")
+    lines = out.strip().splitlines()
+    assert len(lines) == 16 and (tmp_path / "control.png").stat().st_size > 0  # 8 models, trained and untrained
+    name = sorted(p.stem for p in (experiment / "cka").glob("*.npz"))[0]
+    with np.load(experiment / "cka" / f"{name}.npz") as npz:
+        matrix = npz["matrix"]
+    mean = np.nanmean(matrix[~np.eye(len(matrix), dtype=bool)])
+    assert f"{name} trained:" in out and f"mean off-diagonal {mean:.3f}" in next(l for l in lines if l.startswith(f"{name} trained"))

@@ -25,7 +25,8 @@ from ckatlas.errors import UserInputError
 
 Converter = Callable[[dict[str, Any]], dict[str, Any]]
 
-#: The version each kind is written at now.
+#: The version each kind is written at now (a kind not named here, e.g. a plugin's, is at version 1 until it
+#: names itself here with its converters).
 VERSIONS: dict[str, int] = {
     "ckatlas.CKAResult": 1,
     "ckatlas.PopulationResult": 1,
@@ -84,7 +85,7 @@ def upgrade(kind: str, data: Mapping[str, Any], what: str = "the file") -> dict[
     Raises:
         UserInputError: a version newer than this release reads (a newer ckatlas wrote it).
     """
-    current = VERSIONS[kind]
+    current = current_version(kind)
     version = version_of(data)
     if version > current:
         raise UserInputError(f"{what} is format version {version} of {kind}, newer than this ckatlas reads "
@@ -96,9 +97,14 @@ def upgrade(kind: str, data: Mapping[str, Any], what: str = "the file") -> dict[
     return fields
 
 
+def current_version(kind: str) -> int:
+    """The version `kind` is written at now (`VERSIONS`; 1 for a kind it does not name)."""
+    return VERSIONS.get(kind, 1)
+
+
 def tag(kind: str) -> dict[str, Any]:
     """The "format" and "version" keys a file of `kind` is written with."""
-    return {"format": kind, "version": VERSIONS[kind]}
+    return {"format": kind, "version": current_version(kind)}
 
 
 # -- the block detector's settings, as every release saved them -----------------------------------
@@ -200,5 +206,6 @@ def _experiment_config_0(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["UNTAGGED_BEFORE_VERSIONS", "VERSIONS", "check_kind", "complete_detector", "converts", "tag", "upgrade",
+__all__ = ["UNTAGGED_BEFORE_VERSIONS", "VERSIONS", "check_kind", "complete_detector", "converts", "current_version", "tag",
+           "upgrade",
            "version_of"]

@@ -141,27 +141,6 @@ class CKAResult(NpzResult):
             self.num_batches, self.passes, self.model_b, self.model_a, self.is_square, dict(self.metadata),
         )
 
-    def fields(self) -> dict[str, Any]:
-        return {
-            "layers_a": self.layers_a,
-            "layers_b": self.layers_b,
-            "n": self.n,
-            "num_batches": self.num_batches,
-            "passes": self.passes,
-            "model_a": self.model_a,
-            "model_b": self.model_b,
-            "is_square": self.is_square,
-            "metadata": self.metadata,
-        }
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {"matrix": self.matrix, "standard_error": self.standard_error}
-
-    @classmethod
-    def from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> CKAResult:
-        keys = ("layers_a", "layers_b", "n", "num_batches", "passes", "model_a", "model_b", "is_square", "metadata")
-        return cls(arrays["matrix"], standard_error=arrays["standard_error"], **{k: header[k] for k in keys})
-
 
 @dataclass
 class PopulationResult:

@@ -10,17 +10,22 @@ of a newer version, or missing a field.
     class ProbeResult(JsonResult):
         FORMAT = "ckatlas.ProbeResult"
         WHAT = "a probe result"
-        def fields(self) -> dict: ...                 # JSON-able values
-        @classmethod
-        def from_fields(cls, data: dict) -> ProbeResult: ...
+        layers: list[str]
+        test_accuracy: np.ndarray                     # __post_init__ makes arrays of lists
 
-`NpzResult` is the same for results with large arrays: `arrays()` returns the NumPy
-arrays, `fields()` the rest (stored as one JSON string array named "header"). `from_fields`
-and `from_parts` see the current version's fields only.
+A dataclass result is serialised generically: `fields()` is every field as plain values
+(`plain`: arrays as nested lists, NumPy scalars as numbers, nested dataclasses as objects), and
+`from_fields` calls the class with every field by name (its ``__post_init__`` turns lists back
+into arrays). A result whose file holds more (derived values) or other shapes overrides both.
+
+`NpzResult` is the same for results with large arrays: the fields named in ``ARRAYS`` are stored
+as NumPy arrays, the rest as one JSON string array named "header" (`fields()`, `arrays()` and
+`from_parts` by default). `from_fields` and `from_parts` see the current version's fields only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -38,18 +43,43 @@ N = TypeVar("N", bound="NpzResult")
 _FIELD_ERRORS = (KeyError, TypeError, ValueError, IndexError)
 
 
+def plain(value: Any) -> Any:
+    """`value` as JSON-able plain data: arrays as nested lists (NaN stays float NaN), NumPy scalars as Python
+    numbers, tuples as lists, dataclasses as objects of their fields; dicts and lists item by item."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+def _names(cls: Any) -> list[str]:
+    """The names of a dataclass result's fields set when it is made."""
+    if not dataclasses.is_dataclass(cls):  # pragma: no cover - a result class that is no dataclass overrides
+        raise TypeError(f"{getattr(cls, '__name__', cls)} is no dataclass: define fields() and from_fields()")
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
 class JsonResult:
     """A result saved as one JSON object with a ``"format"`` tag (module docstring)."""
 
     FORMAT: ClassVar[str]
     WHAT: ClassVar[str]
 
-    def fields(self) -> dict[str, Any]:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+    def fields(self) -> dict[str, Any]:
+        """Every field as plain values (a result with derived values or other shapes overrides it)."""
+        return {name: plain(getattr(self, name)) for name in _names(self)}
 
     @classmethod
-    def from_fields(cls: type[R], data: dict[str, Any]) -> R:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+    def from_fields(cls: type[R], data: dict[str, Any]) -> R:
+        """The result made of every field by name (a KeyError for a missing one)."""
+        return cls(**{name: data[name] for name in _names(cls)})
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as JSON-able values, with the format tag and version."""
@@ -91,15 +121,18 @@ class NpzResult:
     FORMAT: ClassVar[str]  # the header's format tag
     ARRAYS: ClassVar[tuple[str, ...]] = ()  # arrays every file of this kind holds (at any version)
 
-    def fields(self) -> dict[str, Any]:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+    def fields(self) -> dict[str, Any]:
+        """Every field not in ``ARRAYS``, as plain values."""
+        return {name: plain(getattr(self, name)) for name in _names(self) if name not in self.ARRAYS}
 
-    def arrays(self) -> dict[str, np.ndarray]:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fields named in ``ARRAYS``, as NumPy arrays."""
+        return {name: np.asarray(getattr(self, name)) for name in self.ARRAYS}
 
     @classmethod
-    def from_parts(cls: type[N], header: dict[str, Any], arrays: dict[str, np.ndarray]) -> N:  # pragma: no cover
-        raise NotImplementedError
+    def from_parts(cls: type[N], header: dict[str, Any], arrays: dict[str, np.ndarray]) -> N:
+        """The result made of every field by name: the arrays from the file's arrays, the rest from its header."""
+        return cls(**{name: (arrays if name in cls.ARRAYS else header)[name] for name in _names(cls)})
 
     def header(self) -> dict[str, Any]:
         """The fields stored as JSON, with the format tag and version."""
@@ -149,4 +182,4 @@ def read_result_npz(path: str | os.PathLike, keys: tuple[str, ...] | list[str], 
     return arrays
 
 
-__all__ = ["JsonResult", "NpzResult", "read_result_npz"]
+__all__ = ["JsonResult", "NpzResult", "plain", "read_result_npz"]

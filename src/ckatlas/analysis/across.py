@@ -82,17 +82,6 @@ class AveragedCKA(NpzResult):
         """(La, Lb) standard error of the mean over heatmaps: std / sqrt(count)."""
         return self.std / np.sqrt(np.maximum(self.count, 1))
 
-    def fields(self) -> dict[str, Any]:
-        return {"layers_a": self.layers_a, "layers_b": self.layers_b, "pairs": self.pairs, "model_a": self.model_a,
-                "model_b": self.model_b, "is_square": self.is_square, "metadata": self.metadata}
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {"matrix": self.matrix, "std": self.std, "count": self.count}
-
-    @classmethod
-    def from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> AveragedCKA:
-        return cls(arrays["matrix"], arrays["std"], arrays["count"], **header)
-
 
 def average_heatmaps(results: Sequence[Any], labels: Sequence[str] | None = None) -> AveragedCKA:
     """Cell-wise mean, standard deviation and count of several heatmaps over the same layers.

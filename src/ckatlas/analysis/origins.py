@@ -78,17 +78,6 @@ class BlockOrigins(NpzResult):
     images: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def fields(self) -> dict[str, Any]:
-        return {"layers": self.layers, "blocks": self.blocks, "metadata": self.metadata}
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {name: np.asarray(getattr(self, name)) for name in self.ARRAYS}
-
-    @classmethod
-    def from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> BlockOrigins:
-        return cls(header["layers"], header["blocks"], *(arrays[name] for name in cls.ARRAYS),
-                   header["metadata"])
-
     def scores(self) -> dict[str, np.ndarray]:
         """(B,) each block's contrast score on each heatmap: "cka", "cka_without", "cka_random", "cka_normalised"."""
         out = {}

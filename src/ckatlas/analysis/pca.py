@@ -91,20 +91,6 @@ class PCAResult(NpzResult):
                 raise UserInputError(f"{name} has shape {value.shape}, expected ({size}, {size}) for {size} layers")
             setattr(self, name, value)
 
-    def fields(self) -> dict[str, Any]:
-        return {"layers": self.layers, "n": self.n, "num_batches": self.num_batches, "metadata": self.metadata}
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {"variance_explained": self.variance_explained, "pc_similarity": self.pc_similarity,
-                "cka_without_pc1": self.cka_without_pc1, "cka": self.cka}
-
-    @classmethod
-    def from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> PCAResult:
-        return cls(
-            header["layers"], arrays["variance_explained"], arrays["pc_similarity"], arrays["cka_without_pc1"],
-            arrays["cka"], int(header["n"]), int(header["num_batches"]), header["metadata"],
-        )
-
     def summary(self) -> str:
         """One line per layer: its first-PC variance fraction."""
         head = f"first principal components of {len(self.layers)} layers ({self.n} examples, {self.num_batches} batches)"

@@ -139,29 +139,6 @@ class ProbeResult(JsonResult):
                          f"val {self.best_val_accuracy[i]:.3f}  C={self.chosen_c[i]:g}")
         return "\n".join(lines)
 
-    def fields(self) -> dict[str, Any]:
-        return {
-            "layers": self.layers,
-            "kinds": self.kinds,
-            "num_features": [int(f) for f in self.num_features],
-            "test_accuracy": self.test_accuracy.tolist(),
-            "val_accuracy": self.val_accuracy.tolist(),
-            "chosen_c": self.chosen_c.tolist(),
-            "converged": [bool(c) for c in self.converged],
-            "c_grid": [float(c) for c in self.c_grid],
-            "num_train": self.num_train,
-            "num_val": self.num_val,
-            "num_test": self.num_test,
-            "majority_accuracy": self.majority_accuracy,
-            "metadata": self.metadata,
-        }
-
-    @classmethod
-    def from_fields(cls, data: dict[str, Any]) -> ProbeResult:
-        keys = ("layers", "kinds", "num_features", "test_accuracy", "val_accuracy", "chosen_c", "converged", "c_grid",
-                "num_train", "num_val", "num_test", "majority_accuracy", "metadata")
-        return cls(**{k: data[k] for k in keys})
-
 
 # -- layers and features ---------------------------------------------------------------------
 def default_probe_layers(model: nn.Module) -> list[tuple[str, str]]:
