@@ -34,7 +34,7 @@ from ckatlas.analysis import BlockDetector, BlockResult
 from ckatlas.files import atomic_open, atomic_write_json
 from ckatlas.heatmap import CKAResult, heatmap
 from ckatlas.report import outline_blocks
-from ckatlas.heatmap_figures import colour_range, plot_heatmap
+from ckatlas.heatmap.figures import colour_range, plot_heatmap
 
 THRESHOLD_RULE = BlockDetector(method="threshold")
 

@@ -29,7 +29,7 @@ from ckatlas.heatmap import CKAResult
 from ckatlas.hf.removal import LayerRemoval
 from ckatlas.models.registry import create_model
 from ckatlas.report.dynamics_figures import dynamics_figure
-from ckatlas.heatmap_figures import plot_heatmap, plot_heatmap_grid
+from ckatlas.heatmap.figures import plot_heatmap, plot_heatmap_grid
 from ckatlas.report.html import render_report
 from ckatlas.report.removal_figures import removal_figure
 

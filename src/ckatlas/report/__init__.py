@@ -20,7 +20,7 @@ from ckatlas.report.analysis_figures import (
 from ckatlas.report.block_figures import outline_blocks, plot_block_frequency, plot_blocks
 from ckatlas.report.error_figures import plot_class_differences, plot_example_scatter
 from ckatlas.report.headline import trend_sentences
-from ckatlas.heatmap_figures import plot_heatmap, plot_heatmap_grid
+from ckatlas.heatmap.figures import plot_heatmap, plot_heatmap_grid
 from ckatlas.report._page import (
     HOVER_SCRIPT,
     ReportData,

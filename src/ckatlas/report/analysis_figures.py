@@ -19,7 +19,7 @@ from ckatlas.analysis.pca import PCAResult, PCScatter
 from ckatlas.analysis.probes import ProbeResult
 from ckatlas.analysis.prune import PruneResult
 from ckatlas.errors import UserInputError
-from ckatlas.heatmap_figures import plot_heatmap
+from ckatlas.heatmap.figures import plot_heatmap
 
 _MAX_NAMED_TICKS = 30
 

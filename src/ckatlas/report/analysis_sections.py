@@ -32,7 +32,7 @@ from ckatlas.report._page import (
 from ckatlas.summary import ModelEntry
 from ckatlas.report.analysis_figures import plot_pc_heatmaps, plot_pc_variance, plot_probe_accuracy, plot_pruning
 from ckatlas.report.error_figures import plot_class_differences, plot_example_scatter
-from ckatlas.heatmap_figures import plot_heatmap
+from ckatlas.heatmap.figures import plot_heatmap
 
 
 def _block_names(data: ReportData, model: ModelEntry, notes: list[str]) -> list[list[str]]:

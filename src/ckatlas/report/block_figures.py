@@ -15,7 +15,7 @@ from matplotlib.patches import Rectangle
 
 from ckatlas.analysis.blocks import BlockResult
 from ckatlas.analysis.stability import BlockStability
-from ckatlas.heatmap_figures import plot_heatmap
+from ckatlas.heatmap.figures import plot_heatmap
 
 
 def outline_blocks(ax: Axes, result: BlockResult, *, original_rows: bool = False, color: str = "red") -> Axes:

@@ -28,11 +28,11 @@ from ckatlas.report._page import (
     slice_title,
     table_html,
 )
-from ckatlas.heatmap_figures import measure_label
+from ckatlas.heatmap.figures import measure_label
 from ckatlas.summary import CrossSeedPair, ModelEntry
 from ckatlas.report.analysis_figures import plot_averaged_heatmap
 from ckatlas.report.block_figures import label_scores, outline_blocks, plot_block_frequency
-from ckatlas.heatmap_figures import plot_heatmap
+from ckatlas.heatmap.figures import plot_heatmap
 
 
 def _cka_phrase(cka: CKAResult) -> str:

@@ -11,7 +11,7 @@ from matplotlib.ticker import MaxNLocator
 from ckatlas.analysis.dynamics import BlockDynamics
 from ckatlas.files import atomic_open
 from ckatlas.report.block_figures import outline_spans
-from ckatlas.heatmap_figures import plot_heatmap
+from ckatlas.heatmap.figures import plot_heatmap
 
 
 PER_ROW = 8  # heatmaps per row of the strip

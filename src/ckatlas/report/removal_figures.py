@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from ckatlas.report.block_figures import outline_spans
-from ckatlas.heatmap_figures import plot_heatmap
+from ckatlas.heatmap.figures import plot_heatmap
 
 _LABELS = {"cka": "CKA (blocks)", "angular": "angular distance (Gromov et al.)",
            "block_influence": "Block Influence (ShortGPT)"}
