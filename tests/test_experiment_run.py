@@ -25,7 +25,7 @@ import pytest
 import ckatlas.train.loop
 from ckatlas.analysis import BlockDetector, BlockResult, compare_populations, find_blocks, load_predictions
 from ckatlas.analysis.dynamics import BlockDynamics
-from ckatlas.analysis.errors import ErrorComparison
+from ckatlas.analysis.error_compare import ErrorComparison
 from ckatlas.analysis.origins import BlockOrigins
 from ckatlas.analysis.trend import paired_difference_test
 from ckatlas.analysis.pca import PCAResult, principal_components

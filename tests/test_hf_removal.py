@@ -27,7 +27,7 @@ from ckatlas.hf import (
     save_pruned,
     split,
 )
-from ckatlas.hf.layers import MERGEKIT_FILE, REMOVAL_FILE
+from ckatlas.hf.stack import MERGEKIT_FILE, REMOVAL_FILE
 
 transformers.logging.set_verbosity_error()
 

@@ -1,13 +1,13 @@
 """`ExperimentSummary`: summary.json as typed entries, read and written in one place.
 
-`ckatlas.experiment.summary.build_summary` makes one from an experiment directory; the report,
+`ckatlas.experiment.summarise.build_summary` makes one from an experiment directory; the report,
 the claims and the command line read it with `ExperimentSummary.load(root / "summary.json")`
 (`read_summary(root)` says what to do when it is missing) and use attributes instead of string
 keys: ``summary.models[0].block_strength``, ``model.path("pca")``, ``summary.model(name)``,
 ``summary.group_of(run)``. Saving writes the JSON of earlier releases (the keys in the same order)
 with its format version; summaries written by earlier releases load (`ckatlas.formats` brings them
 forward; an entry's fields missing in older files get their defaults, and newer keys are left out).
-The file's layout is described in `ckatlas.experiment.summary`.
+The file's layout is described in `ckatlas.experiment.summarise`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Each analysis is a module with pure functions and a result dataclass that saves 
 from ckatlas.analysis.across import AveragedCKA, LayerMatch, average_heatmaps, match_layers, population_cka
 from ckatlas.analysis.blocks import Block, BlockDetector, BlockResult, find_blocks, find_threshold_blocks
 from ckatlas.analysis.stability import BlockStability, block_stability
-from ckatlas.analysis.errors import (
+from ckatlas.analysis.error_compare import (
     ErrorComparison,
     ErrorSettings,
     ExampleLevel,

@@ -1,4 +1,4 @@
-"""The results of `ckatlas.analysis.errors.compare_populations`: `ErrorComparison`, with its
+"""The results of `ckatlas.analysis.error_compare.compare_populations`: `ErrorComparison`, with its
 example-level (`ExampleLevel`) and class- or group-level (`GroupLevel`) tests."""
 
 from __future__ import annotations

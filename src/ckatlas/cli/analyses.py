@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ckatlas.analysis.errors import ErrorSettings
+from ckatlas.analysis.error_compare import ErrorSettings
 from ckatlas.analysis.probes import ProbeSettings
 from ckatlas.analysis.prune import PruneSettings
 from ckatlas.cli._common import (

@@ -58,7 +58,7 @@ def add_layers(sub: argparse._SubParsersAction) -> None:
 
 def _run_layers(args: argparse.Namespace) -> int:
     from ckatlas.hf.heal import heal
-    from ckatlas.hf.layers import MERGEKIT_FILE, REMOVAL_FILE, save_removed
+    from ckatlas.hf.stack import MERGEKIT_FILE, REMOVAL_FILE, save_removed
     from ckatlas.hf import (evaluate, layer_redundancy, layer_stack, load_inputs, read_text, removal_curves, save_pruned, split,
                             text_token_ids)
     from ckatlas.hf.data import take

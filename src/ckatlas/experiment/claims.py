@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from ckatlas.analysis import BlockDetector, mark_blocks
-from ckatlas.analysis.errors import ErrorComparison
+from ckatlas.analysis.error_compare import ErrorComparison
 from ckatlas.analysis.probes import ProbeResult
 from ckatlas.analysis.prune import PruneResult
 from ckatlas.analysis.trend import PERMUTATIONS

@@ -48,7 +48,7 @@ from ckatlas.data.batches import even_batch_count
 from ckatlas.devices import run_device
 from ckatlas.errors import UserInputError
 from ckatlas.hf.data import batches, num_examples, without_labels
-from ckatlas.hf.layers import LayerStack, layer_stack, layers_removed
+from ckatlas.hf.stack import LayerStack, layer_stack, layers_removed
 from ckatlas.results import JsonResult
 from ckatlas.tokens import attention_mask, reduce_tokens
 

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ckatlas.analysis.errors import ErrorComparison
+from ckatlas.analysis.error_compare import ErrorComparison
 from ckatlas.errors import UserInputError
 
 

@@ -1,5 +1,5 @@
 """The ``errors`` step: do two populations of models (every seed of two architectures) make
-different errors? (``[analyses.errors]``, `ckatlas.analysis.errors`)
+different errors? (``[analyses.errors]``, `ckatlas.analysis.error_compare`)
 
     errors               analysis/errors.json                <- train/<run> of both populations
 """
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from ckatlas.analysis import compare_populations, load_predictions
-from ckatlas.analysis.errors import ErrorSettings
+from ckatlas.analysis.error_compare import ErrorSettings
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.registry import Step, StepKind, register_step
 from ckatlas.experiment.runspec import RunSpec

@@ -1,5 +1,5 @@
 """The ``summary``, ``claims`` and ``report`` steps, last and in the driver process: summary.json from
-every other step's files (`ckatlas.experiment.summary`), the paper's claims decided once
+every other step's files (`ckatlas.experiment.summarise`), the paper's claims decided once
 (`ckatlas.experiment.claims`: claims.json, what the report's headline and ``ckatlas claims`` render),
 then the report (`ckatlas.report`).
 
@@ -16,7 +16,7 @@ from ckatlas.experiment.claims import CLAIMS_FILE, evaluate_claims
 from ckatlas.experiment.registry import Step, StepKind, register_step
 from ckatlas.experiment.steps._common import StepContext
 from ckatlas.experiment.store import SUMMARY_FILE, ExperimentStore
-from ckatlas.experiment.summary import build_summary
+from ckatlas.experiment.summarise import build_summary
 from ckatlas.report.html import write_report
 
 if TYPE_CHECKING:
