@@ -8,6 +8,8 @@ markdown to stdout.
 
     python scripts/reproduction.py out/fashion=fashion-choose out/fashion-100=fashion-confirm \\
         --figures docs/reproduction > /tmp/tables.md
+    python scripts/reproduction.py /work/fashion-1100=choosing /work/fashion-1200=confirming --saved \\
+        --figures docs/reproduction > /tmp/tables.md    # the study: its own claims.json, replication column
 """
 
 from __future__ import annotations
@@ -63,6 +65,42 @@ def summary_table(results: dict[str, ClaimsResult]) -> str:
             cells.append(cell)
         lines.append(f"| {claim.key}: {claim.statement} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _effect(entry: dict) -> str:
+    """One definition's word with its effect, interval and the p-value that decided it (plan section 2)."""
+    ci = f", 95% CI {entry['interval'][0]:+.2f} to {entry['interval'][1]:+.2f}" if entry.get("interval") else ""
+    verdict = entry["verdict"]
+    p = entry["p_opposite"] if verdict == "contradicted" else entry["p_value"]
+    side = " the other way" if verdict == "contradicted" else ""
+    words = verdict if verdict == "holds" else f"**{verdict}**"
+    return f"{words} ({entry['value']:+.2f}{ci}, p {p:.3g}{side})"
+
+
+def definitions_table(results: dict[str, ClaimsResult]) -> str:
+    """Each trend claim under each named definition (plan section 1), raw and trained minus untrained, one column
+    pair per experiment; with two experiments (choosing, then confirming) the last column says whether the
+    confirming word is the choosing one's (plan section 2: it replicates), raw and minus untrained. Empty when no claim was decided by definitions."""
+    labels = list(results)
+    head = "| claim | definition | " + " | ".join(f"{label} raw | {label} minus untrained" for label in labels)
+    lines = [head + (" | replicates |" if len(labels) == 2 else " |"),
+             "|---|---|" + "---|---|" * len(labels) + ("---|" if len(labels) == 2 else "")]
+    first = next(iter(results.values()))
+    for claim in first.claims:
+        named = [results[label][claim.key].details.get("definitions") or {} for label in labels]
+        for name in named[0]:
+            cells, words = [], []
+            for defs in named:
+                entry = defs.get(name) or {}
+                minus = entry.get("minus_untrained") or {}
+                cells += [_effect(entry) if entry else "–", _effect(minus) if minus else "–"]
+                words.append((entry.get("verdict"), minus.get("verdict")))
+            row = f"| {claim.key} | {name} | " + " | ".join(cells)
+            if len(labels) == 2:
+                same = ["yes" if a and a == b else "no" if a and b else "–" for a, b in zip(*words)]
+                row += f" | raw {same[0]}, minus untrained {same[1]}"
+            lines.append(row + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def claims_table(root: Path, permutations: int, result: ClaimsResult | None = None) -> str:
@@ -314,15 +352,23 @@ def main() -> None:
     parser.add_argument("experiments", nargs="+", help="DIR=LABEL pairs")
     parser.add_argument("--figures", required=True, help="folder for the PNGs")
     parser.add_argument("--permutations", type=int, default=10_000)
+    parser.add_argument("--saved", action="store_true",
+                        help="render each experiment's own claims.json (as the experiment decided them) instead of "
+                             "deciding them again")
     args = parser.parse_args()
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
     results = {}
     for item in args.experiments:
         folder, label = item.split("=", 1)
-        results[label] = evaluate_claims(Path(folder), num_permutations=args.permutations)
+        results[label] = (ClaimsResult.load(Path(folder) / "claims.json") if args.saved
+                          else evaluate_claims(Path(folder), num_permutations=args.permutations))
     print("### Summary\n")
     print(summary_table(results) + "\n")
+    definitions = definitions_table(results)
+    if definitions:
+        print("### The trend claims under each definition\n")
+        print(definitions + "\n")
     for item in args.experiments:
         folder, label = item.split("=", 1)
         root = Path(folder)

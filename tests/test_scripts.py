@@ -44,6 +44,18 @@ def test_reproduction_tables_and_figures(experiment: Path, tmp_path: Path) -> No
     assert "does not hold" not in out  # one vocabulary: holds / contradicted / not established
 
 
+def test_reproduction_renders_the_experiments_own_claims_under_each_definition(experiment: Path, tmp_path: Path) -> None:
+    out = _script(tmp_path, str(SCRIPTS / "reproduction.py"), f"{experiment}=choosing", f"{experiment}=confirming",
+                  "--saved", "--figures", "figs")
+    table = out.split("### The trend claims under each definition")[1].split("###")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| width |") or line.startswith("| depth |")]
+    assert [row.split(" | ")[1] for row in rows] == ["paper", "stands out", "definition-free"] * 2
+    saved = json.loads((experiment / "claims.json").read_text())
+    width = next(c for c in saved["claims"] if c["key"] == "width")["details"]["definitions"]["paper"]
+    assert f"{width['value']:+.2f}" in rows[0] and width["verdict"] in rows[0]  # the saved numbers, not new ones
+    assert all(row.endswith("| raw yes, minus untrained yes |") for row in rows)  # the same set twice replicates
+
+
 def test_redecide_runs_from_any_folder(experiment: Path, tmp_path: Path) -> None:
     out = _script(tmp_path, str(SCRIPTS / "redecide.py"), f"{experiment}=smoke", "--permutations", "200")
     assert "width" in out and "border 15% (the default)" in out
