@@ -209,3 +209,25 @@ def test_upgrade_leaves_its_input_alone() -> None:
     out = upgrade("ckatlas.Claims", data)
     assert json.dumps(data, sort_keys=True) == before
     assert "format" not in out and "version" not in out and out["claims"][0]["verdict"] == ""
+
+
+def test_a_run_folder_of_version_0_reads_as_this_release_writes_it(tmp_path: Path) -> None:
+    """config.json and metrics.json of earlier releases: no tag, no precision or channels_last, no clean
+    training accuracy; amp = "bfloat16" meant bfloat16 autocast."""
+    from ckatlas.rundir import RunDir
+
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"arch": "resnet8"}, "data": {},
+                                                      "environment": {"amp": "bfloat16"}}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"epochs": [], "final": {"test_accuracy": 0.5}}))
+    run = RunDir(tmp_path)
+    environment = run.read_info()["environment"]
+    assert environment["precision"] == "bfloat16" and environment["channels_last"] is False
+    assert run.read_metrics()["final"] == {"test_accuracy": 0.5, "train_accuracy": None}
+    (tmp_path / "config.json").write_text(json.dumps({"config": {}, "environment": {"amp": None}}))
+    assert run.read_info()["environment"]["precision"] == "float32"
+    (tmp_path / "metrics.json").write_text(json.dumps({"format": "ckatlas.RunMetrics", "version": 9, "final": None}))
+    with pytest.raises(UserInputError, match=r"metrics\.json: .*format version 9 .*upgrade ckatlas"):
+        run.read_metrics()
+    (tmp_path / "metrics.json").write_text(json.dumps({"format": "ckatlas.Claims", "final": None}))
+    with pytest.raises(UserInputError, match="not a ckatlas run's metrics.json: expected format 'ckatlas.RunMetrics'"):
+        run.read_metrics()

@@ -45,10 +45,13 @@ VERSIONS: dict[str, int] = {
     "ckatlas.ExperimentSummary": 1,
     "ckatlas.Experiment": 1,
     "ckatlas.Removal": 1,  # ckatlas-removal.json beside a pruned Hugging Face model (written, not read back)
+    "ckatlas.RunConfig": 1,  # a run folder's config.json
+    "ckatlas.RunMetrics": 1,  # a run folder's metrics.json
 }
 
 #: Kinds whose version-0 files carried no "format" tag.
-UNTAGGED_BEFORE_VERSIONS = frozenset({"ckatlas.CKAResult", "ckatlas.PopulationResult"})
+UNTAGGED_BEFORE_VERSIONS = frozenset({"ckatlas.CKAResult", "ckatlas.PopulationResult", "ckatlas.RunConfig",
+                                      "ckatlas.RunMetrics"})
 
 _CONVERTERS: dict[tuple[str, int], Converter] = {}
 
@@ -183,6 +186,24 @@ def _summary_0(fields: dict[str, Any]) -> dict[str, Any]:
     out["analyses"] = _defaults(dict(out.get("analyses") or {}), enabled=[], errors=None, available=None)
     out["config"] = _experiment_config_0(dict(out["config"] or {})) if out["config"] else {}
     return out
+
+
+@converts("ckatlas.RunConfig", 0)
+def _run_config_0(fields: dict[str, Any]) -> dict[str, Any]:
+    """Runs from before `precision` existed trained in bfloat16 where they ran under autocast ("amp"), in
+    float32 elsewhere; runs from before `channels_last` existed did not use it."""
+    environment = dict(fields.get("environment") or {})
+    if environment.get("precision") not in ("float32", "bfloat16"):
+        environment["precision"] = "bfloat16" if environment.get("amp") == "bfloat16" else "float32"
+    environment.setdefault("channels_last", False)
+    return {**fields, "environment": environment}
+
+
+@converts("ckatlas.RunMetrics", 0)
+def _run_metrics_0(fields: dict[str, Any]) -> dict[str, Any]:
+    """Runs of earlier releases recorded no clean training accuracy."""
+    final = fields.get("final")
+    return {**fields, "final": None if final is None else _defaults(dict(final), train_accuracy=None)}
 
 
 @converts("ckatlas.Experiment", 0)

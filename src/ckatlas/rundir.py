@@ -21,6 +21,7 @@ from typing import Any
 
 from ckatlas.errors import UserInputError
 from ckatlas.files import is_stray, npz_intact, read_json, safetensors_intact
+from ckatlas.formats import check_kind, upgrade
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -88,20 +89,25 @@ class RunDir:
         return self.path.is_dir() and any(not is_stray(p) for p in self.path.iterdir())
 
     def read_info(self) -> dict[str, Any]:
-        """config.json: {"config": settings, "data": data summary, "model": ..., "environment": ...}."""
-        return self._json(self.config, "a ckatlas run's config.json")
+        """config.json: {"config": settings, "data": data summary, "model": ..., "environment": ...}, of any
+        version, as this release writes it (`ckatlas.formats`)."""
+        return self._json(self.config, "a ckatlas run's config.json", "ckatlas.RunConfig")
 
     def read_metrics(self) -> dict[str, Any]:
-        """metrics.json: {"epochs": [...], "final": {...} or None}."""
-        return self._json(self.metrics, "a ckatlas run's metrics.json")
+        """metrics.json: {"epochs": [...], "final": {...} or None}, of any version, as this release writes it."""
+        return self._json(self.metrics, "a ckatlas run's metrics.json", "ckatlas.RunMetrics")
 
-    def _json(self, path: Path, what: str) -> dict[str, Any]:
+    def _json(self, path: Path, what: str, kind: str) -> dict[str, Any]:
         if not path.is_file():
             raise UserInputError(f"{path} not found: {self.path} is not a (finished) ckatlas run directory")
         data = read_json(path, what)
         if not isinstance(data, dict):
             raise UserInputError(f"{path}: expected {what} (a JSON object)")
-        return data
+        try:
+            check_kind(kind, data, what)
+            return upgrade(kind, data, what)
+        except UserInputError as exc:
+            raise UserInputError(f"{path}: {exc}") from None
 
     def clean_strays(self) -> list[Path]:
         """Delete the temporary files of interrupted writes; returns what was removed."""

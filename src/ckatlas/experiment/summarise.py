@@ -89,7 +89,7 @@ def _model_entry(store: ExperimentStore, run: RunSpec, outputs: dict[str, str]) 
     return ModelEntry(
         **run.to_dict(),
         test_accuracy=metrics["final"]["test_accuracy"],
-        train_accuracy=metrics["final"].get("train_accuracy"),  # clean; runs of earlier releases have none
+        train_accuracy=metrics["final"]["train_accuracy"],  # clean; None in runs of earlier releases
         block_fraction=blocks.block_fraction,
         block_strength=blocks.block_strength,
         peak_score=blocks.peak_score,

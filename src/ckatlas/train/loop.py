@@ -28,6 +28,7 @@ from ckatlas.data import (
 from ckatlas.data.subsets import validation_split
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_write_bytes, atomic_write_json
+from ckatlas.formats import tag
 from ckatlas.rundir import CONFIG_FILE, RunDir
 from ckatlas.train.checkpoint import load_state, save_state
 from ckatlas.train.config import TrainConfig, build_model
@@ -146,13 +147,10 @@ def _identity(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _recorded_arithmetic(info: dict[str, Any]) -> tuple[str, bool]:
-    """The precision and layout a run was started in, as its config.json records them (runs from before
-    `precision` existed: bfloat16 where they trained under autocast, "amp", float32 elsewhere)."""
-    environment = info.get("environment") or {}
-    precision = environment.get("precision")
-    if precision not in ("float32", "bfloat16"):
-        precision = "bfloat16" if environment.get("amp") == "bfloat16" else "float32"
-    return str(precision), bool(environment.get("channels_last", False))
+    """The precision and layout a run was started in, as its config.json records them (`RunDir.read_info`
+    brings runs of earlier releases forward)."""
+    environment = info["environment"]
+    return str(environment["precision"]), bool(environment["channels_last"])
 
 
 def _check_run_dir(run_dir: Path, info: dict[str, Any], resume: bool) -> bool:
@@ -365,7 +363,7 @@ def train(
             return TrainResult.load(run_dir)
         files.clean_strays()
     else:
-        atomic_write_json(files.config, info)
+        atomic_write_json(files.config, {**tag("ckatlas.RunConfig"), **info})
     precision, channels_last = _recorded_arithmetic(files.read_info())  # a resumed run continues as it began
 
     model.to(device=device, memory_format=memory_format_for(channels_last))
@@ -392,7 +390,7 @@ def train(
                 best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # ties: the later epoch
             bookkeeping = {"epoch": record["epoch"], "history": history}
             save_state(files.state, model, optimizer, generator, bookkeeping, best)
-            atomic_write_json(files.metrics, {"epochs": history, "final": None})
+            atomic_write_json(files.metrics, {**tag("ckatlas.RunMetrics"), "epochs": history, "final": None})
         if best is not None:
             model.load_state_dict(best)
         model.to(memory_format=torch.contiguous_format)  # evaluated as a reloaded model runs: the same logits
@@ -414,7 +412,7 @@ def train(
     if val is not None:
         kept = max(history, key=lambda r: (r["val_accuracy"], r["epoch"]))
         final["kept_epoch"], final["val_accuracy"] = kept["epoch"], kept["val_accuracy"]
-    atomic_write_json(files.metrics, {"epochs": history, "final": final})
+    atomic_write_json(files.metrics, {**tag("ckatlas.RunMetrics"), "epochs": history, "final": final})
     return TrainResult.load(run_dir)
 
 
