@@ -231,3 +231,11 @@ def test_a_run_folder_of_version_0_reads_as_this_release_writes_it(tmp_path: Pat
     (tmp_path / "metrics.json").write_text(json.dumps({"format": "ckatlas.Claims", "final": None}))
     with pytest.raises(UserInputError, match="not a ckatlas run's metrics.json: expected format 'ckatlas.RunMetrics'"):
         run.read_metrics()
+
+
+def test_a_summary_without_its_optional_available_table_round_trips(tmp_path: Path) -> None:
+    """`available` is written only when known: a summary without it is of the current version too."""
+    summary = ExperimentSummary("e", "", {}, [], [], [], [], [], None, None, {}, {})
+    assert "available" not in summary.to_dict()["analyses"]
+    back = ExperimentSummary.load(summary.save(tmp_path / "summary.json"))
+    assert back.available is None and back.to_dict() == summary.to_dict()

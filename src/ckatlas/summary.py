@@ -208,7 +208,7 @@ class ExperimentSummary(JsonResult):
             cross_seed=[_from(CrossSeedPair, p) for p in data["cross_seed"]],
             enabled=list(analyses["enabled"]),
             errors=analyses["errors"],
-            available=analyses["available"],
+            available=analyses.get("available"),  # written only when known (fields())
             timings=dict(data["timings"]),
             config=dict(data["config"]),
         )
