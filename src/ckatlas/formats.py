@@ -11,7 +11,8 @@ A converter takes the fields of one version (a plain dict: JSON values, and NumP
 Changing a saved format means: raise the kind's version in `VERSIONS`, add the converter from the
 old version here, and keep a test that loads a file of the old version (tests/test_formats.py).
 
-    data = upgrade("ckatlas.BlockResult", json_object)      # version 0 or 1 in, version 1 out
+    data = upgrade("ckatlas.BlockResult", json_object, "a block result")   # version 0 or 1 in, 1 out;
+                                                                           # another kind: one clear error
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ def upgrade(kind: str, data: Mapping[str, Any], what: str = "the file") -> dict[
     """The fields of `data` (of `kind`, any version) at the current version, without "format" and "version".
 
     Raises:
-        UserInputError: a version newer than this release reads (a newer ckatlas wrote it).
+        UserInputError: `data` is of another kind (`check_kind`), or of a version newer than this release
+            reads (a newer ckatlas wrote it).
     """
+    check_kind(kind, data, what)
     current = current_version(kind)
     version = version_of(data)
     if version > current:
@@ -227,6 +230,5 @@ def _experiment_config_0(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["UNTAGGED_BEFORE_VERSIONS", "VERSIONS", "check_kind", "complete_detector", "converts", "current_version", "tag",
-           "upgrade",
-           "version_of"]
+__all__ = ["UNTAGGED_BEFORE_VERSIONS", "VERSIONS", "check_kind", "complete_detector", "converts", "current_version",
+           "tag", "upgrade", "version_of"]

@@ -35,7 +35,7 @@ import numpy as np
 
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_open, atomic_write_json, read_json, read_npz_arrays
-from ckatlas.formats import check_kind, tag, upgrade
+from ckatlas.formats import tag, upgrade
 
 R = TypeVar("R", bound="JsonResult")
 N = TypeVar("N", bound="NpzResult")
@@ -91,10 +91,9 @@ class JsonResult:
         data, a newer version or a missing field."""
         if not isinstance(data, dict):
             raise UserInputError(f"not {cls.WHAT}: expected format {cls.FORMAT!r}, got {type(data).__name__!r}")
-        check_kind(cls.FORMAT, data, cls.WHAT)
         try:
             return cls.from_fields(upgrade(cls.FORMAT, data, cls.WHAT))
-        except UserInputError:  # a version this release cannot read: said as it is
+        except UserInputError:  # another kind, or a version this release cannot read: said as it is
             raise
         except _FIELD_ERRORS as exc:
             raise UserInputError(f"{cls.WHAT} with a missing or malformed field ({type(exc).__name__}: {exc})") from None
@@ -160,7 +159,6 @@ class NpzResult:
         if not isinstance(header, dict):
             raise UserInputError(f"{path} is not {cls.WHAT}: its header is no JSON object")
         try:
-            check_kind(cls.FORMAT, header, cls.WHAT)
             fields = upgrade(cls.FORMAT, {**header, **arrays}, cls.WHAT)
             return cls.from_parts({k: v for k, v in fields.items() if not isinstance(v, np.ndarray)},
                                   {k: v for k, v in fields.items() if isinstance(v, np.ndarray)})

@@ -1,4 +1,4 @@
-"""A run directory: the one place that knows its file names, when it is finished, and its readers.
+"""A run directory: the one place that knows its file names, when it is finished, and its readers and writers.
 
     RUN/
       config.json          resolved settings, data summary, versions ("info")
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ckatlas.errors import UserInputError
-from ckatlas.files import is_stray, npz_intact, read_json, safetensors_intact
-from ckatlas.formats import check_kind, upgrade
+from ckatlas.files import atomic_write_json, is_stray, npz_intact, read_json, safetensors_intact
+from ckatlas.formats import tag, upgrade
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -29,6 +29,8 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.npz"
 STATE_FILE = "state/checkpoint.safetensors"
 DYNAMICS_FILE = "dynamics.npz"
+CONFIG_FORMAT = "ckatlas.RunConfig"  # the kinds of config.json and metrics.json (`ckatlas.formats`)
+METRICS_FORMAT = "ckatlas.RunMetrics"
 
 
 class RunDir:
@@ -91,11 +93,19 @@ class RunDir:
     def read_info(self) -> dict[str, Any]:
         """config.json: {"config": settings, "data": data summary, "model": ..., "environment": ...}, of any
         version, as this release writes it (`ckatlas.formats`)."""
-        return self._json(self.config, "a ckatlas run's config.json", "ckatlas.RunConfig")
+        return self._json(self.config, "a ckatlas run's config.json", CONFIG_FORMAT)
 
     def read_metrics(self) -> dict[str, Any]:
         """metrics.json: {"epochs": [...], "final": {...} or None}, of any version, as this release writes it."""
-        return self._json(self.metrics, "a ckatlas run's metrics.json", "ckatlas.RunMetrics")
+        return self._json(self.metrics, "a ckatlas run's metrics.json", METRICS_FORMAT)
+
+    def write_info(self, info: dict[str, Any]) -> None:
+        """Write config.json (atomically, tagged with its format version)."""
+        atomic_write_json(self.config, {**tag(CONFIG_FORMAT), **info})
+
+    def write_metrics(self, epochs: list[dict[str, Any]], final: dict[str, Any] | None) -> None:
+        """Write metrics.json: the per-epoch records and, once finished, "final" (atomically, tagged)."""
+        atomic_write_json(self.metrics, {**tag(METRICS_FORMAT), "epochs": epochs, "final": final})
 
     def _json(self, path: Path, what: str, kind: str) -> dict[str, Any]:
         if not path.is_file():
@@ -104,7 +114,6 @@ class RunDir:
         if not isinstance(data, dict):
             raise UserInputError(f"{path}: expected {what} (a JSON object)")
         try:
-            check_kind(kind, data, what)
             return upgrade(kind, data, what)
         except UserInputError as exc:
             raise UserInputError(f"{path}: {exc}") from None
@@ -121,4 +130,5 @@ class RunDir:
         return removed
 
 
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "MODEL_FILE", "PREDICTIONS_FILE", "RunDir", "STATE_FILE"]
+__all__ = ["CONFIG_FILE", "CONFIG_FORMAT", "METRICS_FILE", "METRICS_FORMAT", "MODEL_FILE", "PREDICTIONS_FILE", "RunDir",
+           "STATE_FILE"]

@@ -35,7 +35,7 @@ from ckatlas._version import __version__
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.config import ExperimentConfig, to_toml
 from ckatlas.files import atomic_write_json, atomic_write_text, is_stray, read_json
-from ckatlas.formats import check_kind, tag, upgrade
+from ckatlas.formats import tag, upgrade
 from ckatlas.rundir import RunDir
 
 EXPERIMENT_FILE = "experiment.json"
@@ -160,7 +160,6 @@ def _recorded_config(record: Any, path: Path) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise UserInputError(f"{path}: not an experiment record (a JSON object); delete it to start over")
     try:
-        check_kind(_FORMAT, record, "an experiment record")
         return dict(upgrade(_FORMAT, record, "an experiment record").get("config") or {})
     except UserInputError as exc:
         raise UserInputError(f"{path}: {exc}") from None

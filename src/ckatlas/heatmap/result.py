@@ -12,7 +12,7 @@ import numpy as np
 
 from ckatlas.errors import UserInputError
 from ckatlas.files import atomic_open
-from ckatlas.formats import check_kind, tag, upgrade
+from ckatlas.formats import tag, upgrade
 from ckatlas.results import NpzResult, read_result_npz
 
 POPULATION_FORMAT = "ckatlas.PopulationResult"
@@ -141,7 +141,6 @@ class PopulationResult:
         arrays = read_result_npz(path, ("header",), "a PopulationResult")
         try:
             header = json.loads(str(arrays["header"]))
-            check_kind(POPULATION_FORMAT, header, "a PopulationResult")
             header = upgrade(POPULATION_FORMAT, header, "a PopulationResult")
         except (UserInputError, json.JSONDecodeError, AttributeError) as exc:
             raise UserInputError(f"{path}: {exc}") from None

@@ -27,8 +27,7 @@ from ckatlas.data import (
 )
 from ckatlas.data.subsets import validation_split
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_bytes, atomic_write_json
-from ckatlas.formats import tag
+from ckatlas.files import atomic_write_bytes
 from ckatlas.rundir import CONFIG_FILE, RunDir
 from ckatlas.train.checkpoint import load_state, save_state
 from ckatlas.train.config import TrainConfig, build_model
@@ -363,7 +362,7 @@ def train(
             return TrainResult.load(run_dir)
         files.clean_strays()
     else:
-        atomic_write_json(files.config, {**tag("ckatlas.RunConfig"), **info})
+        files.write_info(info)
     precision, channels_last = _recorded_arithmetic(files.read_info())  # a resumed run continues as it began
 
     model.to(device=device, memory_format=memory_format_for(channels_last))
@@ -390,7 +389,7 @@ def train(
                 best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # ties: the later epoch
             bookkeeping = {"epoch": record["epoch"], "history": history}
             save_state(files.state, model, optimizer, generator, bookkeeping, best)
-            atomic_write_json(files.metrics, {**tag("ckatlas.RunMetrics"), "epochs": history, "final": None})
+            files.write_metrics(history, None)
         if best is not None:
             model.load_state_dict(best)
         model.to(memory_format=torch.contiguous_format)  # evaluated as a reloaded model runs: the same logits
@@ -412,7 +411,7 @@ def train(
     if val is not None:
         kept = max(history, key=lambda r: (r["val_accuracy"], r["epoch"]))
         final["kept_epoch"], final["val_accuracy"] = kept["epoch"], kept["val_accuracy"]
-    atomic_write_json(files.metrics, {**tag("ckatlas.RunMetrics"), "epochs": history, "final": final})
+    files.write_metrics(history, final)
     return TrainResult.load(run_dir)
 
 
