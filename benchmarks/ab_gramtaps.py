@@ -32,9 +32,9 @@ from types import ModuleType
 import torch
 
 from ckatlas.capture import inference
-from ckatlas.cpu import settle_allocator
+from ckatlas.runtime.cpu import settle_allocator
 from ckatlas.models import create_model
-from ckatlas.seeding import make_generator
+from ckatlas.runtime.seeding import make_generator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_heatmap import _calibrate  # noqa: E402  (a script beside this one)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ckatlas.cli import default_jobs
-from ckatlas.cpu import settle_allocator
+from ckatlas.runtime.cpu import settle_allocator
 from ckatlas.experiment import run_experiment
 from ckatlas.report.headline import headline_text
 from ckatlas.report.html import REPORT_FILE

@@ -22,7 +22,7 @@ from dataclasses import replace
 import torch
 
 from ckatlas.data import ImageData
-from ckatlas.devices import resolve_device
+from ckatlas.runtime.devices import resolve_device
 from ckatlas.experiment import load_config, list_presets
 from ckatlas.experiment.cost import DATASET_SIZES, estimate_cost, forward_flops
 from ckatlas.models import create_model

@@ -19,7 +19,7 @@ consecutive batches everywhere:
     python benchmarks/bench_heatmap.py --skip torch_cka memory --repeats 5
     python benchmarks/bench_heatmap.py --default-allocator   # glibc's malloc left as it is
 
-The allocator is settled first (`ckatlas.cpu.settle_allocator`, as the `ckatlas` command
+The allocator is settled first (`ckatlas.runtime.cpu.settle_allocator`, as the `ckatlas` command
 does): with glibc's default the forward passes themselves run up to 1.8x slower (every batch
 faults its activations' pages in again) and their speed depends on what ran before.
 
@@ -47,9 +47,9 @@ import torch
 from ckatlas import heatmap
 from ckatlas.capture import inference
 from ckatlas.cka import MinibatchCKA, gram_linear
-from ckatlas.cpu import settle_allocator
+from ckatlas.runtime.cpu import settle_allocator
 from ckatlas.models import create_model
-from ckatlas.seeding import make_generator
+from ckatlas.runtime.seeding import make_generator
 
 FULL = dict(arch="resnet56", width=1.0, n=2048, batch=256, mem_arch="resnet38", mem_width=10.0, mem_batch=256)
 QUICK = dict(arch="resnet20", width=0.5, n=512, batch=128, mem_arch="resnet20", mem_width=2.0, mem_batch=128)
@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["straightforward", "accuracy", "torch_cka", "memory"])
     parser.add_argument(
         "--default-allocator", action="store_true",
-        help="leave glibc's malloc as it is (default: ckatlas.cpu.settle_allocator(), as the ckatlas command does)",
+        help="leave glibc's malloc as it is (default: ckatlas.runtime.cpu.settle_allocator(), as the ckatlas command does)",
     )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -6,7 +6,7 @@
 An experiment can train its models one at a time with every core (`ckatlas run --jobs 1`), or
 one per core at a time with one thread each (`--jobs N`, the default on N cores). Which gives
 more images per second depends on the model: narrow models gain nothing from a second thread
-(and train on one by `ckatlas.cpu`), wide ones gain 1.6-1.9x (BENCHMARKS.md), but N single-
+(and train on one by `ckatlas.runtime.cpu`), wide ones gain 1.6-1.9x (BENCHMARKS.md), but N single-
 thread processes also compete for the memory bus and the shared cache, which the one-process
 figures of `bench_train_modes.py` cannot show.
 
@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_modes import BATCH, Step  # noqa: E402
 
-from ckatlas.cpu import available_cores, is_narrow  # noqa: E402
+from ckatlas.runtime.cpu import available_cores, is_narrow  # noqa: E402
 from ckatlas.models import create_model  # noqa: E402
 
 

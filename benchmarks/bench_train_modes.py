@@ -21,7 +21,7 @@ Modes: `fp32` (today's CPU default), `bf16` (torch.autocast bfloat16), `cl` (cha
 weights and images), `bf16+cl`, and with --compile `compile` and `compile+bf16` (torch.compile
 of the model, default backend), each on one thread (`/1t`: what each worker of an experiment
 with --jobs = cores uses) and on all of torch's threads (`/Nt`). Narrow models (convolutions
-under 16 channels) train on one thread only (`ckatlas.cpu`: oneDNN is unsafe for them on more).
+under 16 channels) train on one thread only (`ckatlas.runtime.cpu`: oneDNN is unsafe for them on more).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ckatlas.cpu import is_narrow
+from ckatlas.runtime.cpu import is_narrow
 from ckatlas.models import create_model
 
 BATCH = 128

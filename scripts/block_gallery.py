@@ -31,7 +31,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ckatlas.analysis import BlockDetector, BlockResult
-from ckatlas.files import atomic_open, atomic_write_json
+from ckatlas.io.files import atomic_open, atomic_write_json
 from ckatlas.heatmap import CKAResult, heatmap
 from ckatlas.report import outline_blocks
 from ckatlas.heatmap.figures import colour_range, plot_heatmap
@@ -64,7 +64,7 @@ def experiment_heatmaps(root: Path, patterns: list[str] = ()) -> list[tuple[str,
 def untrained_heatmaps(root: Path, cache: Path, patterns: list[str] = ()) -> list[tuple[str, CKAResult, dict]]:
     """The heatmap of each run's architecture with fresh weights (its own seed), on the experiment's
     CKA examples and layers; computed once into `cache`."""
-    from ckatlas.seeding import make_generator
+    from ckatlas.runtime.seeding import make_generator
     from ckatlas.train import build_model, load_run
 
     summary = json.loads((root / "summary.json").read_text())

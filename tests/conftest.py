@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from ckatlas.seeding import set_seed
+from ckatlas.runtime.seeding import set_seed
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 

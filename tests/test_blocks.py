@@ -25,7 +25,7 @@ from ckatlas.analysis.block_rules import SCORE_TIE, contrast_table
 from ckatlas.analysis.blocks import AREA_LEVELS
 from ckatlas.cka import linear_cka
 from ckatlas.errors import UserInputError
-from ckatlas.formats import complete_detector
+from ckatlas.io.formats import complete_detector
 from ckatlas.report import outline_blocks, plot_block_frequency, plot_blocks
 
 from block_matrices import planted, spans
@@ -293,7 +293,7 @@ def test_one_detector_one_set_of_defaults() -> None:
     assert BlocksConfig().detector == BlockDetector() == DynamicsSettings().detector
     assert find_blocks(synthetic(30, 0.5, ((5, 15),))).detector == BlockDetector()
     assert BlockDetector.from_dict(BlockDetector(min_score=0.7).to_dict()) == BlockDetector(min_score=0.7)
-    # a saved table of earlier releases (no method) is the threshold rule (ckatlas.formats completes it
+    # a saved table of earlier releases (no method) is the threshold rule (ckatlas.io.formats completes it
     # when it reads the file); `on` is not the detector's
     old = BlockDetector.from_saved(complete_detector({"threshold": 0.95, "tolerance": 0.1, "min_size": 3,
                                                       "min_fraction": 0.1, "on": "heatmap"}))

@@ -9,7 +9,7 @@ import torch
 from ckatlas.cli import main
 from ckatlas.heatmap import CKAResult, heatmap
 from ckatlas.models import create_model
-from ckatlas.seeding import make_generator
+from ckatlas.runtime.seeding import make_generator
 from ckatlas.train import TrainConfig, build_model, load_run, train
 
 FRESH = ["--arch", "resnet8", "--width", "0.25", "--dataset", "digits", "--examples", "64", "--batch-size", "32"]

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from ckatlas.cpu import is_narrow, training_threads
+from ckatlas.runtime.cpu import is_narrow, training_threads
 from ckatlas.models import create_model
 
 
@@ -48,7 +48,7 @@ libc.mallinfo2.restype = MallInfo2
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 if sys.argv[1] != "default":
-    from ckatlas.cpu import settle_allocator
+    from ckatlas.runtime.cpu import settle_allocator
     print(settle_allocator())
 else:
     print(None)
@@ -81,7 +81,7 @@ def test_settled_allocator_serves_activation_sized_blocks_from_the_heap() -> Non
 def test_command_threads_caps_torch_and_every_blas_pool_and_restores_torch() -> None:
     from threadpoolctl import threadpool_info
 
-    from ckatlas.cpu import command_threads
+    from ckatlas.runtime.cpu import command_threads
 
     before = torch.get_num_threads()
     with command_threads(1) as threads:

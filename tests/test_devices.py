@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ckatlas import heatmap
-from ckatlas.devices import model_device, run_device
+from ckatlas.runtime.devices import model_device, run_device
 from ckatlas.errors import UserInputError
 
 

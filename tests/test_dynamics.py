@@ -15,7 +15,7 @@ from ckatlas.cli import main
 from ckatlas.errors import UserInputError
 from ckatlas.heatmap import heatmap
 from ckatlas.models import create_model
-from ckatlas.seeding import make_generator
+from ckatlas.runtime.seeding import make_generator
 from ckatlas.train import TrainConfig, load_run, train
 
 TINY = TrainConfig(arch="resnet8", width=0.25, dataset="digits", fraction=0.25, epochs=3, batch_size=32, seed=1)

@@ -42,7 +42,7 @@ from ckatlas.experiment.executors import torch_threads
 from ckatlas.experiment.steps import test_inputs as experiment_inputs
 from ckatlas.heatmap import CKAResult, heatmap
 from ckatlas.report import Section, para, render_report, report_section, unregister_section
-from ckatlas.summary import ExperimentSummary
+from ckatlas.io.summary import ExperimentSummary
 from ckatlas.train import load_run, train
 
 pytestmark = pytest.mark.slow

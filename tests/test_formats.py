@@ -1,4 +1,4 @@
-"""Saved formats carry a version; files of every earlier version load (ckatlas.formats), newer ones are refused.
+"""Saved formats carry a version; files of every earlier version load (ckatlas.io.formats), newer ones are refused.
 
 Each version-0 file below is written as an earlier release wrote it (the fields it lacked are left
 out), so that the converter of that version keeps a test when the format moves on.
@@ -19,11 +19,11 @@ from ckatlas.analysis.origins import BlockOrigins
 from ckatlas.analysis.prune import PruneResult, PruneStep
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.claims import ClaimsResult
-from ckatlas.formats import VERSIONS, upgrade
+from ckatlas.io.formats import VERSIONS, upgrade
 from ckatlas.heatmap import CKAResult, PopulationResult
 from ckatlas.hf.removal import LayerRemoval
-from ckatlas.results import JsonResult, NpzResult
-from ckatlas.summary import ExperimentSummary
+from ckatlas.io.results import JsonResult, NpzResult
+from ckatlas.io.summary import ExperimentSummary
 
 from test_results import CLASSES, INSTANCES, _cka
 
@@ -214,7 +214,7 @@ def test_upgrade_leaves_its_input_alone() -> None:
 def test_a_run_folder_of_version_0_reads_as_this_release_writes_it(tmp_path: Path) -> None:
     """config.json and metrics.json of earlier releases: no tag, no precision or channels_last, no clean
     training accuracy; amp = "bfloat16" meant bfloat16 autocast."""
-    from ckatlas.rundir import RunDir
+    from ckatlas.io.rundir import RunDir
 
     (tmp_path / "config.json").write_text(json.dumps({"config": {"arch": "resnet8"}, "data": {},
                                                       "environment": {"amp": "bfloat16"}}))

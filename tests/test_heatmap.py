@@ -21,7 +21,7 @@ from ckatlas.errors import UserInputError
 from ckatlas.heatmap import PopulationResult
 from ckatlas.models import create_model
 from ckatlas.report import plot_heatmap, plot_heatmap_grid
-from ckatlas.seeding import make_generator
+from ckatlas.runtime.seeding import make_generator
 
 
 def _resnet(depth: int = 8, width: float = 0.25, **kw) -> nn.Module:

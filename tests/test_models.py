@@ -22,7 +22,7 @@ from ckatlas.models import (
     register_model,
     unregister_model,
 )
-from ckatlas.seeding import make_generator
+from ckatlas.runtime.seeding import make_generator
 
 
 def _capture(

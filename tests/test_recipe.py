@@ -78,7 +78,7 @@ def test_unnormalised_pixels_stay_in_zero_one() -> None:
 
 def test_best_validation_epoch_is_kept_and_never_trained_on(tmp_path: Path) -> None:
     config = TrainConfig(**TINY, epochs=4, keep="best-val", val_fraction=0.25, lr=0.05)
-    with torch_threads(1):  # oneDNN with 2 threads corrupts the heap training narrow nets (ckatlas.cpu)
+    with torch_threads(1):  # oneDNN with 2 threads corrupts the heap training narrow nets (ckatlas.runtime.cpu)
         result = train(config, tmp_path / "run", quiet=True, device="cpu")
     metrics = result.metrics
     vals = [e["val_accuracy"] for e in metrics["epochs"]]

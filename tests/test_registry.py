@@ -13,7 +13,7 @@ from ckatlas.errors import UserInputError
 from ckatlas.experiment import config_from_dict, plan, run_experiment
 from ckatlas.experiment.registry import Step, StepKind, register_step, unregister_step
 from ckatlas.experiment.steps import test_inputs as experiment_inputs
-from ckatlas.files import atomic_write_json
+from ckatlas.io.files import atomic_write_json
 from ckatlas.train import load_run
 
 pytestmark = pytest.mark.slow

@@ -31,7 +31,7 @@ from ckatlas.heatmap import CKAResult
 from ckatlas.report import HOVER_SCRIPT
 from ckatlas.experiment.claims import ClaimsResult
 from ckatlas.report.headline import claim_sentences, statistic_sentences, trend_sentences
-from ckatlas.summary import ExperimentSummary, ModelEntry
+from ckatlas.io.summary import ExperimentSummary, ModelEntry
 from ckatlas.report.html import render_report, write_report
 from ckatlas.train import load_run
 

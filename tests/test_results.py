@@ -24,8 +24,8 @@ from ckatlas.analysis.probes import ProbeResult
 from ckatlas.analysis.prune import PruneResult
 from ckatlas.errors import UserInputError
 from ckatlas.heatmap import CKAResult
-from ckatlas.results import JsonResult, NpzResult
-from ckatlas.summary import CrossSeedPair, ExperimentSummary, GridTable, GroupEntry, ModelEntry
+from ckatlas.io.results import JsonResult, NpzResult
+from ckatlas.io.summary import CrossSeedPair, ExperimentSummary, GridTable, GroupEntry, ModelEntry
 
 
 def _cka(seed: int = 0) -> CKAResult:
@@ -172,7 +172,7 @@ def test_a_dataclass_result_needs_no_serialising_code(tmp_path: Path) -> None:
 def test_plain_values() -> None:
     from dataclasses import dataclass
 
-    from ckatlas.results import plain
+    from ckatlas.io.results import plain
 
     @dataclass
     class Inner:

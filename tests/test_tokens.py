@@ -16,7 +16,7 @@ from ckatlas import heatmap
 from ckatlas.capture import capture_activations, resolve_layers
 from ckatlas.cka import linear_cka
 from ckatlas.errors import UserInputError
-from ckatlas.tokens import TOKEN_MODES, reduce_tokens
+from ckatlas.capture.tokens import TOKEN_MODES, reduce_tokens
 
 
 def _bert(layers: int = 4) -> BertModel:

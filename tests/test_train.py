@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from ckatlas.data import load_dataset
 from ckatlas.errors import UserInputError
 from ckatlas.models import create_model
-from ckatlas.rundir import STATE_FILE
+from ckatlas.io.rundir import STATE_FILE
 from ckatlas.train import (
     TrainConfig,
     cosine_lr,

@@ -16,7 +16,7 @@ from ckatlas.cli import main
 from ckatlas.experiment import run_experiment
 from ckatlas.experiment.claims import CLAIMS_FILE, ClaimsResult, evaluate_claims
 from ckatlas.report.headline import headline_text
-from ckatlas.summary import ExperimentSummary
+from ckatlas.io.summary import ExperimentSummary
 
 TOML = tiny_toml("engine-{method}", grid="fractions = [0.5]", extra='[analyses.blocks]\nmethod = "{method}"')
 

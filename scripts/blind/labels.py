@@ -25,7 +25,7 @@ from scipy.stats import spearmanr
 from ckatlas.analysis import BlockDetector, find_threshold_blocks
 from ckatlas.heatmap import CKAResult
 from ckatlas.report import plot_heatmap
-from ckatlas.summary import read_summary
+from ckatlas.io.summary import read_summary
 
 
 def draw(root: Path, depths: list[int], out: Path, columns: int = 6, own_range: bool = False) -> int:

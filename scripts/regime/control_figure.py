@@ -21,7 +21,7 @@ from ckatlas.analysis.blocks import BlockDetector
 from ckatlas.experiment.claim_kinds import PAPER_DETECTOR, mean_off_diagonal
 from ckatlas.heatmap import CKAResult
 from ckatlas.report import outline_blocks
-from ckatlas.summary import ExperimentSummary
+from ckatlas.io.summary import ExperimentSummary
 
 def statistics(matrix: np.ndarray, detector: BlockDetector) -> tuple[float, float, float]:
     """(threshold-rule block fraction, contrast block area, mean off-diagonal CKA) of one heatmap: what the

@@ -4,7 +4,27 @@ CKA maps, block structure, principal components, probes, pruning and error
 analyses for families of PyTorch models (Nguyen, Raghu & Kornblith, ICLR 2021).
 """
 
+import importlib as _importlib
+import sys as _sys
+
 from ckatlas._version import __version__
 from ckatlas.heatmap import CKAResult, heatmap, population_heatmaps
 
 __all__ = ["CKAResult", "__version__", "heatmap", "population_heatmaps"]
+
+#: Modules that earlier releases kept at the package root, and where they live now. Their old
+#: names still import (``from ckatlas.summary import read_summary``) and are the same modules.
+MOVED_MODULES = {
+    "ckatlas.files": "ckatlas.io.files",
+    "ckatlas.formats": "ckatlas.io.formats",
+    "ckatlas.results": "ckatlas.io.results",
+    "ckatlas.rundir": "ckatlas.io.rundir",
+    "ckatlas.summary": "ckatlas.io.summary",
+    "ckatlas.tokens": "ckatlas.capture.tokens",
+    "ckatlas.cpu": "ckatlas.runtime.cpu",
+    "ckatlas.devices": "ckatlas.runtime.devices",
+    "ckatlas.seeding": "ckatlas.runtime.seeding",
+}
+for _old, _new in MOVED_MODULES.items():
+    _sys.modules[_old] = _importlib.import_module(_new)
+    globals()[_old.rsplit(".", 1)[1]] = _sys.modules[_old]

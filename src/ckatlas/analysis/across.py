@@ -30,7 +30,7 @@ from torch import nn
 from ckatlas.capture import LayerSpec
 from ckatlas.errors import UserInputError
 from ckatlas.heatmap import population_heatmaps
-from ckatlas.results import JsonResult, NpzResult
+from ckatlas.io.results import JsonResult, NpzResult
 
 
 

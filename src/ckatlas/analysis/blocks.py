@@ -62,7 +62,7 @@ from ckatlas.analysis.block_rules import (
     uniform_intervals,
 )
 from ckatlas.errors import UserInputError
-from ckatlas.results import JsonResult
+from ckatlas.io.results import JsonResult
 
 METHODS = ("contrast", "threshold")
 
@@ -88,7 +88,7 @@ class BlockDetector:
             analysed layers beyond it (``ceil(border_fraction * L)``, at least one). 0.15: at 10%
             a uniformly bright untrained ResNet-8 (30 layers) was one block of layers 2-26, judged
             against its relu, pool and fc alone (docs/gallery). Results saved before it existed
-            were found with ``min_fraction`` (`ckatlas.formats.complete_detector`).
+            were found with ``min_fraction`` (`ckatlas.io.formats.complete_detector`).
     """
 
     method: Literal["contrast", "threshold"] = "contrast"
@@ -137,7 +137,7 @@ class BlockDetector:
     @classmethod
     def from_saved(cls, table: Mapping[str, Any] | None, where: str = "the saved detector") -> BlockDetector:
         """The detector of a saved ``[analyses.blocks]`` table (summary.json, experiment.json, a result's
-        metadata, as `ckatlas.formats` brought it to the current version): its ``on`` (the rows) is left out;
+        metadata, as `ckatlas.io.formats` brought it to the current version): its ``on`` (the rows) is left out;
         no table is the default detector."""
         return cls.from_dict({k: v for k, v in (table or {}).items() if k != "on"}, where)
 

@@ -35,8 +35,8 @@ from ckatlas.capture import LayerSpec
 from ckatlas.cka import MinibatchCKA
 from ckatlas.errors import UserInputError
 from ckatlas.capture.gram_passes import GramPasses
-from ckatlas.results import NpzResult
-from ckatlas.rundir import RunDir
+from ckatlas.io.results import NpzResult
+from ckatlas.io.rundir import RunDir
 
 
 def default_epochs(total: int) -> tuple[int, ...]:
@@ -58,7 +58,7 @@ class DynamicsSettings:
         layers: the heatmap's layers ("all", "blocks", names, globs).
         batch_size: minibatch of the CKA estimator (at least 4).
         detector: the block detector (`BlockDetector`).
-        tokens: how a token sequence becomes one example's representation (`ckatlas.tokens`).
+        tokens: how a token sequence becomes one example's representation (`ckatlas.capture.tokens`).
     """
 
     epochs: tuple[int, ...] | None = None

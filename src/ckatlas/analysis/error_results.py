@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ckatlas.errors import UserInputError
-from ckatlas.results import JsonResult
+from ckatlas.io.results import JsonResult
 
 
 @dataclass

@@ -40,7 +40,7 @@ from ckatlas.capture import LayerSpec
 from ckatlas.capture.gram_passes import GramPasses
 from ckatlas.cka import MinibatchCKA, center_gram, top_components
 from ckatlas.errors import UserInputError
-from ckatlas.results import NpzResult
+from ckatlas.io.results import NpzResult
 
 HEATMAPS = ("cka", "cka_without", "cka_random", "cka_normalised")
 

@@ -46,7 +46,7 @@ from ckatlas.capture import LayerSpec, capture_activations
 from ckatlas.cka import MinibatchCKA, top_components
 from ckatlas.errors import UserInputError
 from ckatlas.capture.gram_passes import GramPasses
-from ckatlas.results import NpzResult
+from ckatlas.io.results import NpzResult
 
 _RESIDUAL_TOL = 1e-6  # variance left after removing PC1, relative to the total, that counts as none
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ckatlas.errors import UserInputError
-from ckatlas.files import read_json, read_npz_arrays
-from ckatlas.rundir import RunDir
+from ckatlas.io.files import read_json, read_npz_arrays
+from ckatlas.io.rundir import RunDir
 
 
 @dataclass

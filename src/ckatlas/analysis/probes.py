@@ -50,10 +50,10 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from ckatlas.capture import LayerSpec, capture_activations, resolve_layers
-from ckatlas.devices import run_device
+from ckatlas.runtime.devices import run_device
 from ckatlas.data.subsets import validation_split
 from ckatlas.errors import UserInputError
-from ckatlas.results import JsonResult
+from ckatlas.io.results import JsonResult
 
 DEFAULT_C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 DEFAULT_MAX_FEATURES = 4096

@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 from ckatlas.analysis.blocks import BlockResult
-from ckatlas.devices import run_device
+from ckatlas.runtime.devices import run_device
 from ckatlas.errors import UserInputError
-from ckatlas.results import JsonResult
+from ckatlas.io.results import JsonResult
 from ckatlas.train import TrainConfig, fit, predict
 
 

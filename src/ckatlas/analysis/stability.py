@@ -10,7 +10,7 @@ import numpy as np
 
 from ckatlas.analysis.blocks import Block, BlockResult
 from ckatlas.errors import UserInputError
-from ckatlas.results import JsonResult
+from ckatlas.io.results import JsonResult
 
 
 @dataclass

@@ -34,7 +34,7 @@ left alone.
 
 Token sequences (transformers): a 3-D output ``(n, seq, d)`` becomes one
 representation per example as `tokens` says ("auto", "flatten", "mean", "first",
-"last"), with the batch's ``attention_mask`` honoured; see `ckatlas.tokens`.
+"last"), with the batch's ``attention_mask`` honoured; see `ckatlas.capture.tokens`.
 
 Compiled models: a ``torch.compile`` model is measured through the module it wraps
 (``_orig_mod``), run eagerly: hooks need every tapped layer's output, which a

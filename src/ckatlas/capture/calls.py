@@ -12,7 +12,7 @@ from torch import nn
 
 from ckatlas.errors import UserInputError
 from ckatlas.capture.layers import uncompiled
-from ckatlas.devices import model_device  # noqa: F401  (re-exported by ckatlas.capture)
+from ckatlas.runtime.devices import model_device  # noqa: F401  (re-exported by ckatlas.capture)
 
 
 

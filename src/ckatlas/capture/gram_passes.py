@@ -16,9 +16,9 @@ from ckatlas.capture.calls import batch_len, call_model, first_call, inference
 from ckatlas.capture.gram_taps import GramTaps
 from ckatlas.capture.layers import LayerSpec, uncompiled
 from ckatlas.capture.minibatches import MIN_BATCH, Minibatches
-from ckatlas.devices import run_device
+from ckatlas.runtime.devices import run_device
 from ckatlas.errors import UserInputError
-from ckatlas.tokens import attention_mask, check_token_mode, resolve_token_mode
+from ckatlas.capture.tokens import attention_mask, check_token_mode, resolve_token_mode
 
 
 class GramPasses:

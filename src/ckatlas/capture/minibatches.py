@@ -19,7 +19,7 @@ import torch
 from ckatlas.capture.calls import as_tensor, batch_len
 from ckatlas.data.batches import batch_indices, even_batch_count
 from ckatlas.errors import UserInputError
-from ckatlas.seeding import make_generator
+from ckatlas.runtime.seeding import make_generator
 
 MIN_BATCH = 4  # the unbiased HSIC estimator needs n >= 4
 

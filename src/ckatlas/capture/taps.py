@@ -12,9 +12,9 @@ from torch import nn
 
 from ckatlas.errors import UserInputError
 from ckatlas.capture.calls import batch_len, call_model, inference, pick_tensor
-from ckatlas.devices import run_device
+from ckatlas.runtime.devices import run_device
 from ckatlas.capture.layers import LayerSpec, _resolve, uncompiled
-from ckatlas.tokens import attention_mask, check_token_mode, is_token_output, reduce_tokens, resolve_token_mode
+from ckatlas.capture.tokens import attention_mask, check_token_mode, is_token_output, reduce_tokens, resolve_token_mode
 
 
 
@@ -62,7 +62,7 @@ class _Taps:
     def expect(self, n: int | None, mask: torch.Tensor | None = None) -> None:
         """Start a forward pass over a batch of `n` examples (None: the first tapped output's).
 
-        `mask`: the batch's attention mask, bool (n, seq) (`ckatlas.tokens.attention_mask`).
+        `mask`: the batch's attention mask, bool (n, seq) (`ckatlas.capture.tokens.attention_mask`).
         """
         if mask is not None and n is not None and mask.shape[0] != n:
             raise UserInputError(f"attention_mask holds {mask.shape[0]} examples but the batch {n}")
@@ -199,7 +199,7 @@ def capture_activations(
         device: where the model runs; None means the device of its parameters.
         to: where the activations are kept (None: where they were produced).
         tokens: how a token sequence becomes one example's representation
-            (see `ckatlas.tokens`; the batch's attention_mask is honoured).
+            (see `ckatlas.capture.tokens`; the batch's attention_mask is honoured).
         reduce: applied to each layer's activations of each batch before they are kept
             (e.g. pooling large feature maps), so that memory holds only its output.
 

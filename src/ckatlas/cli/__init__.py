@@ -27,7 +27,7 @@ from ckatlas.cli.experiments import add_claims, add_demo, add_presets, add_repor
 from ckatlas.cli.layers import add_layers
 from ckatlas.cli.heatmaps import add_cka
 from ckatlas.cli.models import add_dynamics, add_info, add_train
-from ckatlas.cpu import command_threads, settle_allocator
+from ckatlas.runtime.cpu import command_threads, settle_allocator
 from ckatlas.errors import USER_ERRORS
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [

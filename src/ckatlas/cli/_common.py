@@ -159,7 +159,7 @@ def add_run_analysis_options(p: argparse.ArgumentParser) -> None:
 
 def check_outputs(args: argparse.Namespace) -> object:
     """The --out folder of a run analysis, checked to be writable before any work."""
-    from ckatlas.files import check_writable_dir
+    from ckatlas.io.files import check_writable_dir
 
     return check_writable_dir(args.out, f"the results of 'ckatlas {args.command}'")
 
@@ -179,7 +179,7 @@ def layer_spec(layers: list[str] | None, default: object) -> object:
 
 
 def write_png(ax: object, path: object) -> None:
-    from ckatlas.files import atomic_open
+    from ckatlas.io.files import atomic_open
 
     figure = ax.figure if hasattr(ax, "figure") else ax
     with atomic_open(path, "wb") as fh:

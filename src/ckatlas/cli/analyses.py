@@ -67,7 +67,7 @@ def _load_cka_matrix(path: str) -> tuple[object, list[str] | None]:
     import numpy as np
 
     from ckatlas.errors import UserInputError
-    from ckatlas.files import read_npz_arrays
+    from ckatlas.io.files import read_npz_arrays
 
     file = Path(path)
     if not file.is_file():
@@ -97,7 +97,7 @@ def _run_blocks(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ckatlas.analysis import block_stability
-    from ckatlas.files import atomic_open, check_writable_file, output_group
+    from ckatlas.io.files import atomic_open, check_writable_file, output_group
     from ckatlas.report import plot_block_frequency, plot_blocks
 
     if args.out:
@@ -171,8 +171,8 @@ def _run_pca(args: argparse.Namespace) -> int:
 
     from ckatlas.analysis import pc_scatter, principal_components
     from ckatlas.capture import resolve_layers
-    from ckatlas.devices import resolve_device
-    from ckatlas.files import output_group
+    from ckatlas.runtime.devices import resolve_device
+    from ckatlas.io.files import output_group
     from ckatlas.report import plot_pc_heatmaps, plot_pc_scatter, plot_pc_variance
 
     out = check_outputs(args)
@@ -228,7 +228,7 @@ def _run_probes(args: argparse.Namespace) -> int:
 
     from ckatlas.analysis import linear_probes
     from ckatlas.report import plot_probe_accuracy
-    from ckatlas.devices import resolve_device
+    from ckatlas.runtime.devices import resolve_device
 
     settings = settings_from_args(args, ProbeSettings)
     out = check_outputs(args)
@@ -275,7 +275,7 @@ def _run_prune(args: argparse.Namespace) -> int:
 
     from ckatlas.analysis import BlockResult, prune_blocks
     from ckatlas.report import plot_pruning
-    from ckatlas.devices import resolve_device
+    from ckatlas.runtime.devices import resolve_device
 
     settings = settings_from_args(args, PruneSettings)
     out = check_outputs(args)
@@ -356,7 +356,7 @@ def _run_errors(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ckatlas.analysis import compare_populations, load_class_groups, load_predictions
-    from ckatlas.files import atomic_open, atomic_write_text, check_writable_dir, output_group
+    from ckatlas.io.files import atomic_open, atomic_write_text, check_writable_dir, output_group
     from ckatlas.report import plot_class_differences, plot_example_scatter
 
     if args.out:

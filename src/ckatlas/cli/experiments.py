@@ -50,18 +50,18 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 
 def default_jobs() -> int:
     """One process per CPU core this process may use, at most 4 (the demo's default --jobs)."""
-    from ckatlas.cpu import available_cores
+    from ckatlas.runtime.cpu import available_cores
 
     return max(1, min(4, available_cores()))
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from ckatlas.experiment import run_experiment
-    from ckatlas.files import check_writable_dir
+    from ckatlas.io.files import check_writable_dir
     from ckatlas.report._page import ReportData
     from ckatlas.report.headline import headline_text
     from ckatlas.report.html import REPORT_FILE, write_report
-    from ckatlas.summary import ExperimentSummary
+    from ckatlas.io.summary import ExperimentSummary
 
     check_writable_dir(args.out, "the demo")
     jobs = args.jobs if args.jobs is not None else default_jobs()
@@ -125,8 +125,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
 
 def _run_run(args: argparse.Namespace) -> int:
     from ckatlas.experiment import experiment_status, load_config, run_experiment
-    from ckatlas.files import check_writable_dir
-    from ckatlas.summary import ExperimentSummary
+    from ckatlas.io.files import check_writable_dir
+    from ckatlas.io.summary import ExperimentSummary
 
     config = load_config(args.experiment)
     if not args.dry_run:
@@ -223,7 +223,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from ckatlas.files import check_writable_file
+    from ckatlas.io.files import check_writable_file
     from ckatlas.report.html import write_report
 
     if args.out:
@@ -285,7 +285,7 @@ def _run_claims(args: argparse.Namespace) -> int:
     from ckatlas.analysis import BlockDetector
     from ckatlas.analysis.trend import PERMUTATIONS
     from ckatlas.experiment.claims import CLAIMS_FILE, ClaimsResult, evaluate_claims, experiment_detector
-    from ckatlas.files import check_writable_file
+    from ckatlas.io.files import check_writable_file
 
     if args.out:
         check_writable_file(args.out, "the claims", ".json")

@@ -14,7 +14,7 @@ from ckatlas.cli._common import (
     write_png,
 )
 from ckatlas.cka.measures import MEASURES, measures_help
-from ckatlas.tokens import TOKEN_MODES
+from ckatlas.capture.tokens import TOKEN_MODES
 from ckatlas.train.config import PRECISIONS
 
 
@@ -75,7 +75,7 @@ def add_cka(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per minibatch (default 256)")
     p.add_argument("--passes", type=positive_int, default=1, help="passes over the data (default 1)")
     p.add_argument("--tokens", choices=TOKEN_MODES, default="auto",
-                   help="how a transformer layer's tokens become one example (ckatlas.tokens): auto (default: "
+                   help="how a transformer layer's tokens become one example (ckatlas.capture.tokens): auto (default: "
                         "flattened for images), flatten, mean, first or last")
     p.add_argument("--measure", choices=tuple(MEASURES), default="cka",
                    help="the similarity of each layer pair (default cka; ckatlas.cka.measures): "
@@ -98,7 +98,7 @@ def _cka_models(args: argparse.Namespace, device: object) -> tuple[list[object],
     from dataclasses import replace
 
     from ckatlas.errors import UserInputError
-    from ckatlas.seeding import make_generator
+    from ckatlas.runtime.seeding import make_generator
     from ckatlas.train import TrainConfig, build_model, load_run
 
     if args.runs and args.arch:
@@ -164,10 +164,10 @@ def _cka_split(data: object, split: str) -> object:
 def _run_cka(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ckatlas.files import check_writable_file, output_group
+    from ckatlas.io.files import check_writable_file, output_group
     from ckatlas.heatmap import heatmap
     from ckatlas.report import plot_heatmap
-    from ckatlas.devices import resolve_device
+    from ckatlas.runtime.devices import resolve_device
 
     check_writable_file(args.out, "the CKA result", ".npz")
     if args.png:

@@ -131,8 +131,8 @@ def add_dynamics(sub: argparse._SubParsersAction) -> None:
 def _run_dynamics(args: argparse.Namespace) -> int:
     from ckatlas.analysis.dynamics import BlockDynamics
     from ckatlas.errors import UserInputError
-    from ckatlas.files import check_writable_file
-    from ckatlas.rundir import RunDir
+    from ckatlas.io.files import check_writable_file
+    from ckatlas.io.rundir import RunDir
 
     path = RunDir(args.run_dir).dynamics
     if not path.is_file():
@@ -150,7 +150,7 @@ def _run_dynamics(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from ckatlas.files import check_writable_dir
+    from ckatlas.io.files import check_writable_dir
     from ckatlas.train import TrainConfig, train
 
     check_writable_dir(args.out, "the run")

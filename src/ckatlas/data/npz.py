@@ -20,7 +20,7 @@ import numpy as np
 from ckatlas.data.image_data import RawImages
 from ckatlas.data.subsets import fixed_split
 from ckatlas.errors import UserInputError
-from ckatlas.files import read_npz_arrays
+from ckatlas.io.files import read_npz_arrays
 
 NPZ_TEST_EVERY = 4
 _LAYOUT = "arrays x_train, y_train, x_test, y_test (or x, y), optionally class_names"

@@ -19,8 +19,8 @@ from ckatlas.analysis.origins import BlockOrigins
 from ckatlas.analysis.pca import PCAResult
 from ckatlas.analysis.trend import min_sign_flip_p, paired_difference_test, trend_test, verdict
 from ckatlas.heatmap import CKAResult
-from ckatlas.results import JsonResult
-from ckatlas.summary import ExperimentSummary, ModelEntry
+from ckatlas.io.results import JsonResult
+from ckatlas.io.summary import ExperimentSummary, ModelEntry
 
 SWEEPS = {"contrast": ("min_score", (0.3, 0.4, 0.5, 0.6, 0.7)), "threshold": ("threshold", (0.8, 0.85, 0.9, 0.95, 0.97))}
 DEFAULT_SWEEP = SWEEPS["threshold"][1]  # earlier releases' name for the threshold sweep

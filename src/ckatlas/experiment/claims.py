@@ -70,7 +70,7 @@ from ckatlas.experiment.claim_kinds import (  # noqa: F401  (Claim, ClaimsResult
     TrendClaim,
 )
 from ckatlas.heatmap import CKAResult
-from ckatlas.summary import read_summary
+from ckatlas.io.summary import read_summary
 
 #: Where an experiment keeps its claims, decided once by its ``claims`` step with the defaults below.
 CLAIMS_FILE = "claims.json"

@@ -28,7 +28,7 @@
     [cka]
     layers = "blocks"            # or "all"
     num_examples = 256           # test examples the heatmaps are computed on (default: all)
-    # tokens = "mean"            # transformers: how a token sequence becomes one example (ckatlas.tokens)
+    # tokens = "mean"            # transformers: how a token sequence becomes one example (ckatlas.capture.tokens)
 
     [analyses.blocks]            # always run (summary.json needs block_fraction)
     threshold = 0.9

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ckatlas.cpu import available_cores, command_threads, settle_allocator
+from ckatlas.runtime.cpu import available_cores, command_threads, settle_allocator
 from ckatlas.errors import USER_ERRORS, UserInputError
 from ckatlas.experiment.plan import Step, is_driver
 from ckatlas.experiment.steps import StepContext, execute

@@ -27,7 +27,7 @@ from ckatlas.experiment.plan import Step, pending, plan
 from ckatlas.experiment.registry import step_kind
 from ckatlas.experiment.steps import StepContext, test_inputs
 from ckatlas.experiment.store import SUMMARY_FILE, ExperimentStore
-from ckatlas.devices import resolve_device
+from ckatlas.runtime.devices import resolve_device
 
 
 @dataclass

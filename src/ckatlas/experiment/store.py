@@ -34,9 +34,9 @@ from typing import Any
 from ckatlas._version import __version__
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.config import ExperimentConfig, to_toml
-from ckatlas.files import atomic_write_json, atomic_write_text, is_stray, read_json
-from ckatlas.formats import tag, upgrade
-from ckatlas.rundir import RunDir
+from ckatlas.io.files import atomic_write_json, atomic_write_text, is_stray, read_json
+from ckatlas.io.formats import tag, upgrade
+from ckatlas.io.rundir import RunDir
 
 EXPERIMENT_FILE = "experiment.json"
 SUMMARY_FILE = "summary.json"
@@ -156,7 +156,7 @@ class ExperimentStore:
 
 
 def _recorded_config(record: Any, path: Path) -> dict[str, Any]:
-    """The config of an experiment.json, of any version, as this release records it (`ckatlas.formats`)."""
+    """The config of an experiment.json, of any version, as this release records it (`ckatlas.io.formats`)."""
     if not isinstance(record, dict):
         raise UserInputError(f"{path}: not an experiment record (a JSON object); delete it to start over")
     try:

@@ -4,7 +4,7 @@ Built from the files of the experiment directory alone, so a report can be
 written from disk. Paths are relative to the experiment directory.
 
     {
-      "format": "ckatlas.ExperimentSummary", "version": 1 (ckatlas.formats: earlier versions are read too),
+      "format": "ckatlas.ExperimentSummary", "version": 1 (ckatlas.io.formats: earlier versions are read too),
       "name": ..., "description": ..., "dataset": {name, num_train, num_test, image_shape, num_classes, ...},
       "models": [{"name", "arch", "depth", "width", "residual", "seed", "fraction",
                   "test_accuracy", "train_accuracy" (clean, on the examples trained on), "block_fraction",
@@ -46,7 +46,7 @@ from ckatlas.experiment.config import ExperimentConfig, RunSpec
 from ckatlas.experiment.plan import cross_seed_pairs
 from ckatlas.experiment.registry import analysis_catalogue
 from ckatlas.experiment.store import ExperimentStore
-from ckatlas.summary import CrossSeedPair, ExperimentSummary, GridTable, GroupEntry, ModelEntry
+from ckatlas.io.summary import CrossSeedPair, ExperimentSummary, GridTable, GroupEntry, ModelEntry
 
 
 def build_summary(store: ExperimentStore, config: ExperimentConfig) -> ExperimentSummary:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from ckatlas.errors import UserInputError
 from ckatlas.cka.measures import MEASURES
-from ckatlas.tokens import TOKEN_MODES
+from ckatlas.capture.tokens import TOKEN_MODES
 
 
 def valid_depths(up_to: int = 164) -> list[int]:
@@ -72,7 +72,7 @@ class CKAConfig:
 
     `num_examples` takes the first N test examples (None: all of them); `passes`
     reshuffles them each pass (the paper uses 10). `tokens`: how a transformer layer's
-    token sequence becomes one example's representation (`ckatlas.tokens`: "auto",
+    token sequence becomes one example's representation (`ckatlas.capture.tokens`: "auto",
     "flatten", "mean", "first", "last"), for the heatmaps, PCA, dynamics and origins.
     `measure`: what each heatmap cell holds, a name in `ckatlas.cka.measures.MEASURES` ("cka", the
     paper's minibatch linear CKA, by default); the blocks are then found on that measure's heatmaps.

@@ -27,7 +27,7 @@ float32 model).
 Tokens: a transformer layer's ``(n, seq, d)`` output becomes one representation
 per example as `tokens` says, the batch's ``attention_mask`` honoured (padding
 never enters a Gram); the default "auto" is the mean over valid tokens for a
-masked batch, the flattened tokens otherwise (`ckatlas.tokens`). The mode used
+masked batch, the flattened tokens otherwise (`ckatlas.capture.tokens`). The mode used
 is recorded in the result's metadata.
 
 Device: `device=None` means the device of model A's parameters. Models are not
@@ -98,7 +98,7 @@ def heatmap(
         tokens: how a layer's token sequence (n, seq, d) becomes one example's
             representation: "auto" (mean over valid tokens for a batch with an
             attention_mask, else flatten), "flatten", "mean", "first" or "last"
-            (see `ckatlas.tokens`); padding never enters a Gram.
+            (see `ckatlas.capture.tokens`); padding never enters a Gram.
         distributed: inside a ``torch.distributed`` process group (torchrun, DDP), each rank
             passes its own shard of the data and every rank gets the heatmap of all of it (the
             estimator's sums are reduced across ranks). None: when a group of more than one

@@ -1,5 +1,5 @@
 """The saved results of `ckatlas.heatmap`: `CKAResult` (one heatmap) and `PopulationResult` (every pair of
-a set of models), each an .npz of its arrays with a JSON header (`ckatlas.results`, `ckatlas.formats`)."""
+a set of models), each an .npz of its arrays with a JSON header (`ckatlas.io.results`, `ckatlas.io.formats`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_open
-from ckatlas.formats import tag, upgrade
-from ckatlas.results import NpzResult, read_result_npz
+from ckatlas.io.files import atomic_open
+from ckatlas.io.formats import tag, upgrade
+from ckatlas.io.results import NpzResult, read_result_npz
 
 POPULATION_FORMAT = "ckatlas.PopulationResult"
 

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ckatlas.capture.calls import call_model
-from ckatlas.devices import run_device
+from ckatlas.runtime.devices import run_device
 from ckatlas.errors import UserInputError
 from ckatlas.hf.data import batches, without_labels
 from ckatlas.hf.removal import output_logits, token_losses

@@ -45,12 +45,12 @@ from ckatlas.capture.calls import call_model, inference, pick_tensor
 from ckatlas.capture.minibatches import MIN_BATCH
 from ckatlas.cka import MinibatchCKA
 from ckatlas.data.batches import even_batch_count
-from ckatlas.devices import run_device
+from ckatlas.runtime.devices import run_device
 from ckatlas.errors import UserInputError
 from ckatlas.hf.data import batches, num_examples, without_labels
 from ckatlas.hf.stack import LayerStack, layer_stack, layers_removed
-from ckatlas.results import JsonResult
-from ckatlas.tokens import attention_mask, reduce_tokens
+from ckatlas.io.results import JsonResult
+from ckatlas.capture.tokens import attention_mask, reduce_tokens
 
 CRITERIA = ("cka", "angular", "block_influence")
 
@@ -229,7 +229,7 @@ def layer_redundancy(
             call_model(model, batch, device)
             states = hooks.take(n)
             mask = _mask(batch, states[0], device)
-            acc.update([reduce_tokens(s, "mean", mask) for s in states])  # ckatlas.tokens: the mean over real tokens
+            acc.update([reduce_tokens(s, "mean", mask) for s in states])  # ckatlas.capture.tokens: the mean over real tokens
             for i in range(count):
                 cos = torch.nn.functional.cosine_similarity(states[i], states[i + 1], dim=-1)
                 bi_sum[i] += (1 - cos.double())[mask].sum()
@@ -272,7 +272,7 @@ def _bar(total: int, desc: str, progress: bool | None) -> Iterator[Callable[[Ite
 
 
 def _mask(batch: Any, state: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Which tokens count: the batch's attention mask (`ckatlas.tokens.attention_mask`) when it covers
+    """Which tokens count: the batch's attention mask (`ckatlas.capture.tokens.attention_mask`) when it covers
     the layers' tokens, else all of them."""
     mask = attention_mask(batch)
     if mask is not None and tuple(mask.shape) == tuple(state.shape[:2]):

@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from ckatlas.errors import UserInputError
-from ckatlas.formats import tag
+from ckatlas.io.formats import tag
 
 _COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 

@@ -18,7 +18,7 @@ Every activation point is its own module, called once per forward (DESIGN.md):
 
 "all" lists them in that order; "blocks" lists ``embed.tokens``, each block's ``add2``,
 ``pool`` and ``fc``. Token outputs are (n, tokens, dim): a heatmap flattens them
-(`ckatlas.tokens`), as it flattens a CNN's feature maps.
+(`ckatlas.capture.tokens`), as it flattens a CNN's feature maps.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ from matplotlib.figure import Figure
 
 from ckatlas.analysis.blocks import BlockDetector
 from ckatlas.errors import UserInputError
-from ckatlas.files import read_json
-from ckatlas.rundir import RunDir
-from ckatlas.summary import ExperimentSummary, GridTable, GroupEntry, ModelEntry, read_summary
+from ckatlas.io.files import read_json
+from ckatlas.io.rundir import RunDir
+from ckatlas.io.summary import ExperimentSummary, GridTable, GroupEntry, ModelEntry, read_summary
 DPI = 100  # figures are embedded: enough for a screen, small enough to mail the file
 
 T = TypeVar("T")

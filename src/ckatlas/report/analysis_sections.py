@@ -29,7 +29,7 @@ from ckatlas.report._page import (
     slice_title,
     table_html,
 )
-from ckatlas.summary import ModelEntry
+from ckatlas.io.summary import ModelEntry
 from ckatlas.report.analysis_figures import plot_pc_heatmaps, plot_pc_variance, plot_probe_accuracy, plot_pruning
 from ckatlas.report.error_figures import plot_class_differences, plot_example_scatter
 from ckatlas.heatmap.figures import plot_heatmap

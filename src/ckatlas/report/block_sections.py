@@ -29,7 +29,7 @@ from ckatlas.report._page import (
     table_html,
 )
 from ckatlas.heatmap.figures import measure_label
-from ckatlas.summary import CrossSeedPair, ModelEntry
+from ckatlas.io.summary import CrossSeedPair, ModelEntry
 from ckatlas.report.analysis_figures import plot_averaged_heatmap
 from ckatlas.report.block_figures import label_scores, outline_blocks, plot_block_frequency
 from ckatlas.heatmap.figures import plot_heatmap

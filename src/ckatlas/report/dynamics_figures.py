@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ckatlas.analysis.dynamics import BlockDynamics
-from ckatlas.files import atomic_open
+from ckatlas.io.files import atomic_open
 from ckatlas.report.block_figures import outline_spans
 from ckatlas.heatmap.figures import plot_heatmap
 

@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ckatlas.analysis.dynamics import BlockDynamics
 from ckatlas.report._page import ReportData, Section, esc, fmt, figure_html, para, table_html, report_section
-from ckatlas.summary import ModelEntry
+from ckatlas.io.summary import ModelEntry
 from ckatlas.report.dynamics_figures import dynamics_figure
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ckatlas.analysis.trend import PERMUTATIONS, trend_test
 from ckatlas.report._page import ReportData, Section, esc, fmt, para, slice_title, table_html, report_section
-from ckatlas.summary import ExperimentSummary, GridTable, ModelEntry
+from ckatlas.io.summary import ExperimentSummary, GridTable, ModelEntry
 
 
 def _direction(values: Sequence[float]) -> str:

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from ckatlas._version import __version__
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_text
+from ckatlas.io.files import atomic_write_text
 from ckatlas.report import (  # noqa: F401  (each registers its sections with `report_section` when imported)
     analysis_sections,
     block_sections,

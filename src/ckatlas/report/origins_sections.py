@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from ckatlas.analysis.origins import BlockOrigins
 from ckatlas.report._page import ReportData, Section, esc, figure_html, fmt, para, table_html, report_section
-from ckatlas.summary import ModelEntry
+from ckatlas.io.summary import ModelEntry
 
 #: Models whose dominant examples are drawn (the rest are in the table).
 MAX_DRAWN = 6

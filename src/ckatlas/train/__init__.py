@@ -13,7 +13,7 @@ A run directory (DESIGN.md):
     state/checkpoint.safetensors   model, optimizer and generator state after the last
                          finished epoch, its bookkeeping as JSON in the file's metadata
 
-Every file is written atomically (`ckatlas.files`), so a killed run leaves at most
+Every file is written atomically (`ckatlas.io.files`), so a killed run leaves at most
 a stray hidden `.tmp` file, never a half-written file under a final name. The
 checkpoint is one file, so its tensors and its bookkeeping always agree. On the
 CPU with a fixed seed, a resumed run ends with the same weights, bit for bit, as

@@ -13,7 +13,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_bytes
+from ckatlas.io.files import atomic_write_bytes
 
 _STATE_KEY = "ckatlas.state"
 

@@ -18,7 +18,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from ckatlas._version import __version__
-from ckatlas.cpu import training_threads
+from ckatlas.runtime.cpu import training_threads
 from ckatlas.data import (
     NO_AUGMENTATION,
     ImageData,
@@ -27,8 +27,8 @@ from ckatlas.data import (
 )
 from ckatlas.data.subsets import validation_split
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_bytes
-from ckatlas.rundir import CONFIG_FILE, RunDir
+from ckatlas.io.files import atomic_write_bytes
+from ckatlas.io.rundir import CONFIG_FILE, RunDir
 from ckatlas.train.checkpoint import load_state, save_state
 from ckatlas.train.config import TrainConfig, build_model
 from ckatlas.train.predict import (
@@ -307,7 +307,7 @@ def fit(
     precision = resolve_precision(config.precision, device, model)
     arithmetic = (precision, channels_last_for(device, precision))
     model.to(memory_format=memory_format_for(arithmetic[1]))
-    with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.cpu)
+    with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.runtime.cpu)
         history = list(_epochs(model, optimizer, data, config, device, generator, 0, quiet, arithmetic=arithmetic))
     model.to(memory_format=torch.contiguous_format)
     model.eval()
@@ -377,7 +377,7 @@ def train(
         start_epoch, history = meta["epoch"], meta["history"]
 
     recorder = None if dynamics is None else dynamics.recorder(data, config.epochs, run_dir)
-    with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.cpu)
+    with training_threads(model, device):  # narrow models: 1 CPU thread (see ckatlas.runtime.cpu)
         if recorder is not None and start_epoch == 0:
             recorder(model, 0, device)
         for record in _epochs(model, optimizer, data, config, device, generator, start_epoch, quiet, val,

@@ -11,7 +11,7 @@ from torch import nn
 from ckatlas.data import (
     standard_layout,
 )
-from ckatlas.devices import resolve_device
+from ckatlas.runtime.devices import resolve_device
 from ckatlas.errors import UserInputError
 from ckatlas.train.config import PRECISIONS
 

@@ -12,9 +12,9 @@ from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from ckatlas.errors import UserInputError
-from ckatlas.rundir import METRICS_FILE, MODEL_FILE, RunDir
+from ckatlas.io.rundir import METRICS_FILE, MODEL_FILE, RunDir
 from ckatlas.train.config import TrainConfig, build_model
-from ckatlas.devices import resolve_device
+from ckatlas.runtime.devices import resolve_device
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ckatlas.devices import resolve_device
+from ckatlas.runtime.devices import resolve_device
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.registry import Step, StepKind, register_step
 from ckatlas.experiment.steps._common import StepContext, load_model, per_run, test_inputs, trained
 from ckatlas.experiment.store import ExperimentStore
 from ckatlas.heatmap import heatmap
-from ckatlas.rundir import RunDir
+from ckatlas.io.rundir import RunDir
 from ckatlas.train import initial_model
 
 if TYPE_CHECKING:

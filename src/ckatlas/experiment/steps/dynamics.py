@@ -16,7 +16,7 @@ from ckatlas.experiment.analyses import RunSelection
 from ckatlas.experiment.registry import Step, StepKind, register_step
 from ckatlas.experiment.steps._common import StepContext, per_run, trained
 from ckatlas.experiment.store import ExperimentStore
-from ckatlas.rundir import DYNAMICS_FILE
+from ckatlas.io.rundir import DYNAMICS_FILE
 
 if TYPE_CHECKING:
     from ckatlas.experiment.config import ExperimentConfig

@@ -17,7 +17,7 @@ from ckatlas.experiment.analyses import RunSelection
 from ckatlas.experiment.registry import Step, StepKind, register_step
 from ckatlas.experiment.steps._common import StepContext, load_model, test_inputs
 from ckatlas.experiment.store import ExperimentStore
-from ckatlas.devices import resolve_device
+from ckatlas.runtime.devices import resolve_device
 
 if TYPE_CHECKING:
     from ckatlas.experiment.config import ExperimentConfig

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ckatlas.analysis.probes import ProbeSettings, linear_probes
-from ckatlas.devices import resolve_device
+from ckatlas.runtime.devices import resolve_device
 from ckatlas.experiment.analyses import RunSelection
 from ckatlas.experiment.registry import Step, StepKind, register_step
 from ckatlas.experiment.steps._common import StepContext, load_model, per_run, trained

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ckatlas.analysis import BlockResult
 from ckatlas.analysis.prune import PruneSettings, prune_blocks
-from ckatlas.devices import resolve_device
+from ckatlas.runtime.devices import resolve_device
 from ckatlas.errors import UserInputError
 from ckatlas.experiment.analyses import RunSelection
 from ckatlas.experiment.registry import Step, StepKind, register_step

@@ -8,7 +8,7 @@
       dynamics.npz         (optional) heatmaps and blocks at some epochs (ckatlas.analysis.dynamics)
       state/checkpoint.safetensors   what resuming needs, rewritten every epoch
 
-Everything is written atomically (`ckatlas.files`); an interrupted write leaves only a
+Everything is written atomically (`ckatlas.io.files`); an interrupted write leaves only a
 stray temporary file (``.NAME.XXXX.tmp``), which `clean_strays` removes.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_write_json, is_stray, npz_intact, read_json, safetensors_intact
-from ckatlas.formats import tag, upgrade
+from ckatlas.io.files import atomic_write_json, is_stray, npz_intact, read_json, safetensors_intact
+from ckatlas.io.formats import tag, upgrade
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -29,7 +29,7 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.npz"
 STATE_FILE = "state/checkpoint.safetensors"
 DYNAMICS_FILE = "dynamics.npz"
-CONFIG_FORMAT = "ckatlas.RunConfig"  # the kinds of config.json and metrics.json (`ckatlas.formats`)
+CONFIG_FORMAT = "ckatlas.RunConfig"  # the kinds of config.json and metrics.json (`ckatlas.io.formats`)
 METRICS_FORMAT = "ckatlas.RunMetrics"
 
 
@@ -92,7 +92,7 @@ class RunDir:
 
     def read_info(self) -> dict[str, Any]:
         """config.json: {"config": settings, "data": data summary, "model": ..., "environment": ...}, of any
-        version, as this release writes it (`ckatlas.formats`)."""
+        version, as this release writes it (`ckatlas.io.formats`)."""
         return self._json(self.config, "a ckatlas run's config.json", CONFIG_FORMAT)
 
     def read_metrics(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ the claims and the command line read it with `ExperimentSummary.load(root / "sum
 (`read_summary(root)` says what to do when it is missing) and use attributes instead of string
 keys: ``summary.models[0].block_strength``, ``model.path("pca")``, ``summary.model(name)``,
 ``summary.group_of(run)``. Saving writes the JSON of earlier releases (the keys in the same order)
-with its format version; summaries written by earlier releases load (`ckatlas.formats` brings them
+with its format version; summaries written by earlier releases load (`ckatlas.io.formats` brings them
 forward; an entry's fields missing in older files get their defaults, and newer keys are left out).
 The file's layout is described in `ckatlas.experiment.summarise`.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ckatlas.errors import UserInputError
-from ckatlas.results import JsonResult
+from ckatlas.io.results import JsonResult
 
 
 def _from(cls: type, data: dict[str, Any]) -> Any:

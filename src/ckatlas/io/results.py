@@ -1,8 +1,8 @@
 """One way to save and load result objects: JSON with a format tag, or .npz arrays with a JSON header.
 
 A result class declares what it is and how its fields become plain values; this module
-writes them atomically, tagged with the kind's format version (`ckatlas.formats`), and reads
-them back through `ckatlas.formats.upgrade` (a file of an earlier version is brought forward
+writes them atomically, tagged with the kind's format version (`ckatlas.io.formats`), and reads
+them back through `ckatlas.io.formats.upgrade` (a file of an earlier version is brought forward
 first), with one clear `UserInputError` on a file that is missing, truncated, of another kind,
 of a newer version, or missing a field.
 
@@ -34,8 +34,8 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from ckatlas.errors import UserInputError
-from ckatlas.files import atomic_open, atomic_write_json, read_json, read_npz_arrays
-from ckatlas.formats import tag, upgrade
+from ckatlas.io.files import atomic_open, atomic_write_json, read_json, read_npz_arrays
+from ckatlas.io.formats import tag, upgrade
 
 R = TypeVar("R", bound="JsonResult")
 N = TypeVar("N", bound="NpzResult")
