@@ -14,17 +14,17 @@ __all__ = ["CKAResult", "__version__", "heatmap", "population_heatmaps"]
 
 #: Modules that earlier releases kept at the package root, and where they live now. Their old
 #: names still import (``from ckatlas.summary import read_summary``) and are the same modules.
-MOVED_MODULES = {
-    "ckatlas.files": "ckatlas.io.files",
-    "ckatlas.formats": "ckatlas.io.formats",
-    "ckatlas.results": "ckatlas.io.results",
-    "ckatlas.rundir": "ckatlas.io.rundir",
-    "ckatlas.summary": "ckatlas.io.summary",
-    "ckatlas.tokens": "ckatlas.capture.tokens",
-    "ckatlas.cpu": "ckatlas.runtime.cpu",
-    "ckatlas.devices": "ckatlas.runtime.devices",
-    "ckatlas.seeding": "ckatlas.runtime.seeding",
-}
+MOVED_MODULES = {f"{__name__}.{old}": f"{__name__}.{new}" for old, new in {
+    "files": "io.files",
+    "formats": "io.formats",
+    "results": "io.results",
+    "rundir": "io.rundir",
+    "summary": "io.summary",
+    "tokens": "capture.tokens",
+    "cpu": "runtime.cpu",
+    "devices": "runtime.devices",
+    "seeding": "runtime.seeding",
+}.items()}
 for _old, _new in MOVED_MODULES.items():
     _sys.modules[_old] = _importlib.import_module(_new)
     globals()[_old.rsplit(".", 1)[1]] = _sys.modules[_old]
