@@ -181,11 +181,16 @@ def test_claims_of_version_0(tmp_path: Path) -> None:
     old = {k: v for k, v in data.items() if k not in ("version", "metadata")}
     old["claims"] = [{k: v for k, v in c.items() if k not in ("p_opposite", "interval", "verdict")}
                      for c in data["claims"]]
+    # those releases compared with a second detector and kept only whether it held
+    old["claims"][0]["details"] = {"compare": {"method": "threshold", "value": 0.2, "p_value": 0.3, "n": 9,
+                                               "holds": False}}
     (tmp_path / "old.json").write_text(json.dumps(old))
     res = ClaimsResult.load(tmp_path / "old.json")
     assert res.metadata == {} and [c.key for c in res.claims] == ["width", "depth"]
     assert all(c.p_opposite is None and c.interval is None for c in res.claims)
     assert [c.verdict for c in res.claims] == ["holds", "untested"]  # from `holds`, as those releases said it
+    assert res.claims[0].details["compare"]["verdict"] == "not established"
+    assert "threshold rule: not established (+0.200, p 0.3, n 9)" in res.claims[0].line()
 
 
 def test_a_summary_of_version_0_with_only_its_models(tmp_path: Path) -> None:
@@ -208,7 +213,7 @@ def test_upgrade_leaves_its_input_alone() -> None:
     before = json.dumps(data, sort_keys=True)
     out = upgrade("ckatlas.Claims", data)
     assert json.dumps(data, sort_keys=True) == before
-    assert "format" not in out and "version" not in out and out["claims"][0]["verdict"] == ""
+    assert "format" not in out and "version" not in out and out["claims"][0]["verdict"] == "untested"
 
 
 def test_a_run_folder_of_version_0_reads_as_this_release_writes_it(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ class Claim:
     verdict: str = ""
 
     def __post_init__(self) -> None:
-        if not self.verdict:  # a claim built without one, or read from a release that did not record it
+        if not self.verdict:  # a claim built without one (files of earlier releases: ckatlas.io.formats)
             self.verdict = "untested" if self.holds is None else "holds" if self.holds else "not established"
 
     def effect(self) -> str:
@@ -78,8 +78,7 @@ class Claim:
             if other["holds"] is None:
                 beside = f"; {other['method']} rule: untested"
             else:
-                words = other.get("verdict") or ("holds" if other["holds"] else "not established")
-                beside = f"; {other['method']} rule: {words} ({other['value']:+.3f}, p {other['p_value']:.3g}, n {other['n']})"
+                beside = f"; {other['method']} rule: {other['verdict']} ({other['value']:+.3f}, p {other['p_value']:.3g}, n {other['n']})"
         if self.holds is None:
             return f"[untested] {self.key}: {self.note}{beside}"
         against = "" if self.p_opposite is None else f", the other way p = {self.p_opposite:.3g}"
@@ -100,7 +99,7 @@ class Claim:
     def from_dict(cls, data: dict[str, Any]) -> Claim:
         return cls(data["key"], data["statement"], data["statistic"], data["value"], data["p_value"], int(data["n"]),
                    data["holds"], data["note"], dict(data["details"]), data["p_opposite"], data["interval"],
-                   data["verdict"] or "")
+                   data["verdict"])
 
 
 @dataclass

@@ -175,10 +175,27 @@ def _removal_0(fields: dict[str, Any]) -> dict[str, Any]:
     return _defaults(fields, curves={}, metric="loss", metadata={}, healing={})
 
 
+def _words(holds: bool | None) -> str:
+    """The verdict of a claim that recorded only whether it held (releases before the three words)."""
+    return "untested" if holds is None else "holds" if holds else "not established"
+
+
+def _claim_0(claim: dict[str, Any]) -> dict[str, Any]:
+    out = _defaults(claim, p_opposite=None, interval=None)
+    out["verdict"] = out.get("verdict") or _words(out.get("holds"))
+    details = dict(out.get("details") or {})
+    if isinstance(details.get("compare"), dict):  # the second detector's verdict, nested
+        compare = dict(details["compare"])
+        compare["verdict"] = compare.get("verdict") or _words(compare.get("holds"))
+        details["compare"] = compare
+    out["details"] = details
+    return out
+
+
 @converts("ckatlas.Claims", 0)
 def _claims_0(fields: dict[str, Any]) -> dict[str, Any]:
     out = _defaults(fields, metadata={})
-    out["claims"] = [_defaults(dict(c), p_opposite=None, interval=None, verdict="") for c in out["claims"]]
+    out["claims"] = [_claim_0(dict(c)) for c in out["claims"]]
     return out
 
 
