@@ -383,7 +383,7 @@ def main() -> None:
         trend_figure(summary, figures / f"{label}-trend.png", label)
         drawn = heatmap_figures(root, summary, figures / f"{label}-heatmaps")
         seeds_figure(root, summary, figures / f"{label}-seeds.png")
-        print(f"\n![{label}: block fraction by width]({figures / f'{label}-trend.png'})")
+        print(f"\n![{label}: block area by width]({figures / f'{label}-trend.png'})")
         print(f"![{label}: every seed of the deepest rows]({figures / f'{label}-seeds.png'})")
         for path in drawn:
             print(f"![{label}: heatmaps]({path})")
